@@ -1,0 +1,178 @@
+"""The Engine: settings, plugin manager, database, templates and registries in one object.
+
+Everything that can be checked is checked when the engine starts, so a bad campaign file
+fails the command that loads it, not a scheduled job at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine as SAEngine
+from sqlmodel import col, select
+
+from engine.campaigns import Campaign, load_campaigns
+from engine.db import make_db, session_scope
+from engine.errors import ConfigError, PluginError
+from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
+from engine.models import ModelVersionRow, RecipientRow
+from engine.plugins import make_plugin_manager
+from engine.registry import Registry, collect
+from engine.rendering import Renderer
+from engine.settings import Settings, load_settings
+from engine.tracking import Tokens
+from engine.types import DeliveryBackend, Policy, Recipe, Recipient
+from engine.webhooks import WebhookHandler
+
+
+class Engine:
+    """One tailormail installation: configuration, plugins, storage and rendering."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        project_dir: Path | None = None,
+        plugins: Sequence[Any] = (),
+        overrides: dict[str, Any] | None = None,
+        load_entry_points: bool = True,
+    ) -> None:
+        self.settings = settings or load_settings(project_dir, overrides=overrides)
+        self.pm = make_plugin_manager(
+            plugins, self.settings.disabled_plugins, load_entry_points=load_entry_points
+        )
+        hook = self.pm.hook
+        self.policies: Registry[PolicyFactory] = collect("policy", hook.register_policies)
+        self.recipes: Registry[RecipeFactory] = collect("recipe", hook.register_recipes)
+        self.backends: Registry[BackendFactory] = collect("backend", hook.register_backends)
+        self.webhook_handlers: Registry[WebhookHandler] = collect(
+            "webhook handler", hook.register_webhook_handlers
+        )
+        self.executors: Registry[ExecutorFactory] = collect("executor", hook.register_executors)
+        self.campaigns: dict[str, Campaign] = load_campaigns(
+            self.settings.path(self.settings.campaigns_dir)
+        )
+        self.tokens = Tokens(self.settings.secret_bytes())
+        self.renderer = Renderer(
+            self.settings.path(self.settings.templates_dir),
+            self.tokens,
+            self.settings.tracking_base_url,
+            self.pm,
+        )
+        self._validate()
+        self.db: SAEngine = make_db(self.settings.resolved_database_url)
+
+    # -- start-up checks -------------------------------------------------------------
+    def _validate(self) -> None:
+        backend = self.settings.delivery.backend
+        if backend not in self.backends:
+            raise ConfigError(
+                f"delivery.backend: unknown backend {backend!r} "
+                f"(available: {', '.join(self.backends.names())})"
+            )
+        for name in self.settings.delivery.options:
+            if name not in self.backends:
+                raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
+        self.make_backend()  # unknown options fail here, naming the option
+        templates = self.settings.path(self.settings.templates_dir)
+        for campaign in self.campaigns.values():
+            where = f"campaign {campaign.name!r}"
+            for kind, section, registry in (
+                ("policy", campaign.policy, self.policies),
+                ("recipe", campaign.recipe, self.recipes),
+            ):
+                try:
+                    factory = registry.get(section.name)
+                    factory(**section.params)
+                except PluginError as exc:
+                    raise ConfigError(f"{where}: {kind}.name: {exc}") from exc
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{where}: [{kind}] {section.name}: {exc}") from exc
+            for variant in campaign.variants:
+                if not (templates / variant.template).is_file():
+                    raise ConfigError(
+                        f"{where}: variant {variant.key!r}: template {variant.template!r} "
+                        f"not found in {templates}"
+                    )
+
+    # -- factories ----------------------------------------------------------------------
+    def campaign(self, name: str) -> Campaign:
+        """The named campaign; an unknown name lists the configured ones."""
+        try:
+            return self.campaigns[name]
+        except KeyError:
+            known = ", ".join(sorted(self.campaigns)) or "none"
+            raise ConfigError(f"unknown campaign {name!r} (configured: {known})") from None
+
+    def make_backend(self, name: str | None = None) -> DeliveryBackend:
+        """A new delivery backend configured from ``[delivery.<name>]``."""
+        name = name or self.settings.delivery.backend
+        options = self.settings.delivery.options.get(name, {})
+        try:
+            return self.backends.get(name)(self, **options)
+        except TypeError as exc:
+            raise ConfigError(f"delivery.{name}: {exc}") from exc
+
+    def make_recipe(self, campaign: Campaign) -> Recipe:
+        """An unfitted recipe for ``campaign``."""
+        return self.recipes.get(campaign.recipe.name)(**campaign.recipe.params)
+
+    def make_policy(self, campaign: Campaign) -> Policy:
+        """The campaign's policy, loaded with its champion model when there is one."""
+        policy = self.policies.get(campaign.policy.name)(**campaign.policy.params)
+        champion = self.champion(campaign)
+        if champion is not None:
+            policy.load(champion.blob)
+            policy.model_version = champion.version
+        return policy
+
+    def champion(self, campaign: Campaign) -> ModelVersionRow | None:
+        """The newest champion model of ``campaign`` for its configured policy."""
+        with session_scope(self.db) as session:
+            stmt = (
+                select(ModelVersionRow)
+                .where(col(ModelVersionRow.campaign) == campaign.name)
+                .where(col(ModelVersionRow.policy) == campaign.policy.name)
+                .where(col(ModelVersionRow.role) == "champion")
+                .order_by(col(ModelVersionRow.id).desc())
+                .limit(1)
+            )
+            return session.scalars(stmt).first()
+
+    def executor(self, name: str = "inline", **options: Any) -> Any:
+        """A new executor (``concurrent.futures`` style) for rendering and delivery."""
+        return self.executors.get(name)(**options)
+
+    # -- recipients ---------------------------------------------------------------------
+    def audience(self, campaign: Campaign) -> list[Recipient]:
+        """Every recipient matching the campaign's audience filter, ordered by id."""
+        with session_scope(self.db) as session:
+            rows = session.scalars(select(RecipientRow).order_by(col(RecipientRow.id))).all()
+        people = [Recipient(r.id, r.email, dict(r.attributes or {})) for r in rows]
+        return [p for p in people if campaign.in_audience(p)]
+
+    def context_for(self, campaign: Campaign, recipient: Recipient) -> dict[str, Any]:
+        """The policy's context: every ``recipient_features`` answer merged in plugin order."""
+        context: dict[str, Any] = {}
+        answers = self.pm.hook.recipient_features(
+            engine=self, campaign=campaign, recipient=recipient
+        )
+        for answer in reversed(answers):  # pluggy calls last-registered first
+            context.update(answer)
+        return context
+
+    def plugin_options(self, plugin: str) -> dict[str, Any]:
+        """The ``[plugins.<plugin>]`` table of the settings (empty when absent)."""
+        return dict(self.settings.plugins.get(plugin, {}))
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.db.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,229 @@
+"""The ``tailormail`` command line. Plugins add commands through ``register_commands``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.errors import TailormailError
+
+app = typer.Typer(
+    name="tailormail",
+    help="Personalized scheduled email alerts: a contextual bandit picks each variant.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ProjectOption = Annotated[
+    Path | None,
+    typer.Option("--project", "-p", help="Project directory (default: found from the cwd)."),
+]
+
+
+def _engine(project: Path | None, **overrides: Any) -> Any:
+    from engine.app import Engine
+
+    return Engine(project_dir=project, overrides=overrides or None)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the project.")],
+    force: Annotated[bool, typer.Option(help="Write into a non-empty directory.")] = False,
+) -> None:
+    """Scaffold a working project: config, a sample campaign, templates and sample data."""
+    from engine.scaffold import scaffold_project
+
+    written = scaffold_project(directory, force=force)
+    console.print(f"Created {len(written)} files in [bold]{directory}[/bold]:")
+    for path in written:
+        console.print(f"  {path.relative_to(directory)}")
+    console.print(
+        f"\nNext: cd {directory} && tailormail import recipients people.csv "
+        "&& tailormail send weekly-picks"
+    )
+
+
+@app.command("import")
+def import_(
+    kind: Annotated[str, typer.Argument(help="recipients, items or interactions")],
+    file: Annotated[Path, typer.Argument(help="A .csv or .jsonl file.", exists=True)],
+    project: ProjectOption = None,
+) -> None:
+    """Import recipients, items or interactions; a bad row rejects the whole file."""
+    from engine.importer import import_file
+
+    if kind not in {"recipients", "items", "interactions"}:
+        raise TailormailError(f"unknown kind {kind!r}: use recipients, items or interactions")
+    with _engine(project) as engine:
+        summary = import_file(engine.db, kind, file)
+    console.print(f"Imported {summary.rows} {kind} from {file}.")
+
+
+@app.command()
+def send(
+    campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    run: Annotated[str | None, typer.Option("--run", help="Resume this run id.")] = None,
+    project: ProjectOption = None,
+) -> None:
+    """Run a campaign now (or resume an interrupted run) with a progress bar."""
+    from engine.pipeline import run_campaign
+
+    with _engine(project) as engine, _progress() as bar:
+        task = bar.add_task(f"sending {campaign}", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_campaign(engine, campaign, run_id=run, progress=advance)
+    table = Table(title=f"run {summary.run_id}")
+    for column in ("audience", "already done", "skipped", "sent", "failed", "unknown"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        *map(
+            str,
+            (
+                summary.audience,
+                summary.already_done,
+                summary.skipped,
+                summary.sent,
+                summary.failed,
+                summary.unknown,
+            ),
+        )
+    )
+    console.print(table)
+    if summary.variants:
+        shares = ", ".join(f"{k}: {n}" for k, n in sorted(summary.variants.items()))
+        console.print(f"variants sent: {shares}")
+
+
+@app.command()
+def report(
+    campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    project: ProjectOption = None,
+) -> None:
+    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes."""
+    from engine.report import campaign_report
+
+    with _engine(project) as engine:
+        rows = campaign_report(engine, campaign)
+    table = Table(title=f"campaign {campaign}")
+    for column in ("variant", "sends", "clicks", "CTR", "95% interval", "unsubscribes"):
+        table.add_column(column, justify="right" if column != "variant" else "left")
+    for row in rows:
+        low, high = row.ctr_interval
+        table.add_row(
+            row.variant,
+            str(row.sends),
+            str(row.clicks),
+            f"{row.ctr:.1%}",
+            f"{low:.1%} - {high:.1%}",
+            str(row.unsubscribes),
+        )
+    console.print(table)
+
+
+@app.command()
+def rewards(project: ProjectOption = None) -> None:
+    """Join events whose attribution window closed, and let each policy learn."""
+    from engine.rewards import join_rewards
+
+    with _engine(project) as engine:
+        summary = join_rewards(engine)
+    for name, count in sorted(summary.rewarded.items()):
+        version = summary.model_versions.get(name, "unchanged")
+        console.print(f"{name}: {count} rewards joined; model {version}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    project: ProjectOption = None,
+) -> None:
+    """Serve tracking (clicks, opens, unsubscribes, webhooks) and run the schedules."""
+    from engine.scheduler import build_scheduler
+    from engine.web import serve as serve_web
+
+    with _engine(project) as engine:
+        host = host or engine.settings.web.host
+        port = engine.settings.web.port if port is None else port
+        scheduler = build_scheduler(engine)
+        scheduler.start()
+        for job in scheduler.get_jobs():
+            console.print(f"scheduled {job.name}: next run {job.next_run_time}")
+        console.print(f"tracking server on http://{host}:{port}")
+        try:
+            serve_web(engine, host, port, log_level="info")
+        finally:
+            scheduler.shutdown(wait=False)
+
+
+@app.command()
+def plugins(project: ProjectOption = None) -> None:
+    """List the loaded plugins and the hooks each implements."""
+    from engine.plugins import describe_plugins
+
+    with _engine(project) as engine:
+        rows = describe_plugins(engine.pm)
+    table = Table(title="plugins")
+    table.add_column("plugin")
+    table.add_column("version")
+    table.add_column("hooks")
+    for row in rows:
+        table.add_row(row["name"], row["version"] or "built-in", ", ".join(row["hooks"]))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option(help="Working directory.")] = Path("demo-run"),
+    rounds: Annotated[int, typer.Option(help="Campaign rounds.")] = 10,
+    recipients: Annotated[int, typer.Option(help="Simulated recipients.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Simulate a population reading and clicking real emails; vw against uniform."""
+    from engine.demo import run_demo
+
+    run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _register_plugin_commands() -> None:
+    from engine.plugins import make_plugin_manager
+
+    try:
+        pm = make_plugin_manager()
+    except TailormailError:
+        return  # the failing command will report it
+    pm.hook.register_commands(register=lambda name, fn: app.command(name)(fn))
+
+
+def main() -> None:
+    """Entry point: configuration and data errors end with a message and status 2."""
+    _register_plugin_commands()
+    try:
+        app()
+    except TailormailError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,89 @@
+"""Database engine: SQLite in WAL mode by default, PostgreSQL by URL; dialect-neutral helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Session, SQLModel, create_engine
+
+from engine import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_db(url: str, *, echo: bool = False) -> SAEngine:
+    """Create the SQLAlchemy engine for ``url`` and make sure the schema exists."""
+    if url.startswith("sqlite"):
+        db = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(db, "connect", _sqlite_pragmas)
+    else:
+        db = create_engine(url, echo=echo, pool_pre_ping=True)
+    SQLModel.metadata.create_all(db)
+    return db
+
+
+@contextmanager
+def session_scope(db: SAEngine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    with Session(db, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def insert_ignore(
+    session: Session, table: type[SQLModel], rows: Iterable[Mapping[str, Any]]
+) -> int:
+    """Insert rows, skipping any that collide with a unique key; return how many landed."""
+    values = [dict(row) for row in rows]
+    if not values:
+        return 0
+    dialect = session.get_bind().dialect.name
+    sa_table = table.__table__  # type: ignore[attr-defined]
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(sa_table).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(sa_table).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"no upsert for dialect {dialect}")
+    result: Any = session.execute(stmt)
+    return int(result.rowcount or 0)
+
+
+def upsert(
+    session: Session,
+    table: type[SQLModel],
+    rows: Iterable[Mapping[str, Any]],
+    key: list[str],
+) -> None:
+    """Insert rows, replacing the non-key columns of rows whose ``key`` already exists."""
+    values = [dict(row) for row in rows]
+    if not values:
+        return
+    dialect = session.get_bind().dialect.name
+    sa_table = table.__table__  # type: ignore[attr-defined]
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(sa_table).values(values)
+    updates = {c: stmt.excluded[c] for c in values[0] if c not in key}
+    stmt = (
+        stmt.on_conflict_do_update(index_elements=key, set_=updates)
+        if updates
+        else (stmt.on_conflict_do_nothing())
+    )
+    session.execute(stmt)

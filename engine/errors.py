@@ -1,0 +1,35 @@
+"""Exceptions that carry a message a campaign operator can act on."""
+
+from __future__ import annotations
+
+
+class TailormailError(Exception):
+    """Base class for every error tailormail reports to its user."""
+
+
+class ConfigError(TailormailError):
+    """Bad configuration: the message names the file and the key to fix."""
+
+
+class ImportFileError(TailormailError):
+    """A data file could not be imported: names the file, row, column and reason."""
+
+    def __init__(self, path: str, row: int | None, column: str | None, reason: str) -> None:
+        self.path = path
+        self.row = row
+        self.column = column
+        self.reason = reason
+        where = path
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {reason}")
+
+
+class TemplateError(TailormailError):
+    """A campaign template failed to render: names the campaign, variant and template."""
+
+
+class PluginError(TailormailError):
+    """A plugin misbehaved: a duplicate registration, an unknown name, a bad answer."""

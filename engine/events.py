@@ -1,0 +1,160 @@
+"""Storing tracking and provider events, and suppressing addresses that asked for no mail.
+
+Every event lands in ``events`` once: a ``dedupe_key`` (the provider's event id, say) makes
+webhook retries harmless. An unsubscribe, a complaint or a hard bounce suppresses the
+recipient's address in the same transaction, so the very next run already skips them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from engine.db import insert_ignore, session_scope
+from engine.models import EventRow, LedgerRow, SuppressionRow, as_utc, utcnow
+from engine.types import EventType, TrackingEvent
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+log = logging.getLogger(__name__)
+
+# Event fields with no column of their own travel in ``data`` under these reserved keys.
+_META_KEYS = {
+    "provider_event_id": "_provider_event_id",
+    "provider_message_id": "_provider_message_id",
+    "recipient_email": "_recipient_email",
+}
+_ALWAYS_SUPPRESS = {EventType.UNSUBSCRIBE, EventType.COMPLAINT}
+_CHUNK = 500  # keeps IN (...) lists well below every database's bound-parameter limit
+
+
+def suppression_reason(event: TrackingEvent) -> str | None:
+    """Why ``event`` must stop further mail to its recipient, or None when it need not."""
+    kind = EventType(event.type)  # handlers may have passed the plain string
+    if kind in _ALWAYS_SUPPRESS:
+        return kind.value
+    if kind == EventType.BOUNCE and event.data.get("bounce_type") == "hard":
+        return "hard_bounce"
+    return None
+
+
+def _provider_id_spellings(provider_message_id: str) -> list[str]:
+    # Providers report Message-IDs with or without the angle brackets the ledger may hold.
+    bare = provider_message_id.strip().strip("<>")
+    return sorted({provider_message_id, bare, f"<{bare}>"})
+
+
+def _find_send(session: Session, event: TrackingEvent) -> LedgerRow | None:
+    """The ledger row ``event`` is about: by send id, else by the provider's message id."""
+    if event.send_id is not None:
+        row = session.get(LedgerRow, event.send_id)
+        if row is not None:
+            return row
+    if event.provider_message_id:
+        stmt = (
+            select(LedgerRow)
+            .where(LedgerRow.provider_id.in_(_provider_id_spellings(event.provider_message_id)))  # type: ignore[union-attr]
+            .order_by(LedgerRow.id)  # type: ignore[arg-type]
+            .limit(1)
+        )
+        return session.scalars(stmt).first()
+    return None
+
+
+def _event_values(
+    event: TrackingEvent, send_id: int | None, dedupe_key: str | None
+) -> dict[str, Any]:
+    data = dict(event.data)
+    for field, key in _META_KEYS.items():
+        value = getattr(event, field)
+        if value is not None:
+            data[key] = value
+    return {
+        "send_id": send_id,
+        "type": EventType(event.type).value,
+        "timestamp": as_utc(event.timestamp),
+        "dedupe_key": dedupe_key,
+        "url": event.url,
+        "user_agent": event.user_agent,
+        "bot": event.bot,
+        "machine": event.machine,
+        "data": data,
+        "created_at": utcnow(),
+    }
+
+
+def record_event(engine: Engine, event: TrackingEvent, *, dedupe_key: str | None = None) -> bool:
+    """Store ``event``; return False when ``dedupe_key`` was already stored (a duplicate).
+
+    An event whose ``send_id`` is not in the ledger is matched by ``provider_message_id``.
+    Unsubscribes, complaints and hard bounces suppress the send's address (or, for a
+    provider event matching no send, ``recipient_email``) in the same transaction. After
+    the commit the ``tracking_event`` hook sees the stored event (with the resolved send id).
+    """
+    reason = suppression_reason(event)
+    with session_scope(engine.db) as session:
+        row = _find_send(session, event)
+        send_id = row.id if row is not None else event.send_id
+        stored = insert_ignore(session, EventRow, [_event_values(event, send_id, dedupe_key)]) > 0
+        email = row.email if row is not None else event.recipient_email
+        # Suppress even on a duplicate: honouring an unsubscribe twice is harmless, and a
+        # deleted suppression must come back when the recipient asks again.
+        if reason is not None and email:
+            suppression = {
+                "email": email.strip().lower(),
+                "reason": reason,
+                "send_id": send_id,
+                "created_at": utcnow(),
+            }
+            insert_ignore(session, SuppressionRow, [suppression])
+    if not stored:
+        return False
+    if send_id != event.send_id:
+        event = dataclasses.replace(event, send_id=send_id)
+    try:
+        engine.pm.hook.tracking_event(engine=engine, event=event)
+    except Exception:
+        # The event is stored: a failing observer must not turn a click into an error page
+        # or make a provider retry a webhook whose events are already in the database.
+        log.exception("a tracking_event hook failed for %s event of send %s", event.type, send_id)
+    return True
+
+
+def event_from_row(row: EventRow) -> TrackingEvent:
+    """Rebuild the ``TrackingEvent`` a stored row came from (timestamps are naive UTC)."""
+    data = dict(row.data or {})
+    meta = {field: data.pop(key, None) for field, key in _META_KEYS.items()}
+    return TrackingEvent(
+        type=EventType(row.type),
+        send_id=row.send_id,
+        timestamp=row.timestamp,
+        url=row.url,
+        user_agent=row.user_agent,
+        bot=row.bot,
+        machine=row.machine,
+        data=data,
+        **meta,
+    )
+
+
+def events_for(engine: Engine, send_ids: Iterable[int]) -> dict[int, list[TrackingEvent]]:
+    """Every stored event of each send, oldest first; sends without events map to []."""
+    wanted = sorted(set(send_ids))
+    found: dict[int, list[TrackingEvent]] = {send_id: [] for send_id in wanted}
+    with session_scope(engine.db) as session:
+        for start in range(0, len(wanted), _CHUNK):
+            stmt = (
+                select(EventRow)
+                .where(EventRow.send_id.in_(wanted[start : start + _CHUNK]))  # type: ignore[union-attr]
+                .order_by(EventRow.timestamp, EventRow.id)  # type: ignore[arg-type]
+            )
+            for row in session.scalars(stmt):
+                assert row.send_id is not None
+                found[row.send_id].append(event_from_row(row))
+    return found

@@ -1,0 +1,152 @@
+"""Every hook tailormail calls. The signature is the contract; the docstring its semantics.
+
+Registration hooks take a ``register`` callback; the work lives on the registered object,
+because pluggy is synchronous (an ``async def`` implementation would return an un-awaited
+coroutine). Hooks not marked ``firstresult`` collect every non-None answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from engine.app import Engine
+    from engine.campaigns import Campaign
+    from engine.types import (
+        DeliveryBackend,
+        Message,
+        Policy,
+        Recipe,
+        Recipient,
+        SendResult,
+        TrackingEvent,
+        Variant,
+    )
+    from engine.webhooks import WebhookHandler
+
+PROJECT = "tailormail"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+PolicyFactory = Callable[..., "Policy"]
+RecipeFactory = Callable[..., "Recipe"]
+BackendFactory = Callable[..., "DeliveryBackend"]
+ExecutorFactory = Callable[..., Any]
+
+
+@hookspec
+def register_policies(register: Callable[[str, PolicyFactory], None]) -> None:
+    """Register policies: ``register(name, factory)``.
+
+    Called once when the engine builds its registries. ``factory(**params)`` returns a fresh
+    ``Policy``; ``params`` come from a campaign's ``[policy]`` table. A name registered twice
+    is an error naming both plugins.
+    """
+
+
+@hookspec
+def register_recipes(register: Callable[[str, RecipeFactory], None]) -> None:
+    """Register recommendation recipes: ``register(name, factory)``.
+
+    ``factory(**params)`` returns an unfitted ``Recipe``; ``params`` come from a campaign's
+    ``[recipe]`` table.
+    """
+
+
+@hookspec
+def register_backends(register: Callable[[str, BackendFactory], None]) -> None:
+    """Register delivery backends: ``register(name, factory)``.
+
+    ``factory(engine, **options)`` returns a ``DeliveryBackend``; ``options`` come from the
+    ``[delivery.<name>]`` table of the settings.
+    """
+
+
+@hookspec
+def register_webhook_handlers(register: Callable[[str, WebhookHandler], None]) -> None:
+    """Register provider webhook handlers: ``register(provider, handler)``.
+
+    The web app serves each at ``POST /webhooks/{provider}``; the handler verifies the request
+    and turns it into ``TrackingEvent`` objects.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[str, ExecutorFactory], None]) -> None:
+    """Register run executors: ``register(name, factory)``.
+
+    ``factory(**options)`` returns a ``concurrent.futures.Executor``-like object used to
+    render and deliver the batches of a campaign run.
+    """
+
+
+@hookspec
+def register_commands(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register CLI commands: ``register(name, function)``.
+
+    ``function`` is a Typer command (its parameters become options and arguments).
+    """
+
+
+@hookspec
+def recipient_features(
+    engine: Engine, campaign: Campaign, recipient: Recipient
+) -> dict[str, Any] | None:
+    """Return context features for the policy's decision about ``recipient``.
+
+    Every implementation's dict is merged into the context (later plugins win on a clash).
+    str values are categorical, int/float numeric, nested dicts feature namespaces.
+    """
+
+
+@hookspec
+def extra_template_vars(
+    engine: Engine, campaign: Campaign, recipient: Recipient, variant: Variant
+) -> dict[str, Any] | None:
+    """Return extra variables for the templates; every answer is merged into the context."""
+
+
+@hookspec
+def prepare_jinja2_environment(env: jinja2.Environment) -> None:
+    """Modify the sandboxed Jinja2 environment (filters, globals) once, when it is built."""
+
+
+@hookspec(firstresult=True)
+def eligible(engine: Engine, campaign: Campaign, recipient: Recipient) -> str | None:
+    """Return a reason (a short string) to skip ``recipient`` in this run, or None.
+
+    Runs before any decision is logged; the first reason wins and is written to the ledger
+    row with no decision, so skips never bias the logged probabilities.
+    """
+
+
+@hookspec
+def prepare_message(engine: Engine, campaign: Campaign, message: Message) -> None:
+    """Modify a rendered message (headers, metadata) just before it is handed to delivery.
+
+    The ledger row already exists; the message's ``send_id`` names it.
+    """
+
+
+@hookspec
+def message_sent(engine: Engine, message: Message, result: SendResult) -> None:
+    """Observe a delivery outcome, after the ledger row has been updated."""
+
+
+@hookspec
+def tracking_event(engine: Engine, event: TrackingEvent) -> None:
+    """Observe a tracking or provider event, after it has been stored."""
+
+
+@hookspec(firstresult=True)
+def reward(engine: Engine, campaign: Campaign, events: list[TrackingEvent]) -> float | None:
+    """Return the reward of one decision given the events attributed to its send.
+
+    Called when the attribution window has closed; ``events`` may be empty. The first
+    non-None answer wins; the built-in weighted reward is ``trylast``.
+    """

@@ -1,0 +1,183 @@
+"""SQLModel tables. Timestamps are time-zone aware UTC everywhere (SQLModel stores them as
+UTC and gives them back aware, on SQLite as on PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Now, as aware UTC (the storage convention)."""
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Convert any datetime to aware UTC; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+as_naive_utc = as_utc  # transitional name, removed once every module says as_utc
+
+
+class LedgerStatus:
+    """States of a ledger row. ``pending`` rows were written before the message left."""
+
+    SKIPPED = "skipped"
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class RecipientRow(SQLModel, table=True):
+    """A person who may receive alerts."""
+
+    __tablename__ = "recipients"
+    id: str = Field(primary_key=True, max_length=200)
+    email: str = Field(index=True, max_length=320)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ItemRow(SQLModel, table=True):
+    """A catalogue item alerts can show."""
+
+    __tablename__ = "items"
+    id: str = Field(primary_key=True, max_length=200)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class InteractionRow(SQLModel, table=True):
+    """A user's interaction with an item; the recipes learn from these."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (Index("ix_interactions_user_time", "user_id", "timestamp"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=200)
+    item_id: str = Field(index=True, max_length=200)
+    timestamp: datetime = Field(index=True)
+    value: float = 1.0
+
+
+class CampaignRow(SQLModel, table=True):
+    """The last-seen configuration of a campaign (campaigns live in config as code)."""
+
+    __tablename__ = "campaigns"
+    name: str = Field(primary_key=True, max_length=64)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class VariantRow(SQLModel, table=True):
+    """A campaign's variant as it was configured when last synced."""
+
+    __tablename__ = "variants"
+    campaign: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=64)
+    subject: str
+    template: str
+    features: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class RunRow(SQLModel, table=True):
+    """One execution of a campaign; the id is stable for a schedule tick, so refiring resumes."""
+
+    __tablename__ = "runs"
+    id: str = Field(primary_key=True, max_length=200)
+    campaign: str = Field(index=True, max_length=64)
+    scheduled_for: datetime | None = None
+    status: str = Field(default="running", max_length=20)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class LedgerRow(SQLModel, table=True):
+    """The send ledger: one row per (run, recipient), written before the message leaves."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        UniqueConstraint("run_id", "recipient_id", name="uq_ledger_run_recipient"),
+        Index("ix_ledger_campaign_status_sent", "campaign", "status", "sent_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=200)
+    campaign: str = Field(max_length=64)
+    recipient_id: str = Field(index=True, max_length=200)
+    email: str = Field(max_length=320)
+    decision_id: str = Field(unique=True, max_length=64)
+    status: str = Field(max_length=20)
+    skip_reason: str | None = Field(default=None, max_length=200)
+    variant: str | None = Field(default=None, max_length=64)
+    probability: float | None = None
+    pmf: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    policy: str | None = Field(default=None, max_length=64)
+    model_version: str | None = Field(default=None, max_length=64)
+    items: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    links: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    message_id: str | None = Field(default=None, max_length=320)
+    provider_id: str | None = Field(default=None, index=True, max_length=320)
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class EventRow(SQLModel, table=True):
+    """A stored tracking or provider event; ``dedupe_key`` makes webhook retries harmless."""
+
+    __tablename__ = "events"
+    id: int | None = Field(default=None, primary_key=True)
+    send_id: int | None = Field(default=None, index=True)
+    type: str = Field(max_length=20)
+    timestamp: datetime
+    dedupe_key: str | None = Field(default=None, unique=True, max_length=320)
+    url: str | None = None
+    user_agent: str | None = None
+    bot: bool = False
+    machine: bool = False
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RewardRow(SQLModel, table=True):
+    """The reward of one decision, computed once its attribution window closed."""
+
+    __tablename__ = "rewards"
+    send_id: int = Field(primary_key=True)
+    campaign: str = Field(index=True, max_length=64)
+    reward: float
+    event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    computed_at: datetime = Field(default_factory=utcnow)
+    learned_by: str | None = Field(default=None, max_length=64)
+
+
+class ModelVersionRow(SQLModel, table=True):
+    """A saved policy model; every worker loads the campaign's champion from here."""
+
+    __tablename__ = "model_versions"
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(index=True, max_length=64)
+    version: str = Field(unique=True, max_length=64)
+    policy: str = Field(max_length=64)
+    role: str = Field(default="champion", max_length=20)
+    blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    n_feedback: int = 0
+    parent: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SuppressionRow(SQLModel, table=True):
+    """An address that must get no further mail (unsubscribe, complaint, hard bounce)."""
+
+    __tablename__ = "suppressions"
+    email: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(max_length=40)
+    send_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)

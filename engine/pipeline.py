@@ -1,0 +1,339 @@
+"""One campaign run: audience -> eligibility -> features -> recipe -> decision -> render ->
+ledger -> delivery.
+
+The ledger row is the exactly-once guard: it is inserted (unique per run and recipient)
+before the message is rendered or sent, and only the process whose insert landed sends.
+A run fired twice, or resumed after a crash, finds the rows and sends nothing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from engine.campaigns import Campaign
+from engine.db import insert_ignore, session_scope, upsert
+from engine.importer import load_interactions, load_items
+from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
+from engine.sampling import seed_from_decision_id
+from engine.types import (
+    Decision,
+    Item,
+    Message,
+    Policy,
+    Recipe,
+    Recipient,
+    SendResult,
+    SendStatus,
+    Variant,
+)
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+Progress = Callable[[int, int], None]
+
+_STATUS_FOR = {
+    SendStatus.SENT: LedgerStatus.SENT,
+    SendStatus.TEMPORARY_FAILURE: LedgerStatus.FAILED,
+    SendStatus.PERMANENT_FAILURE: LedgerStatus.FAILED,
+    SendStatus.UNKNOWN: LedgerStatus.UNKNOWN,
+}
+
+
+@dataclass
+class RunSummary:
+    """What one call of ``run_campaign`` did."""
+
+    run_id: str
+    campaign: str
+    audience: int = 0
+    already_done: int = 0
+    skipped: int = 0
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    variants: dict[str, int] = field(default_factory=dict)
+
+
+def run_id_for(campaign: str, scheduled_for: datetime) -> str:
+    """The stable id of a scheduled tick: firing the same tick twice resumes one run."""
+    return f"{campaign}@{as_utc(scheduled_for):%Y%m%dT%H%M%S}"
+
+
+def decision_id_for(run_id: str, recipient_id: str) -> str:
+    """Deterministic per (run, recipient): the seed for sampling derives from it."""
+    return hashlib.sha256(f"{run_id}\x00{recipient_id}".encode()).hexdigest()[:32]
+
+
+class CampaignRun:
+    """Executes (or resumes) one run of one campaign."""
+
+    def __init__(self, engine: Engine, campaign: Campaign, run_id: str) -> None:
+        self.engine = engine
+        self.campaign = campaign
+        self.run_id = run_id
+        self.variants: list[Variant] = campaign.variant_list
+        self.summary = RunSummary(run_id=run_id, campaign=campaign.name)
+        self.policy: Policy | None = None
+        self.recipe: Recipe | None = None
+        self.items: dict[str, Item] = {}
+
+    # -- preparation --------------------------------------------------------------------
+    def _open_run(self, scheduled_for: datetime | None) -> None:
+        with session_scope(self.engine.db) as session:
+            insert_ignore(
+                session,
+                RunRow,
+                [
+                    {
+                        "id": self.run_id,
+                        "campaign": self.campaign.name,
+                        "scheduled_for": as_utc(scheduled_for) if scheduled_for else None,
+                        "status": "running",
+                        "started_at": utcnow(),
+                    }
+                ],
+            )
+            session.execute(
+                update(RunRow).where(col(RunRow.id) == self.run_id).values(status="running")
+            )
+            upsert(
+                session,
+                VariantRow,
+                [
+                    {
+                        "campaign": self.campaign.name,
+                        "key": v.key,
+                        "subject": v.subject,
+                        "template": v.template,
+                        "features": dict(v.features),
+                    }
+                    for v in self.variants
+                ],
+                key=["campaign", "key"],
+            )
+            # A pending row from an interrupted run may or may not have left: never resend.
+            session.execute(
+                update(LedgerRow)
+                .where(col(LedgerRow.run_id) == self.run_id)
+                .where(col(LedgerRow.status) == LedgerStatus.PENDING)
+                .values(status=LedgerStatus.UNKNOWN, error="interrupted before the outcome")
+            )
+
+    def _done_recipients(self) -> set[str]:
+        with session_scope(self.engine.db) as session:
+            stmt = select(col(LedgerRow.recipient_id)).where(col(LedgerRow.run_id) == self.run_id)
+            return set(session.scalars(stmt).all())
+
+    def _prepare_models(self) -> None:
+        self.policy = self.engine.make_policy(self.campaign)
+        self.recipe = self.engine.make_recipe(self.campaign)
+        items = load_items(self.engine.db)
+        self.items = {item.item_id: item for item in items}
+        self.recipe.fit(load_interactions(self.engine.db), items)
+
+    # -- per recipient ------------------------------------------------------------------
+    def template_variables(
+        self, recipient: Recipient, item_ids: Sequence[str], variant: Variant
+    ) -> dict[str, Any]:
+        """What templates see: recipient, items, campaign, variant, plus plugin extras."""
+        variables: dict[str, Any] = {
+            "recipient": {"id": recipient.recipient_id, "email": recipient.email}
+            | recipient.attributes,
+            "items": [
+                {"id": i} | (self.items[i].attributes if i in self.items else {}) for i in item_ids
+            ],
+            "campaign": {"name": self.campaign.name, "description": self.campaign.description},
+            "variant": {"key": variant.key} | dict(variant.features),
+            "now": utcnow(),
+        }
+        for extra in self.engine.pm.hook.extra_template_vars(
+            engine=self.engine, campaign=self.campaign, recipient=recipient, variant=variant
+        ):
+            variables.update(extra)
+        return variables
+
+    def _decide(self, recipient: Recipient) -> dict[str, Any]:
+        """The ledger row for one recipient: a skip with its reason, or a decision."""
+        assert self.policy is not None and self.recipe is not None
+        decision_id = decision_id_for(self.run_id, recipient.recipient_id)
+        row: dict[str, Any] = {
+            "run_id": self.run_id,
+            "campaign": self.campaign.name,
+            "recipient_id": recipient.recipient_id,
+            "email": recipient.email,
+            "decision_id": decision_id,
+            "created_at": utcnow(),
+        }
+        reason = self.engine.pm.hook.eligible(
+            engine=self.engine, campaign=self.campaign, recipient=recipient
+        )
+        if reason:
+            return row | {"status": LedgerStatus.SKIPPED, "skip_reason": str(reason)[:200]}
+        context = self.engine.context_for(self.campaign, recipient)
+        decision: Decision = self.policy.choose(
+            context, self.variants, seed=seed_from_decision_id(decision_id)
+        )
+        items = self.recipe.recommend(recipient.recipient_id, self.campaign.items_per_email)
+        return row | {
+            "status": LedgerStatus.PENDING,
+            "variant": decision.variant,
+            "probability": decision.probability,
+            "pmf": dict(decision.pmf),
+            "context": context,
+            "policy": decision.policy,
+            "model_version": decision.model_version,
+            "items": list(items),
+        }
+
+    def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
+        """Insert the batch's rows; return the pending ones this process now owns."""
+        owned: list[str] = []
+        with session_scope(self.engine.db) as session:
+            for row in rows:
+                if insert_ignore(session, LedgerRow, [row]) and row["status"] == "pending":
+                    owned.append(row["decision_id"])
+                elif row["status"] == LedgerStatus.SKIPPED:
+                    self.summary.skipped += 1
+        if not owned:
+            return []
+        with session_scope(self.engine.db) as session:
+            stmt = select(LedgerRow).where(col(LedgerRow.decision_id).in_(owned))
+            return list(session.scalars(stmt).all())
+
+    def _message(self, row: LedgerRow, recipient: Recipient) -> Message:
+        variant = next(v for v in self.variants if v.key == row.variant)
+        variables = self.template_variables(recipient, row.items or [], variant)
+        assert row.id is not None
+        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=row.id)
+        domain = self.engine.settings.from_address.rpartition("@")[2] or "tailormail.invalid"
+        message = Message(
+            send_id=row.id,
+            message_id=f"<{row.decision_id}.{row.id}@{domain}>",
+            from_address=self.campaign.from_address or self.engine.settings.from_address,
+            to_address=recipient.email,
+            subject=(self.campaign.subject_prefix + email.subject).strip(),
+            html=email.html,
+            text=email.text,
+            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(row.id)},
+            metadata={"campaign": self.campaign.name, "variant": variant.key, "links": email.links},
+        )
+        self.engine.pm.hook.prepare_message(
+            engine=self.engine, campaign=self.campaign, message=message
+        )
+        return message
+
+    def _record(self, messages: list[Message], results: list[SendResult]) -> None:
+        now = utcnow()
+        with session_scope(self.engine.db) as session:
+            for message, result in zip(messages, results, strict=True):
+                status = _STATUS_FOR[result.status]
+                session.execute(
+                    update(LedgerRow)
+                    .where(col(LedgerRow.id) == message.send_id)
+                    .values(
+                        status=status,
+                        provider_id=result.provider_id,
+                        error=result.error,
+                        sent_at=now if status == LedgerStatus.SENT else None,
+                    )
+                )
+                counter = {"sent": "sent", "failed": "failed", "unknown": "unknown"}[status]
+                setattr(self.summary, counter, getattr(self.summary, counter) + 1)
+                if status == LedgerStatus.SENT:
+                    key = message.metadata["variant"]
+                    self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
+        for message, result in zip(messages, results, strict=True):
+            self.engine.pm.hook.message_sent(engine=self.engine, message=message, result=result)
+
+    def _store_links(self, messages: list[Message]) -> None:
+        with session_scope(self.engine.db) as session:
+            for message in messages:
+                session.execute(
+                    update(LedgerRow)
+                    .where(col(LedgerRow.id) == message.send_id)
+                    .values(links=message.metadata["links"], message_id=message.message_id)
+                )
+
+    def _fail(self, rows: Sequence[LedgerRow], status: str, error: str) -> None:
+        with session_scope(self.engine.db) as session:
+            ids = [r.id for r in rows]
+            session.execute(
+                update(LedgerRow)
+                .where(col(LedgerRow.id).in_(ids))
+                .where(col(LedgerRow.status) == LedgerStatus.PENDING)
+                .values(status=status, error=error[:2000])
+            )
+
+    # -- the run ------------------------------------------------------------------------
+    def execute(
+        self, scheduled_for: datetime | None = None, progress: Progress | None = None
+    ) -> RunSummary:
+        """Run (or resume) to the end; returns counts for this call."""
+        self._open_run(scheduled_for)
+        audience = self.engine.audience(self.campaign)
+        done = self._done_recipients()
+        todo = [r for r in audience if r.recipient_id not in done]
+        self.summary.audience = len(audience)
+        self.summary.already_done = len(audience) - len(todo)
+        if todo:
+            self._prepare_models()
+            sample = self.template_variables(todo[0], [], self.variants[0])
+            sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
+            self.engine.renderer.check(self.variants, sample)  # fail before anything is sent
+        by_id = {r.recipient_id: r for r in todo}
+        batch_size = self.engine.settings.delivery.batch_size
+        finished = 0
+        with self.engine.make_backend() as backend:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                owned = self._claim([self._decide(r) for r in batch])
+                try:
+                    messages = [self._message(row, by_id[row.recipient_id]) for row in owned]
+                    self._store_links(messages)
+                except Exception as exc:  # nothing of this batch left: the rows failed
+                    self._fail(owned, LedgerStatus.FAILED, f"{type(exc).__name__}: {exc}")
+                    self._close_run("failed")
+                    raise
+                try:
+                    results = backend.send(messages) if messages else []
+                except Exception as exc:  # some may have left: ambiguous, never resent
+                    self._fail(owned, LedgerStatus.UNKNOWN, f"{type(exc).__name__}: {exc}")
+                    self._close_run("failed")
+                    raise
+                self._record(messages, results)
+                finished += len(batch)
+                if progress:
+                    progress(finished, len(todo))
+        self._close_run("finished")
+        return self.summary
+
+    def _close_run(self, status: str) -> None:
+        with session_scope(self.engine.db) as session:
+            session.execute(
+                update(RunRow)
+                .where(col(RunRow.id) == self.run_id)
+                .values(status=status, finished_at=utcnow())
+            )
+
+
+def run_campaign(
+    engine: Engine,
+    name: str,
+    *,
+    run_id: str | None = None,
+    scheduled_for: datetime | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run campaign ``name`` now (or resume ``run_id``); the tick time names a scheduled run."""
+    campaign = engine.campaign(name)
+    moment = scheduled_for or utcnow()
+    run = CampaignRun(engine, campaign, run_id or run_id_for(campaign.name, moment))
+    return run.execute(scheduled_for=scheduled_for, progress=progress)

@@ -1,0 +1,327 @@
+"""Render a variant into an email: sandboxed Jinja2, text part, tracked links, headers.
+
+Templates come from campaign authors and variables from recipients, so both environments
+are sandboxed, HTML is autoescaped and the subject cannot smuggle extra headers.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+import pluggy
+import premailer
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.errors import TemplateError
+from engine.tracking import Tokens
+from engine.types import Variant
+
+SUBJECT_MAX_LEN = 250
+# Skip comments, scripts and styles whole; rewrite only the start tags of <a> elements.
+_HTML_LINKS = re.compile(
+    r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<a\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>",
+    re.IGNORECASE | re.DOTALL,
+)
+_HREF = re.compile(r"(?<=\s)href\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+))", re.I)
+_TEXT_URL = re.compile(r"https?://[^\s<>\"'\[\]]+", re.IGNORECASE)
+_TRAILING_PUNCTUATION = ".,;:!?'\""
+_STYLE_BLOCK = re.compile(r"<style\b", re.IGNORECASE)
+
+
+@dataclass
+class RenderedEmail:
+    """A rendered message body: ``links`` are the original URLs, by tracked-link index."""
+
+    subject: str
+    html: str
+    text: str
+    links: list[str]
+    headers: dict[str, str]
+
+
+class Renderer:
+    """Renders campaign variants from ``templates_dir`` for one tracking server."""
+
+    def __init__(
+        self,
+        templates_dir: Path,
+        tokens: Tokens,
+        tracking_base_url: str,
+        pm: pluggy.PluginManager | None = None,
+    ) -> None:
+        """Build the sandboxed environments; plugins adjust them via ``pm`` once, here."""
+        self.templates_dir = Path(templates_dir)
+        self.tokens = tokens
+        self.base_url = tracking_base_url.rstrip("/")
+        # Immutable: templates cannot mutate shared variables (one recipe list, many mails).
+        self.env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(self.templates_dir),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(("html", "htm"), default_for_string=False),
+        )
+        self.subject_env = ImmutableSandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, autoescape=False
+        )
+        if pm is not None:
+            pm.hook.prepare_jinja2_environment(env=self.env)
+        # Plugin filters and globals work in subject lines too, without a second hook call.
+        self.subject_env.filters.update(self.env.filters)
+        self.subject_env.tests.update(self.env.tests)
+        self.subject_env.globals.update(self.env.globals)
+        self._subjects: dict[str, jinja2.Template] = {}
+
+    def render(self, *, variant: Variant, variables: dict[str, Any], send_id: int) -> RenderedEmail:
+        """Render ``variant`` for one send; raises ``TemplateError`` naming the variant."""
+        unsubscribe_url = f"{self.base_url}/u/{self.tokens.unsubscribe(send_id)}"
+        context = {**variables, "unsubscribe_url": unsubscribe_url}
+        subject = self._render_subject(variant, context)
+        body = self._render_template(variant, variant.template, context)
+        text = self._render_text(variant, context)
+        if text is None:
+            text = html_to_text(body)
+        if _STYLE_BLOCK.search(body):
+            body = self._inline_css(variant, body)
+
+        indexes: dict[str, int] = {}  # identical URLs share one index
+
+        def track(url: str) -> str:
+            index = indexes.setdefault(url, len(indexes))
+            return f"{self.base_url}/c/{self.tokens.click(send_id, index)}"
+
+        body, has_unsubscribe = _rewrite_html_links(body, track, unsubscribe_url)
+        if not has_unsubscribe:
+            body = _before_body_end(body, _unsubscribe_footer(unsubscribe_url))
+        text = _rewrite_text_links(text, track, unsubscribe_url)
+        if unsubscribe_url not in text:
+            text = f"{text.rstrip()}\n\nUnsubscribe: {unsubscribe_url}\n"
+        pixel_url = html.escape(f"{self.base_url}/o/{self.tokens.open(send_id)}")
+        body = _before_body_end(body, f'<img src="{pixel_url}" width="1" height="1" alt="">')
+        headers = {
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
+        }
+        return RenderedEmail(subject, body, text, list(indexes), headers)
+
+    def check(self, variants: Sequence[Variant], variables: dict[str, Any]) -> None:
+        """Render every variant once (``send_id=0``); raise ``TemplateError`` on the first
+        problem, so a broken template stops a run before anything is sent."""
+        for variant in variants:
+            self.render(variant=variant, variables=variables, send_id=0)
+
+    def _render_subject(self, variant: Variant, context: dict[str, Any]) -> str:
+        try:
+            template = self._subjects.get(variant.subject)
+            if template is None:
+                template = self._subjects[variant.subject] = self.subject_env.from_string(
+                    variant.subject
+                )
+            rendered = template.render(context)
+        except Exception as exc:
+            raise self._error(variant, "subject", exc) from exc
+        return clean_subject(rendered)
+
+    def _render_template(
+        self,
+        variant: Variant,
+        name: str,
+        context: dict[str, Any],
+        template: jinja2.Template | None = None,
+    ) -> str:
+        try:
+            return (template or self.env.get_template(name)).render(context)
+        except Exception as exc:
+            raise self._error(variant, name, exc) from exc
+
+    def _render_text(self, variant: Variant, context: dict[str, Any]) -> str | None:
+        """The sibling ``.txt`` template rendered, or None when there is none."""
+        name = PurePosixPath(variant.template).with_suffix(".txt").as_posix()
+        if name == variant.template:
+            return None
+        try:
+            template = self.env.get_template(name)
+        except Exception as exc:
+            if isinstance(exc, jinja2.TemplateNotFound) and exc.name == name:
+                return None
+            raise self._error(variant, name, exc) from exc
+        return self._render_template(variant, name, context, template)
+
+    def _inline_css(self, variant: Variant, body: str) -> str:
+        try:
+            inliner = premailer.Premailer(
+                body,
+                keep_style_tags=False,
+                remove_classes=False,
+                disable_validation=True,
+                cssutils_logging_level=logging.CRITICAL,
+            )
+            return str(inliner.transform())
+        except Exception as exc:
+            raise self._error(variant, variant.template, exc, "CSS inlining failed: ") from exc
+
+    def _error(
+        self, variant: Variant, name: str, exc: Exception, prefix: str = ""
+    ) -> TemplateError:
+        """A ``TemplateError`` naming the variant, the template and the line when known."""
+        where, line = name, None
+        if isinstance(exc, jinja2.TemplateSyntaxError):
+            line = exc.lineno
+            if exc.name and exc.name != name:
+                where = f"{name}, in {exc.name}"
+        else:
+            tb = exc.__traceback__
+            while tb is not None:
+                # Jinja rewrites template frames into fake ones that carry this global.
+                if "__jinja_exception__" in tb.tb_frame.f_globals:
+                    filename = tb.tb_frame.f_code.co_filename
+                    line = tb.tb_lineno
+                    inner = self._template_name(filename)
+                    where = name if inner in (None, name) else f"{name}, in {inner}"
+                tb = tb.tb_next
+        if line is not None:
+            where += f", line {line}"
+        if isinstance(exc, jinja2.TemplateNotFound):
+            cause = f"template {exc.name!r} not found in {self.templates_dir}"
+        elif isinstance(exc, jinja2.TemplateError):
+            cause = exc.message or type(exc).__name__
+        else:
+            cause = f"{type(exc).__name__}: {exc}"
+        return TemplateError(f"variant {variant.key!r} ({where}): {prefix}{cause}")
+
+    def _template_name(self, filename: str) -> str | None:
+        if filename.startswith("<"):
+            return None  # "<template>": a subject line, compiled from a string
+        try:
+            path = Path(filename).resolve().relative_to(self.templates_dir.resolve())
+        except (ValueError, OSError):
+            return None
+        return path.as_posix()
+
+
+def clean_subject(subject: str) -> str:
+    """Collapse whitespace, drop control characters (no header injection), cap the length."""
+    collapsed = " ".join(subject.split())
+    printable = "".join(c for c in collapsed if unicodedata.category(c) != "Cc")
+    return printable[:SUBJECT_MAX_LEN].rstrip()
+
+
+def _rewrite_html_links(
+    body: str, track: Callable[[str], str], unsubscribe_url: str
+) -> tuple[str, bool]:
+    """Point every http(s) ``<a href>`` at the click tracker; report an unsubscribe link."""
+    has_unsubscribe = False
+
+    def anchor(match: re.Match[str]) -> str:
+        nonlocal has_unsubscribe
+        tag = match.group(0)
+        if tag[:2].lower() != "<a":
+            return tag
+        href = _HREF.search(tag)
+        if href is None:
+            return tag
+        url = html.unescape(next(g for g in href.groups() if g is not None)).strip()
+        if url == unsubscribe_url:
+            has_unsubscribe = True
+            return tag
+        if not url.lower().startswith(("http://", "https://")):
+            return tag  # mailto:, tel:, #anchors and relative links stay as written
+        new = f'href="{html.escape(track(url))}"'
+        return tag[: href.start()] + new + tag[href.end() :]
+
+    return _HTML_LINKS.sub(anchor, body), has_unsubscribe
+
+
+def _rewrite_text_links(text: str, track: Callable[[str], str], unsubscribe_url: str) -> str:
+    """Point every http(s) URL of the text part at the click tracker."""
+
+    def url(match: re.Match[str]) -> str:
+        found = match.group(0)
+        # Sentence punctuation and an unbalanced closing parenthesis are not the URL's.
+        end = len(found)
+        while end and (
+            found[end - 1] in _TRAILING_PUNCTUATION
+            or (found[end - 1] == ")" and found[:end].count("(") < found[:end].count(")"))
+        ):
+            end -= 1
+        link, rest = found[:end], found[end:]
+        if not link or link == unsubscribe_url:
+            return found
+        return track(link) + rest
+
+    return _TEXT_URL.sub(url, text)
+
+
+def _before_body_end(body: str, snippet: str) -> str:
+    """Insert ``snippet`` before the last ``</body>``, or append it."""
+    at = body.lower().rfind("</body")
+    return body + snippet if at < 0 else body[:at] + snippet + body[at:]
+
+
+def _unsubscribe_footer(unsubscribe_url: str) -> str:
+    href = html.escape(unsubscribe_url)
+    return (
+        '<p style="font-size:12px;color:#666666;margin-top:24px">'
+        f'Don\'t want these emails? <a href="{href}">Unsubscribe</a>.</p>'
+    )
+
+
+class _TextConverter(HTMLParser):
+    """HTML to readable text: block breaks, list bullets, "link text [URL]"."""
+
+    SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
+    BLOCKS = frozenset(
+        {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol"}
+        | {"blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "figure"}
+    )
+    BREAKS = {**dict.fromkeys(BLOCKS, "\n\n"), "br": "\n", "li": "\n- ", "td": " ", "th": " "}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+        self.href: str | None = None
+        self.link_start = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.skipping += 1
+        elif tag == "body":
+            self.skipping = 0  # </head> may be omitted; the body is always shown
+        elif tag == "a":
+            self.href = (dict(attrs).get("href") or "").strip()
+            self.link_start = len(self.parts)
+        else:
+            self.parts.append(self.BREAKS.get(tag, ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+        elif tag == "a" and self.href is not None:
+            href, self.href = self.href, None
+            label = " ".join("".join(self.parts[self.link_start :]).split())
+            if href and not href.startswith(("#", "javascript:")) and href != label:
+                self.parts.append(f" [{href}]" if label else f"[{href}]")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(body: str) -> str:
+    """A plain-text alternative of ``body``: readable text, each link's URL in brackets."""
+    converter = _TextConverter()
+    converter.feed(body)
+    converter.close()
+    lines = [" ".join(line.split()) for line in "".join(converter.parts).splitlines()]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return text + "\n" if text else ""

@@ -1,0 +1,111 @@
+"""``tailormail init``: a working project with a sample campaign, templates and data."""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from engine.errors import TailormailError
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+"""The source tree: its ``config/`` and ``templates/`` are the sample project."""
+
+FIRST_NAMES = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Margaret",
+    "Dennis",
+    "Radia",
+    "Linus",
+    "Katherine",
+    "Guido",
+    "Sophie",
+]
+COUNTRIES = ["FR", "DE", "GB", "US", "ES"]
+CATEGORIES = ["books", "music", "games", "garden", "kitchen"]
+
+
+def _sample_people(path: Path, rng: random.Random, n: int = 40) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "email", "first_name", "country", "plan"])
+        for i in range(1, n + 1):
+            name = rng.choice(FIRST_NAMES)
+            writer.writerow(
+                [
+                    f"u{i:03d}",
+                    f"{name.lower()}.{i}@example.com",
+                    name,
+                    rng.choice(COUNTRIES),
+                    rng.choice(["free", "premium"]),
+                ]
+            )
+
+
+def _sample_items(path: Path, rng: random.Random, n: int = 20) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "title", "category", "price", "url"])
+        for i in range(1, n + 1):
+            category = rng.choice(CATEGORIES)
+            writer.writerow(
+                [
+                    f"i{i:03d}",
+                    f"{category.title()} pick #{i}",
+                    category,
+                    f"{rng.randint(5, 80)}.00 EUR",
+                    f"https://shop.example.com/items/i{i:03d}",
+                ]
+            )
+
+
+def _sample_interactions(path: Path, rng: random.Random, n: int = 400) -> None:
+    start = datetime.now(UTC) - timedelta(days=20)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "item_id", "timestamp"])
+        for _ in range(n):
+            item = min(int(rng.paretovariate(1.2)), 20)  # a few items are much more popular
+            when = start + timedelta(minutes=rng.randint(0, 20 * 24 * 60))
+            writer.writerow([f"u{rng.randint(1, 40):03d}", f"i{item:03d}", when.isoformat()])
+
+
+def scaffold_project(directory: Path, *, force: bool = False, seed: int = 1) -> list[Path]:
+    """Create a project in ``directory``; refuses a non-empty one unless ``force``."""
+    if directory.exists() and any(directory.iterdir()) and not force:
+        raise TailormailError(f"{directory} is not empty (use --force to write into it)")
+    if not (SOURCE_ROOT / "config" / "tailormail.toml").is_file():
+        raise TailormailError(f"sample project not found under {SOURCE_ROOT}")
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    copies = [
+        SOURCE_ROOT / "config" / "tailormail.toml",
+        *sorted((SOURCE_ROOT / "config" / "campaigns").glob("*.toml")),
+        *sorted(p for p in (SOURCE_ROOT / "templates" / "weekly").rglob("*") if p.is_file()),
+    ]
+    for source in copies:
+        target = directory / source.relative_to(SOURCE_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        written.append(target)
+    rng = random.Random(seed)
+    for name, writer in (
+        ("people.csv", _sample_people),
+        ("items.csv", _sample_items),
+        ("interactions.csv", _sample_interactions),
+    ):
+        writer(directory / name, rng)
+        written.append(directory / name)
+    gitignore = directory / ".gitignore"
+    gitignore.write_text("outbox/\n*.db\n*.db-wal\n*.db-shm\n.tailormail-secret\n")
+    written.append(gitignore)
+    return written

@@ -1,0 +1,97 @@
+"""APScheduler wiring: a cron job per scheduled campaign and the periodic reward join.
+
+Misfire grace, coalescing and ``max_instances=1`` are set explicitly. A campaign job names
+its run after the cron tick it belongs to, so a tick fired twice resumes the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from engine.pipeline import RunSummary, run_campaign, run_id_for
+from engine.rewards import RewardJoinSummary, join_rewards
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+log = logging.getLogger(__name__)
+
+
+def latest_tick(trigger: CronTrigger, now: datetime, lookback: timedelta) -> datetime | None:
+    """The last fire time of ``trigger`` at or before ``now`` (within ``lookback``)."""
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    tick: datetime | None = trigger.get_next_fire_time(None, now - lookback)
+    last: datetime | None = None
+    while tick is not None and tick <= now:
+        last = tick
+        tick = trigger.get_next_fire_time(tick, tick + timedelta(microseconds=1))
+    return last
+
+
+def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> RunSummary | None:
+    """The campaign job: run the tick that is due (or resume it if it already ran)."""
+    campaign = engine.campaign(name)
+    if campaign.schedule is None:
+        return None
+    trigger = CronTrigger.from_crontab(
+        campaign.schedule, timezone=engine.settings.scheduler.timezone
+    )
+    grace = timedelta(seconds=engine.settings.scheduler.misfire_grace_seconds)
+    tick = latest_tick(trigger, now or datetime.now(UTC), grace)
+    if tick is None:
+        log.warning("campaign %s fired with no tick in the last %s; skipped", name, grace)
+        return None
+    summary = run_campaign(engine, name, run_id=run_id_for(name, tick), scheduled_for=tick)
+    log.info("campaign %s run %s: %s sent", name, summary.run_id, summary.sent)
+    return summary
+
+
+def reward_job(engine: Engine) -> RewardJoinSummary:
+    """The periodic reward join (and online learning)."""
+    summary = join_rewards(engine)
+    log.info("reward join: %s", summary.rewarded)
+    return summary
+
+
+def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> BackgroundScheduler:
+    """A scheduler (not started) with every scheduled campaign and the reward job."""
+    config = engine.settings.scheduler
+    scheduler = BackgroundScheduler(
+        timezone=config.timezone,
+        job_defaults={
+            "coalesce": config.coalesce,
+            "misfire_grace_time": config.misfire_grace_seconds,
+            "max_instances": 1,
+        },
+    )
+    for name, campaign in sorted(engine.campaigns.items()):
+        if campaign.schedule:
+            scheduler.add_job(
+                run_scheduled,
+                CronTrigger.from_crontab(campaign.schedule, timezone=config.timezone),
+                args=[engine, name],
+                id=f"campaign:{name}",
+                name=f"campaign {name}",
+                replace_existing=True,
+            )
+    if start_rewards:
+        scheduler.add_job(
+            reward_job,
+            IntervalTrigger(seconds=config.reward_interval_seconds),
+            args=[engine],
+            id="rewards",
+            name="reward join",
+            replace_existing=True,
+        )
+    return scheduler
+
+
+def add_one_off(scheduler: BackgroundScheduler, func: Any, *args: Any, job_id: str) -> None:
+    """Queue ``func(*args)`` to run now on the scheduler's executor (used by the demo)."""
+    scheduler.add_job(func, "date", args=list(args), id=job_id, replace_existing=True)

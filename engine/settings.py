@@ -1,0 +1,208 @@
+"""Typed settings from ``config/tailormail.toml`` plus ``TAILORMAIL_*`` environment variables.
+
+Unknown keys are errors that name the key. Secrets come from the environment (or a file
+outside version control) and are masked in ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from engine.errors import ConfigError
+
+CONFIG_FILE = Path("config") / "tailormail.toml"
+ENV_PREFIX = "TAILORMAIL_"
+# Environment variables with the prefix that are not settings.
+RESERVED_ENV = {"TAILORMAIL_SECRET", "TAILORMAIL_PROJECT"}
+RESERVED_ENV_PREFIXES = ("TAILORMAIL_TEST_",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DeliverySettings(_Strict):
+    """Which backend delivers, and each backend's options (``[delivery.<name>]``)."""
+
+    backend: str = "outbox"
+    batch_size: int = Field(default=100, ge=1)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class WebSettings(_Strict):
+    """Where ``tailormail serve`` listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=0, le=65535)
+
+
+class SchedulerSettings(_Strict):
+    """APScheduler wiring; misfire and coalesce are explicit, never library defaults."""
+
+    reward_interval_seconds: int = Field(default=300, ge=1)
+    misfire_grace_seconds: int = Field(default=3600, ge=1)
+    coalesce: bool = True
+    timezone: str = "UTC"
+
+
+class Settings(_Strict):
+    """Everything an ``Engine`` needs to start; paths are relative to ``project_dir``."""
+
+    project_dir: Path = Field(default_factory=Path.cwd)
+    database_url: str = "sqlite:///tailormail.db"
+    tracking_base_url: str = "http://127.0.0.1:8025"
+    from_address: str = "alerts@tailormail.invalid"
+    templates_dir: str = "templates"
+    campaigns_dir: str = "config/campaigns"
+    secret: SecretStr | None = None
+    secret_file: str = ".tailormail-secret"
+    disabled_plugins: list[str] = Field(default_factory=list)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("tracking_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def path(self, relative: str | Path) -> Path:
+        """Resolve a configured path against the project directory."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else self.project_dir / candidate
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute."""
+        prefix = "sqlite:///"
+        url = self.database_url
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.path(url[len(prefix) :]))
+        return url
+
+    def secret_bytes(self) -> bytes:
+        """The signing secret: ``TAILORMAIL_SECRET``, else the secret file (created once)."""
+        if self.secret is not None:
+            return self.secret.get_secret_value().encode()
+        path = self.path(self.secret_file)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+
+def _set_nested(target: dict[str, Any], dotted: list[str], value: Any) -> None:
+    for part in dotted[:-1]:
+        target = target.setdefault(part, {})
+    target[dotted[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``TAILORMAIL_DELIVERY__BACKEND=smtp`` becomes ``{"delivery": {"backend": "smtp"}}``."""
+    found: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+            continue
+        if name.startswith(RESERVED_ENV_PREFIXES):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        value: Any = raw
+        if path == ["disabled_plugins"]:
+            value = [p.strip() for p in raw.split(",") if p.strip()]
+        _set_nested(found, path, value)
+    return found
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _lift_backend_tables(data: dict[str, Any]) -> dict[str, Any]:
+    """``[delivery.smtp]`` tables become ``delivery.options["smtp"]``."""
+    delivery = data.get("delivery")
+    if isinstance(delivery, dict):
+        known = set(DeliverySettings.model_fields)
+        options = dict(delivery.get("options", {}))
+        for key in list(delivery):
+            if key not in known and isinstance(delivery[key], dict):
+                options[key] = delivery.pop(key)
+        if options:
+            delivery["options"] = options
+    return data
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per problem, each naming the dotted key and what is wrong with it."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        else:
+            lines.append(f"{source}: invalid value for '{key}': {problem['msg']}")
+    return "\n".join(lines)
+
+
+def find_project_dir(start: Path | None = None) -> Path | None:
+    """The nearest directory at or above ``start`` holding ``config/tailormail.toml``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    project_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the project's TOML, then env overrides, then explicit ``overrides``.
+
+    With no ``config/tailormail.toml`` the embedded defaults apply (SQLite, local outbox).
+    """
+    environ = os.environ if environ is None else environ
+    if project_dir is None and environ.get("TAILORMAIL_PROJECT"):
+        project_dir = Path(environ["TAILORMAIL_PROJECT"])
+    if project_dir is None:
+        project_dir = find_project_dir() or Path.cwd()
+    project_dir = project_dir.resolve()
+    config_path = project_dir / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if config_path.is_file():
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
+    data = _merge(_lift_backend_tables(data), _lift_backend_tables(_env_overrides(environ)))
+    if overrides:
+        data = _merge(data, _lift_backend_tables(dict(overrides)))
+    data["project_dir"] = project_dir
+    if environ.get("TAILORMAIL_SECRET"):
+        data["secret"] = environ["TAILORMAIL_SECRET"]
+    elif "secret" in data:
+        raise ConfigError(
+            f"{config_path}: key 'secret' must not hold a secret; set TAILORMAIL_SECRET "
+            "in the environment (or leave it unset to use the secret file)"
+        )
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(config_path), exc)) from exc

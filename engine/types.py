@@ -1,0 +1,197 @@
+"""Public value types and protocols: the contract between the engine and its plugins."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+Context = dict[str, Any]
+"""A recipient's context: str values are categorical features, int/float numeric ones,
+nested dicts are feature namespaces."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of a campaign: a subject line template, a body template and its features."""
+
+    key: str
+    subject: str
+    template: str
+    features: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy chose for one recipient, with the probability it had of choosing it."""
+
+    variant: str
+    probability: float
+    pmf: dict[str, float]
+    policy: str
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One logged decision and its reward, as a policy learns from it."""
+
+    context: Context
+    variants: list[Variant]
+    chosen: str
+    probability: float
+    reward: float
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """A user's interaction with a catalogue item (a view, a purchase, a click)."""
+
+    user_id: str
+    item_id: str
+    timestamp: datetime
+    value: float = 1.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """A catalogue item and its attributes (title, url, category, ...)."""
+
+    item_id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Someone a campaign can mail: id, address and free-form attributes (segment, country...)."""
+
+    recipient_id: str
+    email: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A contextual bandit that picks one variant per recipient.
+
+    ``choose`` must be deterministic for a given ``seed``: the engine passes a seed derived
+    from the decision id so a resumed run makes the same choice.
+    """
+
+    name: str
+    model_version: str | None
+
+    def choose(
+        self, context: Context, variants: Sequence[Variant], *, seed: int | None = None
+    ) -> Decision: ...
+
+    def learn(self, feedback: Iterable[Feedback]) -> None: ...
+
+    def save(self) -> bytes: ...
+
+    def load(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class Recipe(Protocol):
+    """Chooses the catalogue items an alert shows."""
+
+    def fit(self, interactions: Iterable[Interaction], items: Iterable[Item] = ()) -> None: ...
+
+    def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[str]: ...
+
+
+class SendStatus(enum.StrEnum):
+    """How a delivery attempt ended."""
+
+    SENT = "sent"
+    TEMPORARY_FAILURE = "temporary_failure"
+    PERMANENT_FAILURE = "permanent_failure"
+    UNKNOWN = "unknown"  # ambiguous: the message may or may not have left
+
+
+@dataclass
+class Message:
+    """A rendered email, ready for a delivery backend."""
+
+    send_id: int
+    message_id: str
+    from_address: str
+    to_address: str
+    subject: str
+    html: str
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of sending one message."""
+
+    send_id: int
+    status: SendStatus
+    provider_id: str | None = None
+    error: str | None = None
+
+
+class DeliveryBackend:
+    """Base class for delivery backends: a context manager whose ``send`` delivers a batch.
+
+    Subclasses override ``send`` and, where they hold a connection, ``open``/``close``.
+    """
+
+    name = "base"
+
+    def open(self) -> None:
+        """Acquire resources (a connection); called on ``__enter__``."""
+
+    def close(self) -> None:
+        """Release resources; called on ``__exit__``."""
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        """Deliver ``messages``; return one result per message, in order."""
+        raise NotImplementedError
+
+    def __enter__(self) -> DeliveryBackend:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EventType(enum.StrEnum):
+    """The normalized vocabulary of tracking and provider events."""
+
+    DELIVERED = "delivered"
+    OPEN = "open"
+    CLICK = "click"
+    UNSUBSCRIBE = "unsubscribe"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+
+
+@dataclass(frozen=True)
+class TrackingEvent:
+    """One event about a sent message, from the tracking server or a provider webhook."""
+
+    type: EventType
+    send_id: int | None
+    timestamp: datetime
+    provider_event_id: str | None = None
+    provider_message_id: str | None = None
+    url: str | None = None
+    user_agent: str | None = None
+    bot: bool = False
+    machine: bool = False
+    recipient_email: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)

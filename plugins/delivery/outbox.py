@@ -1,0 +1,81 @@
+"""The ``outbox`` backend: one ``.eml`` file per message in a folder, for development."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import hookimpl
+from engine.errors import ConfigError
+from engine.types import DeliveryBackend, Message, SendResult, SendStatus
+from plugins.delivery.mime import build_mime
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+
+def eml_name(send_id: int) -> str:
+    """The file name of a send's message: one name per send id, so a resend overwrites."""
+    return f"{send_id:08d}.eml"
+
+
+class OutboxBackend(DeliveryBackend):
+    """Writes each message to ``<path>/<send id>.eml`` instead of sending it.
+
+    ``path`` is relative to the project directory (to the working directory without an
+    engine). Writing is atomic, so a reader never sees half a message, and idempotent per
+    send id, so a resumed run never leaves two files for one send.
+    """
+
+    name = "outbox"
+
+    def __init__(self, engine: Engine | None = None, path: str = "outbox", **unknown: Any):
+        if unknown:
+            names = ", ".join(repr(key) for key in sorted(unknown))
+            raise ConfigError(f"delivery.outbox: unknown option {names}")
+        self.engine = engine
+        self.folder = engine.settings.path(path) if engine is not None else Path(path)
+
+    def open(self) -> None:
+        """Create the folder, so a missing one fails here rather than per message."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        """Write every message; a file-system error is a temporary failure for that message."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return [self._write(message) for message in messages]
+
+    def _write(self, message: Message) -> SendResult:
+        try:
+            data = build_mime(message).as_bytes()
+        except ValueError as exc:
+            return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
+        name = eml_name(message.send_id)
+        try:
+            _write_atomically(self.folder / name, data)
+        except OSError as exc:
+            return SendResult(message.send_id, SendStatus.TEMPORARY_FAILURE, error=str(exc))
+        return SendResult(message.send_id, SendStatus.SENT, provider_id=name)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    # A dot-prefixed temp file in the same folder: os.replace is atomic on one file system,
+    # and readers globbing *.eml never pick up the partial file. No fsync: this is a
+    # development backend, and an fsync per message would dominate a large run.
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@hookimpl
+def register_backends(register: Callable[[str, Any], None]) -> None:
+    """Register the ``outbox`` backend."""
+    register("outbox", OutboxBackend)

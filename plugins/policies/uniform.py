@@ -1,0 +1,67 @@
+"""The ``uniform`` policy: every variant equally likely, the A/B-test baseline."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from engine import Context, Decision, Feedback, Variant, hookimpl
+from engine.hookspecs import PolicyFactory
+from engine.sampling import sample_variant
+
+FORMAT = "tailormail-uniform/1"
+
+
+class UniformPolicy:
+    """Picks a variant uniformly at random; learning only counts the feedback it saw."""
+
+    name = "uniform"
+
+    def __init__(self) -> None:
+        self.model_version: str | None = None
+        self.feedback_seen = 0
+
+    def choose(
+        self, context: Context, variants: Sequence[Variant], *, seed: int | None = None
+    ) -> Decision:
+        """Choose one of ``variants`` with probability ``1 / len(variants)``.
+
+        ``seed`` makes the choice deterministic; without it the choice is random.
+        """
+        keys = [variant.key for variant in variants]
+        if not keys:
+            raise ValueError("uniform policy: no variants to choose from")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"uniform policy: duplicate variant keys in {keys!r}")
+        pmf = {key: 1.0 / len(keys) for key in keys}
+        chosen = sample_variant(pmf, secrets.randbits(64) if seed is None else seed)
+        return Decision(
+            variant=chosen,
+            probability=pmf[chosen],
+            pmf=pmf,
+            policy=self.name,
+            model_version=self.model_version,
+        )
+
+    def learn(self, feedback: Iterable[Feedback]) -> None:
+        """Count the feedback: a uniform policy has nothing to learn."""
+        self.feedback_seen += sum(1 for _ in feedback)
+
+    def save(self) -> bytes:
+        """Serialize the policy's state (its feedback count) as JSON bytes."""
+        return json.dumps({"format": FORMAT, "feedback_seen": self.feedback_seen}).encode()
+
+    def load(self, data: bytes) -> None:
+        """Restore a state written by ``save``."""
+        state: Any = json.loads(data)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError("uniform policy: not a saved uniform policy")
+        self.feedback_seen = int(state["feedback_seen"])
+
+
+@hookimpl
+def register_policies(register: Callable[[str, PolicyFactory], None]) -> None:
+    """Register the ``uniform`` policy."""
+    register("uniform", UniformPolicy)

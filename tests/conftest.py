@@ -1,0 +1,179 @@
+"""Shared fixtures: databases on SQLite and PostgreSQL, and throwaway tailormail projects.
+
+Each PostgreSQL test gets a database of its own, created and dropped here, so runs never
+see each other's data. In CI (``CI`` set) a PostgreSQL that does not answer fails the run;
+elsewhere those tests skip with a message saying how to run them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from engine.app import Engine
+from engine.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get(
+    "TAILORMAIL_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_admin() -> Any:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        admin.dispose()
+        message = f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(exc).__name__})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI requires it")
+        pytest.skip(f"{message}; start PostgreSQL on 127.0.0.1:5432 to run these tests")
+    return admin
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    admin = _pg_admin()
+    name = f"tm_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL on each backend: SQLite in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/tailormail.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+CAMPAIGN = """
+name = "{name}"
+description = "Test alerts"
+schedule = "0 9 * * *"
+items_per_email = 3
+{extra}
+
+[recipe]
+name = "popularity"
+
+[policy]
+name = "{policy}"
+
+[reward]
+attribution_window = "1h"
+
+[[variants]]
+key = "a"
+subject = "Hello {{{{ recipient.first_name }}}}"
+template = "t/a.html"
+features = {{ layout = "plain" }}
+
+[[variants]]
+key = "b"
+subject = "Picks for {{{{ recipient.first_name }}}}"
+template = "t/b.html"
+features = {{ layout = "cards" }}
+"""
+
+TEMPLATE = """<html><body data-layout="{key}">
+<p>Hi {{{{ recipient.first_name }}}}</p>
+<ul>{{% for item in items %}}<li><a href="{{{{ item.url }}}}">{{{{ item.title }}}}</a></li>
+{{% endfor %}}</ul>
+<a href="https://example.com/about?a=1&amp;b=2">About</a>
+<a href="{{{{ unsubscribe_url }}}}">Unsubscribe</a>
+</body></html>
+"""
+
+
+class Project:
+    """A throwaway tailormail project on disk, with helpers to build engines for it."""
+
+    def __init__(self, root: Path, db_url: str) -> None:
+        self.root = root
+        self.db_url = db_url
+        (root / "config" / "campaigns").mkdir(parents=True)
+        (root / "templates" / "t").mkdir(parents=True)
+        for key in ("a", "b"):
+            (root / "templates" / "t" / f"{key}.html").write_text(TEMPLATE.format(key=key))
+        self.add_campaign("alerts")
+
+    def add_campaign(self, name: str, policy: str = "uniform", extra: str = "") -> Path:
+        """Write ``config/campaigns/<name>.toml``."""
+        path = self.root / "config" / "campaigns" / f"{name}.toml"
+        path.write_text(CAMPAIGN.format(name=name, policy=policy, extra=textwrap.dedent(extra)))
+        return path
+
+    def engine(self, backend: str = "memory", **overrides: Any) -> Engine:
+        """An Engine for this project (entry points off: the suite controls its plugins)."""
+        plugins = overrides.pop("plugins", ())
+        settings = load_settings(
+            project_dir=self.root,
+            environ={"TAILORMAIL_SECRET": "test-secret"},
+            overrides={"database_url": self.db_url, "delivery": {"backend": backend}}
+            | overrides,
+        )
+        return Engine(settings=settings, plugins=plugins, load_entry_points=False)
+
+    def write_people(self, n: int = 20) -> Path:
+        """A recipients CSV with ``n`` people."""
+        path = self.root / "people.csv"
+        lines = ["id,email,first_name,segment"]
+        lines += [f"u{i:03d},user{i}@example.com,Name{i},{'ab'[i % 2]}" for i in range(n)]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def write_items(self, n: int = 6) -> Path:
+        """An items CSV with ``n`` items."""
+        path = self.root / "items.csv"
+        lines = ["id,title,url,category"]
+        lines += [f"i{i},Item {i},https://shop.example.com/i/{i},c{i % 2}" for i in range(n)]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def seed(self, engine: Engine, people: int = 20, items: int = 6) -> None:
+        """Import people and items into ``engine``'s database."""
+        from engine.importer import import_file
+
+        import_file(engine.db, "recipients", self.write_people(people))
+        import_file(engine.db, "items", self.write_items(items))
+
+
+@pytest.fixture
+def project(tmp_path: Path, db_url: str) -> Project:
+    """A project on each database backend."""
+    return Project(tmp_path / "project", db_url)
+
+
+@pytest.fixture
+def sqlite_project(tmp_path: Path) -> Project:
+    """A project on SQLite only (for tests that are not about storage)."""
+    return Project(tmp_path / "project", f"sqlite:///{tmp_path}/tailormail.db")
+
+
+@pytest.fixture
+def sample_project(tmp_path: Path) -> Path:
+    """A copy of the repository's sample project (config/ and templates/)."""
+    target = tmp_path / "sample"
+    shutil.copytree(ROOT / "config", target / "config")
+    shutil.copytree(ROOT / "templates", target / "templates")
+    return target

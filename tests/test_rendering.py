@@ -1,0 +1,285 @@
+"""Rendering variants: sandbox, autoescape, text part, tracked links, headers, errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pluggy
+import pytest
+
+import engine.hookspecs
+from engine.errors import TemplateError
+from engine.hookspecs import PROJECT, hookimpl
+from engine.rendering import RenderedEmail, Renderer, html_to_text
+from engine.tracking import Tokens
+from engine.types import Variant
+
+BASE = "https://t.example.com"
+TOKENS = Tokens(b"rendering-test-secret-0123456789")
+VARS: dict[str, Any] = {
+    "recipient": {"first_name": "Ada"},
+    "items": [{"title": "Tea", "url": "https://shop.example/tea?a=1&b=2"}],
+}
+
+
+def write(root: Path, name: str, source: str) -> None:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+
+
+def render(
+    tmp_path: Path,
+    source: str,
+    *,
+    subject: str = "Hi {{ recipient.first_name }}",
+    variables: dict[str, Any] | None = None,
+    text: str | None = None,
+    send_id: int = 9,
+) -> RenderedEmail:
+    write(tmp_path, "weekly/a.html", source)
+    if text is not None:
+        write(tmp_path, "weekly/a.txt", text)
+    renderer = Renderer(tmp_path, TOKENS, BASE + "/")
+    variant = Variant("a", subject, "weekly/a.html")
+    return renderer.render(variant=variant, variables=variables or VARS, send_id=send_id)
+
+
+def click_links(markup: str) -> list[str]:
+    return re.findall(re.escape(BASE) + r"/c/([A-Za-z0-9_-]+)", markup)
+
+
+def unsubscribe_url(send_id: int = 9) -> str:
+    return f"{BASE}/u/{TOKENS.unsubscribe(send_id)}"
+
+
+def test_links_are_rewritten_deduplicated_and_unescaped(tmp_path: Path) -> None:
+    email = render(
+        tmp_path,
+        """<html><body>
+        {% for item in items %}<a href="{{ item.url }}">{{ item.title }}</a>{% endfor %}
+        <a class="x" HREF='https://shop.example/tea?a=1&amp;b=2'>again</a>
+        <a href=https://other.example/>bare</a>
+        <a href="mailto:help@example.com">mail</a> <a href="#top">top</a>
+        <a href="/relative">rel</a> <a name="anchor">no href</a>
+        <!-- <a href="https://commented.example/">c</a> -->
+        <a href="{{ unsubscribe_url }}">Unsubscribe</a>
+        </body></html>""",
+    )
+    assert email.links == ["https://shop.example/tea?a=1&b=2", "https://other.example/"]
+    tokens = click_links(email.html)
+    assert len(tokens) == 3
+    decoded = [TOKENS.verify(t, "click") for t in tokens]
+    assert [(d.send_id, d.link_index) for d in decoded if d] == [(9, 0), (9, 0), (9, 1)]
+    assert "shop.example" not in email.html
+    for kept in ('href="mailto:help@example.com"', 'href="#top"', 'href="/relative"'):
+        assert kept in email.html
+    assert "https://commented.example/" in email.html
+    assert f'href="{unsubscribe_url()}"' in email.html
+    assert email.html.count(unsubscribe_url()) == 1  # no extra footer
+
+
+def test_open_pixel_before_body_end(tmp_path: Path) -> None:
+    email = render(tmp_path, "<html><body><p>Hi</p></body></html>")
+    pixel = f'<img src="{BASE}/o/{TOKENS.open(9)}" width="1" height="1" alt="">'
+    assert email.html.endswith(pixel + "</body></html>")
+    fragment = render(tmp_path, "<p>Hi</p>")
+    assert fragment.html.endswith(pixel)
+
+
+def test_unsubscribe_footer_and_headers(tmp_path: Path) -> None:
+    email = render(tmp_path, "<html><body><p>No unsubscribe link here</p></body></html>")
+    assert f'<a href="{unsubscribe_url()}">Unsubscribe</a>' in email.html
+    assert email.html.index(unsubscribe_url()) < email.html.index("</body>")
+    assert email.headers == {
+        "List-Unsubscribe": f"<{unsubscribe_url()}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    assert unsubscribe_url() in email.text
+    assert email.links == []
+    assert TOKENS.verify(unsubscribe_url().rsplit("/", 1)[1], "unsubscribe") is not None
+
+
+def test_text_part_from_sibling_template(tmp_path: Path) -> None:
+    email = render(
+        tmp_path,
+        '<p><a href="https://a.example/x">X</a></p>',
+        text=(
+            "Hello {{ recipient.first_name }} & co,\n"
+            "Read https://b.example/post. Or (https://a.example/x).\n"
+            "Stop: {{ unsubscribe_url }}\n"
+        ),
+    )
+    assert email.text.startswith("Hello Ada & co,")  # .txt is not autoescaped
+    assert email.links == ["https://a.example/x", "https://b.example/post"]
+    assert "b.example" not in email.text
+    assert re.search(r"/c/[A-Za-z0-9_-]+\. Or \(" + re.escape(BASE) + r"/c/\S+\)\.", email.text)
+    a_html, a_text = click_links(email.html)[0], click_links(email.text)[1]
+    assert a_html == a_text  # one URL, one index, one token
+    assert f"Stop: {unsubscribe_url()}" in email.text
+    assert email.text.count(unsubscribe_url()) == 1
+
+
+def test_text_part_from_html(tmp_path: Path) -> None:
+    email = render(
+        tmp_path,
+        """<html><head><title>T</title><style>p { color: red }</style></head><body>
+        <h1>Picks for {{ recipient.first_name }}</h1>
+        <script>var x = "hidden";</script>
+        <p>Fresh   items &amp; more:</p>
+        <ul>{% for item in items %}<li><a href="{{ item.url }}">{{ item.title }}</a></li>
+        {% endfor %}</ul>
+        <p><a href="mailto:help@example.com">Help</a></p>
+        </body></html>""",
+    )
+    text = email.text
+    assert "Picks for Ada" in text
+    assert "Fresh items & more:" in text
+    assert "hidden" not in text and "color" not in text
+    assert re.search(r"^- Tea \[" + re.escape(BASE) + r"/c/[A-Za-z0-9_-]+\]$", text, re.M)
+    assert "Help [mailto:help@example.com]" in text
+    assert f"Unsubscribe: {unsubscribe_url()}" in text
+
+
+def test_html_to_text_helper() -> None:
+    text = html_to_text(
+        '<p>One<br>Two</p><p><a href="https://x.example/">https://x.example/</a>'
+        '<a href="#a">Jump</a></p>'
+    )
+    assert text == "One\nTwo\n\nhttps://x.example/Jump\n"
+    # </head> may be omitted: the body is still text.
+    assert html_to_text("<head><title>T</title><body><p>Body</p>") == "Body\n"
+    assert html_to_text("<table><tr><td>a</td><td>b</td></tr></table>") == "a b\n"
+
+
+def test_recipient_values_are_autoescaped(tmp_path: Path) -> None:
+    variables = {"recipient": {"first_name": "<script>alert(1)</script>"}}
+    email = render(
+        tmp_path,
+        "<p>Hi {{ recipient.first_name }}</p>",
+        variables=variables,
+        subject="For {{ recipient.first_name }}",
+    )
+    assert "<script>" not in email.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
+    # The subject is a header, not HTML: no entities, just the text.
+    assert email.subject == "For <script>alert(1)</script>"
+
+
+def test_undefined_names_variant_template_and_line(tmp_path: Path) -> None:
+    write(tmp_path, "weekly/b.html", "<p>\nHello\n{{ recipient.frist_name }}\n</p>")
+    renderer = Renderer(tmp_path, TOKENS, BASE)
+    variant = Variant("b", "Hi", "weekly/b.html")
+    with pytest.raises(TemplateError) as info:
+        renderer.render(variant=variant, variables=VARS, send_id=1)
+    message = str(info.value)
+    assert message.startswith("variant 'b' (weekly/b.html, line 3): ")
+    assert "frist_name" in message
+    assert isinstance(info.value.__cause__, jinja2.UndefinedError)
+
+
+def test_error_in_included_template_names_both(tmp_path: Path) -> None:
+    write(tmp_path, "partials/footer.html", "ok\n{{ nope }}")
+    write(tmp_path, "weekly/a.html", "<p>x</p>\n{% include 'partials/footer.html' %}")
+    renderer = Renderer(tmp_path, TOKENS, BASE)
+    with pytest.raises(TemplateError, match=r"weekly/a.html, in partials/footer.html, line 2"):
+        renderer.render(variant=Variant("a", "s", "weekly/a.html"), variables={}, send_id=1)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("<p>{% for x in %}</p>", r"variant 'a' \(weekly/a.html, line 1\): Expected an expression"),
+        ("{{ ''.__class__.__mro__ }}", r"variant 'a' \(weekly/a.html, line 1\): .*unsafe"),
+        ("\n{{ x.__globals__ }}", r"line 2\): .*unsafe"),
+        ("{{ 1 / 0 }}", r"line 1\): ZeroDivisionError"),
+    ],
+)
+def test_template_errors(tmp_path: Path, source: str, expected: str) -> None:
+    with pytest.raises(TemplateError, match=expected):
+        render(tmp_path, source, subject="s", variables={"x": lambda: None})
+
+
+def test_sandbox_raises_security_error_as_template_error(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError) as info:
+        render(tmp_path, "{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    assert isinstance(info.value.__cause__, jinja2.sandbox.SecurityError)
+
+
+def test_shared_variables_cannot_be_mutated(tmp_path: Path) -> None:
+    items = ["a"]
+    with pytest.raises(TemplateError, match="unsafe"):
+        render(tmp_path, "{{ items.append('b') }}", subject="s", variables={"items": items})
+    assert items == ["a"]
+
+
+def test_missing_template(tmp_path: Path) -> None:
+    renderer = Renderer(tmp_path, TOKENS, BASE)
+    with pytest.raises(TemplateError, match=r"variant 'z' \(weekly/z.html\): template .*not found"):
+        renderer.render(variant=Variant("z", "s", "weekly/z.html"), variables={}, send_id=1)
+
+
+def test_subject_is_header_safe(tmp_path: Path) -> None:
+    variables = {"name": "Ada\r\nBcc: victim@example.com\x00"}
+    email = render(tmp_path, "<p>x</p>", subject="  Hi\t{{ name }}\n ", variables=variables)
+    assert email.subject == "Hi Ada Bcc: victim@example.com"
+    long = render(tmp_path, "<p>x</p>", subject="{{ 'x' * 1000 }}")
+    assert long.subject == "x" * 250
+
+
+def test_subject_error_names_variant(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match=r"variant 'a' \(subject, line 1\): .*'missing'"):
+        render(tmp_path, "<p>x</p>", subject="Hi {{ missing }}")
+
+
+def test_style_block_is_inlined(tmp_path: Path) -> None:
+    email = render(
+        tmp_path,
+        """<html><head><style>.cta { color: #ff0000; font-weight: bold }</style></head>
+        <body><a class="cta" href="https://a.example/">Go</a></body></html>""",
+    )
+    assert "<style" not in email.html
+    anchor = re.search(r"<a [^>]*>Go</a>", email.html)
+    assert anchor is not None
+    assert re.search(r'style="[^"]*color:\s*#f(f0000|00)\b', anchor.group(0))
+    assert 'class="cta"' in anchor.group(0)
+    assert click_links(anchor.group(0))
+    assert email.links == ["https://a.example/"]
+
+
+def test_no_style_block_is_left_untouched(tmp_path: Path) -> None:
+    source = '<p style="color:red">Hi</p>'
+    email = render(tmp_path, source)
+    assert email.html.startswith(source)
+
+
+def test_check_renders_every_variant(tmp_path: Path) -> None:
+    write(tmp_path, "weekly/a.html", "<p>{{ recipient.first_name }}</p>")
+    write(tmp_path, "weekly/b.html", "<p>\n{{ recipient.frist_name }}</p>")
+    renderer = Renderer(tmp_path, TOKENS, BASE)
+    good = Variant("a", "Hi {{ recipient.first_name }}", "weekly/a.html")
+    bad = Variant("b", "Hi", "weekly/b.html")
+    renderer.check([good], VARS)
+    with pytest.raises(TemplateError, match=r"variant 'b' \(weekly/b.html, line 2\)"):
+        renderer.check([good, bad], VARS)
+
+
+def test_prepare_jinja2_environment_hook(tmp_path: Path) -> None:
+    class Shout:
+        @hookimpl
+        def prepare_jinja2_environment(self, env: jinja2.Environment) -> None:
+            env.filters["shout"] = lambda value: str(value).upper() + "!"
+
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(engine.hookspecs)
+    pm.register(Shout())
+    write(tmp_path, "weekly/a.html", "<p>{{ recipient.first_name | shout }}</p>")
+    renderer = Renderer(tmp_path, TOKENS, BASE, pm)
+    assert isinstance(renderer.env, jinja2.sandbox.SandboxedEnvironment)
+    variant = Variant("a", "{{ recipient.first_name | shout }}", "weekly/a.html")
+    email = renderer.render(variant=variant, variables=VARS, send_id=1)
+    assert "<p>ADA!</p>" in email.html
+    assert email.subject == "ADA!"
