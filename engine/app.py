@@ -76,6 +76,11 @@ class Engine:
             if name not in self.backends:
                 raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
         self.make_backend()  # unknown options fail here, naming the option
+        if self.settings.executor not in self.executors:
+            raise ConfigError(
+                f"executor: unknown executor {self.settings.executor!r} "
+                f"(available: {', '.join(self.executors.names())})"
+            )
         templates = self.settings.path(self.settings.templates_dir)
         for campaign in self.campaigns.values():
             where = f"campaign {campaign.name!r}"

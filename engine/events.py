@@ -127,7 +127,7 @@ def record_event(engine: Engine, event: TrackingEvent, *, dedupe_key: str | None
 
 
 def event_from_row(row: EventRow) -> TrackingEvent:
-    """Rebuild the ``TrackingEvent`` a stored row came from (timestamps are naive UTC)."""
+    """Rebuild the ``TrackingEvent`` a stored row came from (timestamps are aware UTC)."""
     data = dict(row.data or {})
     meta = {field: data.pop(key, None) for field, key in _META_KEYS.items()}
     return TrackingEvent(

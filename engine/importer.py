@@ -143,7 +143,7 @@ def _timestamp(value: Any) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or abs(value) > _MAX_EPOCH_SECONDS:
             raise _Invalid("timestamp", f"{value!r} is not a unix time in seconds")
-        return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
+        return datetime.fromtimestamp(value, UTC)
     if value is None or value == "":
         raise _Invalid("timestamp", "is empty; every interaction needs a timestamp")
     try:

@@ -291,12 +291,16 @@ class CampaignRun:
         by_id = {r.recipient_id: r for r in todo}
         batch_size = self.engine.settings.delivery.batch_size
         finished = 0
-        with self.engine.make_backend() as backend:
+        settings = self.engine.settings
+        executor = self.engine.executor(settings.executor, **settings.executor_options)
+        with self.engine.make_backend() as backend, executor:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 owned = self._claim([self._decide(r) for r in batch])
                 try:
-                    messages = [self._message(row, by_id[row.recipient_id]) for row in owned]
+                    messages = list(
+                        executor.map(lambda r: self._message(r, by_id[r.recipient_id]), owned)
+                    )
                     self._store_links(messages)
                 except Exception as exc:  # nothing of this batch left: the rows failed
                     self._fail(owned, LedgerStatus.FAILED, f"{type(exc).__name__}: {exc}")

@@ -59,9 +59,7 @@ def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = Non
         for row in rows:
             assert row.id is not None and row.sent_at is not None
             window_end = row.sent_at + campaign.reward.attribution_window
-            attributed = [
-                e for e in events.get(row.id, []) if as_utc(e.timestamp) <= window_end
-            ]
+            attributed = [e for e in events.get(row.id, []) if as_utc(e.timestamp) <= window_end]
             value = engine.pm.hook.reward(engine=engine, campaign=campaign, events=attributed)
             values.append(
                 {

@@ -64,6 +64,8 @@ class Settings(_Strict):
     secret: SecretStr | None = None
     secret_file: str = ".tailormail-secret"
     disabled_plugins: list[str] = Field(default_factory=list)
+    executor: str = "inline"
+    executor_options: dict[str, Any] = Field(default_factory=dict)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     web: WebSettings = Field(default_factory=WebSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)

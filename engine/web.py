@@ -185,14 +185,12 @@ class TrackingApp:
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
     """The request body, or None as soon as it grows past ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
+    body = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        body += chunk
+        if len(body) > limit:
             return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return bytes(body)
 
 
 def create_app(engine: Engine) -> Starlette:
@@ -239,10 +237,9 @@ class BackgroundServer:
         self.startup_timeout = startup_timeout
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        config = uvicorn.Config(
-            create_app(engine), host=host, port=port, log_level=log_level, lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
+        self._app = create_app(engine)
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
 
     @property
     def url(self) -> str:
@@ -253,16 +250,15 @@ class BackgroundServer:
     def start(self) -> BackgroundServer:
         """Bind, start the thread and wait until ``/health`` answers."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Bind here and hand uvicorn the socket: the port is known, and nobody can take it
         # between choosing and listening.
-        sock.bind((self.host, self.port))
-        sock.listen(128)
+        self._socket = sock = socket.create_server((self.host, self.port), family=family)
         self.port = int(sock.getsockname()[1])
-        self._socket = sock
+        # A fresh uvicorn server on every start: a stopped one stays stopped.
+        config = uvicorn.Config(self._app, log_level=self._log_level, lifespan="off")
+        self._server = server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="tailormail-web", daemon=True
+            target=server.run, kwargs={"sockets": [sock]}, name="tailormail-web", daemon=True
         )
         self._thread.start()
         self._wait_ready()
@@ -285,7 +281,8 @@ class BackgroundServer:
 
     def stop(self) -> None:
         """Ask uvicorn to exit, wait for the thread and release the socket."""
-        self._server.should_exit = True
+        if self._server is not None:
+            self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

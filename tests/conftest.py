@@ -126,11 +126,11 @@ class Project:
     def engine(self, backend: str = "memory", **overrides: Any) -> Engine:
         """An Engine for this project (entry points off: the suite controls its plugins)."""
         plugins = overrides.pop("plugins", ())
+        delivery = {"backend": backend} | overrides.pop("delivery", {})
         settings = load_settings(
             project_dir=self.root,
             environ={"TAILORMAIL_SECRET": "test-secret"},
-            overrides={"database_url": self.db_url, "delivery": {"backend": backend}}
-            | overrides,
+            overrides={"database_url": self.db_url, "delivery": delivery} | overrides,
         )
         return Engine(settings=settings, plugins=plugins, load_entry_points=False)
 

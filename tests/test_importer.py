@@ -62,6 +62,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 # --- helpers -----------------------------------------------------------------------------
 
+
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     path = tmp_path / name
     if isinstance(content, str):
@@ -175,11 +176,11 @@ def test_interactions_csv_and_jsonl(db: Engine, tmp_path: Path) -> None:
     assert import_file(db, "interactions", json_path).inserted == 2
     loaded = load_interactions(db)
     assert [(i.user_id, i.item_id, i.timestamp, i.value) for i in loaded] == [
-        ("u1", "i1", datetime(2024, 3, 1, 10, 0), 2.5),
-        ("u1", "i2", datetime(2024, 3, 1, 11, 0), 1.0),
-        ("u2", "i1", datetime(2024, 3, 1, 12, 0), 1.0),
-        ("u3", "i2", datetime(2024, 3, 1, 12, 0, 0, 500000), 1.0),
-        ("u3", "i3", datetime(2024, 3, 2, 0, 0), 3.0),
+        ("u1", "i1", datetime(2024, 3, 1, 10, 0, tzinfo=UTC), 2.5),
+        ("u1", "i2", datetime(2024, 3, 1, 11, 0, tzinfo=UTC), 1.0),
+        ("u2", "i1", datetime(2024, 3, 1, 12, 0, tzinfo=UTC), 1.0),
+        ("u3", "i2", datetime(2024, 3, 1, 12, 0, 0, 500000, tzinfo=UTC), 1.0),
+        ("u3", "i3", datetime(2024, 3, 2, 0, 0, tzinfo=UTC), 3.0),
     ]
     since = datetime(2024, 3, 1, 13, 0, tzinfo=UTC) - timedelta(hours=1)
     assert [i.item_id for i in load_interactions(db, since=since)] == ["i1", "i2", "i3"]
@@ -214,6 +215,7 @@ def test_many_rows_are_written_in_chunks(db: Engine, tmp_path: Path) -> None:
 GOOD_PEOPLE = "id,email\nu1,a@example.com\nu2,b@example.com\n"
 GOOD_ITEMS = "id,title\ni1,Old title\n"
 GOOD_EVENTS = "user_id,item_id,timestamp\nu1,i1,2024-01-01T00:00:00Z\n"
+EV = "user_id,item_id,timestamp"
 
 BAD_FILES = [
     # kind, file name, content, row, column, words in the reason
@@ -234,15 +236,21 @@ BAD_FILES = [
     ("recipients", "p.jsonl", '{"id": "u1", "email": "z@x.com", "a": NaN}\n', 1, None, "NaN"),
     ("items", "i.csv", "id,url\ni1,https://ok.example\ni2,javascript:alert(1)\n", 3, "url", "http"),
     ("items", "i.jsonl", '{"id": "i1"}\n{"id": "i1"}\n', 2, "id", "twice"),
-    ("interactions", "e.csv", "user_id,item_id,timestamp\nu1,i1,yesterday\n", 2, "timestamp", ""),
-    ("interactions", "e.csv", "user_id,item_id,timestamp\nu1,i1,1709294400000\n", 2, "timestamp", "seconds"),
-    ("interactions", "e.csv", "user_id,item_id,timestamp,value\nu,i,2024-01-01,lots\n", 2, "value", ""),
+    ("interactions", "e.csv", f"{EV}\nu1,i1,yesterday\n", 2, "timestamp", "ISO 8601"),
+    ("interactions", "e.csv", f"{EV}\nu1,i1,1709294400000\n", 2, "timestamp", "seconds"),
+    ("interactions", "e.csv", f"{EV},value\nu,i,2024-01-01,lots\n", 2, "value", "number"),
+    ("interactions", "e.csv", f"{EV}\nu1,,2024-01-01\n", 2, "item_id", "empty"),
     ("interactions", "e.jsonl", '{"user_id": "u", "item_id": "i"}\n', 1, "timestamp", "missing"),
-    ("interactions", "e.jsonl", '{"user_id": "u", "item_id": "i", "timestamp": true}\n', 1, "timestamp", ""),
+    ("interactions", "e.jsonl", jsonl({"user_id": "u", "item_id": "i", "timestamp": True}), 1,
+     "timestamp", "neither"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("kind", "name", "content", "row", "column", "words"), BAD_FILES)
+@pytest.mark.parametrize(
+    ("kind", "name", "content", "row", "column", "words"),
+    BAD_FILES,
+    ids=[f"{n:02d}-{case[1]}-{case[4]}" for n, case in enumerate(BAD_FILES)],
+)
 def test_bad_row_names_row_and_column_and_commits_nothing(
     db: Engine,
     tmp_path: Path,
@@ -264,6 +272,19 @@ def test_bad_row_names_row_and_column_and_commits_nothing(
     assert (error.path, error.row, error.column) == (str(path), row, column)
     assert words in error.reason
     assert {name: table(db, name) for name in before} == before
+
+
+def test_csv_rows_are_records_so_quoted_newlines_do_not_shift_them(
+    db: Engine, tmp_path: Path
+) -> None:
+    content = 'id,title\r\ni1,"two\r\nlines"\r\n\r\ni2,ok\r\ni3,"x",y\r\n'
+    path = write(tmp_path, "items.csv", content)
+    with pytest.raises(ImportFileError) as caught:
+        import_file(db, "items", path)
+    assert caught.value.row == 5  # header, i1, the blank row, i2, then the ragged i3
+    path.write_text(content.replace(',"x",y', ",x"), encoding="utf-8")
+    import_file(db, "items", path)
+    assert load_items(db)[0].attributes == {"title": "two\r\nlines"}
 
 
 def test_bad_row_after_several_chunks_rolls_back_every_chunk(db: Engine, tmp_path: Path) -> None:

@@ -1,0 +1,131 @@
+"""Settings and campaigns as code: bad configuration stops start-up and names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import Project
+
+from engine.campaigns import load_campaign, parse_duration
+from engine.errors import ConfigError
+from engine.settings import load_settings
+
+
+def write_config(root: Path, text: str) -> None:
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    (root / "config" / "tailormail.toml").write_text(text)
+
+
+def test_embedded_defaults_without_a_config_file(tmp_path: Path) -> None:
+    settings = load_settings(project_dir=tmp_path, environ={})
+    assert settings.delivery.backend == "outbox"
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path.resolve()}/tailormail.db"
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    write_config(tmp_path, 'database_url = "sqlite:///x.db"\ntraking_base_url = "http://x"\n')
+    with pytest.raises(ConfigError, match="unknown key 'traking_base_url'"):
+        load_settings(project_dir=tmp_path, environ={})
+
+
+def test_unknown_nested_key_is_named_with_its_table(tmp_path: Path) -> None:
+    write_config(tmp_path, "[scheduler]\nmisfire_grace = 10\n")
+    with pytest.raises(ConfigError, match="unknown key 'scheduler.misfire_grace'"):
+        load_settings(project_dir=tmp_path, environ={})
+
+
+def test_invalid_value_is_named(tmp_path: Path) -> None:
+    write_config(tmp_path, '[web]\nport = "eighty"\n')
+    with pytest.raises(ConfigError, match="invalid value for 'web.port'"):
+        load_settings(project_dir=tmp_path, environ={})
+
+
+def test_broken_toml_names_the_file(tmp_path: Path) -> None:
+    write_config(tmp_path, "database_url = \n")
+    with pytest.raises(ConfigError, match="tailormail.toml: not valid TOML"):
+        load_settings(project_dir=tmp_path, environ={})
+
+
+def test_environment_overrides_and_unknown_variables(tmp_path: Path) -> None:
+    write_config(tmp_path, '[delivery]\nbackend = "outbox"\n')
+    settings = load_settings(
+        project_dir=tmp_path,
+        environ={"TAILORMAIL_DELIVERY__BACKEND": "smtp", "TAILORMAIL_WEB__PORT": "9000"},
+    )
+    assert (settings.delivery.backend, settings.web.port) == ("smtp", 9000)
+    with pytest.raises(ConfigError, match="unknown key 'databse_url'"):
+        load_settings(project_dir=tmp_path, environ={"TAILORMAIL_DATABSE_URL": "x"})
+
+
+def test_secret_comes_from_the_environment_and_is_masked(tmp_path: Path) -> None:
+    settings = load_settings(project_dir=tmp_path, environ={"TAILORMAIL_SECRET": "s3cr3t-value"})
+    assert settings.secret_bytes() == b"s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings)
+    write_config(tmp_path, 'secret = "in-the-file"\n')
+    with pytest.raises(ConfigError, match="key 'secret' must not hold a secret"):
+        load_settings(project_dir=tmp_path, environ={})
+
+
+def test_secret_file_is_created_once_and_private(tmp_path: Path) -> None:
+    settings = load_settings(project_dir=tmp_path, environ={})
+    first = settings.secret_bytes()
+    assert first == settings.secret_bytes() and len(first) >= 32
+    assert (tmp_path / ".tailormail-secret").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ('schedul = "0 9 * * *"', "unknown key 'schedul'"),
+        ('schedule = "0 25 * * *"', "invalid value for 'schedule'"),
+        ("items_per_email = -1", "invalid value for 'items_per_email'"),
+        ('frequency_cap = "soon"', "invalid value for 'frequency_cap'"),
+    ],
+)
+def test_campaign_errors_name_the_file_and_key(tmp_path: Path, snippet: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'{snippet}\n[[variants]]\nkey = "a"\nsubject = "s"\ntemplate = "t.html"\n')
+    with pytest.raises(ConfigError, match=message) as error:
+        load_campaign(path)
+    assert str(path) in str(error.value)
+
+
+def test_duplicate_variant_keys_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "dup.toml"
+    variant = '[[variants]]\nkey = "a"\nsubject = "s"\ntemplate = "t.html"\n'
+    path.write_text(variant * 2)
+    with pytest.raises(ConfigError, match="duplicate variant keys: a"):
+        load_campaign(path)
+
+
+def test_engine_start_up_checks_plugins_and_templates(sqlite_project: Project) -> None:
+    sqlite_project.add_campaign("ghost", policy="no-such-policy")
+    with pytest.raises(ConfigError, match=r"campaign 'ghost': policy.name: unknown policy"):
+        sqlite_project.engine()
+    sqlite_project.add_campaign("ghost", extra="")
+    (sqlite_project.root / "templates" / "t" / "a.html").unlink()
+    with pytest.raises(ConfigError, match=r"variant 'a': template 't/a.html' not found"):
+        sqlite_project.engine()
+
+
+def test_bad_policy_parameter_is_named(sqlite_project: Project) -> None:
+    path = sqlite_project.add_campaign("tuned", policy="vw")
+    path.write_text(path.read_text().replace('name = "vw"', 'name = "vw"\nepsilonn = 0.2'))
+    with pytest.raises(ConfigError, match="campaign 'tuned'.*epsilonn"):
+        sqlite_project.engine()
+
+
+def test_unknown_backend_and_backend_option(sqlite_project: Project) -> None:
+    with pytest.raises(ConfigError, match="delivery.backend: unknown backend 'carrier-pigeon'"):
+        sqlite_project.engine(backend="carrier-pigeon")
+    with pytest.raises(ConfigError, match="delivery.outbox: unknown option 'pth'"):
+        sqlite_project.engine(backend="outbox", delivery={"outbox": {"pth": "x"}})
+
+
+def test_durations() -> None:
+    assert parse_duration("90s").total_seconds() == 90
+    assert parse_duration("3d").total_seconds() == 3 * 86400
+    assert parse_duration(5).total_seconds() == 5
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("3 days")

@@ -1,0 +1,325 @@
+"""The example distribution installs with pip and plugs in through its entry point.
+
+The installed copy lives in a temporary ``--target`` directory and is only ever imported by
+subprocesses with ``PYTHONPATH`` pointing there, so the entry point is discovered through
+``importlib.metadata`` exactly as for a real install, and no other test's engine sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from engine import Feedback, Policy, Variant, hookimpl
+from engine.errors import ConfigError, PluginError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DIR = ROOT / "examples" / "tailormail-example-plugin"
+# Build artefacts a source tree may carry; copying them would leak a stale entry point.
+_IGNORE = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__")
+
+VARIANTS = [Variant("plain", "s", "plain.html"), Variant("urgent", "s", "urgent.html")]
+
+
+def _copy_source(destination: Path) -> Path:
+    """A clean copy of the example: pip builds in place, so never build in the repo."""
+    shutil.copytree(EXAMPLE_DIR, destination, ignore=_IGNORE)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example distribution installed for real with pip into a ``--target`` dir."""
+    base = tmp_path_factory.mktemp("example-plugin")
+    source = _copy_source(base / "src")
+    target = base / "site"
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--disable-pip-version-check",
+        "--target",
+        str(target),
+        str(source),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (
+        "pip could not install the example plugin (a setuptools >= 70.1 in the venv builds "
+        f"wheels offline):\n{done.stdout}\n{done.stderr}"
+    )
+    assert list(target.glob("tailormail_example_plugin-*.dist-info")), sorted(target.iterdir())
+    return target
+
+
+def _env(target: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    env["COLUMNS"] = "240"  # rich wraps tables at 80 columns without a terminal
+    env["TAILORMAIL_SECRET"] = "test-secret-for-the-example-plugin"
+    return env
+
+
+def _python(target: Path, script: str, *args: str, cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        env=_env(target),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"script failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_installed_policy_is_found_by_name(installed: Path, tmp_path: Path) -> None:
+    script = """
+        import json
+        import engine
+        from engine import Variant
+
+        variants = [Variant("plain", "s", "plain.html"), Variant("urgent", "s", "urgent.html")]
+        policy = engine.policy("thompson", prior_alpha=2.0, prior_beta=3.0)
+        first = policy.choose({"segment": "a"}, variants, seed=12345)
+        again = engine.policy("thompson", prior_alpha=2.0, prior_beta=3.0).choose(
+            {"segment": "a"}, variants, seed=12345
+        )
+        print(json.dumps({
+            "module": type(policy).__module__,
+            "is_policy": isinstance(policy, engine.Policy),
+            "first": [first.variant, first.probability, first.pmf, first.policy],
+            "again": [again.variant, again.probability, again.pmf, again.policy],
+        }))
+    """
+    out = json.loads(_python(installed, script, cwd=tmp_path))
+    assert out["module"] == "tailormail_example_plugin.thompson"
+    assert out["is_policy"] is True
+    variant, probability, pmf, policy = out["first"]
+    assert out["again"] == out["first"]  # a seed makes the decision deterministic
+    assert policy == "thompson"
+    assert variant in {"plain", "urgent"}
+    assert set(pmf) == {"plain", "urgent"}
+    assert probability == pmf[variant]
+    assert sum(pmf.values()) == pytest.approx(1.0)
+
+
+def test_plugins_command_lists_the_example(installed: Path, tmp_path: Path) -> None:
+    script = Path(sysconfig.get_path("scripts")) / "tailormail"
+    if script.exists():  # the console script pip wrote for tailormail itself
+        command = [sys.executable, str(script), "plugins"]
+    else:
+        command = [sys.executable, "-c", "from engine.cli import main; main()", "plugins"]
+    done = subprocess.run(
+        command, env=_env(installed), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"tailormail plugins failed:\n{done.stdout}\n{done.stderr}"
+    rows = [line for line in done.stdout.splitlines() if "example" in line.split()[:3]]
+    assert rows, f"'example' is not listed by tailormail plugins:\n{done.stdout}"
+    assert "register_policies" in rows[0]
+    assert "0.1.0" in rows[0]
+
+
+CAMPAIGN = """
+name = "weekly"
+description = "Weekly picks"
+items_per_email = 3
+
+[policy]
+name = "thompson"
+prior_alpha = 1.0
+prior_beta = 1.0
+
+[[variants]]
+key = "plain"
+subject = "Your weekly picks"
+template = "plain.html"
+
+[[variants]]
+key = "urgent"
+subject = "Don't miss this week's picks"
+template = "urgent.html"
+features = { tone = "urgent" }
+"""
+
+TEMPLATE = """<html><body>
+<p>Hello {{ recipient.email }}, here is {{ campaign.name }} ({{ variant.key }}).</p>
+<ul>{% for item in items %}<li><a href="https://shop.example.org/{{ item.id }}">{{ item.id }}</a>
+</li>{% endfor %}</ul>
+</body></html>
+"""
+
+RUN_SCRIPT = """
+    import json
+    import sys
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from engine.app import Engine
+    from engine.db import session_scope
+    from engine.importer import import_file
+    from engine.models import LedgerRow
+    from engine.pipeline import run_campaign
+
+    project = Path(sys.argv[1])
+    with Engine(project_dir=project) as engine:
+        import_file(engine.db, "recipients", project / "recipients.csv")
+        summary = run_campaign(engine, "weekly")
+        again = run_campaign(engine, "weekly", run_id=summary.run_id)
+        with session_scope(engine.db) as session:
+            rows = session.scalars(select(LedgerRow).order_by(LedgerRow.id)).all()
+        print(json.dumps({
+            "sent": summary.sent,
+            "resent": again.sent,
+            "outbox": [m.to_address for m in getattr(engine, "memory_outbox", [])],
+            "rows": [
+                {
+                    "recipient": r.recipient_id,
+                    "status": r.status,
+                    "policy": r.policy,
+                    "variant": r.variant,
+                    "probability": r.probability,
+                    "pmf": r.pmf,
+                }
+                for r in rows
+            ],
+        }))
+"""
+
+
+def _project(directory: Path, recipients: int) -> Path:
+    """A tmp project: memory delivery, one campaign using the ``thompson`` policy."""
+    (directory / "config" / "campaigns").mkdir(parents=True)
+    (directory / "templates").mkdir()
+    (directory / "config" / "tailormail.toml").write_text(
+        textwrap.dedent(
+            """
+            database_url = "sqlite:///tailormail.db"
+            from_address = "alerts@example.org"
+
+            [delivery]
+            backend = "memory"
+            """
+        )
+    )
+    (directory / "config" / "campaigns" / "weekly.toml").write_text(CAMPAIGN)
+    for name in ("plain.html", "urgent.html"):
+        (directory / "templates" / name).write_text(TEMPLATE)
+    lines = ["id,email,segment"] + [
+        f"u{i:03d},user{i}@example.org,{'a' if i % 2 else 'b'}" for i in range(recipients)
+    ]
+    (directory / "recipients.csv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+@pytest.mark.slow
+def test_campaign_runs_end_to_end_with_the_installed_policy(
+    installed: Path, tmp_path: Path
+) -> None:
+    project = _project(tmp_path / "project", recipients=12)
+    out = json.loads(_python(installed, RUN_SCRIPT, str(project), cwd=tmp_path))
+    rows = out["rows"]
+    assert len(rows) == 12
+    assert out["sent"] == 12
+    assert out["resent"] == 0  # the ledger guards a second firing of the same run
+    assert len(out["outbox"]) == 12
+    for row in rows:
+        assert row["status"] == "sent"
+        assert row["policy"] == "thompson"
+        assert row["variant"] in {"plain", "urgent"}
+        assert set(row["pmf"]) == {"plain", "urgent"}
+        assert row["probability"] == pytest.approx(row["pmf"][row["variant"]])
+
+
+# -- the policy itself, in process (imported from a clean source copy, no entry point) ----
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    source = _copy_source(tmp_path / "src")
+    monkeypatch.syspath_prepend(str(source))
+    import tailormail_example_plugin
+
+    yield tailormail_example_plugin
+    # Forget the module so the next test imports its own fresh copy.
+    for name in [m for m in sys.modules if m.startswith("tailormail_example_plugin")]:
+        del sys.modules[name]
+
+
+def _feedback(chosen: str, reward: float, n: int) -> list[Feedback]:
+    return [Feedback({}, VARIANTS, chosen, 0.5, reward) for _ in range(n)]
+
+
+def test_thompson_learns_and_round_trips(example: ModuleType) -> None:
+    policy = example.ThompsonPolicy()
+    assert isinstance(policy, Policy)
+    assert policy.model_version is None
+    before = policy.choose({}, VARIANTS, seed=7)
+    assert before.pmf["plain"] == pytest.approx(0.5, abs=0.05)  # the same prior for both
+
+    policy.learn(_feedback("urgent", 1.0, 40) + _feedback("plain", 0.0, 40))
+    after = policy.choose({}, VARIANTS, seed=7)
+    assert after.pmf["urgent"] > 0.95
+    assert 0 < after.pmf["plain"] < 0.05  # never 0: a logged probability must stay usable
+    assert policy.posterior("urgent") == (41.0, 1.0)
+    assert policy.posterior("plain") == (1.0, 41.0)
+
+    restored = example.ThompsonPolicy()
+    restored.load(policy.save())
+    assert json.loads(policy.save())["successes"] == {"urgent": 40}
+    assert restored.choose({}, VARIANTS, seed=7) == after
+
+    seeds = range(200)
+    chosen = [policy.choose({}, VARIANTS, seed=s).variant for s in seeds]
+    assert chosen.count("urgent") > 170  # sampled from the pmf, not argmax of one draw
+    assert [policy.choose({}, VARIANTS, seed=s).variant for s in seeds] == chosen
+
+
+def test_thompson_rejects_bad_parameters_and_data(example: ModuleType) -> None:
+    with pytest.raises(ValueError, match="prior_alpha"):
+        example.ThompsonPolicy(prior_alpha=0)
+    with pytest.raises(TypeError, match="prior_beta"):
+        example.ThompsonPolicy(prior_beta="1")
+    with pytest.raises(ValueError, match="no variants"):
+        example.ThompsonPolicy().choose({}, [], seed=1)
+    with pytest.raises(ValueError, match="not a saved thompson policy"):
+        example.ThompsonPolicy().load(b'{"format": "tailormail-uniform/1"}')
+    unseeded = example.ThompsonPolicy().choose({}, VARIANTS)
+    assert unseeded.variant in {"plain", "urgent"}
+
+
+def test_example_plugin_passed_in_registers_thompson(example: ModuleType, tmp_path: Path) -> None:
+    from engine.app import Engine
+
+    project = _project(tmp_path / "project", recipients=1)
+    with Engine(project_dir=project, plugins=[example], load_entry_points=False) as eng:
+        assert "thompson" in eng.policies
+        policy = eng.make_policy(eng.campaign("weekly"))
+        assert isinstance(policy, example.ThompsonPolicy)
+
+
+def test_a_second_thompson_is_a_clash(example: ModuleType, tmp_path: Path) -> None:
+    from engine.app import Engine
+
+    class Impostor:
+        @hookimpl
+        def register_policies(self, register: object) -> None:
+            register("thompson", example.ThompsonPolicy)  # type: ignore[operator]
+
+    project = _project(tmp_path / "project", recipients=1)
+    with pytest.raises((PluginError, ConfigError), match="thompson"):
+        Engine(project_dir=project, plugins=[example, Impostor()], load_entry_points=False)

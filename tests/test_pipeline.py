@@ -1,0 +1,168 @@
+"""The campaign run: exactly-once delivery, resumption, skips and pre-flight template checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+from conftest import Project
+from sqlmodel import Session, select
+
+from engine import DeliveryBackend, Message, SendResult, SendStatus, hookimpl
+from engine.errors import TemplateError
+from engine.models import LedgerRow, LedgerStatus, RunRow, SuppressionRow
+from engine.pipeline import CampaignRun, run_campaign, run_id_for
+from engine.scheduler import run_scheduled
+
+
+def ledger(engine: object) -> list[LedgerRow]:
+    with Session(engine.db) as session:  # type: ignore[attr-defined]
+        return list(session.exec(select(LedgerRow).order_by(LedgerRow.id)).all())
+
+
+def delivered_to(engine: object) -> list[str]:
+    return [m.to_address for m in getattr(engine, "memory_outbox", [])]
+
+
+def test_a_run_started_twice_delivers_nothing_twice(project: Project) -> None:
+    engine = project.engine()
+    project.seed(engine, people=30)
+    first = run_campaign(engine, "alerts", run_id="manual-1")
+    second = run_campaign(engine, "alerts", run_id="manual-1")
+    assert (first.sent, second.sent, second.already_done) == (30, 0, 30)
+    addresses = delivered_to(engine)
+    assert len(addresses) == 30 == len(set(addresses))
+    rows = ledger(engine)
+    assert len(rows) == 30
+    assert all(r.status == LedgerStatus.SENT and r.sent_at is not None for r in rows)
+    assert all(r.probability == pytest.approx(0.5) and r.pmf for r in rows)
+    assert all(r.links and r.message_id for r in rows)
+
+
+def test_the_same_schedule_tick_fired_again_resumes_the_same_run(project: Project) -> None:
+    engine = project.engine()
+    project.seed(engine, people=12)
+    fired = datetime(2026, 11, 28, 9, 0, 7, tzinfo=UTC)  # the 09:00 tick, a little late
+    first = run_scheduled(engine, "alerts", now=fired)
+    again = run_scheduled(engine, "alerts", now=fired.replace(second=40))
+    assert first is not None and again is not None
+    assert first.run_id == again.run_id == run_id_for("alerts", fired.replace(second=0))
+    assert (first.sent, again.sent) == (12, 0)
+    assert len(delivered_to(engine)) == 12
+    with Session(engine.db) as session:
+        runs = session.exec(select(RunRow)).all()
+    assert [r.status for r in runs] == ["finished"]
+
+
+class CrashingBackend(DeliveryBackend):
+    """Delivers the first batch, then dies mid-send as a process kill would."""
+
+    name = "crashing"
+    sent: list[str] = []
+
+    def __init__(self, engine: object, crash_on_batch: int = 2) -> None:
+        self.crash_on_batch = crash_on_batch
+        self.batches = 0
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.batches += 1
+        if self.batches == self.crash_on_batch:
+            CrashingBackend.sent.append(messages[0].to_address)  # one left before the crash
+            raise ConnectionResetError("connection lost mid-batch")
+        CrashingBackend.sent.extend(m.to_address for m in messages)
+        return [SendResult(m.send_id, SendStatus.SENT, provider_id=m.message_id) for m in messages]
+
+
+class CrashingPlugin:
+    @staticmethod
+    @hookimpl
+    def register_backends(register):  # type: ignore[no-untyped-def]
+        register("crashing", CrashingBackend)
+
+
+def test_resuming_an_interrupted_run_never_resends(project: Project) -> None:
+    CrashingBackend.sent = []
+    engine = project.engine(
+        backend="crashing", plugins=[CrashingPlugin()], delivery={"batch_size": 5}
+    )
+    project.seed(engine, people=20)
+    with pytest.raises(ConnectionResetError):
+        run_campaign(engine, "alerts", run_id="run-7")
+    rows = ledger(engine)
+    assert [r.status for r in rows].count(LedgerStatus.SENT) == 5
+    assert [r.status for r in rows].count(LedgerStatus.UNKNOWN) == 5  # ambiguous batch
+    # `tailormail send alerts --run run-7` after the interruption, on a healthy backend.
+    resumed = project.engine(backend="memory")
+    summary = run_campaign(resumed, "alerts", run_id="run-7")
+    assert (summary.already_done, summary.sent) == (10, 10)
+    everyone = CrashingBackend.sent + delivered_to(resumed)
+    assert len(everyone) == len(set(everyone)) == 16  # 5 + 1 before the crash, 10 after
+    assert len(ledger(resumed)) == 20
+
+
+def test_pending_rows_of_a_killed_run_become_unknown_and_are_not_resent(
+    project: Project,
+) -> None:
+    engine = project.engine()
+    project.seed(engine, people=6)
+    run = CampaignRun(engine, engine.campaign("alerts"), "killed")
+    run._open_run(None)
+    run._prepare_models()
+    # The process claimed two rows and died before their messages left.
+    claimed = run._claim([run._decide(r) for r in engine.audience(engine.campaign("alerts"))[:2]])
+    assert len(claimed) == 2
+    summary = run_campaign(engine, "alerts", run_id="killed")
+    assert (summary.already_done, summary.sent) == (2, 4)
+    statuses = sorted(r.status for r in ledger(engine))
+    assert statuses == ["sent"] * 4 + ["unknown"] * 2
+    assert len(delivered_to(engine)) == 4
+
+
+def test_decisions_are_reproducible_from_the_decision_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    choices = []
+    for copy in ("one", "two"):
+        project = Project(tmp_path / copy, f"sqlite:///{tmp_path}/{copy}.db")
+        engine = project.engine()
+        project.seed(engine, people=40)
+        run_campaign(engine, "alerts", run_id="same-run")
+        choices.append([(r.recipient_id, r.variant) for r in ledger(engine)])
+    assert choices[0] == choices[1]
+    assert {v for _, v in choices[0]} == {"a", "b"}
+
+
+def test_suppressed_recipients_get_a_skip_row_without_a_decision(project: Project) -> None:
+    engine = project.engine()
+    project.seed(engine, people=5)
+    with Session(engine.db) as session:
+        session.add(SuppressionRow(email="user3@example.com", reason="unsubscribe"))
+        session.commit()
+    summary = run_campaign(engine, "alerts", run_id="r")
+    assert (summary.sent, summary.skipped) == (4, 1)
+    skipped = [r for r in ledger(engine) if r.status == LedgerStatus.SKIPPED]
+    assert len(skipped) == 1
+    row = skipped[0]
+    assert row.email == "user3@example.com" and row.skip_reason == "suppressed (unsubscribe)"
+    assert row.variant is None and row.probability is None and row.context is None
+    assert "user3@example.com" not in delivered_to(engine)
+
+
+def test_frequency_cap_skips_recent_recipients(project: Project) -> None:
+    project.add_campaign("capped", extra='frequency_cap = "1d"')
+    engine = project.engine()
+    project.seed(engine, people=4)
+    assert run_campaign(engine, "capped", run_id="one").sent == 4
+    second = run_campaign(engine, "capped", run_id="two")
+    assert (second.sent, second.skipped) == (0, 4)
+    assert {r.skip_reason for r in ledger(engine) if r.run_id == "two"} == {"frequency cap"}
+
+
+def test_a_broken_template_is_caught_before_anything_is_sent(sqlite_project: Project) -> None:
+    template = sqlite_project.root / "templates" / "t" / "b.html"
+    template.write_text("<p>{{ recipient.no_such_attribute }}</p>")
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=5)
+    with pytest.raises(TemplateError, match=r"variant 'b' \(t/b.html, line 1\)"):
+        run_campaign(engine, "alerts", run_id="r")
+    assert delivered_to(engine) == []
+    assert ledger(engine) == []
