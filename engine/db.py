@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -24,14 +27,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def make_db(url: str, *, echo: bool = False) -> SAEngine:
-    """Create the SQLAlchemy engine for ``url`` and make sure the schema exists."""
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def migrate(db: SAEngine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with Alembic (a no-op when it is already there)."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Two processes starting at once must not both create the tables.
+            connection.execute(text("SELECT pg_advisory_xact_lock(74657201)"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def make_db(url: str, *, echo: bool = False, upgrade: bool = True) -> SAEngine:
+    """Create the SQLAlchemy engine for ``url`` and migrate the schema to the latest."""
     if url.startswith("sqlite"):
         db = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(db, "connect", _sqlite_pragmas)
     else:
         db = create_engine(url, echo=echo, pool_pre_ping=True)
-    SQLModel.metadata.create_all(db)
+    if upgrade:
+        migrate(db)
     return db
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import re
 import socket
 import threading
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 import uvicorn
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 MAX_WEBHOOK_BODY = 5 * 1024 * 1024  # providers batch events, but never anywhere near this
 NO_STORE = {"Cache-Control": "no-store"}
+_NOT_HEADER_SAFE = re.compile(r"[^\x21-\x7e]+")  # spaces, controls, non-ASCII (IRIs)
 _PAGE_HEADERS = NO_STORE | {
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex",
@@ -87,8 +90,7 @@ class TrackingApp:
         found = self._send(request.path_params["token"], "click")
         if found is None:
             return _not_found()
-        data, row = found
-        links = row.links or []
+        (data, row), links = found, found[1].links or []
         index = data.link_index
         if index is None or not 0 <= index < len(links):
             return _not_found()
@@ -100,7 +102,9 @@ class TrackingApp:
         self._record_quietly(
             EventType.CLICK, row.id, agent, url=url, bot=bot, data={"link_index": index}
         )
-        headers = NO_STORE | {"Location": url, "Referrer-Policy": "no-referrer"}
+        # Percent-encode what a Location header cannot carry, leaving the rest as stored.
+        location = _NOT_HEADER_SAFE.sub(lambda match: quote(match.group()), url)
+        headers = NO_STORE | {"Location": location, "Referrer-Policy": "no-referrer"}
         return Response(status_code=302, headers=headers)
 
     def open(self, request: Request) -> Response:
@@ -204,9 +208,7 @@ def create_app(engine: Engine) -> Starlette:
         Route("/webhooks/{provider}", app.webhook, methods=["POST"]),
         Route("/health", app.health, methods=["GET"]),
     ]
-    starlette = Starlette(routes=routes)
-    starlette.state.engine = engine
-    return starlette
+    return Starlette(routes=routes)
 
 
 def serve(engine: Engine, host: str, port: int, *, log_level: str = "warning") -> None:
@@ -231,7 +233,6 @@ class BackgroundServer:
         startup_timeout: float = 15.0,
     ) -> None:
         """Prepare (but do not start) a server for ``engine`` on ``host``:``port``."""
-        self.engine = engine
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout

@@ -166,8 +166,13 @@ def client(server: BackgroundServer) -> Iterator[httpx.Client]:
 
 
 # -- helpers ----------------------------------------------------------------------------
-def add_send(engine: Engine, email: str = "Ann@Example.com", provider_id: str | None = None) -> int:
-    """A sent ledger row with two tracked links, as the pipeline leaves it."""
+def add_send(
+    engine: Engine,
+    email: str = "Ann@Example.com",
+    provider_id: str | None = None,
+    links: list[str] = LINKS,
+) -> int:
+    """A sent ledger row with tracked links (``LINKS``), as the pipeline leaves it."""
     with session_scope(engine.db) as session:
         row = LedgerRow(
             run_id="alerts@20250101T090000",
@@ -178,7 +183,7 @@ def add_send(engine: Engine, email: str = "Ann@Example.com", provider_id: str | 
             status=LedgerStatus.SENT,
             variant="a",
             probability=1.0,
-            links=list(LINKS),
+            links=list(links),
             provider_id=provider_id,
             sent_at=utcnow(),
         )
@@ -219,6 +224,17 @@ def test_click_redirects_to_exactly_the_stored_url(engine: Engine, client: httpx
         ("click", send_id, LINKS[1], False),
     ]
     assert events[0].user_agent == HUMAN_UA
+
+
+def test_a_non_ascii_link_is_percent_encoded_only_in_the_location(
+    engine: Engine, client: httpx.Client
+) -> None:
+    stored = "https://example.com/café?q=ü ok&x=1"
+    send_id = add_send(engine, links=[stored])
+    response = client.get(f"/c/{engine.tokens.click(send_id, 0)}")
+    assert response.status_code == 302
+    assert response.headers["location"] == "https://example.com/caf%C3%A9?q=%C3%BC%20ok&x=1"
+    assert [e.url for e in stored_events(engine)] == [stored]
 
 
 def test_forged_or_misused_tokens_are_404_and_record_nothing(
