@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 _SCALARS = (str, int, float, bool)
 
 
-@hookimpl(tryfirst=True)
+@hookimpl(trylast=True)  # a fallback: any plugin answering the same key wins
 def recipient_features(
     engine: Engine, campaign: Campaign, recipient: Recipient
 ) -> dict[str, Any] | None:

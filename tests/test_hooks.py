@@ -214,3 +214,18 @@ def test_register_commands_adds_a_cli_command() -> None:
     result = CliRunner().invoke(app, ["hello", "--name", "plugins"])
     assert result.exit_code == 0, result.output
     assert commands_seen == ["plugins"]
+
+
+class OverridesDomain:
+    @staticmethod
+    @hookimpl
+    def recipient_features(engine, campaign, recipient):  # type: ignore[no-untyped-def]
+        return {"email_domain": "overridden"}
+
+
+def test_plugin_features_override_the_built_in_ones(sqlite_project: Project) -> None:
+    engine = sqlite_project.engine(plugins=[OverridesDomain()])
+    sqlite_project.seed(engine, people=1)
+    campaign = engine.campaign("alerts")
+    context = engine.context_for(campaign, engine.audience(campaign)[0])
+    assert context["email_domain"] == "overridden" and context["segment"] == "a"
