@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import random
 import shutil
 import socket
@@ -42,7 +43,7 @@ from engine.report import campaign_report
 from engine.scaffold import SOURCE_ROOT
 from engine.scheduler import add_one_off, build_scheduler, reward_job
 from engine.settings import load_settings
-from engine.simulation import INTERESTS, ReadCounts, Reader, make_population, oracle_ctr
+from engine.simulation import INTERESTS, ReadCounts, make_population, oracle_ctr, serve_reader
 from engine.web import BackgroundServer
 
 MARKER = ".tailormail-demo"
@@ -201,34 +202,40 @@ class _Jobs:
             raise TailormailError(f"demo job {job_id} failed: {self._errors[job_id]!r}")
 
 
-class _ReaderThread(threading.Thread):
-    """Polls the outbox while the campaigns send, so readers click soon after delivery."""
+class _Readers:
+    """The simulated recipients, reading in a child process while the campaigns send."""
 
-    def __init__(self, reader: Reader, on_read: Callable[[int], None]) -> None:
-        super().__init__(name="tailormail-demo-reader", daemon=True)
-        self.reader, self.on_read = reader, on_read
-        self.counts: dict[str, ReadCounts] = {name: ReadCounts() for name in ARMS}
-        self.error: BaseException | None = None
-        self._stop_event = threading.Event()
+    def __init__(self, outbox: Path, people: list[dict[str, Any]], seed: int) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process with threads
+        self.conn, child = context.Pipe()
+        args = (child, str(outbox), people, seed)
+        self.process = context.Process(target=serve_reader, args=args, daemon=True)
+        self.totals: dict[str, ReadCounts] = {}
 
-    def run(self) -> None:
-        try:
-            while True:
-                stopping = self._stop_event.wait(0.05)
-                for name, read in self.reader.poll().items():
-                    self.counts.setdefault(name, ReadCounts()).add(read)
-                    self.on_read(read.emails)
-                if stopping:
-                    return
-        except BaseException as exc:  # re-raised in the demo's thread by finish()
-            self.error = exc
+    def __enter__(self) -> _Readers:
+        self.process.start()
+        return self
 
-    def finish(self) -> dict[str, ReadCounts]:
-        self._stop_event.set()
-        self.join()
-        if self.error is not None:
-            raise TailormailError(f"the simulated reader failed: {self.error!r}") from self.error
-        return self.counts
+    def drain(self) -> dict[str, ReadCounts]:
+        """Everything read since the last drain, per campaign, once the outbox is read."""
+        self.conn.send("drain")
+        if not self.conn.poll(JOB_TIMEOUT):
+            raise TailormailError("the simulated readers did not answer")
+        kind, payload = self.conn.recv()
+        if kind == "error":
+            raise TailormailError(f"the simulated readers failed: {payload}")
+        counts: dict[str, ReadCounts] = {name: ReadCounts() for name in ARMS} | payload
+        for name, read in counts.items():
+            self.totals.setdefault(name, ReadCounts()).add(read)
+        return counts
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.is_alive():
+            self.conn.send("stop")
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+        self.conn.close()
 
 
 def _progress(console: Console) -> Progress:
@@ -262,16 +269,16 @@ def run_demo(
         jobs = _Jobs(scheduler)
         with (
             BackgroundServer(engine, "127.0.0.1", port),
-            Reader(directory / "outbox", people, seed=seed) as reader,
+            _Readers(directory / "outbox", people, seed) as readers,
             _progress(console) as progress,
         ):
             scheduler.start()
             try:
-                _rounds(engine, jobs, reader, progress, result, rounds)
+                _rounds(engine, jobs, readers, progress, result, rounds)
             finally:
                 scheduler.shutdown(wait=True)
-        result.clicks = sum(c.clicks for c in reader.totals.values())
-        result.unsubscribes = sum(c.unsubscribes for c in reader.totals.values())
+        result.clicks = sum(c.clicks for c in readers.totals.values())
+        result.unsubscribes = sum(c.unsubscribes for c in readers.totals.values())
         with session_scope(engine.db) as session:
             rows = session.scalars(select(RewardRow.event_types)).all()
         result.attributed_clicks = sum("click" in (types or []) for types in rows)
@@ -282,17 +289,14 @@ def run_demo(
 
 
 def _rounds(
-    engine: Engine, jobs: _Jobs, reader: Reader, progress: Progress, result: DemoResult, n: int
+    engine: Engine, jobs: _Jobs, readers: _Readers, progress: Progress, result: DemoResult, n: int
 ) -> None:
     overall = progress.add_task("rounds", total=n)
     sends = {name: progress.add_task(f"sending {name}", total=None) for name in ARMS}
-    reading = progress.add_task("emails read", total=None)
     for number in range(1, n + 1):
         began = time.monotonic()
-        for task in (*sends.values(), reading):
+        for task in sends.values():
             progress.reset(task, total=None)
-        thread = _ReaderThread(reader, lambda k: progress.advance(reading, k))
-        thread.start()
         run_ids = {name: f"{name}@round-{number:02d}" for name in ARMS}
         for name, run_id in run_ids.items():
 
@@ -304,7 +308,7 @@ def _rounds(
         for run_id in run_ids.values():
             jobs.wait(run_id)
         sent = time.monotonic()
-        counts = thread.finish()
+        counts = readers.drain()
         with session_scope(engine.db) as session:
             finished = session.scalar(
                 select(func.count())

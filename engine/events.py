@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from engine.db import insert_ignore, session_scope
 from engine.models import EventRow, LedgerRow, SuppressionRow, as_utc, utcnow
@@ -59,8 +59,10 @@ def _find_send(session: Session, event: TrackingEvent) -> LedgerRow | None:
     if event.provider_message_id:
         stmt = (
             select(LedgerRow)
-            .where(LedgerRow.provider_id.in_(_provider_id_spellings(event.provider_message_id)))  # type: ignore[union-attr]
-            .order_by(LedgerRow.id)  # type: ignore[arg-type]
+            .where(
+                col(LedgerRow.provider_id).in_(_provider_id_spellings(event.provider_message_id))
+            )
+            .order_by(col(LedgerRow.id))
             .limit(1)
         )
         return session.scalars(stmt).first()
@@ -151,8 +153,8 @@ def events_for(engine: Engine, send_ids: Iterable[int]) -> dict[int, list[Tracki
         for start in range(0, len(wanted), _CHUNK):
             stmt = (
                 select(EventRow)
-                .where(EventRow.send_id.in_(wanted[start : start + _CHUNK]))  # type: ignore[union-attr]
-                .order_by(EventRow.timestamp, EventRow.id)  # type: ignore[arg-type]
+                .where(col(EventRow.send_id).in_(wanted[start : start + _CHUNK]))
+                .order_by(col(EventRow.timestamp), col(EventRow.id))
             )
             for row in session.scalars(stmt):
                 assert row.send_id is not None

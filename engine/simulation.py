@@ -48,6 +48,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,34 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def serve_reader(
+    conn: Connection,
+    outbox: str,
+    people: list[dict[str, Any]],
+    seed: int,
+    unsubscribe_rate: float = 0.003,
+) -> None:
+    """Run a ``Reader`` in a child process (parsing mail is slow: it gets its own core).
+
+    It polls the outbox until it receives ``"stop"``; on ``"drain"`` it polls once more and
+    answers ``("counts", {campaign: ReadCounts})`` for everything read since the last drain,
+    or ``("error", message)`` once reading has failed.
+    """
+    pending: dict[str, ReadCounts] = {}
+    error: str | None = None
+    with Reader(Path(outbox), people, seed=seed, unsubscribe_rate=unsubscribe_rate) as reader:
+        while True:
+            command = conn.recv() if conn.poll(0.05) else None
+            if command == "stop":
+                return
+            try:
+                if error is None:
+                    for campaign, read in reader.poll().items():
+                        pending.setdefault(campaign, ReadCounts()).add(read)
+            except Exception as exc:  # reported to the parent at the next drain
+                error = f"{type(exc).__name__}: {exc}"
+            if command == "drain":
+                conn.send(("error", error) if error else ("counts", pending))
+                pending = {}

@@ -105,6 +105,7 @@ class WebhookPlugin:
 
     def __init__(self) -> None:
         self.seen: list[TrackingEvent] = []
+        self.fail = False
 
     @hookimpl
     def register_webhook_handlers(self, register: Callable[[str, Any], None]) -> None:
@@ -113,6 +114,8 @@ class WebhookPlugin:
     @hookimpl
     def tracking_event(self, engine: Engine, event: TrackingEvent) -> None:
         self.seen.append(event)
+        if self.fail:
+            raise RuntimeError("a broken observer")
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -224,6 +227,18 @@ def test_click_redirects_to_exactly_the_stored_url(engine: Engine, client: httpx
         ("click", send_id, LINKS[1], False),
     ]
     assert events[0].user_agent == HUMAN_UA
+
+
+def test_a_failing_observer_does_not_break_the_link(
+    engine: Engine, client: httpx.Client, observer: WebhookPlugin
+) -> None:
+    observer.fail = True
+    send_id = add_send(engine)
+    response = client.get(f"/c/{engine.tokens.click(send_id, 0)}")
+    assert response.status_code == 302
+    assert response.headers["location"] == LINKS[0]
+    assert [e.type for e in stored_events(engine)] == ["click"]
+    assert len(observer.seen) == 1
 
 
 def test_a_non_ascii_link_is_percent_encoded_only_in_the_location(
@@ -401,6 +416,15 @@ def test_unreadable_webhook_payload_is_400(engine: Engine, client: httpx.Client)
     )
     assert response.status_code == 400
     assert post_webhook(client, [{"event": "bounce"}]).status_code == 400  # no event id
+    assert stored_events(engine) == []
+
+
+def test_oversized_webhook_body_is_413(
+    engine: Engine, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.web.MAX_WEBHOOK_BODY", 100)
+    events = [{"event": "delivered", "id": f"e{i}", "ts": 0} for i in range(10)]
+    assert post_webhook(client, events).status_code == 413
     assert stored_events(engine) == []
 
 
