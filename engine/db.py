@@ -85,6 +85,25 @@ def insert_ignore(
     return int(result.rowcount or 0)
 
 
+def insert_returning(
+    session: Session, table: type[SQLModel], rows: Iterable[Mapping[str, Any]], *columns: str
+) -> list[tuple[Any, ...]]:
+    """Insert rows, skipping unique-key collisions; return ``columns`` of the rows that landed.
+
+    One statement for the whole batch; what it returns is exactly what this call inserted,
+    which is how a process knows which ledger rows it owns.
+    """
+    values = [dict(row) for row in rows]
+    if not values:
+        return []
+    dialect = session.get_bind().dialect.name
+    sa_table = table.__table__  # type: ignore[attr-defined]
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    returned = [sa_table.c[name] for name in columns]
+    stmt = module.insert(sa_table).values(values).on_conflict_do_nothing().returning(*returned)
+    return [tuple(row) for row in session.execute(stmt).all()]
+
+
 def upsert(
     session: Session,
     table: type[SQLModel],

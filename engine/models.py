@@ -22,9 +22,6 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-as_naive_utc = as_utc  # transitional name, removed once every module says as_utc
-
-
 class LedgerStatus:
     """States of a ledger row. ``pending`` rows were written before the message left."""
 

@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from engine.campaigns import Campaign
-from engine.db import insert_ignore, session_scope, upsert
+from engine.db import insert_ignore, insert_returning, session_scope, upsert
 from engine.importer import load_interactions, load_items
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
 from engine.sampling import seed_from_decision_id
@@ -45,6 +45,10 @@ _STATUS_FOR = {
     SendStatus.PERMANENT_FAILURE: LedgerStatus.FAILED,
     SendStatus.UNKNOWN: LedgerStatus.UNKNOWN,
 }
+
+
+# Every ledger row of a batch carries the same keys, so one multi-row INSERT takes them.
+_DECISION_FIELDS = ("variant", "probability", "pmf", "context", "policy", "model_version", "items")
 
 
 @dataclass
@@ -171,6 +175,8 @@ class CampaignRun:
             "email": recipient.email,
             "decision_id": decision_id,
             "created_at": utcnow(),
+            "skip_reason": None,
+            **dict.fromkeys(_DECISION_FIELDS),
         }
         reason = self.engine.pm.hook.eligible(
             engine=self.engine, campaign=self.campaign, recipient=recipient
@@ -195,13 +201,10 @@ class CampaignRun:
 
     def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
         """Insert the batch's rows; return the pending ones this process now owns."""
-        owned: list[str] = []
         with session_scope(self.engine.db) as session:
-            for row in rows:
-                if insert_ignore(session, LedgerRow, [row]) and row["status"] == "pending":
-                    owned.append(row["decision_id"])
-                elif row["status"] == LedgerStatus.SKIPPED:
-                    self.summary.skipped += 1
+            landed = insert_returning(session, LedgerRow, rows, "decision_id", "status")
+        owned = [decision for decision, status in landed if status == LedgerStatus.PENDING]
+        self.summary.skipped += sum(1 for _, status in landed if status == LedgerStatus.SKIPPED)
         if not owned:
             return []
         with session_scope(self.engine.db) as session:
@@ -232,35 +235,37 @@ class CampaignRun:
 
     def _record(self, messages: list[Message], results: list[SendResult]) -> None:
         now = utcnow()
-        with session_scope(self.engine.db) as session:
-            for message, result in zip(messages, results, strict=True):
-                status = _STATUS_FOR[result.status]
-                session.execute(
-                    update(LedgerRow)
-                    .where(col(LedgerRow.id) == message.send_id)
-                    .values(
-                        status=status,
-                        provider_id=result.provider_id,
-                        error=result.error,
-                        sent_at=now if status == LedgerStatus.SENT else None,
-                    )
-                )
-                counter = {"sent": "sent", "failed": "failed", "unknown": "unknown"}[status]
-                setattr(self.summary, counter, getattr(self.summary, counter) + 1)
-                if status == LedgerStatus.SENT:
-                    key = message.metadata["variant"]
-                    self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
+        changes = []
+        for message, result in zip(messages, results, strict=True):
+            status = _STATUS_FOR[result.status]
+            changes.append(
+                {
+                    "id": message.send_id,
+                    "status": status,
+                    "provider_id": result.provider_id,
+                    "error": result.error,
+                    "sent_at": now if status == LedgerStatus.SENT else None,
+                }
+            )
+            setattr(self.summary, status, getattr(self.summary, status) + 1)
+            if status == LedgerStatus.SENT:
+                key = message.metadata["variant"]
+                self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
+        if changes:
+            with session_scope(self.engine.db) as session:
+                session.execute(update(LedgerRow), changes)  # one executemany, by primary key
         for message, result in zip(messages, results, strict=True):
             self.engine.pm.hook.message_sent(engine=self.engine, message=message, result=result)
 
     def _store_links(self, messages: list[Message]) -> None:
-        with session_scope(self.engine.db) as session:
-            for message in messages:
-                session.execute(
-                    update(LedgerRow)
-                    .where(col(LedgerRow.id) == message.send_id)
-                    .values(links=message.metadata["links"], message_id=message.message_id)
-                )
+        """Links are stored before sending, so a click that comes back at once resolves."""
+        changes = [
+            {"id": m.send_id, "links": m.metadata["links"], "message_id": m.message_id}
+            for m in messages
+        ]
+        if changes:
+            with session_scope(self.engine.db) as session:
+                session.execute(update(LedgerRow), changes)
 
     def _fail(self, rows: Sequence[LedgerRow], status: str, error: str) -> None:
         with session_scope(self.engine.db) as session:

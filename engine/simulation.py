@@ -62,16 +62,16 @@ FIRST_NAMES = ("Ada", "Grace", "Alan", "Barbara", "Donald", "Frances", "Ken", "R
 DOMAINS = ("example.com", "example.net", "example.org")
 MIN_PROBABILITY = 0.01
 
-BASE = {"minimal": 0.045, "visual": 0.030, "urgent": 0.030, "digest": 0.025}
+BASE = {"minimal": 0.03, "visual": 0.03, "urgent": 0.03, "digest": 0.03}
 LIFTS: dict[str, dict[str, dict[str, float]]] = {
     "age_band": {
-        "young": {"visual": 0.07, "urgent": 0.03, "digest": -0.01},
-        "middle": {"minimal": 0.03, "visual": 0.01, "urgent": 0.07},
-        "senior": {"minimal": 0.03, "visual": -0.015, "urgent": -0.015, "digest": 0.07},
+        "young": {"visual": 0.09, "urgent": 0.03},
+        "middle": {"minimal": 0.03, "urgent": 0.08},
+        "senior": {"minimal": 0.04, "digest": 0.09},
     },
     "device": {
-        "mobile": {"visual": 0.05, "urgent": 0.04, "digest": -0.01},
-        "desktop": {"minimal": 0.05, "visual": -0.01, "urgent": -0.01, "digest": 0.06},
+        "mobile": {"visual": 0.03, "urgent": 0.02},
+        "desktop": {"minimal": 0.06, "digest": 0.02},
     },
     "interest": {
         "news": {"minimal": 0.02},

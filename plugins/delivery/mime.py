@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import email.policy
 import re
-from email.message import EmailMessage
+from email import charset
+from email.header import Header
+from email.message import Message as MIMEMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formatdate
 
 from engine.types import Message
@@ -12,6 +16,10 @@ from engine.types import Message
 # Headers built from the Message's own fields; ``message.headers`` may not set them too,
 # or the envelope and the visible headers could disagree.
 RESERVED_HEADERS = frozenset({"from", "to", "subject", "message-id", "date"})
+
+# quoted-printable keeps the body 7-bit clean for servers without 8BITMIME.
+_UTF8_QP = charset.Charset("utf-8")
+_UTF8_QP.body_encoding = charset.QP
 
 # RFC 5322 field names: printable US-ASCII except the colon, no spaces.
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
@@ -33,7 +41,7 @@ def format_message_id(message_id: str) -> str:
     return f"<{stripped}>"
 
 
-def build_mime(message: Message) -> EmailMessage:
+def build_mime(message: Message) -> MIMEMessage:
     """A multipart/alternative email (text, then HTML; utf-8) with ``message``'s headers.
 
     Raises ``ValueError`` naming the header when any header name or value would allow
@@ -53,11 +61,18 @@ def build_mime(message: Message) -> EmailMessage:
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name!r} must be set through the Message fields")
 
-    # SMTP policy: CRLF line endings, as on the wire and in .eml files.
-    mime = EmailMessage(policy=email.policy.SMTP)
+    # The compat32 MIME classes build a message several times faster than EmailMessage's
+    # header registry; the SMTP policy still gives CRLF line endings on output.
+    mime = MIMEMultipart("alternative", policy=email.policy.compat32.clone(linesep="\r\n"))
     for name, value in (*core.items(), *message.headers.items()):
-        mime[name] = value
-    # quoted-printable keeps the body 7-bit clean for servers without 8BITMIME.
-    mime.set_content(message.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    mime.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")
+        mime[name] = _header(value)
+    mime.attach(MIMEText(message.text, "plain", _UTF8_QP))
+    mime.attach(MIMEText(message.html, "html", _UTF8_QP))
     return mime
+
+
+def _header(value: str) -> str | Header:
+    """ASCII values as they are; anything else RFC 2047 encoded."""
+    if value.isascii():
+        return value
+    return Header(value, "utf-8")
