@@ -384,3 +384,11 @@ def test_smtp_refuses_header_injection_before_connecting() -> None:
     [result] = backend.send([make_message(1, subject="x\nBcc: v@example.org")])
     assert result.status is SendStatus.PERMANENT_FAILURE
     assert "Subject" in (result.error or "")
+
+
+def test_non_ascii_display_names_and_subjects_survive_the_round_trip() -> None:
+    message = make_message(from_address="Zoë Alertes <alerts@example.org>", subject="Été ✨ picks")
+    parsed = parse(build_mime(message).as_bytes())
+    assert parsed["Subject"] == "Été ✨ picks"
+    assert parsed["From"].addresses[0].display_name == "Zoë Alertes"
+    assert parsed["From"].addresses[0].addr_spec == "alerts@example.org"

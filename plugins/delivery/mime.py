@@ -9,7 +9,7 @@ from email.header import Header
 from email.message import Message as MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import formatdate
+from email.utils import formataddr, formatdate, parseaddr
 
 from engine.types import Message
 
@@ -20,6 +20,8 @@ RESERVED_HEADERS = frozenset({"from", "to", "subject", "message-id", "date"})
 # quoted-printable keeps the body 7-bit clean for servers without 8BITMIME.
 _UTF8_QP = charset.Charset("utf-8")
 _UTF8_QP.body_encoding = charset.QP
+
+_ADDRESS_HEADERS = frozenset({"from", "to", "reply-to", "cc"})
 
 # RFC 5322 field names: printable US-ASCII except the colon, no spaces.
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
@@ -65,14 +67,18 @@ def build_mime(message: Message) -> MIMEMessage:
     # header registry; the SMTP policy still gives CRLF line endings on output.
     mime = MIMEMultipart("alternative", policy=email.policy.compat32.clone(linesep="\r\n"))
     for name, value in (*core.items(), *message.headers.items()):
-        mime[name] = _header(value)
-    mime.attach(MIMEText(message.text, "plain", _UTF8_QP))
-    mime.attach(MIMEText(message.html, "html", _UTF8_QP))
+        mime[name] = _header(name, value)
+    # MIMEText hands its charset to set_payload, which takes a Charset (typeshed says str).
+    mime.attach(MIMEText(message.text, "plain", _UTF8_QP))  # type: ignore[arg-type]
+    mime.attach(MIMEText(message.html, "html", _UTF8_QP))  # type: ignore[arg-type]
     return mime
 
 
-def _header(value: str) -> str | Header:
-    """ASCII values as they are; anything else RFC 2047 encoded."""
+def _header(name: str, value: str) -> str:
+    """ASCII values as they are; anything else RFC 2047 encoded (addresses kept readable)."""
     if value.isascii():
         return value
-    return Header(value, "utf-8")
+    if name.lower() in _ADDRESS_HEADERS:
+        display, address = parseaddr(value)
+        return formataddr((display, address), charset="utf-8")
+    return Header(value, "utf-8").encode()
