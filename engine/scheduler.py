@@ -62,14 +62,14 @@ def reward_job(engine: Engine) -> RewardJoinSummary:
 def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> BackgroundScheduler:
     """A scheduler (not started) with every scheduled campaign and the reward job."""
     config = engine.settings.scheduler
-    scheduler = BackgroundScheduler(
-        timezone=config.timezone,
-        job_defaults={
-            "coalesce": config.coalesce,
-            "misfire_grace_time": config.misfire_grace_seconds,
-            "max_instances": 1,
-        },
-    )
+    # Set on every job, not left to library defaults: a missed tick within the grace runs
+    # once (coalesced), and a run never overlaps itself.
+    explicit = {
+        "coalesce": config.coalesce,
+        "misfire_grace_time": config.misfire_grace_seconds,
+        "max_instances": 1,
+    }
+    scheduler = BackgroundScheduler(timezone=config.timezone, job_defaults=explicit)
     for name, campaign in sorted(engine.campaigns.items()):
         if campaign.schedule:
             scheduler.add_job(
@@ -79,6 +79,7 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
                 id=f"campaign:{name}",
                 name=f"campaign {name}",
                 replace_existing=True,
+                **explicit,
             )
     if start_rewards:
         scheduler.add_job(
@@ -88,6 +89,7 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
             id="rewards",
             name="reward join",
             replace_existing=True,
+            **explicit,
         )
     return scheduler
 
