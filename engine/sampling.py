@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import secrets
 from collections.abc import Mapping
+
+from engine.types import Decision
 
 
 def normalize_pmf(pmf: Mapping[str, float]) -> dict[str, float]:
@@ -54,3 +57,20 @@ def seed_from_decision_id(decision_id: str) -> int:
     """
     digest = hashlib.sha256(decision_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big")
+
+
+def decide(
+    pmf: Mapping[str, float], seed: int | None, policy: str, model_version: str | None
+) -> Decision:
+    """Sample ``pmf`` (seeded, or at random when ``seed`` is None) into a ``Decision``.
+
+    Every policy ends the same way: the chosen key, its probability and the whole pmf.
+    """
+    chosen = sample_variant(pmf, secrets.randbits(64) if seed is None else seed)
+    return Decision(
+        variant=chosen,
+        probability=float(pmf[chosen]),
+        pmf=dict(pmf),
+        policy=policy,
+        model_version=model_version,
+    )

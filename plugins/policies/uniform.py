@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.hookspecs import PolicyFactory
-from engine.sampling import sample_variant
+from engine.sampling import decide
 
 FORMAT = "tailormail-uniform/1"
 
@@ -36,14 +35,7 @@ class UniformPolicy:
         if len(set(keys)) != len(keys):
             raise ValueError(f"uniform policy: duplicate variant keys in {keys!r}")
         pmf = {key: 1.0 / len(keys) for key in keys}
-        chosen = sample_variant(pmf, secrets.randbits(64) if seed is None else seed)
-        return Decision(
-            variant=chosen,
-            probability=pmf[chosen],
-            pmf=pmf,
-            policy=self.name,
-            model_version=self.model_version,
-        )
+        return decide(pmf, seed, self.name, self.model_version)
 
     def learn(self, feedback: Iterable[Feedback]) -> None:
         """Count the feedback: a uniform policy has nothing to learn."""

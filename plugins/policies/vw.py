@@ -14,7 +14,6 @@ import json
 import math
 import numbers
 import os
-import secrets
 import shlex
 import tempfile
 import threading
@@ -26,7 +25,7 @@ import vowpalwabbit
 from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.errors import ConfigError
 from engine.hookspecs import PolicyFactory
-from engine.sampling import sample_variant
+from engine.sampling import decide
 
 FORMAT = "tailormail-vw/1"
 EXPLORATIONS = ("epsilon", "softmax", "bag", "cover")
@@ -164,14 +163,7 @@ class VowpalWabbitPolicy:
         with self._lock:
             scores = self._live().predict(example)
         pmf = {variant.key: float(p) for variant, p in zip(variants, scores, strict=True)}
-        chosen = sample_variant(pmf, secrets.randbits(64) if seed is None else seed)
-        return Decision(
-            variant=chosen,
-            probability=pmf[chosen],
-            pmf=pmf,
-            policy=self.name,
-            model_version=self.model_version,
-        )
+        return decide(pmf, seed, self.name, self.model_version)
 
     def learn(self, feedback: Iterable[Feedback]) -> None:
         """Learn from logged decisions; VW minimizes costs, so the cost is ``-reward``."""

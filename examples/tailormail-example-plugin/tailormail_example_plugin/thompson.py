@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from engine import Context, Decision, Feedback, Variant
-from engine.sampling import sample_variant
+from engine.sampling import decide
 
 FORMAT = "tailormail-thompson/1"
 _SEED_SPACE = 2**64  # numpy seeds must be non-negative; fold any int into 64 bits
@@ -81,14 +81,7 @@ class ThompsonPolicy:
         if seed is None:
             seed = secrets.randbits(64)
         pmf = self.pmf(keys, np.random.default_rng(seed % _SEED_SPACE))
-        chosen = sample_variant(pmf, seed)
-        return Decision(
-            variant=chosen,
-            probability=pmf[chosen],
-            pmf=pmf,
-            policy=self.name,
-            model_version=self.model_version,
-        )
+        return decide(pmf, seed, self.name, self.model_version)
 
     def learn(self, feedback: Iterable[Feedback]) -> None:
         """Count each logged decision as a success (reward > 0) or a failure of its variant."""
