@@ -64,9 +64,16 @@ def import_(
 
     if kind not in {"recipients", "items", "interactions"}:
         raise TailormailError(f"unknown kind {kind!r}: use recipients, items or interactions")
-    with _engine(project) as engine:
-        summary = import_file(engine.db, kind, file)
-    console.print(f"Imported {summary.rows} {kind} from {file}.")
+    with _engine(project) as engine, _progress() as bar:
+        task = bar.add_task(f"importing {kind}", total=None)
+        summary = import_file(
+            engine.db, kind, file, progress=lambda rows: bar.update(task, completed=rows)
+        )
+        bar.update(task, total=summary.rows, completed=summary.rows)
+    console.print(
+        f"Imported {summary.rows} {kind} from {file} "
+        f"({summary.inserted} new, {summary.updated} updated)."
+    )
 
 
 @app.command()
