@@ -196,7 +196,7 @@ def plugins(project: ProjectOption = None) -> None:
 def demo(
     directory: Annotated[Path, typer.Option(help="Working directory.")] = Path("demo-run"),
     rounds: Annotated[int, typer.Option(help="Campaign rounds.")] = 10,
-    recipients: Annotated[int, typer.Option(help="Simulated recipients.")] = 3000,
+    recipients: Annotated[int, typer.Option(help="Simulated recipients.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
     """Simulate a population reading and clicking real emails; vw against uniform."""

@@ -1,191 +1,142 @@
-"""A simulated population for the demo: who they are, what they click, and a mail reader.
+"""The demo's simulated population: who they are, what they click, and how they read mail.
 
-Every recipient has an ``age_band`` (young 35%, middle 40%, senior 25%), a ``device``
-(mobile 60%, desktop 40%) and an ``interest`` (news, style, deals, books, 25% each). The
-chance that a recipient clicks an email of a variant is additive, so a linear model with
-context x variant interactions (VW's ``-q UA``) can learn it::
+Recipients have an ``age_band`` (young 35%, middle 40%, senior 25%), a ``device`` (mobile
+60%, desktop 40%) and an ``interest`` (news, style, deals, books). The chance of a click is
+3% plus the lifts (``LIFTS``) of the recipient's attributes for the variant, so a linear
+model of context x variant (VW's ``--interactions UA``) can learn it. The interests add 2
+points to minimal, visual, urgent and digest respectively; age and device make segments
+with their own best variant (click probability in %, before the interest lift):
 
-    p(click) = BASE[variant] + AGE[age_band][variant] + DEVICE[device][variant]
-               + INTEREST[interest][variant]            (at least 1%)
+    segment            minimal  visual  urgent  digest   best
+    young, mobile          3      17       7       3     visual
+    young, desktop         9      13       3       6     visual
+    middle, mobile         7       7      16       3     urgent
+    middle, desktop       13       3      12       6     minimal
+    senior, mobile         3       7       7      13     digest
+    senior, desktop        9       3       3      16     digest
 
-    percent          minimal  visual  urgent  digest
-    BASE               4.5     3.0     3.0     2.5
-    AGE young          0       7.0     3.0    -1.0
-    AGE middle         3.0     1.0     7.0     0
-    AGE senior         3.0    -1.5    -1.5     7.0
-    DEVICE mobile      0       5.0     4.0    -1.0
-    DEVICE desktop     5.0    -1.0    -1.0     6.0
-    INTEREST news      2.0     0       0       0
-    INTEREST style     0       2.0     0       0
-    INTEREST deals     0       0       3.0     0
-    INTEREST books     0       0       0       2.0
-
-Which gives, before the interest bonus, one best variant per segment:
-
-    segment           minimal  visual  urgent  digest  best
-    young, mobile       4.5    15.0    10.0     1.0    visual
-    young, desktop      9.5     9.0     5.0     7.5    minimal
-    middle, mobile      7.5     9.0    14.0     1.5    urgent
-    middle, desktop    12.5     3.0     9.0     8.5    minimal
-    senior, mobile      7.5     6.5     5.5     8.5    digest
-    senior, desktop    12.5     1.0     1.0    15.5    digest
-
-Over the population a uniform A/B split earns about 8.3% and the oracle (the best variant
-for every recipient) about 13.3%.
-
-The ``Reader`` plays the recipients: it reads the delivered ``.eml`` files, recognises the
-recipient by the To address and the variant by the layout marker the demo templates put
-on ``<body>``, and clicks a tracked link over real HTTP when its seeded coin says so.
+A uniform A/B split earns about 8.4%, the oracle (everyone gets their best) about 15.4%.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent import futures
+from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr
-from multiprocessing.connection import Connection
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 VARIANTS = ("minimal", "visual", "urgent", "digest")
-AGE_BANDS = {"young": 0.35, "middle": 0.40, "senior": 0.25}
-DEVICES = {"mobile": 0.6, "desktop": 0.4}
-INTERESTS = {"news": 0.25, "style": 0.25, "deals": 0.25, "books": 0.25}
+ATTRIBUTES = {
+    "age_band": {"young": 0.35, "middle": 0.40, "senior": 0.25},
+    "device": {"mobile": 0.6, "desktop": 0.4},
+    "interest": {"news": 0.25, "style": 0.25, "deals": 0.25, "books": 0.25},
+}
+BASE = 0.03
+LIFTS: dict[str, dict[str, float]] = {  # "attribute=value" -> variant -> lift
+    "age_band=young": {"visual": 0.10},
+    "age_band=middle": {"minimal": 0.04, "urgent": 0.09},
+    "age_band=senior": {"digest": 0.10},
+    "device=mobile": {"visual": 0.04, "urgent": 0.04},
+    "device=desktop": {"minimal": 0.06, "digest": 0.03},
+} | {f"interest={i}": {v: 0.02} for i, v in zip(ATTRIBUTES["interest"], VARIANTS, strict=True)}
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Barbara", "Donald", "Frances", "Ken", "Radia")
 DOMAINS = ("example.com", "example.net", "example.org")
-MIN_PROBABILITY = 0.01
-
-BASE = {"minimal": 0.03, "visual": 0.03, "urgent": 0.03, "digest": 0.03}
-LIFTS: dict[str, dict[str, dict[str, float]]] = {
-    "age_band": {
-        "young": {"visual": 0.09, "urgent": 0.03},
-        "middle": {"minimal": 0.03, "urgent": 0.08},
-        "senior": {"minimal": 0.04, "digest": 0.09},
-    },
-    "device": {
-        "mobile": {"visual": 0.03, "urgent": 0.02},
-        "desktop": {"minimal": 0.06, "digest": 0.02},
-    },
-    "interest": {
-        "news": {"minimal": 0.02},
-        "style": {"visual": 0.02},
-        "deals": {"urgent": 0.03},
-        "books": {"digest": 0.02},
-    },
-}
-BROWSER_USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
-)
-_LAYOUT = re.compile(r"<body\b[^>]*\bdata-layout=\"([\w-]+)\"", re.IGNORECASE)
-_CAMPAIGN = re.compile(r"<body\b[^>]*\bdata-campaign=\"([\w-]+)\"", re.IGNORECASE)
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
+_BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+_MARKER = re.compile(r"\bdata-(layout|campaign)=\"([\w-]+)\"")
 _HREF = re.compile(r"<a\b[^>]*\bhref=\"([^\"]+)\"", re.IGNORECASE)
 
 
-def _pick(rng: random.Random, weights: Mapping[str, float]) -> str:
-    return rng.choices(list(weights), weights=list(weights.values()))[0]
-
-
 def make_population(n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` recipients (id, email, first_name, age_band, device, interest, arm).
+    """``n`` recipients: id, email, first_name, age_band, device, interest and ``arm``.
 
-    Attributes are drawn independently of the position, and ``arm`` alternates between
-    ``vw`` and ``uniform``, so both arms get half the people from the same distribution.
+    ``arm`` alternates between ``vw`` and ``uniform`` while the attributes are drawn
+    independently, so each arm gets half the people from the same distribution.
     """
     rng = random.Random(seed)
     people = []
     for i in range(1, n + 1):
         name = rng.choice(FIRST_NAMES)
-        people.append(
-            {
-                "id": f"r{i:05d}",
-                "email": f"{name.lower()}.{i}@{rng.choice(DOMAINS)}",
-                "first_name": name,
-                "age_band": _pick(rng, AGE_BANDS),
-                "device": _pick(rng, DEVICES),
-                "interest": _pick(rng, INTERESTS),
-                "arm": "vw" if i % 2 else "uniform",
-            }
-        )
+        person = {"id": f"r{i:05d}", "email": f"{name.lower()}.{i}@{rng.choice(DOMAINS)}"}
+        person["first_name"] = name
+        for attribute, shares in ATTRIBUTES.items():
+            person[attribute] = rng.choices(list(shares), weights=list(shares.values()))[0]
+        people.append(person | {"arm": "vw" if i % 2 else "uniform"})
     return people
 
 
 def click_probability(person: Mapping[str, Any], variant: str) -> float:
-    """The chance that ``person`` clicks an email of ``variant`` (see the module table)."""
-    if variant not in BASE:
+    """The chance that ``person`` clicks an email of ``variant`` (the module's table)."""
+    if variant not in VARIANTS:
         raise ValueError(f"unknown demo variant {variant!r}")
-    p = BASE[variant]
-    for attribute, table in LIFTS.items():
-        p += table.get(str(person.get(attribute)), {}).get(variant, 0.0)
-    return max(MIN_PROBABILITY, p)
+    lifts = (LIFTS.get(f"{a}={person.get(a)}", {}).get(variant, 0.0) for a in ATTRIBUTES)
+    return max(0.01, BASE + sum(lifts))
 
 
-def best_probability(person: Mapping[str, Any], variants: Sequence[str] = VARIANTS) -> float:
-    """The click probability of the best variant for ``person``: what an oracle earns."""
-    return max(click_probability(person, v) for v in variants)
+def best_probability(person: Mapping[str, Any]) -> float:
+    """The click probability of ``person``'s best variant: what an oracle would earn."""
+    return max(click_probability(person, variant) for variant in VARIANTS)
 
 
-def oracle_ctr(people: Iterable[Mapping[str, Any]], variants: Sequence[str] = VARIANTS) -> float:
-    """The expected CTR when every person gets their best variant."""
-    values = [best_probability(p, variants) for p in people]
-    return sum(values) / len(values) if values else 0.0
+def oracle_ctr(people: Sequence[Mapping[str, Any]]) -> float:
+    """The expected CTR when everyone gets their best variant."""
+    return sum(map(best_probability, people)) / len(people) if people else 0.0
 
 
-def uniform_ctr(people: Iterable[Mapping[str, Any]], variants: Sequence[str] = VARIANTS) -> float:
-    """The expected CTR when every person gets a variant drawn uniformly at random."""
-    values = [sum(click_probability(p, v) for v in variants) / len(variants) for p in people]
-    return sum(values) / len(values) if values else 0.0
+def uniform_ctr(people: Sequence[Mapping[str, Any]], variants: Sequence[str]) -> float:
+    """The expected CTR when everyone gets one of ``variants`` uniformly at random."""
+    total = sum(click_probability(p, v) / len(variants) for p in people for v in variants)
+    return total / len(people) if people else 0.0
 
 
 @dataclass
 class ReadCounts:
-    """What the Reader did with one campaign's emails."""
+    """What the recipients of one campaign did with the emails they read."""
 
     emails: int = 0
     clicks: int = 0
     unsubscribes: int = 0
-    expected_clicks: float = 0.0  # sum of the delivered variants' click probabilities
-    oracle_clicks: float = 0.0  # sum of the best variants' click probabilities
-    variants: dict[str, int] = field(default_factory=dict)
+    expected_clicks: float = 0.0  # sum of the click probabilities of the variants delivered
+    oracle_clicks: float = 0.0  # the same had each recipient got their best variant
+
+    def add(self, other: ReadCounts) -> None:
+        """Add ``other``'s counts to these."""
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
     @property
     def realized_ctr(self) -> float:
-        """Clicks per email read."""
+        """Clicks per email."""
         return self.clicks / self.emails if self.emails else 0.0
 
     @property
     def expected_ctr(self) -> float:
-        """Mean click probability of the variants delivered: the CTR without the noise."""
+        """Mean click probability of the variants delivered: the CTR without the coin noise."""
         return self.expected_clicks / self.emails if self.emails else 0.0
 
     @property
     def oracle_ctr(self) -> float:
-        """Mean click probability had each of these recipients got their best variant."""
+        """Mean click probability had these recipients got their best variants."""
         return self.oracle_clicks / self.emails if self.emails else 0.0
-
-    def add(self, other: ReadCounts) -> None:
-        """Add ``other``'s counts to these."""
-        self.emails += other.emails
-        self.clicks += other.clicks
-        self.unsubscribes += other.unsubscribes
-        self.expected_clicks += other.expected_clicks
-        self.oracle_clicks += other.oracle_clicks
-        for key, n in other.variants.items():
-            self.variants[key] = self.variants.get(key, 0) + n
 
 
 class Reader:
-    """Reads each delivered ``.eml`` once and clicks (or unsubscribes) like its recipient.
+    """Reads every delivered ``.eml`` once, and clicks or unsubscribes like its recipient.
 
-    The coin for an email is seeded by ``seed`` and the email's Message-ID, so a run is
-    reproducible whatever order the files are read in.
+    Who: the To address; which variant: the marker on the email's ``<body>``. Everyone's
+    coins come from their own seeded stream, so the order of reading changes nothing.
+    Requests go out on a few threads sharing one HTTP client, never holding up reading.
     """
 
     def __init__(
@@ -197,34 +148,33 @@ class Reader:
         unsubscribe_rate: float = 0.003,
         client: httpx.Client | None = None,
     ) -> None:
-        """Read ``outbox``; ``client`` defaults to a loopback-safe httpx client."""
+        """Read ``outbox`` for ``people``; ``client`` defaults to a browser-like one."""
         self.outbox = Path(outbox)
-        self.people = {str(p["email"]).lower(): dict(p) for p in people}
-        self.seed = seed
-        self.unsubscribe_rate = unsubscribe_rate
-        self.client = client or httpx.Client(
-            follow_redirects=False,
-            trust_env=False,  # a configured proxy must not see loopback requests
-            timeout=10.0,
-            headers={"User-Agent": BROWSER_USER_AGENT},
-        )
+        self.people = {str(p["email"]).lower(): p for p in people}
+        self.seed, self.unsubscribe_rate = seed, unsubscribe_rate
+        # trust_env=False: a configured HTTP proxy must not see the loopback requests.
+        headers = {"User-Agent": BROWSER}
+        self.client = client or httpx.Client(headers=headers, timeout=30.0, trust_env=False)
         self.seen: set[str] = set()
-        self.totals: dict[str, ReadCounts] = {}
         self._parser = BytesParser(policy=policy.default)
+        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="reader")
+        self._requests: list[futures.Future[None]] = []
+        self._coins: dict[str, random.Random] = {}
 
-    def poll(self) -> dict[str, ReadCounts]:
-        """Read every new email in the outbox; the counts of this poll, per campaign."""
+    def poll(self, *, wait: bool = False) -> dict[str, ReadCounts]:
+        """Read the new emails; counts per campaign. ``wait``: until every request so far is
+        answered. A failed request raises here."""
         counts: dict[str, ReadCounts] = {}
-        if not self.outbox.is_dir():
-            return counts
-        for path in sorted(self.outbox.glob("*.eml")):
-            if path.name in self.seen:
-                continue
-            self.seen.add(path.name)
-            campaign, read = self._read(path)
+        names = set(os.listdir(self.outbox)) if self.outbox.is_dir() else set()
+        for name in sorted(n for n in names - self.seen if n.endswith(".eml")):
+            self.seen.add(name)
+            campaign, read = self._read(self.outbox / name)
             counts.setdefault(campaign, ReadCounts()).add(read)
-        for campaign, read in counts.items():
-            self.totals.setdefault(campaign, ReadCounts()).add(read)
+        if wait:
+            futures.wait(self._requests)
+        for request in [f for f in self._requests if f.done()]:
+            self._requests.remove(request)
+            request.result()
         return counts
 
     def _read(self, path: Path) -> tuple[str, ReadCounts]:
@@ -232,82 +182,68 @@ class Reader:
             message = self._parser.parse(handle)
         assert isinstance(message, EmailMessage)
         address = parseaddr(str(message["To"]))[1].lower()
+        parts = [p for p in message.iter_parts() if p.get_content_type() == "text/html"]
+        html = str(parts[0].get_content()) if parts else ""
+        body = _BODY.search(html)
+        markers = dict(_MARKER.findall(body.group(0))) if body else {}
         person = self.people.get(address)
-        body = message.get_body(preferencelist=("html",))
-        html = body.get_content() if isinstance(body, EmailMessage) else ""
-        layout, campaign = _LAYOUT.search(html), _CAMPAIGN.search(html)
-        if person is None or layout is None or campaign is None:
+        if person is None or markers.keys() != {"layout", "campaign"}:
             raise ValueError(f"{path.name}: not a demo email to a simulated recipient")
-        variant = layout.group(1)
-        p = click_probability(person, variant)
-        read = ReadCounts(1, 0, 0, p, best_probability(person), {variant: 1})
-        rng = random.Random(f"{self.seed}\x00{message['Message-ID']}")
-        if rng.random() < self.unsubscribe_rate:
-            self._unsubscribe(path, str(message["List-Unsubscribe"] or ""))
+        p = click_probability(person, markers["layout"])
+        read = ReadCounts(1, 0, 0, p, best_probability(person))
+        coins = self._coins.setdefault(address, random.Random(f"{self.seed}:{address}"))
+        unsubscribe, click, pick = coins.random(), coins.random(), coins.random()
+        links = [unescape(url) for url in _HREF.findall(html) if "/c/" in url]
+        if unsubscribe < self.unsubscribe_rate:
+            url = str(message["List-Unsubscribe"] or "").strip().removeprefix("<")
+            request = ("POST", url.removesuffix(">"), 200)
             read.unsubscribes = 1
-        elif rng.random() < p:
-            links = [url for url in _HREF.findall(html) if "/c/" in url]
-            if not links:
-                raise ValueError(f"{path.name}: no tracked link to click")
-            self._click(rng.choice(links).replace("&amp;", "&"))
+        elif click < p and links:
+            request = ("GET", links[int(pick * len(links))], 302)
             read.clicks = 1
-        return campaign.group(1), read
+        else:
+            return markers["campaign"], read
+        if not request[1].startswith(("http://", "https://")):
+            raise ValueError(f"{path.name}: not an http(s) URL: {request[1]!r}")
+        self._requests.append(self._pool.submit(self._request, *request))
+        return markers["campaign"], read
 
-    def _click(self, url: str) -> None:
-        response = self.client.get(url)
-        location = response.headers.get("location", "")
-        if response.status_code != 302 or not location.startswith(("http://", "https://")):
-            raise RuntimeError(f"click on {url} answered {response.status_code} {location!r}")
-
-    def _unsubscribe(self, name: str | Path, header: str) -> None:
-        url = header.strip().removeprefix("<").removesuffix(">")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{name}: no one-click List-Unsubscribe URL")
-        response = self.client.post(
-            url,
-            content=b"List-Unsubscribe=One-Click",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+    def _request(self, method: str, url: str, status: int) -> None:
+        # RFC 8058: the one-click unsubscribe is a POST with this exact body.
+        body = b"List-Unsubscribe=One-Click" if method == "POST" else None
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        response = self.client.request(
+            method, url, content=body, headers=headers, follow_redirects=False
         )
-        if response.status_code != 200:
-            raise RuntimeError(f"unsubscribe via {url} answered {response.status_code}")
+        location = response.headers.get("location", "http://") if status == 302 else "http://"
+        if response.status_code != status or not location.startswith(("http://", "https://")):
+            raise RuntimeError(f"{method} {url} answered {response.status_code} {location!r}")
 
     def close(self) -> None:
-        """Close the HTTP client."""
+        """Wait for the requests in flight, then close the HTTP client."""
+        self._pool.shutdown(wait=True)
         self.client.close()
 
-    def __enter__(self) -> Reader:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+_process: list[Any] = []  # in a reader process: its Reader and the demo's "finished" event
 
 
-def serve_reader(
-    conn: Connection,
-    outbox: str,
-    people: list[dict[str, Any]],
-    seed: int,
-    unsubscribe_rate: float = 0.003,
-) -> None:
-    """Run a ``Reader`` in a child process (parsing mail is slow: it gets its own core).
+def start_reader(outbox: str, people: list[dict[str, Any]], seed: int, finished: Any) -> None:
+    """Initializer of a one-process pool: parsing mail is slow, so reading gets its own core.
+    ``finished`` is a ``multiprocessing.Event``, set once a round's campaign runs are done."""
+    _process[:] = [Reader(Path(outbox), people, seed=seed), finished]
 
-    It polls the outbox until it receives ``"stop"``; on ``"drain"`` it polls once more and
-    answers ``("counts", {campaign: ReadCounts})`` for everything read since the last drain,
-    or ``("error", message)`` once reading has failed.
-    """
-    pending: dict[str, ReadCounts] = {}
-    error: str | None = None
-    with Reader(Path(outbox), people, seed=seed, unsubscribe_rate=unsubscribe_rate) as reader:
-        while True:
-            command = conn.recv() if conn.poll(0.05) else None
-            if command == "stop":
-                return
-            try:
-                if error is None:
-                    for campaign, read in reader.poll().items():
-                        pending.setdefault(campaign, ReadCounts()).add(read)
-            except Exception as exc:  # reported to the parent at the next drain
-                error = f"{type(exc).__name__}: {exc}"
-            if command == "drain":
-                conn.send(("error", error) if error else ("counts", pending))
-                pending = {}
+
+def read_round() -> dict[str, ReadCounts]:
+    """In the reader process: read while the campaigns send; once ``finished`` is set, read
+    what is left, wait for every request, and return the round's counts per campaign."""
+    reader, finished = _process
+    counts: dict[str, ReadCounts] = {}
+    new: dict[str, ReadCounts] = {}
+    while True:
+        last = bool(finished.wait(0.0 if new else 0.2))  # listing a folder is not free
+        new = reader.poll(wait=last)
+        for campaign, read in new.items():
+            counts.setdefault(campaign, ReadCounts()).add(read)
+        if last:
+            return counts

@@ -1,0 +1,102 @@
+"""The demo end to end: real scheduler, outbox, tracking server, HTTP clicks, rewards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from sqlalchemy import func, select
+
+from engine.app import Engine
+from engine.db import session_scope
+from engine.demo import ARMS, MARKER, DemoResult, run_demo
+from engine.errors import TailormailError
+from engine.models import EventRow, LedgerRow, ModelVersionRow, RewardRow, RunRow
+from engine.settings import load_settings
+from engine.simulation import (
+    VARIANTS,
+    click_probability,
+    make_population,
+    oracle_ctr,
+    uniform_ctr,
+)
+
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+    directory = tmp_path_factory.mktemp("demo-parent") / "demo"
+    return run_demo(directory, rounds=ROUNDS, recipients=300, seed=1, console=Console(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def engine(demo: DemoResult) -> Iterator[Engine]:
+    with Engine(settings=load_settings(demo.directory, environ={})) as engine:
+        yield engine
+
+
+def count(engine: Engine, stmt: object) -> int:
+    with session_scope(engine.db) as session:
+        return int(session.scalar(stmt) or 0)  # type: ignore[call-overload]
+
+
+def test_clicks_arrived_through_the_tracking_server(demo: DemoResult, engine: Engine) -> None:
+    human_clicks = (
+        select(func.count())
+        .select_from(EventRow)
+        .where(EventRow.type == "click")
+        .where(EventRow.bot.is_(False))  # type: ignore[attr-defined]
+    )
+    assert demo.clicks > 0
+    assert count(engine, human_clicks) == demo.clicks
+    unsubscribes = select(func.count()).select_from(EventRow).where(EventRow.type == "unsubscribe")
+    assert count(engine, unsubscribes) == demo.unsubscribes
+    assert demo.attributed_clicks == demo.clicks  # every click within its attribution window
+
+
+def test_every_round_ran_both_campaigns(demo: DemoResult, engine: Engine) -> None:
+    assert [r.round for r in demo.rounds] == list(range(1, ROUNDS + 1))
+    with session_scope(engine.db) as session:
+        runs = {row.id: row.status for row in session.scalars(select(RunRow))}
+    assert runs == {
+        f"{name}@round-{n:02d}": "finished" for name in ARMS for n in range(1, ROUNDS + 1)
+    }
+    for figures in demo.rounds:
+        assert all(figures.arms[name].emails > 100 for name in ARMS)
+
+
+def test_rewards_were_joined_and_a_model_stored(engine: Engine) -> None:
+    sent = select(func.count()).select_from(LedgerRow).where(LedgerRow.status == "sent")
+    rewards = select(func.count()).select_from(RewardRow)
+    assert count(engine, rewards) == count(engine, sent) > 0
+    vw_models = (
+        select(func.count())
+        .select_from(ModelVersionRow)
+        .where(ModelVersionRow.campaign == "demo-vw")
+        .where(ModelVersionRow.policy == "vw")
+    )
+    assert count(engine, vw_models) == ROUNDS
+
+
+def test_the_learning_curve_is_a_png(demo: DemoResult) -> None:
+    assert demo.chart == demo.directory / "learning_curve.png"
+    assert demo.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_directory_that_is_not_a_demo_is_never_wiped(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(TailormailError, match="not a demo directory"):
+        run_demo(tmp_path, rounds=1, recipients=10, console=Console(quiet=True))
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_the_population_and_its_click_table() -> None:
+    people = make_population(2000, seed=3)
+    assert [p["arm"] for p in people[:4]] == ["vw", "uniform", "vw", "uniform"]
+    young_mobile = {"age_band": "young", "device": "mobile", "interest": "news"}
+    assert max(VARIANTS, key=lambda v: click_probability(young_mobile, v)) == "visual"
+    assert 0.07 < uniform_ctr(people, VARIANTS) < 0.10 < 0.14 < oracle_ctr(people) < 0.17
