@@ -1,0 +1,84 @@
+"""The unsubscribe pages in a real browser (headless Chromium), as a recipient meets them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Project
+from sqlmodel import Session, select
+
+from engine.models import EventRow, SuppressionRow
+from engine.pipeline import run_campaign
+from engine.web import BackgroundServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        message = "Debian's chromium and chromium-driver are needed (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_unsubscribing_from_an_email_in_a_browser(
+    sqlite_project: Project, browser: object, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    with BackgroundServer(sqlite_project.engine()) as server:
+        engine = sqlite_project.engine(tracking_base_url=server.url)
+        sqlite_project.seed(engine, people=2)
+        run_campaign(engine, "alerts", run_id="r1")
+        message = engine.memory_outbox[0]
+        link = message.headers["List-Unsubscribe"].strip("<>")
+        assert link.startswith(f"{server.url}/u/")
+
+        browser.get(link)  # type: ignore[attr-defined]
+        assert "Stop receiving these emails?" in browser.page_source  # type: ignore[attr-defined]
+        with Session(engine.db) as session:  # a page view alone unsubscribes nobody
+            assert session.exec(select(SuppressionRow)).all() == []
+
+        browser.find_element(By.TAG_NAME, "button").click()  # type: ignore[attr-defined]
+        body = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        assert "You are unsubscribed" in body
+        browser.save_screenshot(str(tmp_path / "unsubscribed.png"))  # type: ignore[attr-defined]
+
+        with Session(engine.db) as session:
+            suppressed = session.exec(select(SuppressionRow)).all()
+            events = session.exec(select(EventRow)).all()
+        assert [(s.email, s.reason) for s in suppressed] == [(message.to_address, "unsubscribe")]
+        assert [e.type for e in events] == ["unsubscribe"]
+        # The next run honours it at once.
+        summary = run_campaign(engine, "alerts", run_id="r2")
+        assert (summary.sent, summary.skipped) == (1, 1)
