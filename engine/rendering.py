@@ -18,7 +18,6 @@ from typing import Any
 
 import jinja2
 import pluggy
-import premailer
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import TemplateError
@@ -155,6 +154,8 @@ class Renderer:
         return self._render_template(variant, name, context, template)
 
     def _inline_css(self, variant: Variant, body: str) -> str:
+        import premailer  # imported when first needed: it costs every command 0.3 s
+
         try:
             inliner = premailer.Premailer(
                 body,
