@@ -7,7 +7,6 @@ on loopback: scheduler, outbox, tracking server, clicks over HTTP, reward join, 
 
 from __future__ import annotations
 
-import csv
 import multiprocessing
 import random
 import shutil
@@ -36,7 +35,7 @@ from engine.importer import import_file
 from engine.models import RewardRow
 from engine.pipeline import run_campaign
 from engine.report import campaign_report
-from engine.scaffold import SOURCE_ROOT
+from engine.scaffold import SOURCE_ROOT, write_csv
 from engine.scheduler import add_one_off, build_scheduler, reward_job
 from engine.settings import load_settings
 from engine.simulation import ATTRIBUTES, ReadCounts, make_population, read_round, start_reader
@@ -141,10 +140,10 @@ def _write_data(directory: Path, people: list[dict[str, Any]], seed: int) -> dic
         when = start + timedelta(minutes=rng.randint(0, 30 * 24 * 60))
         tables["interactions"].append((rng.choice(people)["id"], f"i{item:03d}", when.isoformat()))
     (directory / "data").mkdir()
-    for kind, rows in tables.items():
-        with (directory / "data" / f"{kind}.csv").open("w", newline="") as handle:
-            csv.writer(handle).writerows(rows)
-    return {kind: directory / "data" / f"{kind}.csv" for kind in tables}
+    return {
+        kind: write_csv(directory / "data" / f"{kind}.csv", list(rows[0]), rows[1:])
+        for kind, rows in tables.items()
+    }
 
 
 def _run_jobs(scheduler: Any, jobs: Mapping[str, Callable[[], Any]]) -> None:

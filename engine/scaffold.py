@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import random
 import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,49 +35,36 @@ COUNTRIES = ["FR", "DE", "GB", "US", "ES"]
 CATEGORIES = ["books", "music", "games", "garden", "kitchen"]
 
 
-def _sample_people(path: Path, rng: random.Random, n: int = 40) -> None:
+def write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> Path:
+    """Write ``header`` then ``rows`` as CSV; returns ``path``."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "email", "first_name", "country", "plan"])
-        for i in range(1, n + 1):
-            name = rng.choice(FIRST_NAMES)
-            writer.writerow(
-                [
-                    f"u{i:03d}",
-                    f"{name.lower()}.{i}@example.com",
-                    name,
-                    rng.choice(COUNTRIES),
-                    rng.choice(["free", "premium"]),
-                ]
-            )
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
-def _sample_items(path: Path, rng: random.Random, n: int = 20) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "title", "category", "price", "url"])
-        for i in range(1, n + 1):
-            category = rng.choice(CATEGORIES)
-            writer.writerow(
-                [
-                    f"i{i:03d}",
-                    f"{category.title()} pick #{i}",
-                    category,
-                    f"{rng.randint(5, 80)}.00 EUR",
-                    f"https://shop.example.com/items/i{i:03d}",
-                ]
-            )
+def _people(rng: random.Random, n: int = 40) -> Iterator[list[str]]:
+    for i in range(1, n + 1):
+        name = rng.choice(FIRST_NAMES)
+        email = f"{name.lower()}.{i}@example.com"
+        yield [f"u{i:03d}", email, name, rng.choice(COUNTRIES), rng.choice(["free", "premium"])]
 
 
-def _sample_interactions(path: Path, rng: random.Random, n: int = 400) -> None:
+def _items(rng: random.Random, n: int = 20) -> Iterator[list[str]]:
+    for i in range(1, n + 1):
+        category = rng.choice(CATEGORIES)
+        url = f"https://shop.example.com/items/i{i:03d}"
+        price = f"{rng.randint(5, 80)}.00 EUR"
+        yield [f"i{i:03d}", f"{category.title()} pick #{i}", category, price, url]
+
+
+def _interactions(rng: random.Random, n: int = 400) -> Iterator[list[str]]:
     start = datetime.now(UTC) - timedelta(days=20)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["user_id", "item_id", "timestamp"])
-        for _ in range(n):
-            item = min(int(rng.paretovariate(1.2)), 20)  # a few items are much more popular
-            when = start + timedelta(minutes=rng.randint(0, 20 * 24 * 60))
-            writer.writerow([f"u{rng.randint(1, 40):03d}", f"i{item:03d}", when.isoformat()])
+    for _ in range(n):
+        item = min(int(rng.paretovariate(1.2)), 20)  # a few items are much more popular
+        when = start + timedelta(minutes=rng.randint(0, 20 * 24 * 60))
+        yield [f"u{rng.randint(1, 40):03d}", f"i{item:03d}", when.isoformat()]
 
 
 def scaffold_project(directory: Path, *, force: bool = False, seed: int = 1) -> list[Path]:
@@ -98,13 +86,13 @@ def scaffold_project(directory: Path, *, force: bool = False, seed: int = 1) -> 
         shutil.copyfile(source, target)
         written.append(target)
     rng = random.Random(seed)
-    for name, writer in (
-        ("people.csv", _sample_people),
-        ("items.csv", _sample_items),
-        ("interactions.csv", _sample_interactions),
-    ):
-        writer(directory / name, rng)
-        written.append(directory / name)
+    samples = {
+        "people.csv": (["id", "email", "first_name", "country", "plan"], _people(rng)),
+        "items.csv": (["id", "title", "category", "price", "url"], _items(rng)),
+        "interactions.csv": (["user_id", "item_id", "timestamp"], _interactions(rng)),
+    }
+    for name, (header, rows) in samples.items():
+        written.append(write_csv(directory / name, header, rows))
     gitignore = directory / ".gitignore"
     gitignore.write_text("outbox/\n*.db\n*.db-wal\n*.db-shm\n.tailormail-secret\n")
     written.append(gitignore)
