@@ -93,21 +93,19 @@ def send(
 
         summary = run_campaign(engine, campaign, run_id=run, progress=advance)
     table = Table(title=f"run {summary.run_id}")
-    for column in ("audience", "already done", "skipped", "sent", "failed", "unknown"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *map(
-            str,
-            (
-                summary.audience,
-                summary.already_done,
-                summary.skipped,
-                summary.sent,
-                summary.failed,
-                summary.unknown,
-            ),
-        )
+    columns = (
+        "audience",
+        "already_done",
+        "retried",
+        "skipped",
+        "sent",
+        "deferred",
+        "failed",
+        "unknown",
     )
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_row(*(str(getattr(summary, column)) for column in columns))
     console.print(table)
     if summary.variants:
         shares = ", ".join(f"{k}: {n}" for k, n in sorted(summary.variants.items()))

@@ -28,6 +28,7 @@ class LedgerStatus:
     SKIPPED = "skipped"
     PENDING = "pending"
     SENT = "sent"
+    DEFERRED = "deferred"  # a temporary failure: it did not leave; resuming the run retries it
     FAILED = "failed"
     UNKNOWN = "unknown"
 

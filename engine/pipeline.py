@@ -41,7 +41,7 @@ Progress = Callable[[int, int], None]
 
 _STATUS_FOR = {
     SendStatus.SENT: LedgerStatus.SENT,
-    SendStatus.TEMPORARY_FAILURE: LedgerStatus.FAILED,
+    SendStatus.TEMPORARY_FAILURE: LedgerStatus.DEFERRED,
     SendStatus.PERMANENT_FAILURE: LedgerStatus.FAILED,
     SendStatus.UNKNOWN: LedgerStatus.UNKNOWN,
 }
@@ -60,7 +60,9 @@ class RunSummary:
     audience: int = 0
     already_done: int = 0
     skipped: int = 0
+    retried: int = 0
     sent: int = 0
+    deferred: int = 0
     failed: int = 0
     unknown: int = 0
     variants: dict[str, int] = field(default_factory=dict)
@@ -278,49 +280,96 @@ class CampaignRun:
             )
 
     # -- the run ------------------------------------------------------------------------
+    def _reclaim_deferred(self, people: dict[str, Recipient]) -> list[LedgerRow]:
+        """Take back this run's temporarily failed rows: they never left, so they may retry.
+
+        The decision stays as logged; a recipient who became ineligible meanwhile (an
+        unsubscribe) is not retried.
+        """
+        with session_scope(self.engine.db) as session:
+            stmt = (
+                update(LedgerRow)
+                .where(col(LedgerRow.run_id) == self.run_id)
+                .where(col(LedgerRow.status) == LedgerStatus.DEFERRED)
+                .values(status=LedgerStatus.PENDING, error=None)
+                .returning(col(LedgerRow.id))
+            )
+            ids = list(session.scalars(stmt).all())
+        if not ids:
+            return []
+        with session_scope(self.engine.db) as session:
+            rows = list(session.scalars(select(LedgerRow).where(col(LedgerRow.id).in_(ids))))
+        retry: list[tuple[LedgerRow, str | None]] = []
+        dropped: list[tuple[LedgerRow, str | None]] = []
+        for row in rows:
+            person = people.get(row.recipient_id)
+            reason = (
+                "left the audience"
+                if person is None
+                else self.engine.pm.hook.eligible(
+                    engine=self.engine, campaign=self.campaign, recipient=person
+                )
+            )
+            (dropped if reason else retry).append((row, reason))
+        for row, reason in dropped:
+            self._fail([row], LedgerStatus.FAILED, f"not retried: {reason}")
+        return [row for row, _ in retry]
+
+    def _deliver(
+        self, rows: list[LedgerRow], people: dict[str, Recipient], backend: Any, executor: Any
+    ) -> None:
+        """Render, store links, send and record one batch of rows this process owns."""
+        try:
+            messages = list(executor.map(lambda r: self._message(r, people[r.recipient_id]), rows))
+            self._store_links(messages)
+        except Exception as exc:  # nothing of this batch left: the rows failed
+            self._fail(rows, LedgerStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            self._close_run("failed")
+            raise
+        try:
+            results = backend.send(messages) if messages else []
+        except Exception as exc:  # some may have left: ambiguous, never resent
+            self._fail(rows, LedgerStatus.UNKNOWN, f"{type(exc).__name__}: {exc}")
+            self._close_run("failed")
+            raise
+        self._record(messages, results)
+
     def execute(
         self, scheduled_for: datetime | None = None, progress: Progress | None = None
     ) -> RunSummary:
         """Run (or resume) to the end; returns counts for this call."""
         self._open_run(scheduled_for)
         audience = self.engine.audience(self.campaign)
+        people = {r.recipient_id: r for r in audience}
         done = self._done_recipients()
         todo = [r for r in audience if r.recipient_id not in done]
         self.summary.audience = len(audience)
         self.summary.already_done = len(audience) - len(todo)
-        if todo:
+        retry = self._reclaim_deferred(people)
+        self.summary.retried = len(retry)
+        if todo or retry:
             self._prepare_models()
-            sample = self.template_variables(todo[0], [], self.variants[0])
+            first = todo[0] if todo else people[retry[0].recipient_id]
+            sample = self.template_variables(first, [], self.variants[0])
             sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
             self.engine.renderer.check(self.variants, sample)  # fail before anything is sent
-        by_id = {r.recipient_id: r for r in todo}
-        batch_size = self.engine.settings.delivery.batch_size
-        finished = 0
+        size = self.engine.settings.delivery.batch_size
         settings = self.engine.settings
         executor = self.engine.executor(settings.executor, **settings.executor_options)
+        total, finished = len(retry) + len(todo), 0
         with self.engine.make_backend() as backend, executor:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
+            for start in range(0, len(retry), size):
+                self._deliver(retry[start : start + size], people, backend, executor)
+                finished = min(start + size, len(retry))
+                if progress:
+                    progress(finished, total)
+            for start in range(0, len(todo), size):
+                batch = todo[start : start + size]
                 owned = self._claim([self._decide(r) for r in batch])
-                try:
-                    messages = list(
-                        executor.map(lambda r: self._message(r, by_id[r.recipient_id]), owned)
-                    )
-                    self._store_links(messages)
-                except Exception as exc:  # nothing of this batch left: the rows failed
-                    self._fail(owned, LedgerStatus.FAILED, f"{type(exc).__name__}: {exc}")
-                    self._close_run("failed")
-                    raise
-                try:
-                    results = backend.send(messages) if messages else []
-                except Exception as exc:  # some may have left: ambiguous, never resent
-                    self._fail(owned, LedgerStatus.UNKNOWN, f"{type(exc).__name__}: {exc}")
-                    self._close_run("failed")
-                    raise
-                self._record(messages, results)
+                self._deliver(owned, people, backend, executor)
                 finished += len(batch)
                 if progress:
-                    progress(finished, len(todo))
+                    progress(finished, total)
         self._close_run("finished")
         return self.summary
 

@@ -166,3 +166,73 @@ def test_a_broken_template_is_caught_before_anything_is_sent(sqlite_project: Pro
         run_campaign(engine, "alerts", run_id="r")
     assert delivered_to(engine) == []
     assert ledger(engine) == []
+
+
+class GreylistingBackend(DeliveryBackend):
+    """Answers 451 (try later) to one address the first time, like a greylisting server."""
+
+    name = "greylisting"
+    seen: list[str] = []
+
+    def __init__(self, engine: object) -> None:
+        pass
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        results = []
+        for m in messages:
+            if m.to_address == "user2@example.com" and m.to_address not in self.seen:
+                GreylistingBackend.seen.append(m.to_address)
+                results.append(SendResult(m.send_id, SendStatus.TEMPORARY_FAILURE, error="451"))
+            else:
+                GreylistingBackend.seen.append(m.to_address)
+                results.append(SendResult(m.send_id, SendStatus.SENT))
+        return results
+
+
+class GreylistingPlugin:
+    @staticmethod
+    @hookimpl
+    def register_backends(register):  # type: ignore[no-untyped-def]
+        register("greylisting", GreylistingBackend)
+
+
+def test_temporary_failures_are_deferred_and_retried_once_on_resume(project: Project) -> None:
+    GreylistingBackend.seen = []
+    engine = project.engine(backend="greylisting", plugins=[GreylistingPlugin()])
+    project.seed(engine, people=4)
+    first = run_campaign(engine, "alerts", run_id="grey")
+    assert (first.sent, first.deferred) == (3, 1)
+    deferred = [r for r in ledger(engine) if r.status == LedgerStatus.DEFERRED]
+    assert [r.email for r in deferred] == ["user2@example.com"]
+    second = run_campaign(engine, "alerts", run_id="grey")
+    assert (second.retried, second.sent, second.deferred) == (1, 1, 0)
+    rows = ledger(engine)
+    assert {r.status for r in rows} == {LedgerStatus.SENT}
+    retried = next(r for r in rows if r.email == "user2@example.com")
+    assert (retried.id, retried.variant) == (deferred[0].id, deferred[0].variant)  # same decision
+    assert sorted(GreylistingBackend.seen) == sorted(
+        [
+            "user0@example.com",
+            "user1@example.com",
+            "user2@example.com",
+            "user2@example.com",
+            "user3@example.com",
+        ]
+    )
+    assert run_campaign(engine, "alerts", run_id="grey").sent == 0
+
+
+def test_a_deferred_recipient_who_unsubscribed_meanwhile_is_not_retried(
+    sqlite_project: Project,
+) -> None:
+    GreylistingBackend.seen = []
+    engine = sqlite_project.engine(backend="greylisting", plugins=[GreylistingPlugin()])
+    sqlite_project.seed(engine, people=4)
+    run_campaign(engine, "alerts", run_id="grey")
+    with Session(engine.db) as session:
+        session.add(SuppressionRow(email="user2@example.com", reason="unsubscribe"))
+        session.commit()
+    again = run_campaign(engine, "alerts", run_id="grey")
+    assert (again.retried, again.sent) == (0, 0)
+    row = next(r for r in ledger(engine) if r.email == "user2@example.com")
+    assert (row.status, row.error) == (LedgerStatus.FAILED, "not retried: suppressed (unsubscribe)")
