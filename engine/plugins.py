@@ -20,6 +20,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.policies.vw",
     "plugins.recipes.popularity",
     "plugins.delivery.outbox",
+    "plugins.delivery.outbox_command",
     "plugins.delivery.smtp",
     "plugins.delivery.memory",
 )

@@ -392,3 +392,17 @@ def test_non_ascii_display_names_and_subjects_survive_the_round_trip() -> None:
     assert parsed["Subject"] == "Été ✨ picks"
     assert parsed["From"].addresses[0].display_name == "Zoë Alertes"
     assert parsed["From"].addresses[0].addr_spec == "alerts@example.org"
+
+
+def test_read_outbox_decodes_links_split_by_quoted_printable(tmp_path: Path) -> None:
+    from plugins.delivery.outbox_command import read_outbox
+
+    long_link = "https://shop.example.com/items/" + "x" * 120 + "?a=1&b=2"
+    escaped = long_link.replace("&", "&amp;")
+    message = make_message(html=f'<p><a href="{escaped}">Item</a></p>')
+    OutboxBackend(None, path=str(tmp_path)).send([message])
+    raw = (tmp_path / "00000001.eml").read_text()
+    assert long_link not in raw  # the file is quoted-printable: the link is split there
+    (shown,) = read_outbox(tmp_path)
+    assert shown.links == [long_link]
+    assert shown.to == "ann@example.org"

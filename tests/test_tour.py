@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import re
 import signal
@@ -87,10 +85,10 @@ def test_the_readme_tour(tmp_path: Path, env: dict[str, str]) -> None:
                 time.sleep(0.1)
         else:
             pytest.fail("tailormail serve did not answer /health")
-        parsed = email.message_from_bytes(messages[0].read_bytes(), policy=email.policy.default)
-        html = parsed.get_body(("html",)).get_content()  # type: ignore[union-attr]
-        link = re.search(rf'href="({re.escape(base)}/c/[^"]+)"', html)
-        assert link, html
+        shown = tailormail("outbox", "--newest", "1", cwd=project, env=env)
+        assert shown.returncode == 0, shown.stderr
+        link = re.search(rf"({re.escape(base)}/c/\S+)", shown.stdout)
+        assert link, shown.stdout
         answer = httpx.get(
             link.group(1),
             follow_redirects=False,
