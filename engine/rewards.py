@@ -28,6 +28,7 @@ CHUNK = 2000
 class RewardJoinSummary:
     """Rewards computed by one pass of the join, per campaign."""
 
+    replayed: int = 0
     rewarded: dict[str, int] = field(default_factory=dict)
     total_reward: dict[str, float] = field(default_factory=dict)
     model_versions: dict[str, str] = field(default_factory=dict)
@@ -85,6 +86,7 @@ def join_rewards(
 ) -> RewardJoinSummary:
     """The reward job: join closed windows for every campaign, then let each policy learn."""
     summary = RewardJoinSummary()
+    summary.replayed = engine.spool.replay(engine)  # spooled clicks count before any join
     names = [campaign] if campaign else sorted(engine.campaigns)
     for name in names:
         config = engine.campaign(name)

@@ -63,6 +63,7 @@ class Settings(_Strict):
     campaigns_dir: str = "config/campaigns"
     secret: SecretStr | None = None
     secret_file: str = ".tailormail-secret"
+    spool_file: str = "spool/events.jsonl"
     disabled_plugins: list[str] = Field(default_factory=list)
     executor: str = "inline"
     executor_options: dict[str, Any] = Field(default_factory=dict)

@@ -122,14 +122,16 @@ class TrackingApp:
     def _record_quietly(
         self, kind: EventType, send_id: int | None, agent: str | None, **fields: Any
     ) -> None:
-        """Record a click or open; a database hiccup must not break the reader's link."""
+        """Record a click or open; a database hiccup must not break the reader's link.
+
+        An event the database cannot take goes to the spool, which the reward job replays.
+        """
+        event = TrackingEvent(kind, send_id, datetime.now(UTC), user_agent=agent, **fields)
         try:
-            record_event(
-                self.engine,
-                TrackingEvent(kind, send_id, datetime.now(UTC), user_agent=agent, **fields),
-            )
+            record_event(self.engine, event)
         except Exception:
-            log.exception("could not record a %s event for send %s", kind, send_id)
+            log.exception("could not store a %s event for send %s; spooled", kind, send_id)
+            self.engine.spool.put(event)
 
     def unsubscribe_page(self, request: Request) -> Response:
         """``GET /u/{token}``: ask first, because mail scanners follow every GET link."""
