@@ -102,7 +102,7 @@ class DemoResult:
         return [float(getattr(r.arms[campaign], figure)) for r in self.rounds]
 
 
-def _write_project(directory: Path, port: int, batch_size: int) -> None:
+def _write_project(directory: Path, port: int, batch_size: int, window: float) -> None:
     """Settings, the two campaigns, and their templates copied from the source tree, in a
     new directory (or one a previous demo made: nothing else is ever wiped)."""
     if any(directory.glob("*")) and not (directory / MARKER).is_file():
@@ -114,7 +114,7 @@ def _write_project(directory: Path, port: int, batch_size: int) -> None:
     (directory / "config" / "tailormail.toml").write_text(settings)
     for name, policy in ARMS.items():
         params = ", " + VW_PARAMS if policy == "vw" else ""
-        text = CAMPAIGN.substitute(policy=policy, params=params, window=ATTRIBUTION_WINDOW)
+        text = CAMPAIGN.substitute(policy=policy, params=params, window=window)
         for key, subject, layout, tone in VARIANTS:
             text += VARIANT.substitute(key=key, subject=subject, layout=layout, tone=tone)
         (directory / "config" / "campaigns" / f"{name}.toml").write_text(text)
@@ -170,9 +170,13 @@ def run_demo(
     seed: int = 7,
     console: Console | None = None,
     batch_size: int = 100,  # small batches let the readers keep up with the sending
+    attribution_window: float = ATTRIBUTION_WINDOW,
 ) -> DemoResult:
     """Run the simulation in ``directory`` (re-created); print the figures, draw the chart.
-    The defaults take about two minutes on two cores."""
+
+    The defaults take about two minutes on two cores. A longer ``attribution_window``
+    (seconds) gives slow machines room: every round waits it out.
+    """
     console = console or Console()
     started = time.monotonic()
     directory = Path(directory).resolve()
@@ -180,7 +184,7 @@ def run_demo(
     with socket.socket() as sock:  # a free port first, so the emails' links point at it
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    _write_project(directory, port, batch_size)
+    _write_project(directory, port, batch_size, attribution_window)
     result = DemoResult(directory)
     with Engine(settings=load_settings(directory, environ={})) as engine:
         for kind, path in _write_data(directory, people, seed).items():
@@ -236,7 +240,8 @@ def _round(
     finished.set()  # the readers read what is left, then answer
     counts = {name: ReadCounts() for name in ARMS} | reading.result(timeout=TIMEOUT)
     finished.clear()
-    time.sleep(max(0.0, sent + ATTRIBUTION_WINDOW + 0.2 - time.monotonic()))
+    window = max(c.reward.attribution_window for c in engine.campaigns.values())
+    time.sleep(max(0.0, sent + window.total_seconds() + 0.2 - time.monotonic()))
     _run_jobs(scheduler, {f"rewards@round-{number:02d}": partial(reward_job, engine)})
     return RoundFigures(number, counts)
 
