@@ -151,6 +151,29 @@ def rewards(project: ProjectOption = None) -> None:
 
 
 @app.command()
+def export(
+    campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="jsonl or dsjson.")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
+    project: ProjectOption = None,
+) -> None:
+    """Export the rewarded decisions as a logged-bandit data set (JSONL or VW DSJSON)."""
+    from engine.export import FORMATS, export_decisions
+
+    if format not in FORMATS:
+        raise TailormailError(f"unknown format {format!r}: use {' or '.join(FORMATS)}")
+    with _engine(project) as engine:
+        if output is None:
+            count = export_decisions(engine, campaign, format, sys.stdout)
+        else:
+            with output.open("w", encoding="utf-8") as handle:
+                count = export_decisions(engine, campaign, format, handle)
+    err.print(f"exported {count} decisions of {campaign} as {format}")
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
