@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func
+from sqlmodel import col, select
 
+from engine.db import session_scope
+from engine.models import LedgerRow, LedgerStatus
 from engine.pipeline import RunSummary, run_campaign, run_id_for
 from engine.rewards import RewardJoinSummary, join_rewards
 
@@ -52,6 +56,28 @@ def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> Run
     return summary
 
 
+def retry_deferred(engine: Engine) -> list[RunSummary]:
+    """Resume every run that has deferred rows (temporary failures), oldest first.
+
+    Resuming retries exactly those rows with their logged decisions; nobody else is sent.
+    """
+    with session_scope(engine.db) as session:
+        stmt = (
+            select(col(LedgerRow.run_id), col(LedgerRow.campaign))
+            .where(col(LedgerRow.status) == LedgerStatus.DEFERRED)
+            .group_by(col(LedgerRow.run_id), col(LedgerRow.campaign))
+            .order_by(func.min(col(LedgerRow.id)))
+        )
+        runs = [(str(run), str(name)) for run, name in session.execute(stmt).all()]
+    summaries = []
+    for run_id, name in runs:
+        if name not in engine.campaigns:
+            log.warning("run %s has deferred rows but campaign %s is gone", run_id, name)
+            continue
+        summaries.append(run_campaign(engine, name, run_id=run_id))
+    return summaries
+
+
 def reward_job(engine: Engine) -> RewardJoinSummary:
     """The periodic reward join (and online learning)."""
     summary = join_rewards(engine)
@@ -81,6 +107,15 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
                 replace_existing=True,
                 **explicit,
             )
+    scheduler.add_job(
+        retry_deferred,
+        IntervalTrigger(seconds=config.retry_interval_seconds),
+        args=[engine],
+        id="retry-deferred",
+        name="retry deferred sends",
+        replace_existing=True,
+        **explicit,
+    )
     if start_rewards:
         scheduler.add_job(
             reward_job,

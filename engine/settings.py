@@ -47,6 +47,7 @@ class SchedulerSettings(_Strict):
     """APScheduler wiring; misfire and coalesce are explicit, never library defaults."""
 
     reward_interval_seconds: int = Field(default=300, ge=1)
+    retry_interval_seconds: int = Field(default=900, ge=1)
     misfire_grace_seconds: int = Field(default=3600, ge=1)
     coalesce: bool = True
     timezone: str = "UTC"

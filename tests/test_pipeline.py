@@ -236,3 +236,17 @@ def test_a_deferred_recipient_who_unsubscribed_meanwhile_is_not_retried(
     assert (again.retried, again.sent) == (0, 0)
     row = next(r for r in ledger(engine) if r.email == "user2@example.com")
     assert (row.status, row.error) == (LedgerStatus.FAILED, "not retried: suppressed (unsubscribe)")
+
+
+def test_the_retry_job_resumes_runs_with_deferred_rows(sqlite_project: Project) -> None:
+    from engine.scheduler import retry_deferred
+
+    GreylistingBackend.seen = []
+    engine = sqlite_project.engine(backend="greylisting", plugins=[GreylistingPlugin()])
+    sqlite_project.seed(engine, people=4)
+    run_campaign(engine, "alerts", run_id="grey")
+    run_campaign(engine, "alerts", run_id="clean")  # user2 is not greylisted any more
+    (summary,) = retry_deferred(engine)
+    assert (summary.run_id, summary.retried, summary.sent) == ("grey", 1, 1)
+    assert retry_deferred(engine) == []
+    assert GreylistingBackend.seen.count("user2@example.com") == 3  # 451, retry, second run
