@@ -250,3 +250,30 @@ def test_the_retry_job_resumes_runs_with_deferred_rows(sqlite_project: Project) 
     assert (summary.run_id, summary.retried, summary.sent) == ("grey", 1, 1)
     assert retry_deferred(engine) == []
     assert GreylistingBackend.seen.count("user2@example.com") == 3  # 451, retry, second run
+
+
+def test_two_workers_racing_on_one_run_send_each_email_once(project: Project) -> None:
+    import threading
+
+    engines = [project.engine(delivery={"batch_size": 7}) for _ in range(3)]
+    project.seed(engines[0], people=120)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(engines))
+
+    def work(engine: object) -> None:
+        try:
+            start.wait()
+            run_campaign(engine, "alerts", run_id="contended")  # type: ignore[arg-type]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    sent = [address for engine in engines for address in delivered_to(engine)]
+    assert len(sent) == len(set(sent)) == 120
+    rows = ledger(engines[0])
+    assert len(rows) == 120 and {r.status for r in rows} == {LedgerStatus.SENT}
