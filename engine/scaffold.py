@@ -5,14 +5,25 @@ from __future__ import annotations
 import csv
 import random
 import shutil
+import sysconfig
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine.errors import TailormailError
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
-"""The source tree: its ``config/`` and ``templates/`` are the sample project."""
+
+def _sample_root() -> Path:
+    """The source tree's ``config/`` and ``templates/`` (a checkout or editable install),
+    else the copy a wheel installs under ``<prefix>/share/tailormail``."""
+    source = Path(__file__).resolve().parent.parent
+    if (source / "config" / "tailormail.toml").is_file():
+        return source
+    return Path(sysconfig.get_path("data")) / "share" / "tailormail"
+
+
+SOURCE_ROOT = _sample_root()
+"""Where the sample project lives: ``config/`` and ``templates/`` as in the repository."""
 
 FIRST_NAMES = [
     "Ada",
