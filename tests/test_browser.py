@@ -55,6 +55,7 @@ def test_unsubscribing_from_an_email_in_a_browser(
     sqlite_project: Project, browser: object, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     with BackgroundServer(sqlite_project.engine()) as server:
         engine = sqlite_project.engine(tracking_base_url=server.url)
@@ -70,6 +71,10 @@ def test_unsubscribing_from_an_email_in_a_browser(
             assert session.exec(select(SuppressionRow)).all() == []
 
         browser.find_element(By.TAG_NAME, "button").click()  # type: ignore[attr-defined]
+        # The click starts a form POST: wait for the answer page, not the old one's remains.
+        WebDriverWait(browser, 30).until(  # type: ignore[arg-type]
+            lambda b: "You are unsubscribed" in b.page_source
+        )
         body = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
         assert "You are unsubscribed" in body
         browser.save_screenshot(str(tmp_path / "unsubscribed.png"))  # type: ignore[attr-defined]
