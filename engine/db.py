@@ -42,15 +42,14 @@ def migrate(db: SAEngine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def make_db(url: str, *, echo: bool = False, upgrade: bool = True) -> SAEngine:
+def make_db(url: str, *, echo: bool = False) -> SAEngine:
     """Create the SQLAlchemy engine for ``url`` and migrate the schema to the latest."""
     if url.startswith("sqlite"):
         db = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(db, "connect", _sqlite_pragmas)
     else:
         db = create_engine(url, echo=echo, pool_pre_ping=True)
-    if upgrade:
-        migrate(db)
+    migrate(db)
     return db
 
 

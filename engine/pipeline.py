@@ -299,8 +299,7 @@ class CampaignRun:
             return []
         with session_scope(self.engine.db) as session:
             rows = list(session.scalars(select(LedgerRow).where(col(LedgerRow.id).in_(ids))))
-        retry: list[tuple[LedgerRow, str | None]] = []
-        dropped: list[tuple[LedgerRow, str | None]] = []
+        retry: list[LedgerRow] = []
         for row in rows:
             person = people.get(row.recipient_id)
             reason = (
@@ -310,10 +309,11 @@ class CampaignRun:
                     engine=self.engine, campaign=self.campaign, recipient=person
                 )
             )
-            (dropped if reason else retry).append((row, reason))
-        for row, reason in dropped:
-            self._fail([row], LedgerStatus.FAILED, f"not retried: {reason}")
-        return [row for row, _ in retry]
+            if reason:
+                self._fail([row], LedgerStatus.FAILED, f"not retried: {reason}")
+            else:
+                retry.append(row)
+        return retry
 
     def _deliver(
         self, rows: list[LedgerRow], people: dict[str, Recipient], backend: Any, executor: Any
@@ -353,14 +353,15 @@ class CampaignRun:
             sample = self.template_variables(first, [], self.variants[0])
             sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
             self.engine.renderer.check(self.variants, sample)  # fail before anything is sent
-        size = self.engine.settings.delivery.batch_size
         settings = self.engine.settings
+        size = settings.delivery.batch_size
         executor = self.engine.executor(settings.executor, **settings.executor_options)
         total, finished = len(retry) + len(todo), 0
         with self.engine.make_backend() as backend, executor:
             for start in range(0, len(retry), size):
-                self._deliver(retry[start : start + size], people, backend, executor)
-                finished = min(start + size, len(retry))
+                chunk = retry[start : start + size]
+                self._deliver(chunk, people, backend, executor)
+                finished += len(chunk)
                 if progress:
                     progress(finished, total)
             for start in range(0, len(todo), size):

@@ -85,8 +85,7 @@ def join_rewards(
     engine: Engine, *, campaign: str | None = None, now: datetime | None = None, learn: bool = True
 ) -> RewardJoinSummary:
     """The reward job: join closed windows for every campaign, then let each policy learn."""
-    summary = RewardJoinSummary()
-    summary.replayed = engine.spool.replay(engine)  # spooled clicks count before any join
+    summary = RewardJoinSummary(replayed=engine.spool.replay(engine))  # spooled clicks first
     names = [campaign] if campaign else sorted(engine.campaigns)
     for name in names:
         config = engine.campaign(name)

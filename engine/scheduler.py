@@ -7,6 +7,7 @@ its run after the cron tick it belongs to, so a tick fired twice resumes the sam
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -107,22 +108,18 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
                 replace_existing=True,
                 **explicit,
             )
-    scheduler.add_job(
-        retry_deferred,
-        IntervalTrigger(seconds=config.retry_interval_seconds),
-        args=[engine],
-        id="retry-deferred",
-        name="retry deferred sends",
-        replace_existing=True,
-        **explicit,
-    )
+    periodic: list[tuple[Callable[[Engine], object], int, str, str]] = [
+        (retry_deferred, config.retry_interval_seconds, "retry-deferred", "retry deferred sends")
+    ]
     if start_rewards:
+        periodic.append((reward_job, config.reward_interval_seconds, "rewards", "reward join"))
+    for job, seconds, job_id, name in periodic:
         scheduler.add_job(
-            reward_job,
-            IntervalTrigger(seconds=config.reward_interval_seconds),
+            job,
+            IntervalTrigger(seconds=seconds),
             args=[engine],
-            id="rewards",
-            name="reward join",
+            id=job_id,
+            name=name,
             replace_existing=True,
             **explicit,
         )

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.events import record_event
 from engine.types import EventType, TrackingEvent
 
 if TYPE_CHECKING:
@@ -68,8 +69,6 @@ class EventSpool:
 
     def replay(self, engine: Engine) -> int:
         """Store every spooled event; keep the ones that still fail. Returns how many landed."""
-        from engine.events import record_event  # events imports nothing of the spool
-
         with self._lock:
             if not self.path.exists():
                 return 0

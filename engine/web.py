@@ -90,7 +90,8 @@ class TrackingApp:
         found = self._send(request.path_params["token"], "click")
         if found is None:
             return _not_found()
-        (data, row), links = found, found[1].links or []
+        data, row = found
+        links = row.links or []
         index = data.link_index
         if index is None or not 0 <= index < len(links):
             return _not_found()

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from engine import hookimpl
+from plugins.delivery.outbox import OutboxBackend
 
 _HREF = re.compile(r"<a\b[^>]*\bhref=\"([^\"]+)\"", re.IGNORECASE)
 
@@ -56,8 +57,9 @@ def outbox(
     from engine.app import Engine
 
     with Engine(project_dir=project) as engine:
-        options = engine.settings.delivery.options.get("outbox", {})
-        folder = engine.settings.path(options.get("path", "outbox"))
+        backend = engine.make_backend("outbox")
+    assert isinstance(backend, OutboxBackend)
+    folder = backend.folder
     console = Console()
     if not folder.is_dir():
         console.print(f"no outbox at {folder}")
