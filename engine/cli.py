@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from engine.cli_support import ProjectOption, open_engine, set_global_project
 from engine.errors import TailormailError
 
 app = typer.Typer(
@@ -23,16 +25,25 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
-ProjectOption = Annotated[
-    Path | None,
-    typer.Option("--project", "-p", help="Project directory (default: found from the cwd)."),
-]
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"tailormail {version('tailormail')}", highlight=False)
+        raise typer.Exit()
 
 
-def _engine(project: Path | None, **overrides: Any) -> Any:
-    from engine.app import Engine
-
-    return Engine(project_dir=project, overrides=overrides or None)
+@app.callback()
+def _global_options(
+    project: ProjectOption = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Personalized scheduled email alerts: a contextual bandit picks each variant."""
+    set_global_project(project)
 
 
 @app.command()
@@ -64,7 +75,7 @@ def import_(
 
     if kind not in {"recipients", "items", "interactions"}:
         raise TailormailError(f"unknown kind {kind!r}: use recipients, items or interactions")
-    with _engine(project) as engine, _progress() as bar:
+    with open_engine(project) as engine, _progress() as bar:
         task = bar.add_task(f"importing {kind}", total=None)
         summary = import_file(
             engine.db, kind, file, progress=lambda rows: bar.update(task, completed=rows)
@@ -85,7 +96,7 @@ def send(
     """Run a campaign now (or resume an interrupted run) with a progress bar."""
     from engine.pipeline import run_campaign
 
-    with _engine(project) as engine, _progress() as bar:
+    with open_engine(project) as engine, _progress() as bar:
         task = bar.add_task(f"sending {campaign}", total=None)
 
         def advance(done: int, total: int) -> None:
@@ -120,7 +131,7 @@ def report(
     """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes."""
     from engine.report import campaign_report
 
-    with _engine(project) as engine:
+    with open_engine(project) as engine:
         rows = campaign_report(engine, campaign)
     table = Table(title=f"campaign {campaign}")
     for column in ("variant", "sends", "clicks", "CTR", "95% interval", "unsubscribes"):
@@ -143,7 +154,7 @@ def rewards(project: ProjectOption = None) -> None:
     """Join events whose attribution window closed, and let each policy learn."""
     from engine.rewards import join_rewards
 
-    with _engine(project) as engine:
+    with open_engine(project) as engine:
         summary = join_rewards(engine)
     for name, count in sorted(summary.rewarded.items()):
         version = summary.model_versions.get(name, "unchanged")
@@ -164,7 +175,7 @@ def export(
 
     if format not in FORMATS:
         raise TailormailError(f"unknown format {format!r}: use {' or '.join(FORMATS)}")
-    with _engine(project) as engine:
+    with open_engine(project) as engine:
         if output is None:
             count = export_decisions(engine, campaign, format, sys.stdout)
         else:
@@ -183,7 +194,7 @@ def serve(
     from engine.scheduler import build_scheduler
     from engine.web import serve as serve_web
 
-    with _engine(project) as engine:
+    with open_engine(project) as engine:
         host = host or engine.settings.web.host
         port = engine.settings.web.port if port is None else port
         scheduler = build_scheduler(engine)
@@ -200,10 +211,14 @@ def serve(
 @app.command()
 def plugins(project: ProjectOption = None) -> None:
     """List the loaded plugins and the hooks each implements."""
-    from engine.plugins import describe_plugins
+    from engine.cli_support import NotInProjectError
+    from engine.plugins import describe_plugins, make_plugin_manager
 
-    with _engine(project) as engine:
-        rows = describe_plugins(engine.pm)
+    try:
+        with open_engine(project) as engine:
+            rows = describe_plugins(engine.pm)
+    except NotInProjectError:  # outside a project: what is installed, no project settings
+        rows = describe_plugins(make_plugin_manager())
     table = Table(title="plugins")
     table.add_column("plugin")
     table.add_column("version")
@@ -253,5 +268,10 @@ def main() -> None:
     try:
         app()
     except TailormailError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(2)
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr, the message printed as is (no markup interpretation)."""
+    err.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from engine import hookimpl
+from engine.cli_support import ProjectOption, open_engine
 from plugins.delivery.outbox import OutboxBackend
 
 _HREF = re.compile(r"<a\b[^>]*\bhref=\"([^\"]+)\"", re.IGNORECASE)
@@ -49,14 +50,10 @@ def read_outbox(folder: Path, newest: int | None = None) -> Iterator[OutboxMessa
 
 def outbox(
     newest: Annotated[int, typer.Option(help="How many of the newest messages.")] = 3,
-    project: Annotated[
-        Path | None, typer.Option("--project", "-p", help="Project directory.")
-    ] = None,
+    project: ProjectOption = None,
 ) -> None:
     """Show the newest messages in the outbox with their tracked links."""
-    from engine.app import Engine
-
-    with Engine(project_dir=project) as engine:
+    with open_engine(project) as engine:
         backend = engine.make_backend("outbox")
     assert isinstance(backend, OutboxBackend)
     folder = backend.folder
