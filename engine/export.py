@@ -61,6 +61,7 @@ def jsonl_record(row: LedgerRow, reward: float) -> dict[str, Any]:
         "chosen": row.variant,
         "probability": row.probability,
         "pmf": row.pmf or {},
+        "offered": row.offered,
         "reward": reward,
         "policy": row.policy,
         "model_version": row.model_version,
@@ -90,6 +91,8 @@ def dsjson_record(
     """
     pmf = row.pmf or {}
     keys = list(pmf)
+    if row.offered:  # the features as offered then, not as configured today
+        features = {str(v["key"]): dict(v.get("features") or {}) for v in row.offered}
     index = keys.index(row.variant or "")
     order = [index] + [i for i in range(len(keys)) if i != index]
     stamp = row.sent_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if row.sent_at else None

@@ -115,6 +115,9 @@ class LedgerRow(SQLModel, table=True):
     variant: str | None = Field(default=None, max_length=64)
     probability: float | None = None
     pmf: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    # The variants as offered (key, subject, template, features): learning and evaluation
+    # see the action set as it was, whatever the campaign file says today.
+    offered: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     policy: str | None = Field(default=None, max_length=64)
     model_version: str | None = Field(default=None, max_length=64)

@@ -33,6 +33,7 @@ from engine.types import (
     SendStatus,
     Variant,
 )
+from engine.variants import offered_variants
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -48,7 +49,16 @@ _STATUS_FOR = {
 
 
 # Every ledger row of a batch carries the same keys, so one multi-row INSERT takes them.
-_DECISION_FIELDS = ("variant", "probability", "pmf", "context", "policy", "model_version", "items")
+_DECISION_FIELDS = (
+    "variant",
+    "probability",
+    "pmf",
+    "offered",
+    "context",
+    "policy",
+    "model_version",
+    "items",
+)
 
 
 @dataclass
@@ -195,6 +205,7 @@ class CampaignRun:
             "variant": decision.variant,
             "probability": decision.probability,
             "pmf": dict(decision.pmf),
+            "offered": offered_variants(self.variants),
             "context": context,
             "policy": decision.policy,
             "model_version": decision.model_version,

@@ -15,6 +15,7 @@ from engine.campaigns import Campaign
 from engine.db import session_scope
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, utcnow
 from engine.types import Feedback
+from engine.variants import variants_from_offered
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -23,11 +24,11 @@ if TYPE_CHECKING:
 def unlearned_feedback(engine: Engine, campaign: Campaign) -> tuple[list[int], list[Feedback]]:
     """Rewarded decisions the campaign's policy has not learned from yet.
 
-    Rows decided by another policy, or whose variant no longer exists, are returned in the
-    id list (so they are marked as seen) but yield no feedback.
+    Each decision is replayed over the variants as offered then, not today's list. Rows
+    decided by another policy are returned in the id list (so they are marked as seen) but
+    yield no feedback.
     """
-    variants = campaign.variant_list
-    keys = {v.key for v in variants}
+    today = campaign.variant_list
     stmt = (
         select(LedgerRow, col(RewardRow.reward))
         .join(RewardRow, col(RewardRow.send_id) == col(LedgerRow.id))
@@ -40,7 +41,8 @@ def unlearned_feedback(engine: Engine, campaign: Campaign) -> tuple[list[int], l
     with session_scope(engine.db) as session:
         for row, reward in session.execute(stmt).all():
             ids.append(row.id)
-            if row.policy != campaign.policy.name or row.variant not in keys:
+            variants = variants_from_offered(row.offered, today)
+            if row.policy != campaign.policy.name or row.variant not in {v.key for v in variants}:
                 continue
             feedback.append(
                 Feedback(
