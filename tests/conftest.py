@@ -3,6 +3,10 @@
 Each PostgreSQL test gets a database of its own, created and dropped here, so runs never
 see each other's data. In CI (``CI`` set) a PostgreSQL that does not answer fails the run;
 elsewhere those tests skip with a message saying how to run them.
+
+``postgres_url`` is the one way a test reaches PostgreSQL (``TAILORMAIL_TEST_POSTGRES_URL``
+names the server), and every test that takes it, directly or through ``db_url``, carries
+the ``postgres`` marker, so ``pytest -m postgres`` selects them all.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import shutil
 import textwrap
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "TAILORMAIL_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-BACKENDS = ["sqlite", "postgresql"]
 
 
 def _pg_admin() -> Any:
@@ -42,9 +46,21 @@ def _pg_admin() -> Any:
     return admin
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that asks for ``postgres_url`` (``db_url`` marks its own param)."""
+    for item in items:
+        if "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
+    if request.node.get_closest_marker("postgres") is None:  # or -m postgres would miss it
+        pytest.fail(
+            f"{request.node.nodeid} reaches PostgreSQL without the postgres marker: take the "
+            "database from the db_url or postgres_url fixture, or mark the param"
+        )
     admin = _pg_admin()
     name = f"tm_test_{uuid.uuid4().hex[:16]}"
     with admin.connect() as conn:
@@ -57,7 +73,7 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database URL on each backend: SQLite in tmp_path, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
@@ -149,6 +165,21 @@ class Project:
         lines += [f"i{i},Item {i},https://shop.example.com/i/{i},c{i % 2}" for i in range(n)]
         path.write_text("\n".join(lines) + "\n")
         return path
+
+    @contextmanager
+    def sent_through_a_server(self, people: int = 3) -> Iterator[tuple[Engine, str]]:
+        """Serve tracking on loopback and send ``alerts`` (run ``r1``) with links to it.
+
+        Yields the sending engine (its ``memory_outbox`` holds the emails) and the base URL.
+        """
+        from engine.pipeline import run_campaign
+        from engine.web import BackgroundServer
+
+        with BackgroundServer(self.engine()) as server:
+            engine = self.engine(tracking_base_url=server.url)
+            self.seed(engine, people=people)
+            run_campaign(engine, "alerts", run_id="r1")
+            yield engine, server.url
 
     def seed(self, engine: Engine, people: int = 20, items: int = 6) -> None:
         """Import people and items into ``engine``'s database."""

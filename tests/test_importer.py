@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,51 +11,20 @@ from typing import Any
 import pytest
 import sqlalchemy
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
 from engine.db import make_db
 from engine.errors import ImportFileError
 from engine.importer import CHUNK_ROWS, import_file, load_interactions, load_items
 
-# --- database fixture: SQLite and PostgreSQL (to move to tests/conftest.py) -----------------
-
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+# --- database fixture: an empty database on each backend (conftest's db_url) ----------
 
 
-def _postgres_database() -> Iterator[Engine]:
-    """A fresh, uniquely named PostgreSQL database, dropped at teardown."""
-    name = f"tm_test_{uuid.uuid4().hex}"
-    admin = sqlalchemy.create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as exc:
-        admin.dispose()
-        message = "PostgreSQL not reachable on 127.0.0.1:5432; start it to run these tests"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} ({exc})")
-        pytest.skip(message)
-    db = make_db(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+@pytest.fixture
+def db(db_url: str) -> Iterator[Engine]:
     """An empty tailormail database on SQLite or PostgreSQL."""
-    if request.param == "sqlite":
-        engine = make_db(f"sqlite:///{tmp_path}/t.db")
-        yield engine
-        engine.dispose()
-    else:
-        yield from _postgres_database()
+    engine = make_db(db_url)
+    yield engine
+    engine.dispose()
 
 
 # --- helpers -----------------------------------------------------------------------------

@@ -119,22 +119,13 @@ class WebhookPlugin:
 
 
 # -- fixtures ---------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The one place the test database is chosen: SQLite here, or a fresh PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/t.db"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def observer() -> WebhookPlugin:
     return WebhookPlugin()
 
 
 @pytest.fixture
-def engine(tmp_path: Path, database_url: str, observer: WebhookPlugin) -> Iterator[Engine]:
+def engine(tmp_path: Path, db_url: str, observer: WebhookPlugin) -> Iterator[Engine]:
     project = tmp_path / "project"
     (project / "config" / "campaigns").mkdir(parents=True)
     (project / "config" / "campaigns" / "alerts.toml").write_text(CAMPAIGN)
@@ -143,7 +134,7 @@ def engine(tmp_path: Path, database_url: str, observer: WebhookPlugin) -> Iterat
     settings = load_settings(
         project_dir=project,
         environ={"TAILORMAIL_SECRET": SECRET},
-        overrides={"database_url": database_url, "delivery": {"backend": "memory"}},
+        overrides={"database_url": db_url, "delivery": {"backend": "memory"}},
     )
     with Engine(settings=settings, plugins=[observer], load_entry_points=False) as built:
         yield built
