@@ -119,8 +119,12 @@ class Engine:
         options = self.settings.delivery.options.get(name, {})
         try:
             return self.backends.get(name)(self, **options)
-        except TypeError as exc:
-            raise ConfigError(f"delivery.{name}: {exc}") from exc
+        except (TypeError, ConfigError) as exc:
+            message = str(exc) if isinstance(exc, ConfigError) else f"delivery.{name}: {exc}"
+            variables = self.settings.env_variables(f"delivery.options.{name}")
+            if variables:  # the mistake may be in the environment, not in the file
+                message += f" (set by {', '.join(variables)})"
+            raise ConfigError(message) from exc
 
     def make_recipe(self, campaign: Campaign) -> Recipe:
         """An unfitted recipe for ``campaign``."""

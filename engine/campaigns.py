@@ -11,23 +11,12 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.durations import duration_field
 from engine.errors import ConfigError
 from engine.settings import format_validation_error
 from engine.types import Recipient, Variant
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def parse_duration(value: str | int | float) -> timedelta:
-    """``"3d"``, ``"12h"``, ``"90s"`` or a number of seconds."""
-    if isinstance(value, int | float):
-        return timedelta(seconds=float(value))
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not a duration like '90s', '30m', '12h' or '3d'")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 class _Strict(BaseModel):
@@ -73,7 +62,7 @@ class RewardConfig(_Strict):
     @field_validator("attribution_window", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str | int | float) else value
+        return duration_field(value)
 
 
 class Campaign(_Strict):
@@ -111,7 +100,7 @@ class Campaign(_Strict):
     @field_validator("frequency_cap", mode="before")
     @classmethod
     def _cap(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str | int | float) else value
+        return duration_field(value)
 
     @field_validator("variants")
     @classmethod

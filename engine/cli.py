@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+SAMPLE_FILES = (
+    ("recipients", "people.csv"),
+    ("items", "items.csv"),
+    ("interactions", "interactions.csv"),
+)
+"""What ``init`` writes and its hint imports, in order."""
 console = Console()
 err = Console(stderr=True)
 
@@ -58,10 +65,12 @@ def init(
     console.print(f"Created {len(written)} files in [bold]{directory}[/bold]:")
     for path in written:
         console.print(f"  {path.relative_to(directory)}")
-    console.print(
-        f"\nNext: cd {directory} && tailormail import recipients people.csv "
-        "&& tailormail send weekly-picks"
-    )
+    steps = [
+        f"cd {shlex.quote(str(directory))}",
+        *(f"tailormail import {kind} {kind_file}" for kind, kind_file in SAMPLE_FILES),
+        "tailormail send weekly-picks",
+    ]
+    console.print("\nNext:\n  " + " && \\\n  ".join(steps), highlight=False, markup=False)
 
 
 @app.command("import")
@@ -90,19 +99,32 @@ def import_(
 @app.command()
 def send(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
-    run: Annotated[str | None, typer.Option("--run", help="Resume this run id.")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Resume this existing run (see `runs`).")
+    ] = None,
+    new_run: Annotated[
+        str | None, typer.Option("--new-run", help="Start a new run with this id.")
+    ] = None,
     project: ProjectOption = None,
 ) -> None:
-    """Run a campaign now (or resume an interrupted run) with a progress bar."""
+    """Start a new run of a campaign now (or resume one with --run) with a progress bar.
+
+    Exits with status 1 when nothing could be delivered (every row deferred or failed).
+    """
     from engine.pipeline import run_campaign
+    from engine.runs import choose_run_id, run_breakdown
 
-    with open_engine(project) as engine, _progress() as bar:
-        task = bar.add_task(f"sending {campaign}", total=None)
+    with open_engine(project) as engine:
+        engine.campaign(campaign)  # an unknown name lists the configured ones
+        run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
+        with _progress() as bar:
+            task = bar.add_task(f"sending {campaign}", total=None)
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        summary = run_campaign(engine, campaign, run_id=run, progress=advance)
+            summary = run_campaign(engine, campaign, run_id=run_id, progress=advance)
+        groups = run_breakdown(engine, summary.run_id)
     table = Table(title=f"run {summary.run_id}")
     columns = (
         "audience",
@@ -121,6 +143,52 @@ def send(
     if summary.variants:
         shares = ", ".join(f"{k}: {n}" for k, n in sorted(summary.variants.items()))
         console.print(f"variants sent: {shares}")
+    for group in groups:
+        shown = ", ".join(group.addresses) + (", ..." if group.count > len(group.addresses) else "")
+        console.print(
+            Text(f"{group.status} {group.count}: {group.reason} ({shown})"), soft_wrap=True
+        )
+    attempted = summary.sent + summary.deferred + summary.failed + summary.unknown
+    if attempted and not summary.sent:
+        print_error(
+            f"run {summary.run_id}: nothing could be delivered "
+            f"({summary.deferred} deferred, {summary.failed} failed, {summary.unknown} unknown)"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    campaign: Annotated[str | None, typer.Argument(help="Only this campaign's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
+    project: ProjectOption = None,
+) -> None:
+    """List the newest runs: status, ledger counts per status, start and finish times."""
+    from engine.runs import list_runs
+
+    with open_engine(project) as engine:
+        if campaign is not None:
+            engine.campaign(campaign)
+        found = list_runs(engine, campaign, limit=limit)
+    if not found:
+        console.print("no runs yet" + (f" of {campaign}" if campaign else ""))
+        return
+    table = Table(title="runs" + (f" of {campaign}" if campaign else ""))
+    statuses = ("sent", "skipped", "deferred", "failed", "unknown", "pending")
+    for column in ("run", "status", *statuses, "started", "finished"):
+        table.add_column(column, justify="right" if column in statuses else "left")
+    for info in found:
+        table.add_row(
+            Text(info.run_id),
+            info.status,
+            *(str(info.counts.get(status, 0)) for status in statuses),
+            f"{info.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{info.finished_at:%Y-%m-%d %H:%M:%S}" if info.finished_at else "",
+        )
+    console.print(table)
+    for info in found:
+        if info.error:
+            console.print(Text(f"{info.run_id} {info.status}: {info.error}"), soft_wrap=True)
 
 
 @app.command()

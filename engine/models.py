@@ -94,6 +94,7 @@ class RunRow(SQLModel, table=True):
     status: str = Field(default="running", max_length=20)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    error: str | None = None  # why a failed run stopped
 
 
 class LedgerRow(SQLModel, table=True):

@@ -19,8 +19,10 @@ from sqlmodel import col, select
 
 from engine.campaigns import Campaign
 from engine.db import insert_ignore, insert_returning, session_scope, upsert
+from engine.errors import ConfigError
 from engine.importer import load_interactions, load_items
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
+from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
 from engine.types import (
     Decision,
@@ -118,7 +120,9 @@ class CampaignRun:
                 ],
             )
             session.execute(
-                update(RunRow).where(col(RunRow.id) == self.run_id).values(status="running")
+                update(RunRow)
+                .where(col(RunRow.id) == self.run_id)
+                .values(status="running", error=None, finished_at=None)
             )
             upsert(
                 session,
@@ -152,6 +156,12 @@ class CampaignRun:
         self.policy = self.engine.make_policy(self.campaign)
         self.recipe = self.engine.make_recipe(self.campaign)
         items = load_items(self.engine.db)
+        if not items and self.campaign.items_per_email:
+            raise ConfigError(
+                f"campaign {self.campaign.name!r}: its recipe {self.campaign.recipe.name!r} "
+                "has no catalogue to draw from (no items imported yet); import one first "
+                "with `tailormail import items FILE` (a .csv or .jsonl with an id column)"
+            )
         self.items = {item.item_id: item for item in items}
         self.recipe.fit(load_interactions(self.engine.db), items)
 
@@ -335,21 +345,31 @@ class CampaignRun:
             self._store_links(messages)
         except Exception as exc:  # nothing of this batch left: the rows failed
             self._fail(rows, LedgerStatus.FAILED, f"{type(exc).__name__}: {exc}")
-            self._close_run("failed")
             raise
         try:
             results = backend.send(messages) if messages else []
         except Exception as exc:  # some may have left: ambiguous, never resent
             self._fail(rows, LedgerStatus.UNKNOWN, f"{type(exc).__name__}: {exc}")
-            self._close_run("failed")
             raise
         self._record(messages, results)
 
     def execute(
         self, scheduled_for: datetime | None = None, progress: Progress | None = None
     ) -> RunSummary:
-        """Run (or resume) to the end; returns counts for this call."""
+        """Run (or resume) to the end; returns counts for this call.
+
+        A run that stops on an error is marked ``failed`` with the reason, never left
+        ``running``.
+        """
         self._open_run(scheduled_for)
+        try:
+            return self._execute(progress)
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._close_run("failed", reason)
+            raise
+
+    def _execute(self, progress: Progress | None) -> RunSummary:
         audience = self.engine.audience(self.campaign)
         people = {r.recipient_id: r for r in audience}
         done = self._done_recipients()
@@ -385,12 +405,12 @@ class CampaignRun:
         self._close_run("finished")
         return self.summary
 
-    def _close_run(self, status: str) -> None:
+    def _close_run(self, status: str, error: str | None = None) -> None:
         with session_scope(self.engine.db) as session:
             session.execute(
                 update(RunRow)
                 .where(col(RunRow.id) == self.run_id)
-                .values(status=status, finished_at=utcnow())
+                .values(status=status, finished_at=utcnow(), error=error and error[:2000])
             )
 
 
@@ -402,8 +422,13 @@ def run_campaign(
     scheduled_for: datetime | None = None,
     progress: Progress | None = None,
 ) -> RunSummary:
-    """Run campaign ``name`` now (or resume ``run_id``); the tick time names a scheduled run."""
+    """Run campaign ``name`` as run ``run_id`` (created, or resumed when it exists).
+
+    Without ``run_id`` a scheduled tick's id comes from ``scheduled_for``, and a send by
+    hand gets a fresh unique id (``engine.runs.manual_run_id``).
+    """
     campaign = engine.campaign(name)
-    moment = scheduled_for or utcnow()
-    run = CampaignRun(engine, campaign, run_id or run_id_for(campaign.name, moment))
+    if run_id is None:
+        run_id = run_id_for(campaign.name, scheduled_for) if scheduled_for else manual_run_id(name)
+    run = CampaignRun(engine, campaign, run_id)
     return run.execute(scheduled_for=scheduled_for, progress=progress)

@@ -10,11 +10,21 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
+from engine.durations import duration_field
 from engine.errors import ConfigError
 
 CONFIG_FILE = Path("config") / "tailormail.toml"
@@ -72,6 +82,21 @@ class Settings(_Strict):
     web: WebSettings = Field(default_factory=WebSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    frequency_cap: timedelta | None = None  # across all campaigns; each campaign has its own
+    _env_sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def env_variables(self, prefix: str) -> list[str]:
+        """The ``TAILORMAIL_*`` variables that set ``prefix`` or a key under it."""
+        return sorted(
+            name
+            for key, name in self._env_sources.items()
+            if key == prefix or key.startswith(prefix + ".")
+        )
+
+    @field_validator("frequency_cap", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return duration_field(value)
 
     @field_validator("tracking_base_url")
     @classmethod
@@ -112,20 +137,55 @@ def _set_nested(target: dict[str, Any], dotted: list[str], value: Any) -> None:
     target[dotted[-1]] = value
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``TAILORMAIL_DELIVERY__BACKEND=smtp`` becomes ``{"delivery": {"backend": "smtp"}}``."""
+def _typed(raw: str) -> Any:
+    """An environment value typed as TOML would type it: ``false``, ``25``, ``1.5``,
+    ``["a", "b"]``; anything else (dates included) stays the string it is."""
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+    return value if isinstance(value, bool | int | float | list) else raw
+
+
+def _declared(path: list[str]) -> bool:
+    """True when ``path`` names a typed settings field (pydantic converts the string);
+    False inside free-form tables (backend options, plugin options), where nothing would."""
+    model: type[BaseModel] = Settings
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        return not str(annotation).startswith("dict")
+    return False
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``TAILORMAIL_DELIVERY__BACKEND=smtp`` becomes ``{"delivery": {"backend": "smtp"}}``.
+
+    Also returns which variable set each dotted key, so an error can name the variable.
+    Values are typed like TOML values, so a backend's or plugin's options (free-form
+    tables) get ``false`` as a boolean, not as a non-empty string.
+    """
     found: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
             continue
         if name.startswith(RESERVED_ENV_PREFIXES):
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
-        value: Any = raw
+        value: Any = raw if _declared(path) else _typed(raw)
         if path == ["disabled_plugins"]:
             value = [p.strip() for p in raw.split(",") if p.strip()]
         _set_nested(found, path, value)
-    return found
+        if path[0] == "delivery" and len(path) > 2 and path[1] not in DeliverySettings.model_fields:
+            path = ["delivery", "options", *path[1:]]  # where _lift_backend_tables puts it
+        sources[".".join(path)] = name
+    return found, sources
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,15 +212,31 @@ def _lift_backend_tables(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """One line per problem, each naming the dotted key and what is wrong with it."""
+def _env_source(key: str, env_sources: Mapping[str, str]) -> str | None:
+    """The environment variable that set ``key`` (or a table holding it), if any."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        found = env_sources.get(".".join(parts[:end]))
+        if found:
+            return found
+    return None
+
+
+def format_validation_error(
+    source: str, error: ValidationError, env_sources: Mapping[str, str] | None = None
+) -> str:
+    """One line per problem, each naming the dotted key and what is wrong with it.
+
+    A key set by an environment variable names that variable instead of ``source``.
+    """
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        where = _env_source(key, env_sources or {}) or source
         if problem["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{key}'")
+            lines.append(f"{where}: unknown key '{key}'")
         else:
-            lines.append(f"{source}: invalid value for '{key}': {problem['msg']}")
+            lines.append(f"{where}: invalid value for '{key}': {problem['msg']}")
     return "\n".join(lines)
 
 
@@ -195,7 +271,8 @@ def load_settings(
             data = tomllib.loads(config_path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
-    data = _merge(_lift_backend_tables(data), _lift_backend_tables(_env_overrides(environ)))
+    from_env, env_sources = _env_overrides(environ)
+    data = _merge(_lift_backend_tables(data), _lift_backend_tables(from_env))
     if overrides:
         data = _merge(data, _lift_backend_tables(dict(overrides)))
     data["project_dir"] = project_dir
@@ -207,6 +284,8 @@ def load_settings(
             "in the environment (or leave it unset to use the secret file)"
         )
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(config_path), exc)) from exc
+        raise ConfigError(format_validation_error(str(config_path), exc, env_sources)) from exc
+    settings._env_sources = env_sources
+    return settings

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from engine.campaigns import load_campaign, parse_duration
+from engine.campaigns import load_campaign
+from engine.durations import parse_duration
 from engine.errors import ConfigError
 from engine.settings import load_settings
 

@@ -154,7 +154,9 @@ def test_frequency_cap_skips_recent_recipients(project: Project) -> None:
     assert run_campaign(engine, "capped", run_id="one").sent == 4
     second = run_campaign(engine, "capped", run_id="two")
     assert (second.sent, second.skipped) == (0, 4)
-    assert {r.skip_reason for r in ledger(engine) if r.run_id == "two"} == {"frequency cap"}
+    assert {r.skip_reason for r in ledger(engine) if r.run_id == "two"} == {
+        "frequency cap (capped: one email per 1d)"
+    }
 
 
 def test_a_broken_template_is_caught_before_anything_is_sent(sqlite_project: Project) -> None:

@@ -7,6 +7,8 @@ printed (issue 5).
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +113,136 @@ def test_commands_that_need_no_project_work_outside_one(tmp_path: Path) -> None:
     done = tailormail("plugins", cwd=tmp_path)
     assert done.returncode == 0 and "plugins.policies.vw" in done.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def imported(project: Path, *kinds: str) -> Path:
+    """``project`` with the sample files of ``kinds`` imported."""
+    files = {"recipients": "people.csv", "items": "items.csv", "interactions": "interactions.csv"}
+    for kind in kinds:
+        done = tailormail("import", kind, files[kind], cwd=project)
+        assert done.returncode == 0, done.stderr
+    return project
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- item 1: the init hint works as printed; no catalogue stops before sending ----------
+def test_the_init_hint_works_exactly_as_printed(tmp_path: Path) -> None:
+    done = tailormail("init", "my shop", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    hint = done.stdout.split("Next:", 1)[1].strip()
+    assert "tailormail send weekly-picks" in hint
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
+    ran = subprocess.run(
+        ["bash", "-e", "-c", hint],
+        cwd=tmp_path,
+        env=clean | {"PATH": path, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert len(list((tmp_path / "my shop" / "outbox").glob("*.eml"))) == 40
+
+
+def test_a_campaign_without_a_catalogue_stops_before_sending(sample: Path) -> None:
+    imported(sample, "recipients")
+    message = fails(
+        tailormail("send", "weekly-picks", cwd=sample),
+        "campaign 'weekly-picks'",
+        "no catalogue",
+        "tailormail import items",
+    )
+    assert "items[0]" not in message
+    assert not (sample / "outbox").exists()
+
+
+# -- item 5: a send starts a new run; --run resumes only an existing one -----------------
+def test_send_starts_a_new_run_each_time_and_resumes_only_known_runs(sample: Path) -> None:
+    imported(sample, "recipients", "items")
+    first = tailormail("send", "weekly-picks", cwd=sample)
+    second = tailormail("send", "weekly-picks", cwd=sample)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    ids = [re.search(r"run (weekly-picks@manual-\S+)", d.stdout) for d in (first, second)]
+    assert ids[0] and ids[1] and ids[0].group(1) != ids[1].group(1)
+
+    fails(
+        tailormail("send", "weekly-picks", "--run", "weekly-pics-1", cwd=sample),
+        "no run 'weekly-pics-1' to resume",
+        ids[0].group(1),
+        ids[1].group(1),
+        "--new-run weekly-pics-1",
+    )
+    resumed = tailormail("send", "weekly-picks", "--run", ids[0].group(1), cwd=sample)
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(r"│\s+40\s+│\s+40\s+│\s+0\s+│\s+0\s+│\s+0\s+│", resumed.stdout)
+
+    assert tailormail("send", "weekly-picks", "--new-run", "mine", cwd=sample).returncode == 0
+    fails(
+        tailormail("send", "weekly-picks", "--new-run", "mine", cwd=sample),
+        "run 'mine' already exists",
+        "--run mine",
+    )
+    fails(tailormail("send", "weekly-pics", cwd=sample), "unknown campaign 'weekly-pics'")
+
+
+def test_manual_run_ids_are_unique_within_a_second_and_unlike_tick_ids() -> None:
+    from datetime import UTC, datetime
+
+    from engine.pipeline import run_id_for
+    from engine.runs import manual_run_id
+
+    moment = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    ids = {manual_run_id("weekly", moment) for _ in range(1000)}
+    assert len(ids) == 1000
+    assert run_id_for("weekly", moment) not in ids
+
+
+# -- items 6 and 7: runs are listed; a failed run says why; a summary explains itself ---
+def test_a_run_that_delivers_nothing_exits_non_zero_and_runs_lists_it(sample: Path) -> None:
+    imported(sample, "recipients", "items")
+    env = {
+        "TAILORMAIL_DELIVERY__BACKEND": "smtp",
+        "TAILORMAIL_DELIVERY__SMTP__PORT": str(closed_port()),
+        "TAILORMAIL_DELIVERY__SMTP__TIMEOUT": "2",
+    }
+    done = tailormail("send", "weekly-picks", cwd=sample, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "nothing could be delivered (40 deferred, 0 failed, 0 unknown)" in done.stderr
+    out = " ".join(done.stdout.split())
+    sample_of_three = r"\(\S+@example\.com, \S+, \S+, \.\.\.\)"
+    assert re.search(r"deferred 40: .*Connection refused.* " + sample_of_three, out), out
+
+    listed = tailormail("runs", "weekly-picks", cwd=sample)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "weekly-picks@manual-" in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[1:8] == ["finished", "0", "0", "40", "0", "0", "0"]
+
+
+def test_a_run_stopped_by_an_error_is_marked_failed_with_the_reason(sample: Path) -> None:
+    imported(sample, "recipients")
+    fails(tailormail("send", "weekly-picks", cwd=sample), "no catalogue")
+    listed = tailormail("runs", cwd=sample)
+    assert listed.returncode == 0, listed.stderr
+    text = " ".join(listed.stdout.split())
+    assert "failed" in text and "no catalogue to draw from" in text
+    assert "running" not in text
+
+
+def test_skipped_recipients_are_grouped_by_reason(sample: Path) -> None:
+    imported(sample, "recipients", "items")
+    first = tailormail("send", "weekly-picks", cwd=sample)
+    assert first.returncode == 0, first.stderr
+    again = tailormail("send", "weekly-picks", cwd=sample)
+    assert again.returncode == 0, again.stderr  # nothing attempted: not a failure
+    out = " ".join(again.stdout.split())
+    assert re.search(r"skipped 40: frequency cap \(.*@example\.com, .*, \.\.\.\)", out), out
