@@ -22,9 +22,8 @@ from engine.plugins import make_plugin_manager
 from engine.registry import Registry, collect
 from engine.rendering import Renderer
 from engine.settings import Settings, load_settings
-from engine.spool import EventSpool
-from engine.tracking import Tokens
 from engine.types import DeliveryBackend, Policy, Recipe, Recipient
+from engine.web.tokens import Tokens
 from engine.webhooks import WebhookHandler
 
 
@@ -64,7 +63,6 @@ class Engine:
         )
         self._validate()
         self.db: SAEngine = make_db(self.settings.resolved_database_url)
-        self.spool = EventSpool(self.settings.path(self.settings.spool_file))
 
     # -- start-up checks -------------------------------------------------------------
     def _validate(self) -> None:

@@ -195,7 +195,7 @@ def run_demo(
         reader = (str(directory / "outbox"), people, seed, finished)
         columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn())
         with (
-            BackgroundServer(engine, "127.0.0.1", port),
+            BackgroundServer(engine, "127.0.0.1", port) as server,
             ProcessPoolExecutor(1, spawn, start_reader, reader) as readers,
             Progress(*columns, console=console) as progress,
         ):
@@ -205,7 +205,8 @@ def run_demo(
             try:
                 for number in range(1, rounds + 1):
                     reading = readers.submit(read_round)
-                    figures = _round(engine, scheduler, (reading, finished), progress, bars, number)
+                    readers_ = (reading, finished, server)
+                    figures = _round(engine, scheduler, readers_, progress, bars, number)
                     result.rounds.append(figures)
                     vw, ab = (f"{figures.arms[n].expected_ctr:.1%}" for n in ARMS)
                     text = f"round {number}: expected CTR vw {vw}, uniform {ab}"
@@ -236,12 +237,13 @@ def _round(
         runs[run_id] = partial(run_campaign, engine, name, run_id=run_id, progress=advance)
     _run_jobs(scheduler, runs)
     sent = time.monotonic()
-    reading, finished = readers
+    reading, finished, server = readers
     finished.set()  # the readers read what is left, then answer
     counts = {name: ReadCounts() for name in ARMS} | reading.result(timeout=TIMEOUT)
     finished.clear()
     window = max(c.reward.attribution_window for c in engine.campaigns.values())
     time.sleep(max(0.0, sent + window.total_seconds() + 0.2 - time.monotonic()))
+    server.drain()  # the clicks are in the database before their rewards are joined
     _run_jobs(scheduler, {f"rewards@round-{number:02d}": partial(reward_job, engine)})
     return RoundFigures(number, counts)
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from engine.db import insert_ignore, session_scope
-from engine.models import EventRow, LedgerRow, SuppressionRow, as_utc, utcnow
+from engine.models import (
+    CampaignSuppressionRow,
+    EventRow,
+    LedgerRow,
+    SuppressionRow,
+    as_utc,
+    utcnow,
+)
 from engine.types import EventType, TrackingEvent
 
 if TYPE_CHECKING:
@@ -119,13 +127,20 @@ def record_event(engine: Engine, event: TrackingEvent, *, dedupe_key: str | None
         return False
     if send_id != event.send_id:
         event = dataclasses.replace(event, send_id=send_id)
+    _notify(engine, event)
+    return True
+
+
+def _notify(engine: Engine, event: TrackingEvent) -> None:
+    """Call the ``tracking_event`` hook for a stored event."""
     try:
         engine.pm.hook.tracking_event(engine=engine, event=event)
     except Exception:
         # The event is stored: a failing observer must not turn a click into an error page
         # or make a provider retry a webhook whose events are already in the database.
-        log.exception("a tracking_event hook failed for %s event of send %s", event.type, send_id)
-    return True
+        log.exception(
+            "a tracking_event hook failed for %s event of send %s", event.type, event.send_id
+        )
 
 
 def event_from_row(row: EventRow) -> TrackingEvent:
@@ -160,3 +175,56 @@ def events_for(engine: Engine, send_ids: Iterable[int]) -> dict[int, list[Tracki
                 assert row.send_id is not None
                 found[row.send_id].append(event_from_row(row))
     return found
+
+
+def _scoped_suppressions(
+    session: Session, items: Sequence[tuple[TrackingEvent, str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The address-wide and the campaign-scoped suppressions that ``items`` ask for."""
+    wanted = [(e, suppression_reason(e)) for e, _ in items if e.send_id is not None]
+    wanted = [(e, reason) for e, reason in wanted if reason]
+    if not wanted:
+        return [], []
+    ids = sorted({e.send_id for e, _ in wanted if e.send_id is not None})
+    stmt = select(col(LedgerRow.id), col(LedgerRow.email), col(LedgerRow.campaign)).where(
+        col(LedgerRow.id).in_(ids)
+    )
+    sends = {row_id: (email, campaign) for row_id, email, campaign in session.execute(stmt)}
+    everywhere: list[dict[str, Any]] = []
+    scoped: list[dict[str, Any]] = []
+    for event, reason in wanted:
+        if event.send_id not in sends:
+            continue
+        email, campaign = sends[event.send_id]
+        row = {"email": email.strip().lower(), "send_id": event.send_id, "created_at": utcnow()}
+        if event.type == EventType.UNSUBSCRIBE and event.data.get("scope") == "campaign":
+            scoped.append(row | {"campaign": campaign})
+        else:
+            everywhere.append(row | {"reason": reason})
+    return everywhere, scoped
+
+
+def record_events(engine: Engine, items: Sequence[tuple[TrackingEvent, str]]) -> int:
+    """Store a batch of ``(event, dedupe_key)`` in one transaction; return how many are new.
+
+    The batch form of ``record_event`` for the click intake: events carry their send id
+    (no provider-id matching), keys already stored are skipped, unsubscribes suppress the
+    send's address (or only its campaign, when ``data["scope"] == "campaign"``), and the
+    ``tracking_event`` hook sees each new event after the commit.
+    """
+    if not items:
+        return 0
+    table = EventRow.__table__  # type: ignore[attr-defined]
+    values = [_event_values(event, event.send_id, key) for event, key in items]
+    with session_scope(engine.db) as session:
+        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table).on_conflict_do_nothing().returning(table.c.dedupe_key)
+        # executemany: one compiled statement, sent in multi-row batches by SQLAlchemy.
+        landed = set(session.scalars(stmt, values).all())
+        everywhere, scoped = _scoped_suppressions(session, items)
+        insert_ignore(session, SuppressionRow, everywhere)
+        insert_ignore(session, CampaignSuppressionRow, scoped)
+    for event, key in items:
+        if key in landed:
+            _notify(engine, event)
+    return len(landed)

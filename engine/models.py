@@ -183,3 +183,13 @@ class SuppressionRow(SQLModel, table=True):
     reason: str = Field(max_length=40)
     send_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class CampaignSuppressionRow(SQLModel, table=True):
+    """An address that asked for no more mail from one campaign (other campaigns still send)."""
+
+    __tablename__ = "campaign_suppressions"
+    email: str = Field(primary_key=True, max_length=320)
+    campaign: str = Field(primary_key=True, max_length=64)
+    send_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)

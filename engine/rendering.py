@@ -21,10 +21,12 @@ import pluggy
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import TemplateError
-from engine.tracking import Tokens
 from engine.types import Variant
+from engine.web.tokens import Tokens
 
 SUBJECT_MAX_LEN = 250
+# Says what the link offers: the page lets the reader stop this campaign or everything.
+UNSUBSCRIBE_TEXT = "Unsubscribe (this campaign or all our emails)"
 # Skip comments, scripts and styles whole; rewrite only the start tags of <a> elements.
 _HTML_LINKS = re.compile(
     r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<a\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>",
@@ -80,7 +82,8 @@ class Renderer:
 
     def render(self, *, variant: Variant, variables: dict[str, Any], send_id: int) -> RenderedEmail:
         """Render ``variant`` for one send; raises ``TemplateError`` naming the variant."""
-        unsubscribe_url = f"{self.base_url}/u/{self.tokens.unsubscribe(send_id)}"
+        campaign = str((variables.get("campaign") or {}).get("name", ""))
+        unsubscribe_url = f"{self.base_url}/u/{self.tokens.unsubscribe(send_id, campaign)}"
         context = {**variables, "unsubscribe_url": unsubscribe_url}
         subject = self._render_subject(variant, context)
         body = self._render_template(variant, variant.template, context)
@@ -94,14 +97,15 @@ class Renderer:
 
         def track(url: str) -> str:
             index = indexes.setdefault(url, len(indexes))
-            return f"{self.base_url}/c/{self.tokens.click(send_id, index)}"
+            # The target travels in the token: the redirect needs no database.
+            return f"{self.base_url}/c/{self.tokens.click(send_id, index, url)}"
 
         body, has_unsubscribe = _rewrite_html_links(body, track, unsubscribe_url)
         if not has_unsubscribe:
             body = _before_body_end(body, _unsubscribe_footer(unsubscribe_url))
         text = _rewrite_text_links(text, track, unsubscribe_url)
         if unsubscribe_url not in text:
-            text = f"{text.rstrip()}\n\nUnsubscribe: {unsubscribe_url}\n"
+            text = f"{text.rstrip()}\n\n{UNSUBSCRIBE_TEXT}: {unsubscribe_url}\n"
         pixel_url = html.escape(f"{self.base_url}/o/{self.tokens.open(send_id)}")
         body = _before_body_end(body, f'<img src="{pixel_url}" width="1" height="1" alt="">')
         headers = {
@@ -270,7 +274,8 @@ def _unsubscribe_footer(unsubscribe_url: str) -> str:
     href = html.escape(unsubscribe_url)
     return (
         '<p style="font-size:12px;color:#666666;margin-top:24px">'
-        f'Don\'t want these emails? <a href="{href}">Unsubscribe</a>.</p>'
+        f'Don\'t want these emails? <a href="{href}">Unsubscribe</a> '
+        "from this campaign or from all our emails (you choose on the next page).</p>"
     )
 
 

@@ -17,6 +17,7 @@ from engine.db import insert_ignore, session_scope
 from engine.events import events_for
 from engine.models import LedgerRow, LedgerStatus, RewardRow, as_utc, utcnow
 from engine.training import learn_online
+from engine.web.intake import store_orphans
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -85,7 +86,8 @@ def join_rewards(
     engine: Engine, *, campaign: str | None = None, now: datetime | None = None, learn: bool = True
 ) -> RewardJoinSummary:
     """The reward job: join closed windows for every campaign, then let each policy learn."""
-    summary = RewardJoinSummary(replayed=engine.spool.replay(engine))  # spooled clicks first
+    # Clicks left in the logs of stopped tracking servers first.
+    summary = RewardJoinSummary(replayed=store_orphans(engine))
     names = [campaign] if campaign else sorted(engine.campaigns)
     for name in names:
         config = engine.campaign(name)

@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -47,10 +47,13 @@ class DeliverySettings(_Strict):
 
 
 class WebSettings(_Strict):
-    """Where ``tailormail serve`` listens."""
+    """Where ``tailormail serve`` listens, and what a one-click unsubscribe stops."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8025, ge=0, le=65535)
+    # RFC 8058 one-click (the mailbox's own button) offers no choice: "all" stops every
+    # campaign, "campaign" only the one the email came from. See docs/guide.md.
+    unsubscribe_scope: Literal["all", "campaign"] = "all"
 
 
 class SchedulerSettings(_Strict):
@@ -74,7 +77,7 @@ class Settings(_Strict):
     campaigns_dir: str = "config/campaigns"
     secret: SecretStr | None = None
     secret_file: str = ".tailormail-secret"
-    spool_file: str = "spool/events.jsonl"
+    spool_dir: str = "spool"  # the tracking server's local event logs
     disabled_plugins: list[str] = Field(default_factory=list)
     executor: str = "inline"
     executor_options: dict[str, Any] = Field(default_factory=dict)

@@ -17,7 +17,13 @@ from sqlmodel import col, select
 from engine import Recipient, hookimpl
 from engine.db import session_scope
 from engine.durations import format_duration
-from engine.models import LedgerRow, LedgerStatus, SuppressionRow, utcnow
+from engine.models import (
+    CampaignSuppressionRow,
+    LedgerRow,
+    LedgerStatus,
+    SuppressionRow,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -62,11 +68,17 @@ def capped(
 
 @hookimpl(tryfirst=True)
 def eligible(engine: Engine, campaign: Campaign, recipient: Recipient) -> str | None:
-    """Skip suppressed addresses first (unsubscribes are honoured at once), then the caps."""
+    """Skip suppressed addresses first (unsubscribes are honoured at once), then the caps.
+
+    An address suppressed for this campaign only is skipped here and mailed by the others.
+    """
     with session_scope(engine.db) as session:
         suppression = session.get(SuppressionRow, recipient.email.lower())
         if suppression is not None:
             return f"suppressed ({suppression.reason})"
+        # An unsubscribe from this campaign only (the other campaigns still send).
+        if session.get(CampaignSuppressionRow, (recipient.email.lower(), campaign.name)):
+            return "unsubscribed from this campaign"
         return capped(session, engine, campaign, [recipient.recipient_id]).get(
             recipient.recipient_id
         )

@@ -11,7 +11,7 @@ import pytest
 from conftest import Project
 from sqlmodel import Session, select
 
-from engine.models import EventRow, SuppressionRow
+from engine.models import CampaignSuppressionRow, EventRow, SuppressionRow
 from engine.pipeline import run_campaign
 from engine.web import BackgroundServer
 
@@ -66,24 +66,43 @@ def test_unsubscribing_from_an_email_in_a_browser(
         assert link.startswith(f"{server.url}/u/")
 
         browser.get(link)  # type: ignore[attr-defined]
-        assert "Stop receiving these emails?" in browser.page_source  # type: ignore[attr-defined]
+        page = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        assert "Which emails should stop?" in page
+        assert "Stop the “Test alerts” emails only" in page  # the campaign, by its name
+        assert "Stop all emails to this address" in page
+        server.drain()
         with Session(engine.db) as session:  # a page view alone unsubscribes nobody
             assert session.exec(select(SuppressionRow)).all() == []
 
-        browser.find_element(By.TAG_NAME, "button").click()  # type: ignore[attr-defined]
-        # The click starts a form POST: wait for the answer page, not the old one's remains.
-        WebDriverWait(browser, 30).until(  # type: ignore[arg-type]
-            lambda b: "You are unsubscribed" in b.page_source
-        )
-        body = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
-        assert "You are unsubscribed" in body
+        def choose(scope: str, answer: str) -> str:
+            button = f"button[value='{scope}']"
+            browser.find_element(By.CSS_SELECTOR, button).click()  # type: ignore[attr-defined]
+            # The click starts a form POST: wait for the answer page, not the old one's.
+            WebDriverWait(browser, 30).until(  # type: ignore[arg-type]
+                lambda b: answer in b.page_source
+            )
+            server.drain()
+            return str(browser.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
+
+        body = choose("campaign", "You are unsubscribed from the")
+        assert "Our other emails may still reach you." in body
+        with Session(engine.db) as session:
+            scoped = session.exec(select(CampaignSuppressionRow)).all()
+            assert session.exec(select(SuppressionRow)).all() == []
+        assert [(s.email, s.campaign) for s in scoped] == [(message.to_address, "alerts")]
+
+        body = choose("all", "You are unsubscribed from all our emails")  # offered on that page
+        assert "No further email will be sent to this address." in body
         browser.save_screenshot(str(tmp_path / "unsubscribed.png"))  # type: ignore[attr-defined]
 
         with Session(engine.db) as session:
             suppressed = session.exec(select(SuppressionRow)).all()
             events = session.exec(select(EventRow)).all()
         assert [(s.email, s.reason) for s in suppressed] == [(message.to_address, "unsubscribe")]
-        assert [e.type for e in events] == ["unsubscribe"]
+        assert [(e.type, e.data["scope"]) for e in events] == [
+            ("unsubscribe", "campaign"),
+            ("unsubscribe", "all"),
+        ]
         # The next run honours it at once.
         summary = run_campaign(engine, "alerts", run_id="r2")
         assert (summary.sent, summary.skipped) == (1, 1)

@@ -14,12 +14,13 @@ import engine.hookspecs
 from engine.errors import TemplateError
 from engine.hookspecs import PROJECT, hookimpl
 from engine.rendering import RenderedEmail, Renderer, html_to_text
-from engine.tracking import Tokens
 from engine.types import Variant
+from engine.web.tokens import TokenData, Tokens
 
 BASE = "https://t.example.com"
 TOKENS = Tokens(b"rendering-test-secret-0123456789")
 VARS: dict[str, Any] = {
+    "campaign": {"name": "weekly", "description": "Weekly picks"},
     "recipient": {"first_name": "Ada"},
     "items": [{"title": "Tea", "url": "https://shop.example/tea?a=1&b=2"}],
 }
@@ -53,7 +54,7 @@ def click_links(markup: str) -> list[str]:
 
 
 def unsubscribe_url(send_id: int = 9) -> str:
-    return f"{BASE}/u/{TOKENS.unsubscribe(send_id)}"
+    return f"{BASE}/u/{TOKENS.unsubscribe(send_id, 'weekly')}"
 
 
 def test_links_are_rewritten_deduplicated_and_unescaped(tmp_path: Path) -> None:
@@ -73,7 +74,11 @@ def test_links_are_rewritten_deduplicated_and_unescaped(tmp_path: Path) -> None:
     tokens = click_links(email.html)
     assert len(tokens) == 3
     decoded = [TOKENS.verify(t, "click") for t in tokens]
-    assert [(d.send_id, d.link_index) for d in decoded if d] == [(9, 0), (9, 0), (9, 1)]
+    assert [(d.send_id, d.link_index, d.url) for d in decoded if d] == [
+        (9, 0, "https://shop.example/tea?a=1&b=2"),
+        (9, 0, "https://shop.example/tea?a=1&b=2"),
+        (9, 1, "https://other.example/"),
+    ]
     assert "shop.example" not in email.html
     for kept in ('href="mailto:help@example.com"', 'href="#top"', 'href="/relative"'):
         assert kept in email.html
@@ -92,7 +97,8 @@ def test_open_pixel_before_body_end(tmp_path: Path) -> None:
 
 def test_unsubscribe_footer_and_headers(tmp_path: Path) -> None:
     email = render(tmp_path, "<html><body><p>No unsubscribe link here</p></body></html>")
-    assert f'<a href="{unsubscribe_url()}">Unsubscribe</a>' in email.html
+    footer = f'<a href="{unsubscribe_url()}">Unsubscribe</a> from this campaign or from all'
+    assert footer in email.html  # the footer says what the link can stop
     assert email.html.index(unsubscribe_url()) < email.html.index("</body>")
     assert email.headers == {
         "List-Unsubscribe": f"<{unsubscribe_url()}>",
@@ -100,7 +106,8 @@ def test_unsubscribe_footer_and_headers(tmp_path: Path) -> None:
     }
     assert unsubscribe_url() in email.text
     assert email.links == []
-    assert TOKENS.verify(unsubscribe_url().rsplit("/", 1)[1], "unsubscribe") is not None
+    token = unsubscribe_url().rsplit("/", 1)[1]
+    assert TOKENS.verify(token, "unsubscribe") == TokenData("unsubscribe", 9, campaign="weekly")
 
 
 def test_text_part_from_sibling_template(tmp_path: Path) -> None:
@@ -141,7 +148,7 @@ def test_text_part_from_html(tmp_path: Path) -> None:
     assert "hidden" not in text and "color" not in text
     assert re.search(r"^- Tea \[" + re.escape(BASE) + r"/c/[A-Za-z0-9_-]+\]$", text, re.M)
     assert "Help [mailto:help@example.com]" in text
-    assert f"Unsubscribe: {unsubscribe_url()}" in text
+    assert f"Unsubscribe (this campaign or all our emails): {unsubscribe_url()}" in text
 
 
 def test_html_to_text_helper() -> None:

@@ -37,9 +37,9 @@ from engine.models import (
 )
 from engine.pipeline import run_campaign
 from engine.settings import load_settings
-from engine.tracking import Tokens
 from engine.types import EventType, TrackingEvent
 from engine.web import PIXEL, BackgroundServer
+from engine.web.tokens import LegacyTokens, Tokens
 from engine.webhooks import WebhookHandler, WebhookVerificationError
 
 SECRET = "test-secret"
@@ -149,12 +149,15 @@ def server(engine: Engine) -> Iterator[BackgroundServer]:
 @pytest.fixture
 def client(server: BackgroundServer) -> Iterator[httpx.Client]:
     # httpx's own user agent is a script's, which the tracker rightly flags as a bot.
+    # The intake stores events just behind the answer: after each response, wait for it,
+    # so every assertion sees the database as the request left it.
     with httpx.Client(
         base_url=server.url,
         follow_redirects=False,
         trust_env=False,
         headers={"user-agent": HUMAN_UA},
         timeout=10,
+        event_hooks={"response": [lambda _: server.drain()]},
     ) as http:
         yield http
 
@@ -204,10 +207,12 @@ def flip_one_char(token: str) -> str:
 
 
 # -- clicks -----------------------------------------------------------------------------
-def test_click_redirects_to_exactly_the_stored_url(engine: Engine, client: httpx.Client) -> None:
-    send_id = add_send(engine)
+def test_click_redirects_to_exactly_the_target_in_the_token(
+    engine: Engine, client: httpx.Client
+) -> None:
+    send_id = add_send(engine, links=[])  # the ledger is not asked
     for index, url in enumerate(LINKS):
-        response = client.get(f"/c/{engine.tokens.click(send_id, index)}")
+        response = client.get(f"/c/{engine.tokens.click(send_id, index, url)}")
         assert response.status_code == 302
         assert response.headers["location"] == url
         assert response.headers["cache-control"] == "no-store"
@@ -220,12 +225,29 @@ def test_click_redirects_to_exactly_the_stored_url(engine: Engine, client: httpx
     assert events[0].user_agent == HUMAN_UA
 
 
+def test_links_sent_before_version_2_tokens_still_redirect_from_the_ledger(
+    engine: Engine, client: httpx.Client
+) -> None:
+    send_id = add_send(engine)
+    old = LegacyTokens(SECRET.encode())  # what earlier releases put in emails
+    for index, url in enumerate(LINKS):
+        response = client.get(f"/c/{old.click(send_id, index)}")
+        assert response.status_code == 302
+        assert response.headers["location"] == url
+    assert client.get(f"/o/{old.open(send_id)}").status_code == 200
+    assert [(e.type, e.url) for e in stored_events(engine)] == [
+        ("click", LINKS[0]),
+        ("click", LINKS[1]),
+        ("open", None),
+    ]
+
+
 def test_a_failing_observer_does_not_break_the_link(
     engine: Engine, client: httpx.Client, observer: WebhookPlugin
 ) -> None:
     observer.fail = True
     send_id = add_send(engine)
-    response = client.get(f"/c/{engine.tokens.click(send_id, 0)}")
+    response = client.get(f"/c/{engine.tokens.click(send_id, 0, LINKS[0])}")
     assert response.status_code == 302
     assert response.headers["location"] == LINKS[0]
     assert [e.type for e in stored_events(engine)] == ["click"]
@@ -237,7 +259,7 @@ def test_a_non_ascii_link_is_percent_encoded_only_in_the_location(
 ) -> None:
     stored = "https://example.com/café?q=ü ok&x=1"
     send_id = add_send(engine, links=[stored])
-    response = client.get(f"/c/{engine.tokens.click(send_id, 0)}")
+    response = client.get(f"/c/{engine.tokens.click(send_id, 0, stored)}")
     assert response.status_code == 302
     assert response.headers["location"] == "https://example.com/caf%C3%A9?q=%C3%BC%20ok&x=1"
     assert [e.url for e in stored_events(engine)] == [stored]
@@ -248,14 +270,19 @@ def test_forged_or_misused_tokens_are_404_and_record_nothing(
 ) -> None:
     send_id = add_send(engine)
     tokens = engine.tokens
-    click = tokens.click(send_id, 0)
+    old = LegacyTokens(SECRET.encode())
+    click = tokens.click(send_id, 0, LINKS[0])
+    other = Tokens(b"another-secret")
     cases = {
         "one character flipped": ("GET", f"/c/{flip_one_char(click)}"),
-        "signed with another secret": ("GET", f"/c/{Tokens(b'another-secret').click(send_id, 0)}"),
+        "sealed with another secret": ("GET", f"/c/{other.click(send_id, 0, LINKS[0])}"),
+        "old token, another secret": ("GET", f"/c/{LegacyTokens(b'x').click(send_id, 0)}"),
+        "old token flipped": ("GET", f"/c/{flip_one_char(old.click(send_id, 0))}"),
         "random string": ("GET", "/c/not-a-token-at-all"),
+        "a target that is not http(s)": ("GET", f"/c/{tokens.click(send_id, 0, 'javascript:x')}"),
         "unsubscribe token as a click": ("GET", f"/c/{tokens.unsubscribe(send_id)}"),
-        "link index out of range": ("GET", f"/c/{tokens.click(send_id, len(LINKS))}"),
-        "send not in the ledger": ("GET", f"/c/{tokens.click(send_id + 1000, 0)}"),
+        "old token, link index out of range": ("GET", f"/c/{old.click(send_id, len(LINKS))}"),
+        "old token, send not in the ledger": ("GET", f"/c/{old.click(send_id + 1000, 0)}"),
         "click token at the unsubscribe page": ("GET", f"/u/{click}"),
         "click token posted to unsubscribe": ("POST", f"/u/{click}"),
         "forged unsubscribe": ("POST", f"/u/{flip_one_char(tokens.unsubscribe(send_id))}"),
@@ -272,7 +299,7 @@ def test_head_requests_and_scanners_are_flagged_but_still_redirected(
     engine: Engine, client: httpx.Client
 ) -> None:
     send_id = add_send(engine)
-    path = f"/c/{engine.tokens.click(send_id, 1)}"
+    path = f"/c/{engine.tokens.click(send_id, 1, LINKS[1])}"
     head = client.head(path)
     scanner = client.get(path, headers={"user-agent": SCANNER_UA})
     person = client.get(path)
@@ -413,7 +440,7 @@ def test_unreadable_webhook_payload_is_400(engine: Engine, client: httpx.Client)
 def test_oversized_webhook_body_is_413(
     engine: Engine, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("engine.web.MAX_WEBHOOK_BODY", 100)
+    monkeypatch.setattr("engine.web.webhooks.MAX_WEBHOOK_BODY", 100)
     events = [{"event": "delivered", "id": f"e{i}", "ts": 0} for i in range(10)]
     assert post_webhook(client, events).status_code == 413
     assert stored_events(engine) == []
@@ -489,7 +516,7 @@ def test_events_round_trip_for_the_reward_join(engine: Engine) -> None:
 def test_health_reports_the_database(engine: Engine, client: httpx.Client, tmp_path: Path) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "intake": {"pending": 0}}
     working = engine.db
     engine.db = create_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")  # cannot be opened
     try:

@@ -1,0 +1,211 @@
+"""The tracking app: click redirect, open pixel, unsubscribe, provider webhooks, health.
+
+Nothing on the click, open or unsubscribe path waits for the database: the token says
+where a link goes (``engine.web.tokens``), the event goes to the local log
+(``engine.web.intake``), and the answer leaves. Only links minted before version 2 tokens
+look their target up in the ledger. The app keeps no state a load balancer would care
+about: any number of processes can serve one project, each with its own log.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, quote
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from engine.db import session_scope
+from engine.models import LedgerRow
+from engine.tracking import is_bot_user_agent, is_machine_open
+from engine.types import EventType
+from engine.web import pages
+from engine.web.intake import Intake
+from engine.web.tokens import TokenData
+from engine.web.webhooks import read_limited, webhook
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+log = logging.getLogger(__name__)
+
+# The classic 1x1 transparent GIF (42 bytes).
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = pages.NO_STORE
+_NOT_HEADER_SAFE = re.compile(r"[^\x21-\x7e]+")  # spaces, controls, non-ASCII (IRIs)
+_UNAVAILABLE = {"Retry-After": "5"} | NO_STORE
+
+
+def _not_found() -> PlainTextResponse:
+    return PlainTextResponse("Not found\n", status_code=404, headers=NO_STORE)
+
+
+def _unavailable() -> PlainTextResponse:
+    return PlainTextResponse("Try again in a moment\n", status_code=503, headers=_UNAVAILABLE)
+
+
+class TrackingApp:
+    """The endpoints, bound to one engine and one intake; ``create_app`` routes to them."""
+
+    def __init__(self, engine: Engine, intake: Intake | None = None) -> None:
+        """Serve tracking for ``engine`` (its tokens, campaigns and webhook handlers)."""
+        self.engine = engine
+        self.tokens = engine.tokens
+        self.intake = intake or Intake(engine)
+
+    async def click(self, request: Request) -> Response:
+        """``GET|HEAD /c/{token}``: record the click in the log, redirect to its target."""
+        data = self.tokens.verify(request.path_params["token"], "click")
+        if data is None:
+            return _not_found()
+        url = data.url
+        if url is None:  # a version 1 token: its target is in the ledger
+            try:
+                url = await run_in_threadpool(self._stored_link, data)
+            except Exception:
+                log.warning("cannot resolve an old-style link while the database is down")
+                return _unavailable()
+        if url is None or not url.lower().startswith(("http://", "https://")):
+            return _not_found()
+        agent = request.headers.get("user-agent")
+        # Security gateways probe links with HEAD or announce themselves in the user agent:
+        # still redirect them (the link must work) but keep the click out of the reward.
+        bot = request.method == "HEAD" or is_bot_user_agent(agent)
+        try:
+            self.intake.record(
+                EventType.CLICK,
+                data.send_id,
+                url=url,
+                user_agent=agent,
+                bot=bot,
+                data={"link_index": data.link_index},
+            )
+        except OSError:
+            log.exception("the intake log cannot be written")
+            return _unavailable()  # not acknowledged, so nothing is lost: the reader retries
+        # Percent-encode what a Location header cannot carry, leaving the rest as stored.
+        location = _NOT_HEADER_SAFE.sub(lambda match: quote(match.group()), url)
+        headers = NO_STORE | {"Location": location, "Referrer-Policy": "no-referrer"}
+        return Response(status_code=302, headers=headers)
+
+    def _stored_link(self, data: TokenData) -> str | None:
+        with session_scope(self.engine.db) as session:
+            row = session.get(LedgerRow, data.send_id)
+        links = (row.links or []) if row is not None else []
+        index = data.link_index
+        return links[index] if index is not None and 0 <= index < len(links) else None
+
+    async def open(self, request: Request) -> Response:
+        """``GET /o/{token}``: the pixel; an open is recorded only for a genuine token."""
+        data = self.tokens.verify(request.path_params["token"], "open")
+        if data is not None:
+            agent = request.headers.get("user-agent")
+            machine = request.method == "HEAD" or is_machine_open(agent)
+            try:
+                self.intake.record(
+                    EventType.OPEN,
+                    data.send_id,
+                    user_agent=agent,
+                    bot=is_bot_user_agent(agent),
+                    machine=machine,
+                )
+            except OSError:
+                log.exception("the intake log cannot be written; an open is lost")
+        # The same answer either way, so the pixel is no oracle for guessing tokens.
+        return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
+
+    def _campaign_label(self, data: TokenData) -> str | None:
+        campaign = self.engine.campaigns.get(data.campaign or "")
+        if campaign is None:
+            return data.campaign
+        return campaign.description or campaign.name
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        """``GET /u/{token}``: offer both scopes; do nothing (scanners follow every GET)."""
+        data = self.tokens.verify(request.path_params["token"], "unsubscribe")
+        if data is None:
+            return _not_found()
+        return pages.confirm(self._campaign_label(data))
+
+    async def unsubscribe(self, request: Request) -> Response:
+        """``POST /u/{token}``: the form's choice, or RFC 8058 one-click (the default scope).
+
+        Accepted into the log at once, applied by the writer (within seconds of the
+        database answering, when it is down). Repeating it changes nothing.
+        """
+        body = await read_limited(request, 64 * 1024)
+        data = self.tokens.verify(request.path_params["token"], "unsubscribe")
+        if data is None:
+            return _not_found()
+        # Our form names a scope; "List-Unsubscribe=One-Click" (or no body) gets the default.
+        chosen = parse_qs((body or b"").decode("latin-1")).get("scope", [""])[-1]
+        scope = chosen if chosen in pages.SCOPES else self.engine.settings.web.unsubscribe_scope
+        try:
+            self.intake.record(
+                EventType.UNSUBSCRIBE,
+                data.send_id,
+                dedupe_key=f"unsub:{data.send_id}:{scope}",
+                user_agent=request.headers.get("user-agent"),
+                data={"scope": scope},
+            )
+        except OSError:
+            log.exception("the intake log cannot be written")
+            return _unavailable()
+        return pages.done(scope, self._campaign_label(data))
+
+    async def webhook(self, request: Request) -> Response:
+        """``POST /webhooks/{provider}``: see ``engine.web.webhooks.webhook``."""
+        return await webhook(self.engine, request)
+
+    def health(self, request: Request) -> Response:
+        """``GET /health``: 200 when the database answers, 503 when it does not.
+
+        ``intake.pending`` counts events in this process's log not yet in the database.
+        """
+        intake = {"pending": self.intake.pending}
+        try:
+            with self.engine.db.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:
+            body = {"status": "error", "database": "error", "intake": intake}
+            return JSONResponse(body, 503, NO_STORE)
+        body = {"status": "ok", "database": "ok", "intake": intake}
+        return JSONResponse(body, headers=NO_STORE)
+
+
+def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
+    """The Starlette app serving ``engine``'s tracking links, webhooks and health check.
+
+    Its lifespan starts the intake's writer and, at shutdown, stores what it can; without
+    a lifespan (an ASGI test transport) the intake starts on its first event.
+    """
+    app = TrackingApp(engine, intake)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        app.intake.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(app.intake.stop)
+
+    routes = [
+        Route("/c/{token}", app.click, methods=["GET", "HEAD"]),
+        Route("/o/{token}", app.open, methods=["GET", "HEAD"]),
+        Route("/u/{token}", app.unsubscribe_page, methods=["GET"]),
+        Route("/u/{token}", app.unsubscribe, methods=["POST"]),
+        Route("/webhooks/{provider}", app.webhook, methods=["POST"]),
+        Route("/health", app.health, methods=["GET"]),
+    ]
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+    starlette.state.intake = app.intake
+    return starlette

@@ -1,0 +1,272 @@
+"""The intake's durable local log: append-only segment files, one set per process.
+
+A record's bytes are handed to the OS (``os.write``) before the request is answered, so an
+acknowledged event survives a SIGKILL of the server; a syncer thread ``fdatasync``s them in
+groups every ``sync_interval`` (50 ms), so a power cut costs at most that much.
+
+Each process writes its own segments (``<tag>.<n>.log``) and holds an exclusive ``flock``
+on ``<tag>.lock`` for as long as it lives. The kernel drops the lock when the process dies,
+however it dies, so another process (a restarted server, the reward job) can tell a dead
+process's log from a live one and adopt it: several servers on one host never share a file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+SEGMENT_BYTES = 8 * 1024 * 1024
+SYNC_INTERVAL = 0.05  # seconds; the issue's bound is 100 ms
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a new file's name durable, not only its contents."""
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def segment_paths(directory: Path, tag: str) -> list[Path]:
+    """The segments of the log ``tag``, oldest first."""
+    return sorted(directory.glob(f"{tag}.*.log"))
+
+
+def read_lines(path: Path) -> list[bytes]:
+    """Every line of a closed segment; a torn last line (a power cut) is returned too."""
+    with suppress(FileNotFoundError):
+        return path.read_bytes().splitlines()
+    return []
+
+
+class EventLog:
+    """This process's log: ``append`` lines, synced in groups, rotated by size."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        sync_interval: float = SYNC_INTERVAL,
+    ) -> None:
+        """A log under ``directory``; nothing is opened until ``open``."""
+        self.directory = directory
+        self.tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.segment_bytes = segment_bytes
+        self.sync_interval = sync_interval
+        self._lock = threading.Lock()
+        self._segment = 0
+        self._fd = -1
+        self._size = 0
+        self._dirty = False
+        self._retired: list[int] = []  # rotated segments' fds, synced then closed by the syncer
+        self._new_names = False
+        self._lock_fd = -1
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+
+    # -- owner side ---------------------------------------------------------------------
+    def open(self) -> EventLog:
+        """Create the directory, take this log's lock, open segment 0, start the syncer."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd = os.open(self.segment_path(0), _OPEN_FLAGS, 0o600)
+        _fsync_directory(self.directory)
+        self._syncer = threading.Thread(target=self._sync_loop, name="intake-fsync", daemon=True)
+        self._syncer.start()
+        return self
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file this process holds while its log is live."""
+        return self.directory / f"{self.tag}.lock"
+
+    def segment_path(self, number: int) -> Path:
+        """The file of segment ``number``."""
+        return self.directory / f"{self.tag}.{number:06d}.log"
+
+    @property
+    def segment(self) -> int:
+        """The number of the segment being appended to."""
+        with self._lock:
+            return self._segment
+
+    def append(self, line: bytes) -> None:
+        """Write ``line`` (ending in a newline) to the OS; raises ``OSError`` (disk full)."""
+        with self._lock:
+            view = memoryview(line)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                if len(view) != len(line):  # end the torn line so the next one stays whole
+                    with suppress(OSError):
+                        os.write(self._fd, b"\n")
+                raise
+            self._size += len(line)
+            self._dirty = True
+            if self._size >= self.segment_bytes:
+                self._retired.append(self._fd)
+                self._segment += 1
+                self._fd = os.open(self.segment_path(self._segment), _OPEN_FLAGS, 0o600)
+                self._size = 0
+                self._new_names = True
+
+    def sync(self) -> None:
+        """Flush what was appended to the disk (what the syncer does every interval)."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            retired, self._retired = self._retired, []
+            # A duplicate descriptor: the slow fdatasync runs outside the lock, so
+            # appends (the request path) never wait for the disk.
+            current = os.dup(self._fd) if self._dirty else -1
+            self._dirty = False
+            new_names, self._new_names = self._new_names, False
+        for fd in retired:
+            os.fsync(fd)
+            os.close(fd)
+        if current >= 0:
+            try:
+                os.fdatasync(current)
+            finally:
+                os.close(current)
+        if new_names:
+            _fsync_directory(self.directory)
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.sync_interval):
+            self.sync()
+
+    def close(self, *, discard: bool) -> None:
+        """Stop the syncer and sync; with ``discard`` (all stored) delete the log's files."""
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
+        self.sync()
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        if discard:
+            for path in segment_paths(self.directory, self.tag):
+                path.unlink(missing_ok=True)
+            self.lock_path.unlink(missing_ok=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock: the log may now be adopted
+            self._lock_fd = -1
+
+
+class Tail:
+    """Reads one live log's segments in order as they grow (the writer thread's cursor).
+
+    ``read`` returns whole lines only; ``release`` deletes the segments read to their end,
+    once the caller has stored what they held.
+    """
+
+    def __init__(self, log: EventLog) -> None:
+        """A cursor at the start of ``log``."""
+        self.log = log
+        self._segment = 0
+        self._offset = 0
+        self._finished: list[Path] = []
+
+    def read(self, limit: int = 1 << 20) -> list[bytes]:
+        """Up to about ``limit`` bytes of whole new lines (possibly none)."""
+        lines: list[bytes] = []
+        budget = limit
+        while budget > 0:
+            path = self.log.segment_path(self._segment)
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(self._offset)
+                    chunk = handle.read(budget)
+            except FileNotFoundError:
+                chunk = b""
+            cut = chunk.rfind(b"\n") + 1
+            if cut:
+                lines += chunk[:cut].splitlines()
+                self._offset += cut
+                budget -= cut
+                continue
+            # Nothing whole left here: move on only if the appender already rotated, and
+            # read once more after seeing that, since its last write came before rotating.
+            if self._segment >= self.log.segment:
+                break
+            with path.open("rb") as handle:
+                handle.seek(self._offset)
+                rest = handle.read()
+            lines += rest.splitlines()  # a torn tail, if any, is kept to be rejected
+            self._finished.append(path)
+            self._segment += 1
+            self._offset = 0
+        return lines
+
+    def release(self) -> None:
+        """Delete the segments read to their end (call after storing what ``read`` gave)."""
+        for path in self._finished:
+            path.unlink(missing_ok=True)
+        self._finished.clear()
+
+
+class Orphan:
+    """A dead process's log, locked by us while we store and then delete it."""
+
+    def __init__(self, directory: Path, tag: str, lock_fd: int) -> None:
+        """Hold ``lock_fd`` (the flock on ``<tag>.lock``) until ``finish`` or ``release``."""
+        self.directory = directory
+        self.tag = tag
+        self._lock_fd = lock_fd
+
+    def segments(self) -> list[Path]:
+        """The orphan's segments, oldest first."""
+        return segment_paths(self.directory, self.tag)
+
+    def finish(self) -> None:
+        """Everything is stored: delete the segments, then the lock file, then unlock."""
+        for path in self.segments():
+            path.unlink(missing_ok=True)
+        (self.directory / f"{self.tag}.lock").unlink(missing_ok=True)
+        self.release()
+
+    def release(self) -> None:
+        """Give the orphan back (its files stay for the next adopter)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def orphans(directory: Path, own_tag: str | None = None) -> Iterator[Orphan]:
+    """Each log under ``directory`` whose process is gone, locked for the caller in turn."""
+    if not directory.is_dir():
+        return
+    for lock_path in sorted(directory.glob("*.lock")):
+        tag = lock_path.stem
+        if tag == own_tag:
+            continue
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # adopted and deleted by someone else meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Another adopter may have finished and unlinked it between our open and lock.
+            if os.fstat(fd).st_ino != os.stat(lock_path).st_ino:
+                raise FileNotFoundError(lock_path)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            continue  # a live process's log, or gone
+        orphan = Orphan(directory, tag, fd)
+        try:
+            yield orphan
+        finally:
+            orphan.release()

@@ -1,0 +1,279 @@
+"""Click intake: the request path appends to the local log; a writer thread stores behind it.
+
+The handlers call ``Intake.record``: one ``os.write`` and the reader has their answer. A
+background thread tails the log and batch-inserts its events into the database (each
+with a dedupe key, so a replay after a crash stores nothing twice), then deletes the
+segments it stored. While the database is down the log simply grows; the writer retries
+every second at most, so once the database answers again an unsubscribe is applied within
+about ``RETRY_CAP + 1`` seconds. Logs left by dead processes are adopted and stored by any
+live writer and by the reward job (``store_orphans``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from engine.events import record_events
+from engine.types import EventType, TrackingEvent
+from engine.web.eventlog import SEGMENT_BYTES, EventLog, Tail, orphans, read_lines
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+log = logging.getLogger(__name__)
+
+BATCH_LINES = 2000
+RETRY_CAP = 1.0  # seconds between attempts while the database is down
+ADOPT_INTERVAL = 5.0  # seconds between looks for logs of dead processes
+REJECTED_FILE = "rejected.jsonl"
+# Rebuilding a TrackingEvent from a record: short keys keep the log small.
+_FIELDS = {"s": "send_id", "u": "url", "a": "user_agent", "b": "bot", "m": "machine", "d": "data"}
+
+
+def encode(seq: int, key: str, kind: EventType, moment: float, fields: dict[str, Any]) -> bytes:
+    """One log line: sequence number, dedupe key, event type, Unix time and event fields."""
+    record = {"q": seq, "k": key, "t": kind.value, "ts": moment}
+    record.update((short, fields[name]) for short, name in _FIELDS.items() if name in fields)
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> tuple[int, TrackingEvent, str]:
+    """The sequence number, event and dedupe key of a log line (``ValueError`` if unreadable)."""
+    try:
+        record = json.loads(line)
+        fields = {name: record[short] for short, name in _FIELDS.items() if short in record}
+        event = TrackingEvent(
+            type=EventType(record["t"]),
+            timestamp=datetime.fromtimestamp(float(record["ts"]), UTC),
+            **fields,
+        )
+        return int(record["q"]), event, str(record["k"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not an intake record: {exc}") from exc
+
+
+def _transient(exc: Exception) -> bool:
+    """True for "the database is not answering" (retry), False for a bad record."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def spool_dir(engine: Engine) -> Path:
+    """Where ``engine``'s intake logs live."""
+    return engine.settings.path(engine.settings.spool_dir)
+
+
+class _Store:
+    """Stores decoded batches; records the database refuses for good go to ``rejected``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.rejected = spool_dir(engine) / REJECTED_FILE
+
+    def lines(self, lines: Sequence[bytes]) -> int:
+        """Store ``lines``; raises only when the database is unreachable. Returns max seq."""
+        items: list[tuple[TrackingEvent, str]] = []
+        last = 0
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                seq, event, key = decode(line)
+            except ValueError as exc:
+                self._reject(line, f"unreadable: {exc}")
+                continue
+            items.append((event, key))
+            last = max(last, seq)
+        self._store(items, lines_of=lines)
+        return last
+
+    def _store(self, items: list[tuple[TrackingEvent, str]], *, lines_of: Sequence[bytes]) -> None:
+        if not items:
+            return
+        try:
+            record_events(self.engine, items)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            if len(items) == 1:  # this one record is what the database refuses
+                event, key = items[0]
+                self._reject(key.encode(), f"{type(exc).__name__}: {exc}", event)
+                return
+            middle = len(items) // 2  # find the bad record(s) by halves
+            self._store(items[:middle], lines_of=lines_of)
+            self._store(items[middle:], lines_of=lines_of)
+
+    def _reject(self, line: bytes, why: str, event: TrackingEvent | None = None) -> None:
+        log.error("intake record kept aside in %s (%s)", self.rejected, why[:200])
+        entry = {"why": why, "line": line.decode(errors="replace")}
+        if event is not None:
+            entry["event"] = repr(event)
+        self.rejected.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self.rejected.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def store_orphans(engine: Engine, own_tag: str | None = None) -> int:
+    """Store and delete the logs of dead processes; returns how many records were stored.
+
+    A log whose database write fails stays for the next attempt.
+    """
+    store = _Store(engine)
+    stored = 0
+    for orphan in orphans(spool_dir(engine), own_tag):
+        try:
+            for path in orphan.segments():
+                lines = read_lines(path)
+                for start in range(0, len(lines), BATCH_LINES):
+                    store.lines(lines[start : start + BATCH_LINES])
+                stored += len(lines)
+                path.unlink()
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            log.warning("the log of a stopped server waits for the database: %s", exc)
+            break
+        orphan.finish()
+        log.info("stored the log %s of a stopped server", orphan.tag)
+    return stored
+
+
+class Intake:
+    """One process's event log and the writer thread that stores it in the database."""
+
+    def __init__(
+        self, engine: Engine, directory: Path | None = None, *, segment_bytes: int = SEGMENT_BYTES
+    ) -> None:
+        """Prepare the intake; the log opens on ``start`` (or on the first record)."""
+        self.engine = engine
+        self.directory = directory or spool_dir(engine)
+        self.segment_bytes = segment_bytes
+        self._store = _Store(engine)
+        self._log: EventLog | None = None
+        self._pid = 0
+        self._seq = 0
+        self._stored = 0
+        self._done = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.database_ok = True
+
+    def start(self) -> Intake:
+        """Open a fresh log and start the writer (again after a fork or a ``stop``)."""
+        with self._start_lock:
+            if self._log is not None and self._pid == os.getpid():
+                return self
+            self._log = EventLog(self.directory, segment_bytes=self.segment_bytes).open()
+            self._pid = os.getpid()
+            self._seq = self._stored = 0
+            self._stopping.clear()
+            self._writer = threading.Thread(
+                target=self._run, args=(self._log,), name="intake-writer", daemon=True
+            )
+            self._writer.start()
+        return self
+
+    def record(
+        self, kind: EventType, send_id: int, *, dedupe_key: str | None = None, **fields: Any
+    ) -> None:
+        """Append one event; when this returns, a SIGKILL can no longer lose it.
+
+        ``fields`` are ``TrackingEvent`` fields (url, user_agent, bot, machine, data).
+        Raises ``OSError`` when the log cannot be written (disk full): answer 503 then.
+        """
+        event_log = self._log if self._pid == os.getpid() else None
+        if event_log is None:
+            event_log = self.start()._log
+            assert event_log is not None
+        fields["send_id"] = send_id
+        with self._done:  # numbered and written in one step, so the log is in seq order
+            seq = self._seq + 1
+            key = dedupe_key or f"log:{event_log.tag}:{seq}"
+            event_log.append(encode(seq, key, kind, time.time(), fields))
+            self._seq = seq
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Events appended but not yet stored in the database."""
+        with self._done:
+            return self._seq - self._stored
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every event recorded so far is in the database; False on time-out."""
+        with self._done:
+            target = self._seq
+            return self._done.wait_for(lambda: self._stored >= target, timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Store what remains (up to ``timeout``), then close; leftovers wait in the log."""
+        with self._start_lock:
+            writer, event_log = self._writer, self._log
+            if writer is None or event_log is None or self._pid != os.getpid():
+                return
+            self.drain(timeout)
+            self._stopping.set()
+            self._wake.set()
+            writer.join(timeout)
+            event_log.close(discard=self.pending == 0 and not writer.is_alive())
+            self._log = self._writer = None
+
+    # -- the writer thread ----------------------------------------------------------------
+    def _run(self, event_log: EventLog) -> None:
+        tail = Tail(event_log)
+        next_adopt = 0.0
+        while not self._stopping.is_set():
+            lines = tail.read()
+            if lines:
+                last = self._store_until_done(lines)
+                if last is None:
+                    return  # stopping while the database is down: the log keeps them
+                tail.release()
+                with self._done:
+                    self._stored = max(self._stored, last)
+                    self._done.notify_all()
+                continue
+            if self.database_ok and time.monotonic() >= next_adopt:
+                next_adopt = time.monotonic() + ADOPT_INTERVAL
+                self._adopt(event_log.tag)
+            self._wake.wait(0.05)
+            self._wake.clear()
+
+    def _store_until_done(self, lines: list[bytes]) -> int | None:
+        delay = 0.05
+        while True:
+            try:
+                last = self._store.lines(lines)
+            except Exception as exc:
+                if not _transient(exc):
+                    log.exception("the intake writer failed; retrying")
+                elif self.database_ok:
+                    log.warning("database unreachable; events wait in the intake log: %s", exc)
+                self.database_ok = False
+                if self._stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, RETRY_CAP)
+                continue
+            if not self.database_ok:
+                log.warning("database reachable again; the intake log is being stored")
+            self.database_ok = True
+            return last
+
+    def _adopt(self, own_tag: str) -> None:
+        try:
+            store_orphans(self.engine, own_tag)
+        except Exception:
+            log.exception("could not store the log of a stopped server")
