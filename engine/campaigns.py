@@ -12,6 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import ConfigError
+from engine.recommendation.filters import FilterConfig
 from engine.settings import format_validation_error
 from engine.types import Recipient, Variant
 
@@ -90,6 +91,7 @@ class Campaign(_Strict):
     items_per_email: int = Field(default=5, ge=0, le=100)
     frequency_cap: timedelta | None = None
     recipe: NamedPlugin = NamedPlugin(name="popularity")
+    filters: FilterConfig = Field(default_factory=FilterConfig)
     policy: NamedPlugin = NamedPlugin(name="vw")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     variants: list[VariantConfig] = Field(min_length=1)

@@ -19,8 +19,9 @@ from sqlmodel import col, select
 
 from engine.campaigns import Campaign
 from engine.db import insert_ignore, insert_returning, session_scope, upsert
-from engine.importer import load_interactions, load_items
+from engine.importer import load_items
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
+from engine.recommendation.recommender import campaign_recommender
 from engine.sampling import seed_from_decision_id
 from engine.types import (
     Decision,
@@ -140,10 +141,8 @@ class CampaignRun:
 
     def _prepare_models(self) -> None:
         self.policy = self.engine.make_policy(self.campaign)
-        self.recipe = self.engine.make_recipe(self.campaign)
-        items = load_items(self.engine.db)
-        self.items = {item.item_id: item for item in items}
-        self.recipe.fit(load_interactions(self.engine.db), items)
+        self.recipe = campaign_recommender(self.engine, self.campaign, self.run_id)
+        self.items = {item.item_id: item for item in load_items(self.engine.db)}
 
     # -- per recipient ------------------------------------------------------------------
     def template_variables(
