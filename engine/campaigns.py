@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.durations import duration_field
 from engine.errors import ConfigError
+from engine.recommendation.filters import FilterConfig
 from engine.settings import format_validation_error
 from engine.types import Recipient, Variant
 
@@ -79,6 +80,7 @@ class Campaign(_Strict):
     items_per_email: int = Field(default=5, ge=0, le=100)
     frequency_cap: timedelta | None = None
     recipe: NamedPlugin = NamedPlugin(name="popularity")
+    filters: FilterConfig = Field(default_factory=FilterConfig)
     policy: NamedPlugin = NamedPlugin(name="vw")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     variants: list[VariantConfig] = Field(min_length=1)

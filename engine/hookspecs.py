@@ -7,7 +7,7 @@ coroutine). Hooks not marked ``firstresult`` collect every non-None answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.campaigns import Campaign
     from engine.types import (
         DeliveryBackend,
+        Item,
         Message,
         Policy,
         Recipe,
@@ -114,6 +115,18 @@ def extra_template_vars(
 @hookspec
 def prepare_jinja2_environment(env: jinja2.Environment) -> None:
     """Modify the sandboxed Jinja2 environment (filters, globals) once, when it is built."""
+
+
+@hookspec
+def filter_items(
+    engine: Engine, campaign: Campaign, user_id: str, items: list[Item]
+) -> Iterable[str] | None:
+    """Return the ids of the ``items`` that ``user_id`` must not be shown in ``campaign``.
+
+    Called with a recipe's candidates for one recipient, after the campaign's own
+    ``[filters]`` and before the top-k cut; every answer's ids are dropped and the recipe
+    is asked for more, so the email still gets its items while eligible ones remain.
+    """
 
 
 @hookspec(firstresult=True)

@@ -29,7 +29,7 @@ from sqlmodel import Session, SQLModel
 from engine.db import session_scope, upsert
 from engine.errors import ImportFileError
 from engine.models import InteractionRow, ItemRow, RecipientRow, as_utc
-from engine.types import Interaction, Item
+from engine.types import DEFAULT_INTERACTION_KIND, Interaction, Item
 
 CHUNK_ROWS = 1000
 """Rows per INSERT statement; every chunk of a file still shares one transaction."""
@@ -46,6 +46,7 @@ _LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
 _EMAIL = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>{_LABEL}(?:\.{_LABEL})+)")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 # Epoch seconds past this (year 5138) are almost surely milliseconds.
 _MAX_EPOCH_SECONDS = 1e11
 
@@ -172,7 +173,17 @@ def _interaction(record: Mapping[str, Any], from_csv: bool) -> dict[str, Any]:
         "item_id": _identifier(record, "item_id"),
         "timestamp": _timestamp(record.get("timestamp")),
         "value": value,
+        "kind": _kind(record.get("kind")),
     }
+
+
+def _kind(value: Any) -> str:
+    """An interaction's kind (``view``, ``purchase``...); empty means the default kind."""
+    if value is None or value == "":
+        return DEFAULT_INTERACTION_KIND
+    if not isinstance(value, str) or not _KIND.fullmatch(value.strip()):
+        raise _Invalid("kind", f"{value!r} is not a kind like 'view' or 'purchase'")
+    return value.strip()
 
 
 @dataclass(frozen=True)
@@ -184,7 +195,7 @@ class _Kind:
     keyed: bool  # rows have an ``id``: upserted, and an id twice in one file is an error
 
 
-_EVENT = ("user_id", "item_id", "timestamp", "value")
+_EVENT = ("user_id", "item_id", "timestamp", "value", "kind")
 _KINDS = {
     "recipients": _Kind(RecipientRow, ("id", "email"), None, _recipient, True),
     "items": _Kind(ItemRow, ("id",), None, _item, True),
@@ -343,12 +354,15 @@ def import_file(
 def load_interactions(db: SAEngine, since: datetime | None = None) -> list[Interaction]:
     """Every stored interaction (at or after ``since`` if given), oldest first."""
     table = _table(InteractionRow)
-    stmt = select(table.c.user_id, table.c.item_id, table.c.timestamp, table.c.value)
+    stmt = select(table.c.user_id, table.c.item_id, table.c.timestamp, table.c.value, table.c.kind)
     if since is not None:
         stmt = stmt.where(table.c.timestamp >= as_utc(since))
     with Session(db) as session:
         result = session.execute(stmt.order_by(table.c.timestamp, table.c.id)).all()
-    return [Interaction(user, item, moment, float(value)) for user, item, moment, value in result]
+    return [
+        Interaction(user, item, when, float(value), kind)
+        for user, item, when, value, kind in result
+    ]
 
 
 def load_items(db: SAEngine) -> list[Item]:

@@ -62,6 +62,7 @@ class InteractionRow(SQLModel, table=True):
     item_id: str = Field(index=True, max_length=200)
     timestamp: datetime = Field(index=True)
     value: float = 1.0
+    kind: str = Field(default="interaction", max_length=64)
 
 
 class CampaignRow(SQLModel, table=True):
@@ -192,4 +193,33 @@ class CampaignSuppressionRow(SQLModel, table=True):
     email: str = Field(primary_key=True, max_length=320)
     campaign: str = Field(primary_key=True, max_length=64)
     send_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RecipeFitRow(SQLModel, table=True):
+    """A fitted recipe, pickled, keyed by recipe, parameters and the data it was fitted on.
+
+    A run reuses the row whose fingerprint matches the interactions, items and recipients
+    it sees, so a recipe is refitted only when that data changed.
+    """
+
+    __tablename__ = "recipe_fits"
+    __table_args__ = (
+        UniqueConstraint("recipe", "params_digest", "fingerprint", name="uq_recipe_fits_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    recipe: str = Field(max_length=64)
+    params_digest: str = Field(max_length=64)
+    fingerprint: str = Field(max_length=64)
+    blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    fit_seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RunRecipeFitRow(SQLModel, table=True):
+    """Which stored fit a run recommends from: the first worker of the run decides."""
+
+    __tablename__ = "run_recipe_fits"
+    run_id: str = Field(primary_key=True, max_length=200)
+    fit_id: int = Field(index=True)
     created_at: datetime = Field(default_factory=utcnow)

@@ -46,14 +46,24 @@ class Feedback:
     reward: float
 
 
+DEFAULT_INTERACTION_KIND = "interaction"
+"""The ``kind`` of an interaction imported without one."""
+
+
 @dataclass(frozen=True)
 class Interaction:
-    """A user's interaction with a catalogue item (a view, a purchase, a click)."""
+    """A user's interaction with a catalogue item (a view, a purchase, a click).
+
+    ``kind`` tells interactions apart (``view``, ``purchase``, ``email_click`` for a click on
+    an item inside an email, ...), so recipes can weigh them and filters exclude by kind;
+    it is ``"interaction"`` when the data does not say.
+    """
 
     user_id: str
     item_id: str
     timestamp: datetime
     value: float = 1.0
+    kind: str = DEFAULT_INTERACTION_KIND
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,13 @@ class Recipe(Protocol):
     def fit(self, interactions: Iterable[Interaction], items: Iterable[Item] = ()) -> None: ...
 
     def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[str]: ...
+
+
+@runtime_checkable
+class SimilarItems(Protocol):
+    """A recipe that can also answer "items like this one" (``tailormail similar``)."""
+
+    def similar(self, item_id: str, k: int) -> list[str]: ...
 
 
 class SendStatus(enum.StrEnum):

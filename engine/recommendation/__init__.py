@@ -1,0 +1,1 @@
+"""Recommending: stored recipe fits, campaign filters, and offline evaluation of recipes."""

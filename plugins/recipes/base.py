@@ -1,0 +1,118 @@
+"""The shared life cycle of the built-in recipes: fit on a ``History``, score, rank, fill.
+
+A subclass scores items for a user (and, where it can, for an item); this base turns the
+scores into an answer of exactly ``k`` items whenever the catalogue has that many outside
+``exclude``: scored items first, then the rest by popularity, so a filter downstream never
+leaves an email short. Recipes do not drop a user's own items by themselves: campaigns do
+that with their ``[filters]`` (``exclude_interacted``), as Amazon Personalize does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from engine.types import Interaction, Item
+from plugins.recipes.history import (
+    Fallback,
+    FloatArray,
+    History,
+    blocked_mask,
+    build_history,
+    rank,
+)
+
+
+def check_positive(name: str, value: float, *, whole: bool = False) -> None:
+    """Reject a parameter that must be a positive number (a whole one when ``whole``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if whole and int(value) != value:
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+def check_share(name: str, value: float) -> None:
+    """Reject a parameter that must lie in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+class ScoredRecipe:
+    """Base of the matrix recipes: ``fit`` indexes, subclasses score, ``recommend`` ranks."""
+
+    name = "scored"
+
+    def __init__(self, kind_weights: Mapping[str, float] | None = None) -> None:
+        for kind, weight in (kind_weights or {}).items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+                raise ValueError(f"kind_weights.{kind} must be a number >= 0, got {weight!r}")
+        self.kind_weights = dict(kind_weights or {})
+        self._history: History | None = None
+        self._fallback: Fallback | None = None
+
+    # -- fitting ------------------------------------------------------------------------
+    def fit(self, interactions: Iterable[Interaction], items: Iterable[Item] = ()) -> None:
+        """Index the interactions and fit the model; replaces any earlier fit."""
+        history = build_history(interactions, items, self.kind_weights)
+        self._fit(history)
+        self._history = history
+        self._fallback = Fallback.by_counts(history, self._fallback_counts(history))
+
+    def _fit(self, history: History) -> None:
+        """Fit the model on ``history`` (subclasses)."""
+
+    def _fallback_counts(self, history: History) -> FloatArray:
+        return history.counts()
+
+    @property
+    def history(self) -> History:
+        """The fitted data; an unfitted recipe says which method to call first."""
+        if self._history is None:
+            raise RuntimeError(f"{type(self).__name__}.fit() must be called before recommending")
+        return self._history
+
+    # -- scoring (subclasses) ------------------------------------------------------------
+    def user_scores(self, user_id: str) -> FloatArray:
+        """A score per item index for ``user_id`` (0 means "no opinion")."""
+        return np.zeros(self.history.n_items)
+
+    def item_scores(self, index: int) -> FloatArray:
+        """A score per item index for the item at ``index`` (0 means "no opinion")."""
+        return np.zeros(self.history.n_items)
+
+    # -- answers ------------------------------------------------------------------------
+    def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[str]:
+        """The ``k`` best items for ``user_id`` outside ``exclude``, filled by popularity."""
+        history = self.history
+        blocked = blocked_mask(history, exclude)
+        assert self._fallback is not None
+        chosen = rank(self.user_scores(user_id), k, blocked, self._fallback)
+        return [history.item_ids[i] for i in chosen]
+
+    def similar(self, item_id: str, k: int) -> list[str]:
+        """The ``k`` items most like ``item_id`` ([] for an item the recipe does not know)."""
+        history = self.history
+        index = history.item_index.get(item_id)
+        if index is None:
+            return []
+        blocked = blocked_mask(history, (), also=[index])
+        assert self._fallback is not None
+        chosen = rank(self.item_scores(index), k, blocked, self._fallback)
+        return [history.item_ids[i] for i in chosen]
+
+    def score(self, user_id: str, item_ids: Iterable[str]) -> dict[str, float]:
+        """Scores of ``item_ids`` for ``user_id``; unknown items score 0 (for re-ranking)."""
+        history = self.history
+        scores = self.user_scores(user_id)
+        return {
+            item: float(scores[history.item_index[item]]) if item in history.item_index else 0.0
+            for item in item_ids
+        }
+
+    def popularity_position(self, item_id: str) -> int:
+        """The item's place in the popularity fallback (lower is more popular)."""
+        history = self.history
+        assert self._fallback is not None
+        index = history.item_index.get(item_id)
+        return int(self._fallback.position[index]) if index is not None else history.n_items
