@@ -25,7 +25,7 @@ from engine.settings import Settings, load_settings
 from engine.spool import EventSpool
 from engine.tracking import Tokens
 from engine.types import DeliveryBackend, Policy, Recipe, Recipient
-from engine.webhooks import WebhookHandler
+from engine.webhooks import WebhookHandler, configure_handlers
 
 
 class Engine:
@@ -78,6 +78,7 @@ class Engine:
             if name not in self.backends:
                 raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
         self.make_backend()  # unknown options fail here, naming the option
+        configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
         if self.settings.executor not in self.executors:
             raise ConfigError(
                 f"executor: unknown executor {self.settings.executor!r} "

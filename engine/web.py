@@ -32,7 +32,7 @@ from engine.events import record_event
 from engine.models import LedgerRow
 from engine.tracking import TokenData, is_bot_user_agent, is_machine_open
 from engine.types import EventType, TrackingEvent
-from engine.webhooks import WebhookVerificationError
+from engine.webhooks import WebhookError, receive_webhook
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -156,29 +156,29 @@ class TrackingApp:
         return _page("Unsubscribed", _DONE)
 
     async def webhook(self, request: Request) -> Response:
-        """``POST /webhooks/{provider}``: verify, parse, store each event once."""
+        """``POST /webhooks/{provider}``: verify, parse, store each event once.
+
+        2xx only once every event is stored; 5xx when storing failed, so the provider
+        retries (the retry is deduplicated).
+        """
         provider = request.path_params["provider"]
         if provider not in self.engine.webhook_handlers:
             return _not_found()
-        handler = self.engine.webhook_handlers.get(provider)
+        if not self.engine.webhook_handlers.get(provider).enabled:
+            return JSONResponse({"error": f"webhook {provider!r} is not configured"}, 404)
         body = await _read_limited(request, MAX_WEBHOOK_BODY)
         if body is None:
             return JSONResponse({"error": "body too large"}, status_code=413)
         try:
-            events = await run_in_threadpool(handler.handle, request.headers, body)
-        except WebhookVerificationError:
-            return JSONResponse({"error": "verification failed"}, status_code=403)
-        except (ValueError, KeyError) as exc:
-            return JSONResponse({"error": f"unreadable payload: {exc}"}, status_code=400)
-        stored = await run_in_threadpool(self._store, provider, events)
-        return JSONResponse({"stored": stored, "duplicates": len(events) - stored})
-
-    def _store(self, provider: str, events: list[TrackingEvent]) -> int:
-        stored = 0
-        for event in events:
-            key = f"{provider}:{event.provider_event_id}" if event.provider_event_id else None
-            stored += record_event(self.engine, event, dedupe_key=key)
-        return stored
+            stored, duplicates = await run_in_threadpool(
+                receive_webhook, self.engine, provider, request.headers, body
+            )
+        except WebhookError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except Exception:
+            log.exception("could not store %s webhook events; the provider will retry", provider)
+            return JSONResponse({"error": "events not stored; retry later"}, status_code=503)
+        return JSONResponse({"stored": stored, "duplicates": duplicates})
 
     def health(self, request: Request) -> Response:
         """``GET /health``: 200 when the database answers, 503 when it does not."""
