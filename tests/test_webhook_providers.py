@@ -27,6 +27,7 @@ from providers_kit import (
     signed_request,
 )
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from engine.app import Engine
 from engine.db import session_scope
@@ -413,3 +414,21 @@ def test_an_unconfigured_provider_answers_404(tmp_path: Path) -> None:
         response = httpx.post(f"{server.url}/webhooks/sendgrid", content=b"[]", trust_env=False)
     assert response.status_code == 404
     assert "not configured" in response.json()["error"]
+
+
+def test_events_the_database_cannot_take_answer_503_and_the_retry_stores_them(
+    kit: Kit, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send_id, email = kit.add_send()
+    headers, body = signed_request(kit.signers["standard"], "complaint", send_id, email)
+
+    def database_down(*args: Any, **kwargs: Any) -> bool:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr("engine.webhooks.record_event", database_down)
+        response = post(client, "standard", headers, body)
+    assert response.status_code == 503
+    assert kit.events(send_id) == []
+    assert post(client, "standard", headers, body).json() == {"stored": 1, "duplicates": 0}
+    assert kit.suppressed(email) == "complaint"
