@@ -24,7 +24,7 @@ from engine.rendering import Renderer
 from engine.settings import Settings, load_settings
 from engine.types import DeliveryBackend, Policy, Recipe, Recipient
 from engine.web.tokens import Tokens
-from engine.webhooks import WebhookHandler
+from engine.webhooks import WebhookHandler, configure_handlers
 
 
 class Engine:
@@ -76,6 +76,7 @@ class Engine:
             if name not in self.backends:
                 raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
         self.make_backend()  # unknown options fail here, naming the option
+        configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
         if self.settings.executor not in self.executors:
             raise ConfigError(
                 f"executor: unknown executor {self.settings.executor!r} "

@@ -22,6 +22,7 @@ from engine.models import (
     EventRow,
     LedgerRow,
     SuppressionRow,
+    WebhookReceiptRow,
     as_utc,
     utcnow,
 )
@@ -99,8 +100,17 @@ def _event_values(
     }
 
 
-def record_event(engine: Engine, event: TrackingEvent, *, dedupe_key: str | None = None) -> bool:
+def record_event(
+    engine: Engine,
+    event: TrackingEvent,
+    *,
+    dedupe_key: str | None = None,
+    also_keys: Sequence[str] = (),
+) -> bool:
     """Store ``event``; return False when ``dedupe_key`` was already stored (a duplicate).
+
+    ``also_keys`` are further keys that make the event a duplicate when any was seen before
+    (a webhook event's content key, for providers that change event ids on retry).
 
     An event whose ``send_id`` is not in the ledger is matched by ``provider_message_id``.
     Unsubscribes, complaints and hard bounces suppress the send's address (or, for a
@@ -111,7 +121,10 @@ def record_event(engine: Engine, event: TrackingEvent, *, dedupe_key: str | None
     with session_scope(engine.db) as session:
         row = _find_send(session, event)
         send_id = row.id if row is not None else event.send_id
-        stored = insert_ignore(session, EventRow, [_event_values(event, send_id, dedupe_key)]) > 0
+        receipts = [{"key": key, "created_at": utcnow()} for key in also_keys]
+        stored = insert_ignore(session, WebhookReceiptRow, receipts) == len(receipts) and (
+            insert_ignore(session, EventRow, [_event_values(event, send_id, dedupe_key)]) > 0
+        )
         email = row.email if row is not None else event.recipient_email
         # Suppress even on a duplicate: honouring an unsubscribe twice is harmless, and a
         # deleted suppression must come back when the recipient asks again.

@@ -223,3 +223,28 @@ class RunRecipeFitRow(SQLModel, table=True):
     run_id: str = Field(primary_key=True, max_length=200)
     fit_id: int = Field(index=True)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookReceiptRow(SQLModel, table=True):
+    """A key a webhook request has used: an event's content key, or a single-use token.
+
+    ``digest`` (a token's) is the hash of the body it first came with, so a provider's
+    retry of the same request passes and a captured token on another body does not.
+    """
+
+    __tablename__ = "webhook_receipts"
+    key: str = Field(primary_key=True, max_length=320)
+    digest: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class CampaignPauseRow(SQLModel, table=True):
+    """A campaign that paused itself (complaint or hard-bounce rate over its threshold)."""
+
+    __tablename__ = "campaign_pauses"
+    campaign: str = Field(primary_key=True, max_length=64)
+    reason: str
+    metric: str = Field(max_length=40)
+    rate: float
+    sends: int
+    paused_at: datetime = Field(default_factory=utcnow)

@@ -27,6 +27,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.delivery.outbox_command",
     "plugins.delivery.smtp",
     "plugins.delivery.memory",
+    "plugins.webhooks.sendgrid",
+    "plugins.webhooks.mailgun",
+    "plugins.webhooks.postmark",
+    "plugins.webhooks.ses",
+    "plugins.webhooks.standard",
 )
 
 

@@ -153,6 +153,7 @@ class SendResult:
     status: SendStatus
     provider_id: str | None = None
     error: str | None = None
+    rejected: bool = False  # the recipient's server refused the address itself (hard bounce)
 
 
 class DeliveryBackend:
@@ -190,6 +191,7 @@ class EventType(enum.StrEnum):
     """The normalized vocabulary of tracking and provider events."""
 
     DELIVERED = "delivered"
+    DEFERRED = "deferred"  # the receiving server said "later"; the provider keeps trying
     OPEN = "open"
     CLICK = "click"
     UNSUBSCRIBE = "unsubscribe"

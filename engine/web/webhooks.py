@@ -6,19 +6,19 @@ The handler framework (verification, parsing, the handlers themselves) is
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from engine.events import record_event
-from engine.types import TrackingEvent
-from engine.webhooks import WebhookVerificationError
+from engine.webhooks import WebhookError, receive_webhook
 
 if TYPE_CHECKING:
     from engine.app import Engine
 
+log = logging.getLogger(__name__)
 MAX_WEBHOOK_BODY = 5 * 1024 * 1024  # providers batch events, but never anywhere near this
 
 
@@ -33,29 +33,28 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
 
 
 async def webhook(engine: Engine, request: Request) -> Response:
-    """``POST /webhooks/{provider}``: verify, parse, store each event once."""
+    """``POST /webhooks/{provider}``: verify, parse, store each event once.
+
+    2xx only once every event is stored; 5xx when storing failed, so the provider
+    retries (the retry is deduplicated).
+    """
     provider = request.path_params["provider"]
     if provider not in engine.webhook_handlers:
         return PlainTextResponse(
             "Not found\n", status_code=404, headers={"Cache-Control": "no-store"}
         )
-    handler = engine.webhook_handlers.get(provider)
+    if not engine.webhook_handlers.get(provider).enabled:
+        return JSONResponse({"error": f"webhook {provider!r} is not configured"}, 404)
     body = await read_limited(request, MAX_WEBHOOK_BODY)
     if body is None:
         return JSONResponse({"error": "body too large"}, status_code=413)
     try:
-        events = await run_in_threadpool(handler.handle, request.headers, body)
-    except WebhookVerificationError:
-        return JSONResponse({"error": "verification failed"}, status_code=403)
-    except (ValueError, KeyError) as exc:
-        return JSONResponse({"error": f"unreadable payload: {exc}"}, status_code=400)
-    stored = await run_in_threadpool(_store, engine, provider, events)
-    return JSONResponse({"stored": stored, "duplicates": len(events) - stored})
-
-
-def _store(engine: Engine, provider: str, events: list[TrackingEvent]) -> int:
-    stored = 0
-    for event in events:
-        key = f"{provider}:{event.provider_event_id}" if event.provider_event_id else None
-        stored += record_event(engine, event, dedupe_key=key)
-    return stored
+        stored, duplicates = await run_in_threadpool(
+            receive_webhook, engine, provider, request.headers, body
+        )
+    except WebhookError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except Exception:
+        log.exception("could not store %s webhook events; the provider will retry", provider)
+        return JSONResponse({"error": "events not stored; retry later"}, status_code=503)
+    return JSONResponse({"stored": stored, "duplicates": duplicates})

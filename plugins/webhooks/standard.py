@@ -1,0 +1,134 @@
+"""A generic webhook following the Standard Webhooks scheme (standardwebhooks.com).
+
+Headers ``webhook-id``, ``webhook-timestamp`` (Unix seconds) and ``webhook-signature``
+(space-separated ``v1,<base64 HMAC-SHA256>`` entries) over ``{id}.{timestamp}.{body}``,
+keyed with the base64 secret after its ``whsec_`` prefix. The body is one event:
+``{"type": "bounce", "timestamp": "...", "data": {"send_id", "message_id", "recipient",
+"url", "user_agent", "bounce_type"}}`` with ``type`` from tailormail's vocabulary.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from engine import hookimpl
+from engine.types import EventType, TrackingEvent
+from engine.webhooks import (
+    HandlerOptions,
+    WebhookHandler,
+    WebhookPayloadError,
+    WebhookVerificationError,
+    as_dict,
+    from_epoch,
+    from_iso,
+    header,
+    json_body,
+    optional_str,
+    same,
+)
+from plugins.webhooks.common import send_id_from
+
+
+def decode_secret(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret (ValueError when it is not one)."""
+    encoded = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise ValueError("the secret must be 'whsec_' followed by base64") from None
+
+
+class StandardOptions(HandlerOptions):
+    """``[plugins.webhooks.standard]``: the env var holding the ``whsec_...`` secret."""
+
+    secret_env: str | None = None
+
+
+class StandardWebhook(WebhookHandler):
+    """``POST /webhooks/standard``: for any sender that speaks Standard Webhooks."""
+
+    provider = "standard"
+    Options = StandardOptions
+
+    def __init__(self) -> None:
+        self.key: bytes | None = None
+
+    def configure(self, options: HandlerOptions) -> None:
+        """Read and decode the secret now, so a bad one fails at start-up."""
+        assert isinstance(options, StandardOptions)
+        if options.secret_env is None:
+            self.key = None
+            return
+        value = os.environ.get(options.secret_env)
+        if not value:
+            raise ValueError(f"environment variable {options.secret_env!r} is not set")
+        self.key = decode_secret(value)
+
+    @property
+    def enabled(self) -> bool:
+        """Only with a secret."""
+        return self.key is not None
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Any ``v1`` signature in the header matching is enough (keys rotate)."""
+        webhook_id = header(headers, "webhook-id")
+        timestamp = header(headers, "webhook-timestamp")
+        signatures = header(headers, "webhook-signature")
+        if self.key is None:
+            raise WebhookVerificationError("no secret configured")
+        signed = f"{webhook_id}.{timestamp}.".encode() + body
+        expected = base64.b64encode(hmac.new(self.key, signed, hashlib.sha256).digest()).decode()
+        matches = [
+            same(expected, value)
+            for version, _, value in (entry.partition(",") for entry in signatures.split())
+            if version == "v1"
+        ]
+        if not any(matches):
+            raise WebhookVerificationError("bad signature")
+
+    def signed_timestamp(self, headers: Mapping[str, str], body: bytes) -> datetime:
+        """The ``webhook-timestamp`` header, whole seconds only."""
+        value = header(headers, "webhook-timestamp")
+        if not value.isascii() or not value.isdigit():
+            raise WebhookPayloadError(f"webhook-timestamp is not Unix seconds: {value!r}")
+        return from_epoch(int(value))
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> list[TrackingEvent]:
+        """The one event of the body; ``webhook-id`` is its id (stable across retries)."""
+        raw = as_dict(json_body(body), "body")
+        try:
+            kind = EventType(str(raw.get("type")))
+        except ValueError:
+            raise WebhookPayloadError(f"unknown event type {raw.get('type')!r}") from None
+        data = as_dict(raw.get("data", {}), "data")
+        extra: dict[str, str] = {}
+        if kind == EventType.BOUNCE:
+            bounce_type = data.get("bounce_type", "hard")
+            if bounce_type not in ("hard", "soft"):
+                raise WebhookPayloadError(f"bounce_type must be hard or soft: {bounce_type!r}")
+            extra["bounce_type"] = bounce_type
+        return [
+            TrackingEvent(
+                type=kind,
+                send_id=send_id_from(data.get("send_id")),
+                timestamp=from_iso(raw.get("timestamp")),
+                provider_event_id=header(headers, "webhook-id"),
+                provider_message_id=optional_str(data.get("message_id"), "data.message_id"),
+                url=optional_str(data.get("url"), "data.url"),
+                user_agent=optional_str(data.get("user_agent"), "data.user_agent"),
+                recipient_email=optional_str(data.get("recipient"), "data.recipient"),
+                data=extra,
+            )
+        ]
+
+
+@hookimpl
+def register_webhook_handlers(register: Callable[[str, WebhookHandler], None]) -> None:
+    """Register the Standard Webhooks handler as ``standard``."""
+    register("standard", StandardWebhook())
