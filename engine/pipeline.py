@@ -155,11 +155,15 @@ class CampaignRun:
 
     def _prepare_models(self) -> None:
         self.policy = self.engine.make_policy(self.campaign)
-from engine.errors import ConfigError
-from engine.importer import load_items
-from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
-from engine.recommendation.recommender import campaign_recommender
-from engine.runs import manual_run_id
+        items = load_items(self.engine.db)
+        if not items and self.campaign.items_per_email:
+            raise ConfigError(
+                f"campaign {self.campaign.name!r}: its recipe {self.campaign.recipe.name!r} "
+                "has no catalogue to draw from (no items imported yet); import one first "
+                "with `tailormail import items FILE` (a .csv or .jsonl with an id column)"
+            )
+        self.items = {item.item_id: item for item in items}
+        self.recipe = campaign_recommender(self.engine, self.campaign, self.run_id)
 
     # -- per recipient ------------------------------------------------------------------
     def template_variables(

@@ -60,7 +60,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     campaign.write_text(text.replace('attribution_window = "3d"', 'attribution_window = "0s"'))
     ok(tailormail("import", "recipients", "people.csv", cwd=project))
     ok(tailormail("import", "items", "items.csv", cwd=project))
-    ok(tailormail("send", CAMPAIGN, "--run", "first", cwd=project))
+    ok(tailormail("send", CAMPAIGN, "--new-run", "first", cwd=project))
     with Engine(project_dir=project) as engine:
         with session_scope(engine.db) as session:
             first = select(LedgerRow).order_by(LedgerRow.id).limit(1)  # type: ignore[arg-type]

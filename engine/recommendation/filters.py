@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from engine.durations import duration_field
 from engine.models import as_utc
 
 _TRUE = {"true", "yes", "1", "y", "available", "in stock", "in_stock"}
@@ -21,9 +22,7 @@ _FALSE = {"false", "no", "0", "n", "unavailable", "out of stock", "out_of_stock"
 
 
 def _duration(value: Any) -> Any:
-    from engine.campaigns import parse_duration  # campaigns imports this module
-
-    return parse_duration(value) if isinstance(value, str | int | float) else value
+    return duration_field(value)
 
 
 class FilterConfig(BaseModel):
