@@ -8,6 +8,7 @@ their own through the ``filter_items`` hook.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from engine.durations import duration_field
 from engine.models import as_utc
 
+_PRICE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _TRUE = {"true", "yes", "1", "y", "available", "in stock", "in_stock"}
 _FALSE = {"false", "no", "0", "n", "unavailable", "out of stock", "out_of_stock", "sold out"}
 
@@ -89,12 +91,13 @@ def _categories(value: Any) -> set[str]:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """A number, or the first number in a text such as ``"77.00 EUR"`` or ``"€8"``."""
+    if isinstance(value, bool) or value is None:
         return None
-    try:
+    if isinstance(value, int | float):
         return float(value)
-    except (TypeError, ValueError):
-        return None
+    match = _PRICE.search(str(value))
+    return float(match.group().replace(",", "")) if match else None
 
 
 def _available(value: Any) -> bool:
@@ -107,11 +110,15 @@ def _available(value: Any) -> bool:
 
 
 def _moment(value: Any) -> datetime | None:
+    """A date-time from a datetime, an ISO 8601 text or a unix time in seconds."""
     if isinstance(value, datetime):
         return as_utc(value)
-    number = _number(value)
-    if number is not None:
-        return datetime.fromtimestamp(number, UTC)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        pass
     try:
         return as_utc(datetime.fromisoformat(str(value).strip()))
     except ValueError:

@@ -9,6 +9,7 @@ pass or no eligible item is left. So an email is never short while eligible item
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -59,6 +60,7 @@ class CampaignRecommender:
         hook: Any = None,
         hook_args: Mapping[str, Any] | None = None,
         fit: StoredFit | None = None,
+        now: datetime | None = None,
     ) -> None:
         self.recipe = recipe
         self.catalogue = dict(catalogue)
@@ -68,7 +70,8 @@ class CampaignRecommender:
         self._hook = hook
         self._hook_args = dict(hook_args or {})
         pairs = ((i, item.attributes) for i, item in self.catalogue.items())
-        self.blocked = excluded_by_rules(self.filters, pairs, utcnow())
+        # Rules are checked once, at the run's start ("newer than" counts from then).
+        self.blocked = excluded_by_rules(self.filters, pairs, now or utcnow())
 
     def fit(self, interactions: Iterable[Interaction], items: Iterable[Item] = ()) -> None:
         """Refit the underlying recipe (the filters stay)."""
