@@ -133,9 +133,6 @@ def deliver_all(engine: Engine, sequence: list[tuple[str, dict[str, str], bytes]
     join_rewards(engine, now=SENT_AT + dt.timedelta(days=1), learn=False)
 
 
-REQUESTS_SIGNED = build_requests()
-
-
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     counts=st.lists(st.integers(1, 50), min_size=len(REQUESTS), max_size=len(REQUESTS)),
@@ -144,9 +141,8 @@ REQUESTS_SIGNED = build_requests()
 def test_any_number_of_shuffled_retries_store_what_one_delivery_stores(
     tmp_path_factory: pytest.TempPathFactory, counts: list[int], order: Any
 ) -> None:
-    sequence = [
-        request for request, n in zip(REQUESTS_SIGNED, counts, strict=True) for _ in range(n)
-    ]
+    signed = build_requests()  # signed now: a request signed at collection time goes stale
+    sequence = [request for request, n in zip(signed, counts, strict=True) for _ in range(n)]
     order.shuffle(sequence)
     first_seen = list({id(request): request for request in sequence}.values())
     with pytest.MonkeyPatch.context() as monkeypatch:
