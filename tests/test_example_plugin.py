@@ -178,6 +178,7 @@ RUN_SCRIPT = """
     project = Path(sys.argv[1])
     with Engine(project_dir=project) as engine:
         import_file(engine.db, "recipients", project / "recipients.csv")
+        import_file(engine.db, "items", project / "items.csv")
         summary = run_campaign(engine, "weekly")
         again = run_campaign(engine, "weekly", run_id=summary.run_id)
         with session_scope(engine.db) as session:
@@ -223,6 +224,8 @@ def _project(directory: Path, recipients: int) -> Path:
         f"u{i:03d},user{i}@example.org,{'a' if i % 2 else 'b'}" for i in range(recipients)
     ]
     (directory / "recipients.csv").write_text("\n".join(lines) + "\n")
+    catalogue = ["id,title"] + [f"i{i},Item {i}" for i in range(5)]
+    (directory / "items.csv").write_text("\n".join(catalogue) + "\n")
     return directory
 
 
