@@ -45,6 +45,8 @@ def items(draw: st.DrawFn) -> list[Item]:
 def configs(draw: st.DrawFn) -> FilterConfig:
     low = draw(st.none() | st.floats(min_value=0, max_value=60))
     high = draw(st.none() | st.floats(min_value=40, max_value=100))
+    if low is not None and high is not None and high < low:
+        low, high = high, low  # an inverted range is a config error (tested elsewhere)
     return FilterConfig(
         exclude_interacted=draw(st.sampled_from([True, False, ["purchase"], ["view"]])),
         category_in=draw(st.none() | st.lists(st.sampled_from(CATEGORIES), max_size=2)),
