@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -196,6 +197,14 @@ def _claim_token(engine: Engine, key: str, body: bytes) -> None:
 
 
 # -- helpers for handlers -----------------------------------------------------------------
+def secret_from_env(variable: str) -> str:
+    """The secret in environment variable ``variable``; unset or empty fails at start-up."""
+    value = os.environ.get(variable)
+    if not value:
+        raise ValueError(f"environment variable {variable!r} is not set")
+    return value
+
+
 def header(headers: Mapping[str, str], name: str) -> str:
     """A header's value; a missing or empty one fails verification, naming it."""
     value = headers.get(name) or headers.get(name.lower())

@@ -23,10 +23,6 @@ _TRUE = {"true", "yes", "1", "y", "available", "in stock", "in_stock"}
 _FALSE = {"false", "no", "0", "n", "unavailable", "out of stock", "out_of_stock", "sold out"}
 
 
-def _duration(value: Any) -> Any:
-    return duration_field(value)
-
-
 class FilterConfig(BaseModel):
     """The ``[filters]`` table of a campaign.
 
@@ -54,7 +50,7 @@ class FilterConfig(BaseModel):
     @field_validator("newer_than", mode="before")
     @classmethod
     def _period(cls, value: Any) -> Any:
-        return _duration(value)
+        return duration_field(value)
 
     @field_validator("price_max")
     @classmethod

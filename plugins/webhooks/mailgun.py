@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -26,6 +25,7 @@ from engine.webhooks import (
     json_body,
     optional_str,
     same,
+    secret_from_env,
 )
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_from
 
@@ -60,10 +60,7 @@ class MailgunWebhook(WebhookHandler):
         if options.signing_key_env is None:
             self.key = None
             return
-        value = os.environ.get(options.signing_key_env)
-        if not value:
-            raise ValueError(f"environment variable {options.signing_key_env!r} is not set")
-        self.key = value.encode()
+        self.key = secret_from_env(options.signing_key_env).encode()
 
     @property
     def enabled(self) -> bool:

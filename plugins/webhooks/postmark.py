@@ -9,7 +9,6 @@ other records are deduplicated on their content.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +24,7 @@ from engine.webhooks import (
     json_body,
     optional_str,
     same,
+    secret_from_env,
 )
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_from
 
@@ -65,9 +65,7 @@ class PostmarkWebhook(WebhookHandler):
         if options.username is None or options.password_env is None:
             self.expected = None
             return
-        password = os.environ.get(options.password_env)
-        if not password:
-            raise ValueError(f"environment variable {options.password_env!r} is not set")
+        password = secret_from_env(options.password_env)
         pair = f"{options.username}:{password}".encode()
         self.expected = "Basic " + base64.b64encode(pair).decode()
 

@@ -13,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
@@ -31,6 +30,7 @@ from engine.webhooks import (
     json_body,
     optional_str,
     same,
+    secret_from_env,
 )
 from plugins.webhooks.common import send_id_from
 
@@ -65,10 +65,7 @@ class StandardWebhook(WebhookHandler):
         if options.secret_env is None:
             self.key = None
             return
-        value = os.environ.get(options.secret_env)
-        if not value:
-            raise ValueError(f"environment variable {options.secret_env!r} is not set")
-        self.key = decode_secret(value)
+        self.key = decode_secret(secret_from_env(options.secret_env))
 
     @property
     def enabled(self) -> bool:
