@@ -246,3 +246,12 @@ def test_skipped_recipients_are_grouped_by_reason(sample: Path) -> None:
     assert again.returncode == 0, again.stderr  # nothing attempted: not a failure
     out = " ".join(again.stdout.split())
     assert re.search(r"skipped 40: frequency cap \(.*@example\.com, .*, \.\.\.\)", out), out
+
+
+# -- recipes: recommending from an empty catalogue ----------------------------------------
+def test_recommend_without_a_catalogue_says_which_import_is_missing(sample: Path) -> None:
+    fails(tailormail("recommend", "u001", cwd=sample), "no items to recommend", "import items")
+    tailormail("import", "items", "items.csv", cwd=sample)
+    done = tailormail("recommend", "u001", "-k", "3", cwd=sample)
+    assert done.returncode == 0, done.stderr
+    assert "3 items for u001" in done.stdout

@@ -119,11 +119,15 @@ def recommend(
     """Print the items a user would get, through the campaign's filters."""
     with _engine(project) as engine:
         recommender = _recommender(engine, campaign, recipe, parse_params(param))
+        if not recommender.catalogue:
+            raise TailormailError(
+                "no items to recommend: import a catalogue with 'tailormail import items FILE'"
+            )
         items = recommender.recommend(user, k)
         known = user in recommender.seen or _has_history(recommender, user)
     source = f"campaign {campaign}" if campaign else f"recipe {recipe or 'personalize'}"
     note = "" if known else " (no history: popular items)"
-    _print_items(f"{k} items for {user} from {source}{note}", items, recommender)
+    _print_items(f"{len(items)} items for {user} from {source}{note}", items, recommender)
 
 
 def _has_history(recommender: CampaignRecommender, user: str) -> bool:
