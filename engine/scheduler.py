@@ -18,7 +18,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from engine.db import session_scope
-from engine.models import LedgerRow, LedgerStatus
+from engine.models import LedgerRow, LedgerStatus, utcnow
 from engine.pipeline import RunSummary, run_campaign, run_id_for
 from engine.rewards import RewardJoinSummary, join_rewards
 
@@ -48,7 +48,7 @@ def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> Run
         campaign.schedule, timezone=engine.settings.scheduler.timezone
     )
     grace = timedelta(seconds=engine.settings.scheduler.misfire_grace_seconds)
-    tick = latest_tick(trigger, now or datetime.now(UTC), grace)
+    tick = latest_tick(trigger, now or utcnow(), grace)
     if tick is None:
         log.warning("campaign %s fired with no tick in the last %s; skipped", name, grace)
         return None
