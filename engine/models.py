@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from engine.clock import utcnow
 
-def utcnow() -> datetime:
-    """Now, as aware UTC (the storage convention)."""
-    return datetime.now(UTC)
+__all__ = ["utcnow"]  # re-exported: the engine's one clock (engine.clock), used widely
 
 
 def as_utc(moment: datetime) -> datetime:

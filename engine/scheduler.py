@@ -21,7 +21,7 @@ from sqlmodel import col, select
 from engine.campaigns import cron_trigger
 from engine.db import session_scope
 from engine.leader import Leadership
-from engine.models import LedgerRow, LedgerStatus, RunRow
+from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
 from engine.pipeline import RunSummary, run_campaign, run_id_for
 from engine.rewards import RewardJoinSummary, join_rewards
 
@@ -49,7 +49,7 @@ def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> Run
         return None
     trigger = cron_trigger(campaign.schedule, engine.settings.scheduler.timezone)
     grace = timedelta(seconds=engine.settings.scheduler.misfire_grace_seconds)
-    tick = latest_tick(trigger, now or datetime.now(UTC), grace)
+    tick = latest_tick(trigger, now or utcnow(), grace)
     if tick is None:
         log.warning("campaign %s fired with no tick in the last %s; skipped", name, grace)
         return None
@@ -141,7 +141,7 @@ def catch_up(engine: Engine, name: str) -> RunSummary | None:
         return None
     trigger = cron_trigger(campaign.schedule, engine.settings.scheduler.timezone)
     grace = timedelta(seconds=engine.settings.scheduler.misfire_grace_seconds)
-    tick = latest_tick(trigger, datetime.now(UTC), grace)
+    tick = latest_tick(trigger, utcnow(), grace)
     if tick is None:
         return None
     with session_scope(engine.db) as session:
