@@ -101,6 +101,14 @@ class VowpalWabbitPolicy:
     """
 
     name = "vw"
+    # What ``tailormail train`` tries, one setting at a time from the champion's settings
+    # (engine.learning.challengers): exploration, learning rate, interactions, cb_type.
+    search_space: dict[str, list[Any]] = {
+        "epsilon": [0.02, 0.05, 0.2],
+        "learning_rate": [0.1, 0.5, 2.0],
+        "interactions": [["UA", "UUA"], []],
+        "extra_args": ["--cb_type dr", "--cb_type mtr"],
+    }
 
     def __init__(
         self,
