@@ -129,7 +129,8 @@ class LedgerRow(SQLModel, table=True):
     # model_version), logged while the baseline acted.
     shadow: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     links: list[str] | None = Field(default=None, sa_column=Column(JSON))
-    message_id: str | None = Field(default=None, max_length=320)
+    # Indexed: a provider event may name the send only by our Message-ID.
+    message_id: str | None = Field(default=None, index=True, max_length=320)
     provider_id: str | None = Field(default=None, index=True, max_length=320)
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -261,7 +262,11 @@ class WebhookReceiptRow(SQLModel, table=True):
 
 
 class CampaignPauseRow(SQLModel, table=True):
-    """A campaign that paused itself (complaint or hard-bounce rate over its threshold)."""
+    """A campaign that paused itself (complaint or hard-bounce rate over its threshold).
+
+    The pause holds while ``resumed_at`` is empty; after a resume, the rates are counted
+    again over the sends made since then, so old complaints do not pause it at once.
+    """
 
     __tablename__ = "campaign_pauses"
     campaign: str = Field(primary_key=True, max_length=64)
@@ -270,6 +275,7 @@ class CampaignPauseRow(SQLModel, table=True):
     rate: float
     sends: int
     paused_at: datetime = Field(default_factory=utcnow)
+    resumed_at: datetime | None = None
 
 
 class SchedulerLeaseRow(SQLModel, table=True):
