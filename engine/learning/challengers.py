@@ -2,9 +2,9 @@
 off-policy evaluation shows them better than the champion.
 
 The search, in the spirit of Azure Personalizer's offline optimization, is small and
-documented: starting from the champion's settings, change one setting at a time to each
-value the policy lists in its ``search_space`` class attribute (for ``vw``: exploration
-epsilon, learning rate, interactions and ``cb_type``). Every candidate and the champion's
+documented: each entry of the policy's ``search_space`` class attribute (for ``vw``:
+exploration, its amount, learning rate, interactions and ``cb_type``) is applied alone to
+the champion's settings. Every candidate and the champion's
 own settings are trained from scratch on the same older decisions and evaluated on the
 most recent held-out slice (``HOLDOUT_SHARE`` of the rewarded decisions): the stored
 champion has already learned from that slice, so only a retrained one compares fairly. A
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.campaigns import Campaign
+from engine.errors import TailormailError
 from engine.evaluation import Estimate
 from engine.learning import offpolicy
 from engine.learning.logged import LoggedDecision, from_ledger
@@ -67,16 +68,22 @@ class TrainReport:
 
 
 def search_settings(engine: Engine, base: dict[str, Any]) -> list[dict[str, Any]]:
-    """The candidates: ``base`` with one setting changed to each value of the policy's
-    ``search_space`` (a dict of parameter name -> values), skipping ``base`` itself."""
+    """The candidates: ``base`` with each entry of the policy's ``search_space`` (a
+    sequence of parameter overrides) applied alone; an entry that changes nothing, or
+    makes settings the policy refuses (squarecb with cb_type dr, say), is left out."""
     factory = engine.policies.get(str(base["name"]))
-    space: dict[str, Sequence[Any]] = getattr(factory, "search_space", None) or {}
+    space: Sequence[dict[str, Any]] = getattr(factory, "search_space", None) or ()
     params = dict(base.get("params") or {})
     candidates = []
-    for key, values in space.items():
-        for value in values:
-            if params.get(key) != value:
-                candidates.append({"name": base["name"], "params": params | {key: value}})
+    for override in space:
+        changed = params | dict(override)
+        if changed == params:
+            continue
+        try:
+            factory(**changed)
+        except (TailormailError, TypeError, ValueError):
+            continue
+        candidates.append({"name": base["name"], "params": changed})
     return candidates
 
 

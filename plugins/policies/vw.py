@@ -127,14 +127,20 @@ class VowpalWabbitPolicy:
     """
 
     name = "vw"
-    # What ``tailormail train`` tries, one setting at a time from the champion's settings
+    # What ``tailormail train`` tries, each entry applied alone to the champion's settings
     # (engine.learning.challengers): exploration, learning rate, interactions, cb_type.
-    search_space: dict[str, list[Any]] = {
-        "epsilon": [0.02, 0.05, 0.2],
-        "learning_rate": [0.1, 0.5, 2.0],
-        "interactions": [["UA", "UUA"], []],
-        "extra_args": ["--cb_type dr", "--cb_type mtr"],
-    }
+    search_space: tuple[dict[str, Any], ...] = (
+        {"exploration": "epsilon"},
+        {"exploration": "bag"},
+        {"gamma_scale": 3.0},
+        {"gamma_scale": 30.0},
+        {"learning_rate": 0.03},
+        {"learning_rate": 0.5},
+        {"interactions": ["UA", "UUA"]},
+        {"interactions": []},
+        {"exploration": "epsilon", "cb_type": "dr"},
+        {"exploration": "epsilon", "cb_type": "ips"},
+    )
 
     def __init__(
         self,
