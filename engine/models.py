@@ -132,7 +132,8 @@ class LedgerRow(SQLModel, table=True):
     links: list[str] | None = Field(default=None, sa_column=Column(JSON))
     # Per link index: ``[item_id, position]`` for a link made by ``item_url``, else null.
     link_items: list[list[Any] | None] | None = Field(default=None, sa_column=Column(JSON))
-    message_id: str | None = Field(default=None, max_length=320)
+    # Indexed: a provider event may name the send only by our Message-ID.
+    message_id: str | None = Field(default=None, index=True, max_length=320)
     provider_id: str | None = Field(default=None, index=True, max_length=320)
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -246,7 +247,11 @@ class WebhookReceiptRow(SQLModel, table=True):
 
 
 class CampaignPauseRow(SQLModel, table=True):
-    """A campaign that paused itself (complaint or hard-bounce rate over its threshold)."""
+    """A campaign that paused itself (complaint or hard-bounce rate over its threshold).
+
+    The pause holds while ``resumed_at`` is empty; after a resume, the rates are counted
+    again over the sends made since then, so old complaints do not pause it at once.
+    """
 
     __tablename__ = "campaign_pauses"
     campaign: str = Field(primary_key=True, max_length=64)
@@ -255,6 +260,7 @@ class CampaignPauseRow(SQLModel, table=True):
     rate: float
     sends: int
     paused_at: datetime = Field(default_factory=utcnow)
+    resumed_at: datetime | None = None
 
 
 class SchedulerLeaseRow(SQLModel, table=True):

@@ -9,6 +9,7 @@ A run fired twice, or resumed after a crash, finds the rows and sends nothing ag
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlmodel import col, select
 
 from engine.campaigns import Campaign
 from engine.db import insert_ignore, insert_returning, session_scope, upsert
+from engine.deliverability import active_pause
 from engine.errors import ConfigError
 from engine.importer import load_items
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from engine.app import Engine
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 _STATUS_FOR = {
     SendStatus.SENT: LedgerStatus.SENT,
@@ -79,6 +82,7 @@ class RunSummary:
     failed: int = 0
     unknown: int = 0
     variants: dict[str, int] = field(default_factory=dict)
+    paused: str | None = None  # why the run stopped early: its campaign paused itself
 
 
 def run_id_for(campaign: str, scheduled_for: datetime) -> str:
@@ -408,12 +412,16 @@ class CampaignRun:
         total, finished = len(retry) + len(todo), 0
         with self.engine.make_backend() as backend, executor:
             for start in range(0, len(retry), size):
+                if self._paused():
+                    return self.summary
                 chunk = retry[start : start + size]
                 self._deliver(chunk, people, backend, executor)
                 finished += len(chunk)
                 if progress:
                     progress(finished, total)
             for start in range(0, len(todo), size):
+                if self._paused():
+                    return self.summary
                 batch = todo[start : start + size]
                 owned = self._claim(self._decide(batch))
                 self._deliver(owned, people, backend, executor)
@@ -422,6 +430,22 @@ class CampaignRun:
                     progress(finished, total)
         self._close_run("finished")
         return self.summary
+
+    def _paused(self) -> bool:
+        """True (and the run closed as ``paused``) when the campaign paused itself."""
+        pause = active_pause(self.engine, self.campaign.name)
+        if pause is None:
+            return False
+        self.summary.paused = pause.reason
+        self._close_run("paused", f"campaign paused: {pause.reason}")
+        log.warning(
+            "run %s stopped: campaign %s is paused (%s); resume with `tailormail resume %s`",
+            self.run_id,
+            self.campaign.name,
+            pause.reason,
+            self.campaign.name,
+        )
+        return True
 
     def _close_run(self, status: str, error: str | None = None) -> None:
         with session_scope(self.engine.db) as session:
