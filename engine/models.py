@@ -55,13 +55,19 @@ class InteractionRow(SQLModel, table=True):
     """A user's interaction with an item; the recipes learn from these."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_user_time", "user_id", "timestamp"),)
+    __table_args__ = (
+        Index("ix_interactions_user_time", "user_id", "timestamp"),
+        # One ``email_click`` per send and item, however often it is clicked (imported
+        # interactions have no send, and NULLs never collide).
+        UniqueConstraint("send_id", "item_id", name="uq_interactions_send_item"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(max_length=200)
     item_id: str = Field(index=True, max_length=200)
     timestamp: datetime = Field(index=True)
     value: float = 1.0
     kind: str = Field(default="interaction", max_length=64)
+    send_id: int | None = None  # the email an ``email_click`` came from
 
 
 class CampaignRow(SQLModel, table=True):
@@ -129,6 +135,8 @@ class LedgerRow(SQLModel, table=True):
     # model_version), logged while the baseline acted.
     shadow: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     links: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    # Per link index: ``[item_id, position]`` for a link made by ``item_url``, else null.
+    link_items: list[list[Any] | None] | None = Field(default=None, sa_column=Column(JSON))
     # Indexed: a provider event may name the send only by our Message-ID.
     message_id: str | None = Field(default=None, index=True, max_length=320)
     provider_id: str | None = Field(default=None, index=True, max_length=320)
