@@ -247,3 +247,13 @@ class CampaignPauseRow(SQLModel, table=True):
     rate: float
     sends: int
     paused_at: datetime = Field(default_factory=utcnow)
+
+
+class SchedulerLeaseRow(SQLModel, table=True):
+    """The scheduler leader's lease (databases without advisory locks): one row per lock."""
+
+    __tablename__ = "scheduler_leases"
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str = Field(max_length=200)
+    expires_at: datetime
+    acquired_at: datetime
