@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -407,16 +408,24 @@ class CampaignRun:
         self.summary.audience = engine.audience_size(campaign)
         retry = self._reclaim_deferred(self._still_in_audience)
         self.summary.retried = len(retry)
-        settings = engine.settings
-        size = settings.delivery.batch_size
-        executor = engine.executor(settings.executor, **settings.executor_options)
+        size = engine.settings.delivery.batch_size
         total, finished = len(retry) + self.summary.audience, 0
-        with engine.make_backend() as backend, executor:
+        with ExitStack() as stack:
+            delivery: list[Any] = []  # backend and executor, opened for the first send
+
+            def deliver(rows: list[LedgerRow], people: dict[str, Recipient]) -> None:
+                if not delivery:
+                    settings = engine.settings
+                    executor = engine.executor(settings.executor, **settings.executor_options)
+                    delivery.append(stack.enter_context(engine.make_backend()))
+                    delivery.append(stack.enter_context(executor))
+                self._deliver(rows, people, *delivery)
+
             for start in range(0, len(retry), size):
                 chunk = retry[start : start + size]
                 people = self._still_in_audience([r.recipient_id for r in chunk])
                 self._prepare_models(next(iter(people.values())))
-                self._deliver(chunk, people, backend, executor)
+                deliver(chunk, people)
                 finished += len(chunk)
                 if progress:
                     progress(finished, total)
@@ -426,9 +435,9 @@ class CampaignRun:
                 todo = [r for r in page if r.recipient_id not in done]
                 self.summary.already_done += len(page) - len(todo)
                 if todo:
-                    self._prepare_models(todo[0])
+                    self._prepare_models(todo[0])  # before the backend opens: may refuse
                     owned = self._claim(self._decide(todo))
-                    self._deliver(owned, {r.recipient_id: r for r in todo}, backend, executor)
+                    deliver(owned, {r.recipient_id: r for r in todo})
                 finished += len(page)
                 if progress:
                     progress(finished, total)
