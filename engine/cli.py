@@ -334,6 +334,15 @@ def demo(
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
 
 
+def _register_builtin_commands() -> None:
+    from engine import cli_learning
+
+    cli_learning.register(app)
+
+
+_register_builtin_commands()
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),

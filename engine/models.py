@@ -129,6 +129,11 @@ class LedgerRow(SQLModel, table=True):
     policy: str | None = Field(default=None, max_length=64)
     model_version: str | None = Field(default=None, max_length=64)
     items: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    # "control" (held out: the baseline acts) or "treatment"; None without a control group.
+    arm: str | None = Field(default=None, max_length=20)
+    # Apprentice mode: the policy's own choice (variant, probability, pmf, policy,
+    # model_version), logged while the baseline acted.
+    shadow: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     links: list[str] | None = Field(default=None, sa_column=Column(JSON))
     # Per link index: ``[item_id, position]`` for a link made by ``item_url``, else null.
     link_items: list[list[Any] | None] | None = Field(default=None, sa_column=Column(JSON))
@@ -170,7 +175,12 @@ class RewardRow(SQLModel, table=True):
 
 
 class ModelVersionRow(SQLModel, table=True):
-    """A saved policy model; every worker loads the campaign's champion from here."""
+    """A saved policy model and its audit record; workers load the campaign's champion.
+
+    Every training writes one row, promoted or not: what it was (``kind``: online update,
+    challenger, settings change, rollback), the settings it was trained with, the ledger
+    range it learned from, the off-policy estimates that decided it, the decision and why.
+    """
 
     __tablename__ = "model_versions"
     id: int | None = Field(default=None, primary_key=True)
@@ -182,6 +192,19 @@ class ModelVersionRow(SQLModel, table=True):
     n_feedback: int = 0
     parent: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+    kind: str | None = Field(default=None, max_length=20)
+    settings: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # The campaign file's policy settings when this row was written: a change is noticed.
+    config_settings: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    data_first_id: int | None = None
+    data_last_id: int | None = None
+    data_from: datetime | None = None
+    data_to: datetime | None = None
+    n_eval: int = 0
+    estimates: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    decision: str | None = Field(default=None, max_length=40)
+    reason: str | None = None
+    pinned: bool = False
 
 
 class SuppressionRow(SQLModel, table=True):
