@@ -85,6 +85,20 @@ class RewardConfig(_Strict):
         return duration_field(value)
 
 
+class DeliverabilityConfig(_Strict):
+    """When a campaign pauses itself: a complaint or hard-bounce rate over its last sends.
+
+    The rates are counted over the campaign's last ``window`` sends (since its last resume),
+    once there are at least ``min_sends`` of them. The defaults follow the mailbox
+    providers' published limits (complaints under 0.3%) and the ESPs' bounce reviews (5%).
+    """
+
+    window: int = Field(default=1000, ge=1)
+    min_sends: int = Field(default=100, ge=1)
+    max_complaint_rate: float = Field(default=0.003, ge=0, le=1)
+    max_hard_bounce_rate: float = Field(default=0.05, ge=0, le=1)
+
+
 class Campaign(_Strict):
     """A recurring alert: who gets it, what it shows, which variants compete, how it learns."""
 
@@ -97,9 +111,13 @@ class Campaign(_Strict):
     items_per_email: int = Field(default=5, ge=0, le=100)
     frequency_cap: timedelta | None = None
     recipe: NamedPlugin = NamedPlugin(name="popularity")
+    # How much a click on an item inside an email counts in the recipe's fit, against 1
+    # for an imported interaction's value (0 leaves email clicks out).
+    email_click_weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     policy: NamedPlugin = NamedPlugin(name="vw")
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    deliverability: DeliverabilityConfig = Field(default_factory=DeliverabilityConfig)
     variants: list[VariantConfig] = Field(min_length=1)
 
     @field_validator("name")

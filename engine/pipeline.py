@@ -9,6 +9,7 @@ A run fired twice, or resumed after a crash, finds the rows and sends nothing ag
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from sqlmodel import col, select
 
 from engine.campaigns import Campaign
 from engine.db import insert_ignore, insert_returning, session_scope, upsert
+from engine.deliverability import active_pause
 from engine.errors import ConfigError
 from engine.importer import load_items
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from engine.app import Engine
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 _STATUS_FOR = {
     SendStatus.SENT: LedgerStatus.SENT,
@@ -80,6 +83,7 @@ class RunSummary:
     failed: int = 0
     unknown: int = 0
     variants: dict[str, int] = field(default_factory=dict)
+    paused: str | None = None  # why the run stopped early: its campaign paused itself
 
 
 def run_id_for(campaign: str, scheduled_for: datetime) -> str:
@@ -282,7 +286,12 @@ class CampaignRun:
             html=email.html,
             text=email.text,
             headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(row.id)},
-            metadata={"campaign": self.campaign.name, "variant": variant.key, "links": email.links},
+            metadata={
+                "campaign": self.campaign.name,
+                "variant": variant.key,
+                "links": email.links,
+                "link_items": [list(hit) if hit else None for hit in email.link_items],
+            },
         )
         self.engine.pm.hook.prepare_message(
             engine=self.engine, campaign=self.campaign, message=message
@@ -316,7 +325,12 @@ class CampaignRun:
     def _store_links(self, messages: list[Message]) -> None:
         """Links are stored before sending, so a click that comes back at once resolves."""
         changes = [
-            {"id": m.send_id, "links": m.metadata["links"], "message_id": m.message_id}
+            {
+                "id": m.send_id,
+                "links": m.metadata["links"],
+                "link_items": m.metadata.get("link_items") or None,
+                "message_id": m.message_id,
+            }
             for m in messages
         ]
         if changes:
@@ -422,6 +436,8 @@ class CampaignRun:
                 self._deliver(rows, people, *delivery)
 
             for start in range(0, len(retry), size):
+                if self._paused():
+                    return self.summary
                 chunk = retry[start : start + size]
                 people = self._still_in_audience([r.recipient_id for r in chunk])
                 self._prepare_models(next(iter(people.values())))
@@ -431,6 +447,8 @@ class CampaignRun:
                     progress(finished, total)
             # One page of the audience in memory at a time, streamed in id order.
             for page in engine.audience_pages(campaign, size):
+                if self._paused():
+                    return self.summary
                 done = self._done_among(page)
                 todo = [r for r in page if r.recipient_id not in done]
                 self.summary.already_done += len(page) - len(todo)
@@ -443,6 +461,22 @@ class CampaignRun:
                     progress(finished, total)
         self._close_run("finished")
         return self.summary
+
+    def _paused(self) -> bool:
+        """True (and the run closed as ``paused``) when the campaign paused itself."""
+        pause = active_pause(self.engine, self.campaign.name)
+        if pause is None:
+            return False
+        self.summary.paused = pause.reason
+        self._close_run("paused", f"campaign paused: {pause.reason}")
+        log.warning(
+            "run %s stopped: campaign %s is paused (%s); resume with `tailormail resume %s`",
+            self.run_id,
+            self.campaign.name,
+            pause.reason,
+            self.campaign.name,
+        )
+        return True
 
     def _close_run(self, status: str, error: str | None = None) -> None:
         with session_scope(self.engine.db) as session:

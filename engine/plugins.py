@@ -14,10 +14,13 @@ from engine.errors import PluginError
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.features",
     "plugins.eligibility",
+    "plugins.deliverability",
     "plugins.rewards",
     "plugins.executors",
     "plugins.policies.uniform",
     "plugins.policies.vw",
+    "plugins.policies.thompson",
+    "plugins.policies.abtest",
     "plugins.recipes.popularity",
     "plugins.recipes.sims",
     "plugins.recipes.personalize",
