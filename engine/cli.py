@@ -195,11 +195,23 @@ def runs(
 @app.command()
 def report(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    items: Annotated[
+        bool,
+        typer.Option("--items", help="Clicks and CTR per item and per position instead."),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
-    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes."""
+    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes (or per item)."""
     from engine.report import campaign_report
 
+    if items:
+        from engine.item_report import item_report, item_tables
+
+        with open_engine(project) as engine:
+            found = item_report(engine, campaign)
+        for table in item_tables(found):
+            console.print(table)
+        return
     with open_engine(project) as engine:
         rows = campaign_report(engine, campaign)
     table = Table(title=f"campaign {campaign}")

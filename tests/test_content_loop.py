@@ -8,7 +8,11 @@ interaction, which the next run's fit includes.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,9 +22,12 @@ from conftest import Project
 from sqlmodel import Session, col, select
 
 from engine.app import Engine
+from engine.events import record_events
 from engine.importer import import_file
-from engine.models import InteractionRow, LedgerRow, RecipeFitRow
+from engine.item_report import item_report
+from engine.models import InteractionRow, LedgerRow, RecipeFitRow, utcnow
 from engine.pipeline import run_campaign
+from engine.types import EventType, TrackingEvent
 from engine.web import BackgroundServer
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
@@ -204,3 +211,64 @@ def test_filters_can_exclude_only_items_clicked_in_an_email(sqlite_project: Proj
         run_campaign(engine, "alerts", run_id="r2")
         # i1 ties i0 on popularity now, but it was clicked in an email.
         assert run_items(engine, "r2") == ["i0", "i2", "i3"]
+
+
+def _click(send_id: int, link_index: int, *, bot: bool = False) -> tuple[TrackingEvent, str]:
+    event = TrackingEvent(
+        EventType.CLICK,
+        send_id,
+        utcnow(),
+        user_agent=SCANNER if bot else BROWSER,
+        bot=bot,
+        data={"link_index": link_index},
+    )
+    return event, f"test:{send_id}:{link_index}:{bot}:{uuid.uuid4()}"
+
+
+def test_report_items_shows_clicks_per_item_and_position(sqlite_project: Project) -> None:
+    use_item_links(sqlite_project)
+    (sqlite_project.root / "config" / "tailormail.toml").write_text(
+        f'database_url = "{sqlite_project.db_url}"\n'
+    )
+    engine = sqlite_project.engine(tracking_base_url="https://t.example")
+    sqlite_project.seed(engine, people=20)
+    run_campaign(engine, "alerts", run_id="r1")
+    with Session(engine.db) as session:
+        sends = session.exec(select(LedgerRow).order_by(col(LedgerRow.id))).all()
+    assert all(row.items == ["i0", "i1", "i2"] for row in sends)  # no interactions: by id
+    ids = [row.id or 0 for row in sends]
+    # Links: i0 (0), i1 (1), i2 (2), About (3). Five emails click i0, two click i2 (one
+    # of them twice); a scanner's click and a click on the About page are no item clicks.
+    clicks = [_click(send, 0) for send in ids[:5]] + [_click(ids[5], 2), _click(ids[6], 2)]
+    clicks += [_click(ids[6], 2), _click(ids[7], 1, bot=True), _click(ids[8], 3)]
+    record_events(engine, clicks)
+    report = item_report(engine, "alerts")
+    assert report.sends == 20
+    rates = {rate.key: (rate.shown, rate.clicks) for rate in report.items}
+    assert rates == {"i0": (20, 5), "i1": (20, 0), "i2": (20, 2)}
+    assert [(r.key, r.shown, r.clicks) for r in report.positions] == [
+        ("1", 20, 5),
+        ("2", 20, 0),
+        ("3", 20, 2),
+    ]
+    low, high = report.positions[0].interval
+    assert report.positions[0].ctr == 0.25 and 0.1 < low < 0.25 < high < 0.5
+    assert len(email_clicks(engine)) == 7  # one per send and item, the repeat stored once
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
+    env |= {"COLUMNS": "200", "TAILORMAIL_SECRET": "test-secret"}
+    command = [sys.executable, "-m", "engine", "report", "alerts", "--items"]
+    done = subprocess.run(command, cwd=sqlite_project.root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "clicks per item (20 emails)" in done.stdout
+    assert re.search(r"i0\s.*\s20\s.*\s5\s.*25\.0%", done.stdout)
+    assert re.search(r"\b3\s.*\s20\s.*\s2\s.*10\.0%", done.stdout)
+    wrong = subprocess.run(
+        [*command[:4], "nope", "--items"],
+        cwd=sqlite_project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode != 0 and "nope" in wrong.stderr + wrong.stdout
+    assert "Traceback" not in wrong.stderr
