@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Project
 from sqlmodel import SQLModel, select
 
-from conftest import Project
 from engine.app import Engine
 from engine.db import session_scope
 from engine.models import (
