@@ -130,13 +130,11 @@ class Engine:
         return self.recipes.get(campaign.recipe.name)(**campaign.recipe.params)
 
     def make_policy(self, campaign: Campaign) -> Policy:
-        """The campaign's policy, loaded with its champion model when there is one."""
-        policy = self.policies.get(campaign.policy.name)(**campaign.policy.params)
-        champion = self.champion(campaign)
-        if champion is not None:
-            policy.load(champion.blob)
-            policy.model_version = champion.version
-        return policy
+        """The campaign's policy as it decides now: its champion model, with the settings
+        that model was trained with, or a fresh policy when there is none yet."""
+        from engine.learning.versions import champion_policy
+
+        return champion_policy(self, campaign)
 
     def champion(self, campaign: Campaign) -> ModelVersionRow | None:
         """The newest champion model of ``campaign`` for its configured policy."""

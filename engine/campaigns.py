@@ -112,6 +112,9 @@ class Campaign(_Strict):
     items_per_email: int = Field(default=5, ge=0, le=100)
     frequency_cap: timedelta | None = None
     recipe: NamedPlugin = NamedPlugin(name="popularity")
+    # How much a click on an item inside an email counts in the recipe's fit, against 1
+    # for an imported interaction's value (0 leaves email clicks out).
+    email_click_weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     policy: NamedPlugin = NamedPlugin(name="vw")
     reward: RewardConfig = Field(default_factory=RewardConfig)

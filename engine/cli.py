@@ -225,11 +225,23 @@ def runs(
 @app.command()
 def report(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    items: Annotated[
+        bool,
+        typer.Option("--items", help="Clicks and CTR per item and per position instead."),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
-    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes."""
+    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes (or per item)."""
     from engine.report import campaign_report
 
+    if items:
+        from engine.item_report import item_report, item_tables
+
+        with open_engine(project) as engine:
+            found = item_report(engine, campaign)
+        for table in item_tables(found):
+            console.print(table)
+        return
     with open_engine(project) as engine:
         rows = campaign_report(engine, campaign)
     table = Table(title=f"campaign {campaign}")
@@ -350,6 +362,15 @@ def demo(
     from engine.demo import run_demo
 
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
+
+
+def _register_builtin_commands() -> None:
+    from engine import cli_learning
+
+    cli_learning.register(app)
+
+
+_register_builtin_commands()
 
 
 def _progress() -> Progress:

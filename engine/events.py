@@ -27,6 +27,7 @@ from engine.models import (
     as_utc,
     utcnow,
 )
+from engine.recommendation.clicks import store_email_clicks
 from engine.types import EventType, TrackingEvent
 
 if TYPE_CHECKING:
@@ -286,8 +287,10 @@ def record_events(engine: Engine, items: Sequence[tuple[TrackingEvent, str]]) ->
 
     The batch form of ``record_event`` for the click intake: events carry their send id
     (no provider-id matching), keys already stored are skipped, unsubscribes suppress the
-    send's address (or only its campaign, when ``data["scope"] == "campaign"``), and the
-    ``tracking_event`` hook sees each new event after the commit.
+    send's address (or only its campaign, when ``data["scope"] == "campaign"``), a human
+    click on an item link becomes an ``email_click`` interaction
+    (``engine.recommendation.clicks``), and the ``tracking_event`` hook sees each new event
+    after the commit.
     """
     if not items:
         return 0
@@ -301,6 +304,7 @@ def record_events(engine: Engine, items: Sequence[tuple[TrackingEvent, str]]) ->
         _settle_unknown(
             session, [(e.send_id, e) for e, key in items if key in landed and e.send_id is not None]
         )
+        store_email_clicks(session, [event for event, key in items if key in landed])
         everywhere, scoped = _scoped_suppressions(session, items)
         insert_ignore(session, SuppressionRow, everywhere)
         insert_ignore(session, CampaignSuppressionRow, scoped)

@@ -283,7 +283,12 @@ class CampaignRun:
             html=email.html,
             text=email.text,
             headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(send_id)},
-            metadata={"campaign": self.campaign.name, "variant": variant.key, "links": email.links},
+            metadata={
+                "campaign": self.campaign.name,
+                "variant": variant.key,
+                "links": email.links,
+                "link_items": [list(hit) if hit else None for hit in email.link_items],
+            },
         )
         self.engine.pm.hook.prepare_message(
             engine=self.engine, campaign=self.campaign, message=message
@@ -317,7 +322,12 @@ class CampaignRun:
     def _store_links(self, messages: list[Message]) -> None:
         """Links are stored before sending, so a click that comes back at once resolves."""
         changes = [
-            {"id": m.send_id, "links": m.metadata["links"], "message_id": m.message_id}
+            {
+                "id": m.send_id,
+                "links": m.metadata["links"],
+                "link_items": m.metadata.get("link_items") or None,
+                "message_id": m.message_id,
+            }
             for m in messages
         ]
         if changes:

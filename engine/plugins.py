@@ -19,6 +19,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.executors",
     "plugins.policies.uniform",
     "plugins.policies.vw",
+    "plugins.policies.thompson",
+    "plugins.policies.abtest",
     "plugins.recipes.popularity",
     "plugins.recipes.sims",
     "plugins.recipes.personalize",
