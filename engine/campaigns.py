@@ -11,11 +11,12 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.audience import AudienceFilter
 from engine.durations import duration_field
 from engine.errors import ConfigError
 from engine.recommendation.filters import FilterConfig
 from engine.settings import format_validation_error
-from engine.types import Recipient, Variant
+from engine.types import Variant
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -104,9 +105,7 @@ class Campaign(_Strict):
     name: str
     description: str = ""
     schedule: str | None = None
-    audience: dict[str, str | int | float | bool | list[str | int | float | bool]] = Field(
-        default_factory=dict
-    )
+    audience: AudienceFilter = Field(default_factory=dict)
     subject_prefix: str = ""
     from_address: str | None = None
     items_per_email: int = Field(default=5, ge=0, le=100)
@@ -135,6 +134,14 @@ class Campaign(_Strict):
             cron_trigger(value)
         return value
 
+    @field_validator("audience")
+    @classmethod
+    def _audience_keys(cls, value: AudienceFilter) -> AudienceFilter:
+        for key in value:
+            if not key or any(c in key for c in '"\\') or not key.isprintable():
+                raise ValueError(f"attribute name {key!r}: no quotes, backslashes or controls")
+        return value
+
     @field_validator("frequency_cap", mode="before")
     @classmethod
     def _cap(cls, value: Any) -> Any:
@@ -153,15 +160,6 @@ class Campaign(_Strict):
     def variant_list(self) -> list[Variant]:
         """The variants as public ``Variant`` values, in configured order."""
         return [v.as_variant() for v in self.variants]
-
-    def in_audience(self, recipient: Recipient) -> bool:
-        """True when every audience attribute matches (a list means any of its values)."""
-        for key, wanted in self.audience.items():
-            have = recipient.attributes.get(key)
-            allowed = wanted if isinstance(wanted, list) else [wanted]
-            if have not in allowed and str(have) not in {str(a) for a in allowed}:
-                return False
-        return True
 
 
 def load_campaign(path: Path) -> Campaign:

@@ -83,7 +83,7 @@ def render_variants(
     person = _recipient(engine, campaign, recipient_id)
     run = CampaignRun(engine, campaign, manual_run_id(campaign.name))
     run.shares_recipe_fit = False  # no run row will exist to share it with
-    run._prepare_models()
+    run._prepare_models(person)
     assert run.recipe is not None
     items = run.recipe.recommend(person.recipient_id, campaign.items_per_email)
     decision_id = decision_id_for(run.run_id, person.recipient_id)
@@ -152,10 +152,10 @@ class DryRun(CampaignRun):
     def _open_run(self, scheduled_for: Any) -> None:
         """Nothing to open: no run row."""
 
-    def _done_recipients(self) -> set[str]:
+    def _done_among(self, page: Sequence[Recipient]) -> set[str]:
         return set()
 
-    def _reclaim_deferred(self, people: dict[str, Recipient]) -> list[LedgerRow]:
+    def _reclaim_deferred(self, *args: Any) -> list[LedgerRow]:
         return []
 
     def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
