@@ -101,6 +101,9 @@ def decision_id_for(run_id: str, recipient_id: str) -> str:
 class CampaignRun:
     """Executes (or resumes) one run of one campaign."""
 
+    shares_recipe_fit = True
+    """Whether the run's workers share one recipe fit (recorded under the run id)."""
+
     def __init__(self, engine: Engine, campaign: Campaign, run_id: str) -> None:
         self.engine = engine
         self.campaign = campaign
@@ -189,7 +192,8 @@ class CampaignRun:
                 "with `tailormail import items FILE` (a .csv or .jsonl with an id column)"
             )
         self.items = {item.item_id: item for item in items}
-        self.recipe = campaign_recommender(self.engine, self.campaign, self.run_id)
+        shared = self.run_id if self.shares_recipe_fit else None
+        self.recipe = campaign_recommender(self.engine, self.campaign, shared)
         sample = self.template_variables(first, [], self.variants[0])
         sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
         self.engine.renderer.check(self.variants, sample)
@@ -277,19 +281,34 @@ class CampaignRun:
 
     def _message(self, row: LedgerRow, recipient: Recipient) -> Message:
         variant = next(v for v in self.variants if v.key == row.variant)
-        variables = self.template_variables(recipient, row.items or [], variant)
         assert row.id is not None
-        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=row.id)
+        return self.compose(recipient, variant, row.items or [], row.id, row.decision_id)
+
+    def compose(
+        self,
+        recipient: Recipient,
+        variant: Variant,
+        item_ids: Sequence[str],
+        send_id: int,
+        decision_id: str,
+    ) -> Message:
+        """Render ``variant`` for ``recipient`` into the message of send ``send_id``.
+
+        The render stage on its own: previews and test sends (``engine.rehearsal``) use
+        it with ``TEST_SEND_ID``, whose links record nothing.
+        """
+        variables = self.template_variables(recipient, item_ids, variant)
+        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=send_id)
         domain = self.engine.settings.from_address.rpartition("@")[2] or "tailormail.invalid"
         message = Message(
-            send_id=row.id,
-            message_id=f"<{row.decision_id}.{row.id}@{domain}>",
+            send_id=send_id,
+            message_id=f"<{decision_id}.{send_id}@{domain}>",
             from_address=self.campaign.from_address or self.engine.settings.from_address,
             to_address=recipient.email,
             subject=(self.campaign.subject_prefix + email.subject).strip(),
             html=email.html,
             text=email.text,
-            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(row.id)},
+            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(send_id)},
             metadata={
                 "campaign": self.campaign.name,
                 "variant": variant.key,
