@@ -24,12 +24,12 @@ from engine.db import insert_ignore, insert_returning, session_scope, upsert
 from engine.deliverability import active_pause
 from engine.errors import ConfigError
 from engine.importer import load_items
+from engine.learning.arms import Arms, baseline_policy
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
 from engine.types import (
-    Decision,
     Item,
     Message,
     Policy,
@@ -65,6 +65,8 @@ _DECISION_FIELDS = (
     "policy",
     "model_version",
     "items",
+    "arm",
+    "shadow",
 )
 
 
@@ -181,6 +183,7 @@ class CampaignRun:
         if self.policy is not None:
             return
         self.policy = self.engine.make_policy(self.campaign)
+        self.arms = Arms(self.campaign, self.policy, baseline_policy(self.engine, self.campaign))
         items = load_items(self.engine.db)
         if not items and self.campaign.items_per_email:
             raise ConfigError(
@@ -243,8 +246,8 @@ class CampaignRun:
                 rows.append(row | {"status": LedgerStatus.SKIPPED, "skip_reason": reason[:200]})
                 continue
             context = contexts[recipient.recipient_id]
-            decision: Decision = self.policy.choose(
-                context, self.variants, seed=seed_from_decision_id(decision_id)
+            decision, arm = self.arms.decide(
+                recipient.recipient_id, context, self.variants, seed_from_decision_id(decision_id)
             )
             items = self.recipe.recommend(recipient.recipient_id, self.campaign.items_per_email)
             rows.append(
@@ -260,6 +263,7 @@ class CampaignRun:
                     "model_version": decision.model_version,
                     "items": list(items),
                 }
+                | arm
             )
         return rows
 
