@@ -198,6 +198,8 @@ class SMTPBackend(DeliveryBackend):
             if refusal is None:
                 return SendResult(message.send_id, SendStatus.SENT, provider_id=message_id)
             if attempt >= self.options.retries or not self._retryable(refusal):
+                if refusal.stage == CONNECT:  # no session to be had: fail the rest fast
+                    self._down = refusal
                 return self._result(message, refusal)
             attempt += 1
             self.sleep(self._backoff(attempt))
@@ -209,7 +211,6 @@ class SMTPBackend(DeliveryBackend):
             return self._down
         refusal = connection.connect()
         if refusal is not None:
-            self._down = refusal
             return refusal
         options: list[str] = []
         if not (sender.isascii() and recipient.isascii()):
@@ -239,9 +240,11 @@ class SMTPBackend(DeliveryBackend):
     def _result(message: Message, refusal: Refusal) -> SendResult:
         if refusal.stage == LOST and refusal.body_sent:
             status = SendStatus.UNKNOWN
-        elif 500 <= refusal.code < 600 or (
-            refusal.code == 0 and refusal.stage not in (CONNECT, LOST)
-        ):
+        elif refusal.stage == CONNECT:
+            # No session (unreachable, TLS, a refused login): nothing about this message was
+            # refused, so it waits for the next try rather than failing for good.
+            status = SendStatus.TEMPORARY_FAILURE
+        elif 500 <= refusal.code < 600 or refusal.code == 0:
             status = SendStatus.PERMANENT_FAILURE
         else:
             status = SendStatus.TEMPORARY_FAILURE
