@@ -97,6 +97,10 @@ class Engine:
                     raise ConfigError(f"{where}: {kind}.name: {exc}") from exc
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"{where}: [{kind}] {section.name}: {exc}") from exc
+            if campaign.baseline is not None:
+                from engine.learning.arms import baseline_policy
+
+                baseline_policy(self, campaign)  # a bad [baseline] fails here, named
             for variant in campaign.variants:
                 if not (templates / variant.template).is_file():
                     raise ConfigError(

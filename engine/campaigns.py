@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.audience import AudienceFilter
 from engine.durations import duration_field
@@ -54,6 +61,61 @@ class VariantConfig(_Strict):
     def as_variant(self) -> Variant:
         """The public ``Variant`` value."""
         return Variant(self.key, self.subject, self.template, dict(self.features))
+
+
+_PART_KEY = r"^[A-Za-z0-9_-]{1,31}$"
+
+
+class SubjectConfig(_Strict):
+    """One subject line of a campaign that varies subjects and templates independently."""
+
+    key: str = Field(pattern=_PART_KEY)
+    subject: str = Field(min_length=1)
+    features: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class TemplateConfig(_Strict):
+    """One body template of a campaign that varies subjects and templates independently."""
+
+    key: str = Field(pattern=_PART_KEY)
+    template: str = Field(min_length=1)
+    features: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+def joint_variant(subject: SubjectConfig, template: TemplateConfig) -> dict[str, Any]:
+    """The variant sending ``subject`` with ``template``: key ``<subject>.<template>``, and
+    the features of both (prefixed ``subject_`` and ``template_``) plus their keys, so a
+    policy generalizes across combinations."""
+    features: dict[str, Any] = {"subject": subject.key, "template": template.key}
+    features |= {f"subject_{k}": v for k, v in subject.features.items()}
+    features |= {f"template_{k}": v for k, v in template.features.items()}
+    return {
+        "key": f"{subject.key}.{template.key}",
+        "subject": subject.subject,
+        "template": template.template,
+        "features": features,
+    }
+
+
+class BaselineConfig(_Strict):
+    """What acts for the control group, and for everyone in apprentice mode: a fixed
+    ``variant``, or a ``policy`` (``uniform`` by default, or any registered rule)."""
+
+    policy: str = "uniform"
+    params: dict[str, Any] = Field(default_factory=dict)
+    variant: str | None = None
+    control_share: float = Field(default=0.0, ge=0, lt=1)
+    apprentice: bool = False
+
+    @property
+    def policy_name(self) -> str:
+        """The baseline's policy name (``fixed`` for a fixed variant)."""
+        return "fixed" if self.variant else self.policy
+
+    @property
+    def policy_params(self) -> dict[str, Any]:
+        """The baseline policy's parameters."""
+        return {"variant": self.variant} if self.variant else dict(self.params)
 
 
 class NamedPlugin(BaseModel):
@@ -118,7 +180,34 @@ class Campaign(_Strict):
     policy: NamedPlugin = NamedPlugin(name="vw")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     deliverability: DeliverabilityConfig = Field(default_factory=DeliverabilityConfig)
+    baseline: BaselineConfig | None = None
+    subjects: list[SubjectConfig] = Field(default_factory=list)
+    templates: list[TemplateConfig] = Field(default_factory=list)
     variants: list[VariantConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _joint_variants(cls, data: Any) -> Any:
+        """``subjects`` x ``templates`` become the variants (one decision per send)."""
+        if not isinstance(data, dict) or not ("subjects" in data or "templates" in data):
+            return data
+        if data.get("variants"):
+            raise ValueError("list either variants, or subjects and templates, not both")
+        subjects = [SubjectConfig.model_validate(s) for s in data.get("subjects") or []]
+        templates = [TemplateConfig.model_validate(t) for t in data.get("templates") or []]
+        if not subjects or not templates:
+            raise ValueError("subjects and templates each need at least one entry")
+        return data | {"variants": [joint_variant(s, t) for s in subjects for t in templates]}
+
+    @model_validator(mode="after")
+    def _baseline_variant(self) -> Campaign:
+        baseline = self.baseline
+        keys = [v.key for v in self.variants]
+        if baseline is not None and baseline.variant is not None and baseline.variant not in keys:
+            raise ValueError(
+                f"baseline.variant: {baseline.variant!r} is not one of the variants ({keys})"
+            )
+        return self
 
     @field_validator("name")
     @classmethod

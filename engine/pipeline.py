@@ -24,12 +24,12 @@ from engine.db import insert_ignore, insert_returning, session_scope, upsert
 from engine.deliverability import active_pause
 from engine.errors import ConfigError
 from engine.importer import load_items
+from engine.learning.arms import Arms, baseline_policy
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
 from engine.types import (
-    Decision,
     Item,
     Message,
     Policy,
@@ -65,6 +65,8 @@ _DECISION_FIELDS = (
     "policy",
     "model_version",
     "items",
+    "arm",
+    "shadow",
 )
 
 
@@ -98,6 +100,9 @@ def decision_id_for(run_id: str, recipient_id: str) -> str:
 
 class CampaignRun:
     """Executes (or resumes) one run of one campaign."""
+
+    shares_recipe_fit = True
+    """Whether the run's workers share one recipe fit (recorded under the run id)."""
 
     def __init__(self, engine: Engine, campaign: Campaign, run_id: str) -> None:
         self.engine = engine
@@ -178,6 +183,7 @@ class CampaignRun:
         if self.policy is not None:
             return
         self.policy = self.engine.make_policy(self.campaign)
+        self.arms = Arms(self.campaign, self.policy, baseline_policy(self.engine, self.campaign))
         items = load_items(self.engine.db)
         if not items and self.campaign.items_per_email:
             raise ConfigError(
@@ -186,7 +192,8 @@ class CampaignRun:
                 "with `tailormail import items FILE` (a .csv or .jsonl with an id column)"
             )
         self.items = {item.item_id: item for item in items}
-        self.recipe = campaign_recommender(self.engine, self.campaign, self.run_id)
+        shared = self.run_id if self.shares_recipe_fit else None
+        self.recipe = campaign_recommender(self.engine, self.campaign, shared)
         sample = self.template_variables(first, [], self.variants[0])
         sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
         self.engine.renderer.check(self.variants, sample)
@@ -239,8 +246,8 @@ class CampaignRun:
                 rows.append(row | {"status": LedgerStatus.SKIPPED, "skip_reason": reason[:200]})
                 continue
             context = contexts[recipient.recipient_id]
-            decision: Decision = self.policy.choose(
-                context, self.variants, seed=seed_from_decision_id(decision_id)
+            decision, arm = self.arms.decide(
+                recipient.recipient_id, context, self.variants, seed_from_decision_id(decision_id)
             )
             items = self.recipe.recommend(recipient.recipient_id, self.campaign.items_per_email)
             rows.append(
@@ -256,6 +263,7 @@ class CampaignRun:
                     "model_version": decision.model_version,
                     "items": list(items),
                 }
+                | arm
             )
         return rows
 
@@ -273,19 +281,34 @@ class CampaignRun:
 
     def _message(self, row: LedgerRow, recipient: Recipient) -> Message:
         variant = next(v for v in self.variants if v.key == row.variant)
-        variables = self.template_variables(recipient, row.items or [], variant)
         assert row.id is not None
-        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=row.id)
+        return self.compose(recipient, variant, row.items or [], row.id, row.decision_id)
+
+    def compose(
+        self,
+        recipient: Recipient,
+        variant: Variant,
+        item_ids: Sequence[str],
+        send_id: int,
+        decision_id: str,
+    ) -> Message:
+        """Render ``variant`` for ``recipient`` into the message of send ``send_id``.
+
+        The render stage on its own: previews and test sends (``engine.rehearsal``) use
+        it with ``TEST_SEND_ID``, whose links record nothing.
+        """
+        variables = self.template_variables(recipient, item_ids, variant)
+        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=send_id)
         domain = self.engine.settings.from_address.rpartition("@")[2] or "tailormail.invalid"
         message = Message(
-            send_id=row.id,
-            message_id=f"<{row.decision_id}.{row.id}@{domain}>",
+            send_id=send_id,
+            message_id=f"<{decision_id}.{send_id}@{domain}>",
             from_address=self.campaign.from_address or self.engine.settings.from_address,
             to_address=recipient.email,
             subject=(self.campaign.subject_prefix + email.subject).strip(),
             html=email.html,
             text=email.text,
-            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(row.id)},
+            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(send_id)},
             metadata={
                 "campaign": self.campaign.name,
                 "variant": variant.key,

@@ -21,6 +21,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.policies.vw",
     "plugins.policies.thompson",
     "plugins.policies.abtest",
+    "plugins.policies.fixed",
     "plugins.recipes.popularity",
     "plugins.recipes.sims",
     "plugins.recipes.personalize",

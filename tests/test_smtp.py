@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import re
 import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -325,3 +326,57 @@ def test_the_pool_verifies_certificates_by_default() -> None:
     smtp = SMTPBackend(None)
     assert smtp.endpoint.context.verify_mode is ssl.CERT_REQUIRED
     assert smtp.endpoint.context.check_hostname
+
+
+def test_dkim_signs_the_list_unsubscribe_headers(tmp_path: Path) -> None:
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == b"mail2026._domainkey.example.org." else None
+
+    handler = Mailbox()
+    key_file = str(tmp_path / "dkim.pem")
+    signing = {"domain": "example.org", "selector": "mail2026", "private_key_file": key_file}
+    with serve(handler) as port:
+        smtp = SMTPBackend(
+            None,
+            port=port,
+            pool_size=1,
+            dkim=signing,
+        )
+        with smtp:
+            [result] = smtp.send([make_message(1)])
+    assert result.status is SendStatus.SENT
+    [(_, envelope)] = handler.received
+    data = envelope.original_content or b""
+    assert dkim.verify(data, dnsfunc=dns)
+    signature = parse(data)["DKIM-Signature"]
+    names = re.search(r"\bh=([^;]+)", str(signature))
+    assert names is not None
+    signed = {name.strip().lower() for name in names.group(1).split(":")}
+    assert {"from", "subject", "list-unsubscribe", "list-unsubscribe-post"} <= signed
+    # Changing the unsubscribe target breaks the signature.
+    forged = data.replace(b"https://t.example/u/tok123", b"https://t.example/u/evil00")
+    assert forged != data and not dkim.verify(forged, dnsfunc=dns)
+
+
+def test_a_missing_dkim_key_is_a_start_up_error(tmp_path: Path) -> None:
+    signing = {"domain": "example.org", "selector": "s", "private_key_file": "nope.pem"}
+    with pytest.raises(ConfigError, match=r"delivery\.smtp\.dkim\.private_key_file: cannot read"):
+        SMTPBackend(None, dkim=signing)
