@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.delivery.outbox_command",
     "plugins.delivery.smtp",
     "plugins.delivery.memory",
+    "plugins.delivery.null",
     "plugins.delivery.ses",
     "plugins.delivery.sendgrid",
     "plugins.delivery.postmark",

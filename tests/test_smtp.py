@@ -57,17 +57,20 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 # --- Done when 4: one test each ---------------------------------------------------------
 
 
-def test_the_pool_reuses_its_connections_across_batches(mailbox: tuple[Mailbox, int]) -> None:
+@pytest.mark.parametrize("pool_size", [1, 3])
+def test_the_pool_reuses_its_connections_across_batches(
+    mailbox: tuple[Mailbox, int], pool_size: int
+) -> None:
     handler, port = mailbox
-    with backend(port, pool_size=3) as smtp:
+    with backend(port, pool_size=pool_size) as smtp:
         first = smtp.send([make_message(i, to=f"user{i}@example.org") for i in range(12)])
         second = smtp.send([make_message(i, to=f"user{i}@example.org") for i in range(12, 20)])
     assert [r.status for r in first + second] == [SendStatus.SENT] * 20
     assert [r.send_id for r in first] == list(range(12))  # results in message order
     assert len(handler.received) == 20
-    # 20 messages over at most 3 connections, opened once each and kept for batch two.
-    assert smtp.connections_opened == handler.ehlos <= 3
-    assert len({peer for peer, _ in handler.received}) <= 3
+    # 20 messages over at most pool_size connections, opened once and kept for batch two.
+    assert smtp.connections_opened == handler.ehlos <= pool_size
+    assert len({peer for peer, _ in handler.received}) <= pool_size
     envelope = next(env for _, env in handler.received if env.rcpt_tos == ["user1@example.org"])
     assert envelope.mail_from == "alerts@example.org"
     assert isinstance(envelope.content, bytes)

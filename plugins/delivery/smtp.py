@@ -128,16 +128,19 @@ class SMTPBackend(DeliveryBackend):
         self.pool = [SMTPConnection(self.endpoint) for _ in range(o.pool_size)]
         self.rate = RateLimit(o.rate_limit, burst=o.pool_size) if o.rate_limit else None
         self._threads: ThreadPoolExecutor | None = None
+        self._open = False  # inside a ``with`` block: connections outlive each batch
         self._down: Refusal | None = None  # set when the server cannot be reached
 
     # -- life cycle -----------------------------------------------------------------------
     def open(self) -> None:
         """Start the pool's threads; connections open on first use."""
+        self._open = True
         if self._threads is None and len(self.pool) > 1:
             self._threads = ThreadPoolExecutor(len(self.pool), thread_name_prefix="smtp")
 
     def close(self) -> None:
         """QUIT every open connection and stop the threads."""
+        self._open = False
         threads, self._threads = self._threads, None
         if threads is not None:
             threads.shutdown(wait=True)
@@ -155,7 +158,7 @@ class SMTPBackend(DeliveryBackend):
 
         Outside a ``with`` block the pool is opened for this batch only.
         """
-        was_open = self._threads is not None or any(c.smtp for c in self.pool)
+        was_open = self._open
         self._down = None  # one unreachable server fails the rest fast, per batch
         results: list[SendResult | None] = [None] * len(messages)
         pending = deque(enumerate(messages))
