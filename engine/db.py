@@ -99,8 +99,10 @@ def insert_returning(
     sa_table = table.__table__  # type: ignore[attr-defined]
     module: Any = postgresql if dialect == "postgresql" else sqlite
     returned = [sa_table.c[name] for name in columns]
-    stmt = module.insert(sa_table).values(values).on_conflict_do_nothing().returning(*returned)
-    return [tuple(row) for row in session.execute(stmt).all()]
+    stmt = module.insert(sa_table).on_conflict_do_nothing().returning(*returned)
+    # executemany ("insertmanyvalues"): compiled once and cached, sent in multi-row batches;
+    # a statement with the rows inlined by .values() is compiled anew for every batch.
+    return [tuple(row) for row in session.execute(stmt, values).all()]
 
 
 def upsert(
