@@ -98,6 +98,19 @@ class DeliverabilityConfig(_Strict):
     max_hard_bounce_rate: float = Field(default=0.05, ge=0, le=1)
 
 
+class FeaturesConfig(_Strict):
+    """The ``[features]`` table: which recipient attributes the policy may see.
+
+    ``allow`` lists the only attributes used (deny-listed personal ones included, on
+    purpose); ``deny`` drops more; ``history = false`` turns off the engagement features
+    (sends, clicks, days since the last click, clicks per variant).
+    """
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+    history: bool = True
+
+
 class Campaign(_Strict):
     """A recurring alert: who gets it, what it shows, which variants compete, how it learns."""
 
@@ -113,6 +126,7 @@ class Campaign(_Strict):
     frequency_cap: timedelta | None = None
     recipe: NamedPlugin = NamedPlugin(name="popularity")
     filters: FilterConfig = Field(default_factory=FilterConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     policy: NamedPlugin = NamedPlugin(name="vw")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     deliverability: DeliverabilityConfig = Field(default_factory=DeliverabilityConfig)
