@@ -16,7 +16,7 @@ from learning_sim import click_probability, population  # noqa: E402
 def test_the_population_clicks_at_email_rates() -> None:
     people = population(2000, seed=3)
     rates = [click_probability(p, v) for p in people for v in ("minimal", "visual", "urgent")]
-    assert 0.02 <= min(rates) and max(rates) <= 0.10
+    assert min(rates) >= 0.02 and max(rates) <= 0.10
     young_mobile = {"age_band": "young", "device": "mobile", "interest": "news"}
     assert click_probability(young_mobile, "visual") > click_probability(young_mobile, "digest")
 
