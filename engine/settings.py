@@ -7,7 +7,6 @@ outside version control) and are masked in ``repr``.
 from __future__ import annotations
 
 import os
-import secrets
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -26,6 +25,7 @@ from pydantic import (
 
 from engine.durations import duration_field
 from engine.errors import ConfigError
+from engine.secret import checked_env_secret, read_secret_file
 
 CONFIG_FILE = Path("config") / "tailormail.toml"
 ENV_PREFIX = "TAILORMAIL_"
@@ -126,12 +126,7 @@ class Settings(_Strict):
         """The signing secret: ``TAILORMAIL_SECRET``, else the secret file (created once)."""
         if self.secret is not None:
             return self.secret.get_secret_value().encode()
-        path = self.path(self.secret_file)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
-        return path.read_text().strip().encode()
+        return read_secret_file(self.path(self.secret_file))
 
 
 def _set_nested(target: dict[str, Any], dotted: list[str], value: Any) -> None:
@@ -279,8 +274,8 @@ def load_settings(
     if overrides:
         data = _merge(data, _lift_backend_tables(dict(overrides)))
     data["project_dir"] = project_dir
-    if environ.get("TAILORMAIL_SECRET"):
-        data["secret"] = environ["TAILORMAIL_SECRET"]
+    if "TAILORMAIL_SECRET" in environ:
+        data["secret"] = checked_env_secret(environ["TAILORMAIL_SECRET"]).decode()
     elif "secret" in data:
         raise ConfigError(
             f"{config_path}: key 'secret' must not hold a secret; set TAILORMAIL_SECRET "

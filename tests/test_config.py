@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Project
@@ -59,10 +62,13 @@ def test_environment_overrides_and_unknown_variables(tmp_path: Path) -> None:
         load_settings(project_dir=tmp_path, environ={"TAILORMAIL_DATABSE_URL": "x"})
 
 
+LONG_SECRET = "s3cr3t-value-that-is-long-enough-0123"
+
+
 def test_secret_comes_from_the_environment_and_is_masked(tmp_path: Path) -> None:
-    settings = load_settings(project_dir=tmp_path, environ={"TAILORMAIL_SECRET": "s3cr3t-value"})
-    assert settings.secret_bytes() == b"s3cr3t-value"
-    assert "s3cr3t-value" not in repr(settings)
+    settings = load_settings(project_dir=tmp_path, environ={"TAILORMAIL_SECRET": LONG_SECRET})
+    assert settings.secret_bytes() == LONG_SECRET.encode()
+    assert LONG_SECRET not in repr(settings)
     write_config(tmp_path, 'secret = "in-the-file"\n')
     with pytest.raises(ConfigError, match="key 'secret' must not hold a secret"):
         load_settings(project_dir=tmp_path, environ={})
@@ -73,6 +79,80 @@ def test_secret_file_is_created_once_and_private(tmp_path: Path) -> None:
     first = settings.secret_bytes()
     assert first == settings.secret_bytes() and len(first) >= 32
     assert (tmp_path / ".tailormail-secret").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("", "TAILORMAIL_SECRET is set but empty"), ("short", "5 bytes long; it must be at least 32")],
+)
+def test_an_empty_or_short_environment_secret_is_an_error(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    """Issue 5 item 15: ``TAILORMAIL_SECRET`` is at least 32 bytes; empty is not 'unset'."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings(project_dir=tmp_path, environ={"TAILORMAIL_SECRET": value})
+    assert not (tmp_path / ".tailormail-secret").exists()
+
+
+def test_the_secret_file_is_never_readable_by_others_even_while_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 5 item 15: created 0600 from its first byte, whatever the umask."""
+    import os
+
+    from engine import secret
+
+    modes: list[int] = []
+    real_open = os.open
+
+    def watching_open(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
+        if flags & os.O_CREAT:
+            modes.append(mode)
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(secret.os, "open", watching_open)
+    old_umask = os.umask(0)  # the worst case: nothing masked
+    try:
+        data = secret.read_secret_file(tmp_path / "deep" / "secret")
+    finally:
+        os.umask(old_umask)
+    assert modes == [0o600] and len(data) >= 32
+    assert (tmp_path / "deep" / "secret").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in (tmp_path / "deep").iterdir()] == ["secret"]  # no temporary left
+
+
+def test_a_readable_secret_file_warns(tmp_path: Path) -> None:
+    from engine.secret import SecurityWarning, read_secret_file
+
+    path = tmp_path / "secret"
+    path.write_text("x" * 40)
+    path.chmod(0o644)
+    with pytest.warns(SecurityWarning, match=r"can be read by other users \(mode 0644\)"):
+        assert read_secret_file(path) == b"x" * 40
+    path.chmod(0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_secret_file(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("\n"), "is empty"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.symlink_to(p), "cannot be read"),
+    ],
+    ids=["empty", "directory", "symlink-loop"],
+)
+def test_an_unusable_secret_file_is_named(
+    tmp_path: Path, make: Callable[[Path], object], message: str
+) -> None:
+    """Issue 5 item 4: an empty, unreadable or directory secret path is one clear error."""
+    path = tmp_path / ".tailormail-secret"
+    make(path)
+    settings = load_settings(project_dir=tmp_path, environ={})
+    with pytest.raises(ConfigError, match=f"secret file {path}.*{message}"):
+        settings.secret_bytes()
 
 
 @pytest.mark.parametrize(

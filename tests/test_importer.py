@@ -77,7 +77,7 @@ def test_recipients_csv(db: Engine, tmp_path: Path) -> None:
     )
     assert progress == [3]
     rows = {row["id"]: row for row in table(db, "recipients")}
-    assert rows["u1"]["email"] == "Ann@example.com"
+    assert rows["u1"]["email"] == "ann@example.com"  # one spelling per mailbox
     assert attributes(rows["u1"]) == {"segment": "news", "age": "41"}
     assert rows["u2"]["email"] == "bob@example.org"
     assert attributes(rows["u2"]) == {}
@@ -210,6 +210,16 @@ BAD_FILES = [
     ("interactions", "e.jsonl", '{"user_id": "u", "item_id": "i"}\n', 1, "timestamp", "missing"),
     ("interactions", "e.jsonl", jsonl({"user_id": "u", "item_id": "i", "timestamp": True}), 1,
      "timestamp", "neither"),
+    # issue 5 item 13: one address, one recipient; no address that needs SMTPUTF8
+    ("recipients", "p.csv", "id,email\nu7,Kim@X.com\nu8,kim@x.COM\n", 3, "email", "row 2"),
+    ("recipients", "p.csv", "id,email\nu9,A@Example.com\n", 2, "email", "recipient 'u1'"),
+    ("recipients", "p.csv", "id,email\nu9,jörg@example.com\n", 2, "email", "SMTPUTF8"),
+    ("recipients", "p.csv", "id,email\nu9,a@-bad-.com\n", 2, "email", "not an email"),
+    # issue 5 items 4 and 14: a duplicate key, a line nested 100,000 deep
+    ("recipients", "p.jsonl", '{"id": "u9", "email": "q@x.com", "id": "u8"}\n', 1, None,
+     "'id' appears twice"),
+    ("items", "i.jsonl", '{"id": "i9", "a": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1, None,
+     "nested too deeply"),
 ]  # fmt: skip
 
 

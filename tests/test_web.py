@@ -42,7 +42,7 @@ from engine.web import PIXEL, BackgroundServer
 from engine.web.tokens import LegacyTokens, Tokens
 from engine.webhooks import WebhookHandler, WebhookVerificationError
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789-0123456789-01"
 WEBHOOK_KEY = b"webhook-test-key"
 LINKS = ["https://example.com/a?x=1&y=2", "https://shop.example/b"]
 HUMAN_UA = (
