@@ -7,7 +7,7 @@ fails the command that loads it, not a scheduled job at 3 a.m.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
@@ -15,12 +15,12 @@ from sqlmodel import col, select
 
 from engine.campaigns import Campaign, load_campaigns
 from engine.db import make_db, session_scope
-from engine.errors import ConfigError, PluginError
+from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
 from engine.models import ModelVersionRow, RecipientRow
 from engine.plugins import make_plugin_manager
 from engine.registry import Registry, collect
-from engine.rendering import Renderer
+from engine.rendering import Renderer, is_text_template
 from engine.settings import Settings, load_settings
 from engine.types import DeliveryBackend, Policy, Recipe, Recipient
 from engine.web.tokens import Tokens
@@ -94,14 +94,32 @@ class Engine:
                     factory(**section.params)
                 except PluginError as exc:
                     raise ConfigError(f"{where}: {kind}.name: {exc}") from exc
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, TailormailError) as exc:
                     raise ConfigError(f"{where}: [{kind}] {section.name}: {exc}") from exc
             for variant in campaign.variants:
-                if not (templates / variant.template).is_file():
-                    raise ConfigError(
-                        f"{where}: variant {variant.key!r}: template {variant.template!r} "
-                        f"not found in {templates}"
-                    )
+                self._check_template(where, variant.key, variant.template, templates)
+                try:
+                    self.renderer.compile(variant.as_variant())
+                except TemplateError as exc:
+                    raise ConfigError(f"{where}: {exc}") from exc
+
+    @staticmethod
+    def _check_template(where: str, key: str, template: str, templates: Path) -> None:
+        """A body template is an HTML file inside ``templates_dir``."""
+        path = PurePosixPath(template)
+        prefix = f"{where}: variant {key!r}: template {template!r}"
+        if path.is_absolute() or ".." in path.parts or "\\" in template:
+            raise ConfigError(
+                f"{prefix} is outside templates_dir ({templates}); name it "
+                "relative to that directory, without '..'"
+            )
+        if is_text_template(template):
+            raise ConfigError(
+                f"{prefix} is a text part's name; the body template is HTML "
+                f"(its text part is found beside it, see docs/guide.md)"
+            )
+        if not (templates / template).is_file():
+            raise ConfigError(f"{prefix} not found in {templates}")
 
     # -- factories ----------------------------------------------------------------------
     def campaign(self, name: str) -> Campaign:

@@ -11,6 +11,7 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.addresses import check_sender
 from engine.durations import duration_field
 from engine.errors import ConfigError
 from engine.recommendation.filters import FilterConfig
@@ -18,6 +19,7 @@ from engine.settings import format_validation_error
 from engine.types import Recipient, Variant
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Strict(BaseModel):
@@ -50,7 +52,9 @@ class NamedPlugin(BaseModel):
 
 
 class RewardConfig(_Strict):
-    """Reward weights per event type and the attribution window."""
+    """Reward weights per event type (finite numbers) and the attribution window (> 0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     click: float = 1.0
     open: float = 0.0
@@ -64,6 +68,13 @@ class RewardConfig(_Strict):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return duration_field(value)
+
+    @field_validator("attribution_window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero (events need time to arrive)")
+        return value
 
 
 class Campaign(_Strict):
@@ -91,6 +102,18 @@ class Campaign(_Strict):
         if not _NAME.match(value):
             raise ValueError("use lowercase letters, digits, '-' and '_' (at most 64)")
         return value
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("contains a control character (CR, LF, tab...): header injection")
+        return value
+
+    @field_validator("from_address")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        return None if value is None else check_sender(value)
 
     @field_validator("schedule")
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 
+from engine.addresses import check_sender
 from engine.durations import duration_field
 from engine.errors import ConfigError
 from engine.secret import checked_env_secret, read_secret_file
@@ -104,9 +106,17 @@ class Settings(_Strict):
     @field_validator("tracking_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an absolute http:// or https:// URL")
+        if parts.query or parts.fragment or any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} must have no query, fragment or spaces")
         return value.rstrip("/")
+
+    @field_validator("from_address")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return check_sender(value)
 
     def path(self, relative: str | Path) -> Path:
         """Resolve a configured path against the project directory."""
@@ -234,7 +244,8 @@ def format_validation_error(
         if problem["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key '{key}'")
         else:
-            lines.append(f"{where}: invalid value for '{key}': {problem['msg']}")
+            reason = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: invalid value for '{key}': {reason}")
     return "\n".join(lines)
 
 

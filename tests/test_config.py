@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -210,3 +212,106 @@ def test_durations() -> None:
     assert parse_duration(5).total_seconds() == 5
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("3 days")
+
+
+# -- issue 5 item 11: rejected at start-up, naming the key ------------------------------
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("[reward]\n", "[reward]\nclick = inf\n", "'reward.click': Input should be a finite"),
+        ("[reward]\n", "[reward]\ncomplaint = nan\n", "'reward.complaint': Input should be a"),
+        ('attribution_window = "1h"', 'attribution_window = "0s"', "must be longer than zero"),
+        ('attribution_window = "1h"', "attribution_window = 0", "'reward.attribution_window'"),
+        ("items_per_email", 'from_address = "a@b.example\\r\\nBcc: x@y.example"\nitems_per_email',
+         "'from_address': contains a control character"),
+        ("items_per_email", 'from_address = "alerts at shop"\nitems_per_email',
+         "'from_address': 'alerts at shop' is not an email address"),
+        ("items_per_email", 'subject_prefix = "[Shop]\\nBcc: x@y.example"\nitems_per_email',
+         "'subject_prefix': contains a control character"),
+    ],
+    ids=["inf-weight", "nan-weight", "zero-window", "zero-seconds", "from-crlf", "from-invalid",
+         "prefix-crlf"],
+)  # fmt: skip
+def test_a_campaign_value_that_cannot_work_stops_start_up(
+    sqlite_project: Project, old: str, new: str, message: str
+) -> None:
+    path = sqlite_project.add_campaign("alerts")
+    _edit(path, old, new)
+    with pytest.raises(ConfigError) as caught:
+        sqlite_project.engine()
+    assert str(path) in str(caught.value)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("tracking_base_url", "t.example.com/track", "is not an absolute http:// or https:// URL"),
+        ("tracking_base_url", "https://", "is not an absolute http:// or https:// URL"),
+        ("tracking_base_url", "ftp://t.example.com", "is not an absolute http:// or https:// URL"),
+        ("from_address", "Shop <shop@x.example>\nBcc: all@x.example", "control character"),
+        ("from_address", "shop", "'shop' is not an email address"),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_start_up_naming_the_key(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    write_config(tmp_path, f"{key} = {json.dumps(value)}\n")
+    with pytest.raises(ConfigError, match=f"tailormail.toml: invalid value for '{key}'") as caught:
+        load_settings(project_dir=tmp_path, environ={})
+    assert message in str(caught.value)
+    variable = f"TAILORMAIL_{key.upper()}"
+    with pytest.raises(ConfigError, match=f"^{variable}: invalid value for '{key}'"):
+        load_settings(project_dir=tmp_path, environ={variable: value})
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("../outside.html", "is outside templates_dir"),
+        ("/etc/hostname", "is outside templates_dir"),
+        ("t/a.txt", "is a text part's name"),
+    ],
+)
+def test_a_template_outside_templates_dir_stops_start_up(
+    sqlite_project: Project, template: str, message: str
+) -> None:
+    (sqlite_project.root / "outside.html").write_text("<p>not a template of ours</p>")
+    (sqlite_project.root / "templates" / "t" / "a.txt").write_text("text")
+    path = sqlite_project.add_campaign("alerts")
+    _edit(path, 'template = "t/a.html"', f'template = "{template}"')
+    with pytest.raises(ConfigError, match=f"campaign 'alerts': variant 'a': template .*{message}"):
+        sqlite_project.engine()
+
+
+@pytest.mark.parametrize(
+    ("where", "source", "message"),
+    [
+        ("subject", "Hello {{ recipient.first_name", "variant 'a' (subject, line 1)"),
+        ("t/a.html", "<p>{% if %}</p>", "variant 'a' (t/a.html, line 1)"),
+        ("t/b.txt", "line one\n{% for x in %}", "variant 'b' (t/b.txt, line 2)"),
+    ],
+)
+def test_a_template_syntax_error_stops_start_up(
+    sqlite_project: Project, where: str, source: str, message: str
+) -> None:
+    path = sqlite_project.add_campaign("alerts")
+    if where == "subject":
+        _edit(path, 'subject = "Hello {{ recipient.first_name }}"', f'subject = "{source}"')
+    else:
+        (sqlite_project.root / "templates" / where).write_text(source)
+    with pytest.raises(ConfigError, match=re.escape(f"campaign 'alerts': {message}")):
+        sqlite_project.engine()
+
+
+def test_a_policy_error_names_the_campaign(sqlite_project: Project) -> None:
+    path = sqlite_project.add_campaign("tuned", policy="vw")
+    _edit(path, 'name = "vw"', 'name = "vw"\nepsilon = 7')
+    with pytest.raises(ConfigError, match=r"campaign 'tuned': \[policy\] vw: .*epsilon"):
+        sqlite_project.engine()
