@@ -110,7 +110,7 @@ def test_pending_rows_of_a_killed_run_become_unknown_and_are_not_resent(
     run._open_run(None)
     run._prepare_models()
     # The process claimed two rows and died before their messages left.
-    claimed = run._claim([run._decide(r) for r in engine.audience(engine.campaign("alerts"))[:2]])
+    claimed = run._claim(run._decide(engine.audience(engine.campaign("alerts"))[:2]))
     assert len(claimed) == 2
     summary = run_campaign(engine, "alerts", run_id="killed")
     assert (summary.already_done, summary.sent) == (2, 4)
