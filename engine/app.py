@@ -15,6 +15,7 @@ from sqlmodel import col, select
 
 from engine.campaigns import Campaign, load_campaigns
 from engine.db import make_db, session_scope
+from engine.durations import format_duration
 from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
 from engine.models import ModelVersionRow, RecipientRow
@@ -54,7 +55,9 @@ class Engine:
         self.campaigns: dict[str, Campaign] = load_campaigns(
             self.settings.path(self.settings.campaigns_dir)
         )
-        self.tokens = Tokens(self.settings.secret_bytes())
+        self.secret = self.settings.secret_bytes()
+        """The project secret (``TAILORMAIL_SECRET`` or the secret file), read once."""
+        self.tokens = Tokens(self.secret)
         self.renderer = Renderer(
             self.settings.path(self.settings.templates_dir),
             self.tokens,
@@ -83,6 +86,7 @@ class Engine:
                 f"(available: {', '.join(self.executors.names())})"
             )
         templates = self.settings.path(self.settings.templates_dir)
+        self._check_retention()
         for campaign in self.campaigns.values():
             where = f"campaign {campaign.name!r}"
             for kind, section, registry in (
@@ -102,6 +106,26 @@ class Engine:
                     self.renderer.compile(variant.as_variant())
                 except TemplateError as exc:
                     raise ConfigError(f"{where}: {exc}") from exc
+
+    def _check_retention(self) -> None:
+        """Anonymized rows can neither earn rewards nor count for a frequency cap, so the
+        retention must outlast every attribution window and every cap."""
+        retention = self.settings.retention
+        if retention is None:
+            return
+        needs = [("frequency_cap", self.settings.frequency_cap)]
+        for campaign in self.campaigns.values():
+            where = f"campaign {campaign.name!r}"
+            needs.append(
+                (f"{where}: reward.attribution_window", campaign.reward.attribution_window)
+            )
+            needs.append((f"{where}: frequency_cap", campaign.frequency_cap))
+        for name, period in needs:
+            if period is not None and retention <= period:
+                raise ConfigError(
+                    f"retention: {format_duration(retention)} must be longer than {name} "
+                    f"({format_duration(period)}), or the rows it needs would be erased"
+                )
 
     @staticmethod
     def _check_template(where: str, key: str, template: str, templates: Path) -> None:

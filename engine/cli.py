@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from engine.cli_privacy import forget, retention
 from engine.cli_support import ProjectOption, open_engine, set_global_project
 from engine.errors import TailormailError, TailormailWarning
 
@@ -333,6 +334,10 @@ def demo(
     from engine.demo import run_demo
 
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
+
+
+app.command()(forget)
+app.command()(retention)
 
 
 def _progress() -> Progress:

@@ -14,6 +14,7 @@ from engine.errors import PluginError
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.features",
     "plugins.eligibility",
+    "plugins.forgotten",
     "plugins.rewards",
     "plugins.executors",
     "plugins.policies.uniform",

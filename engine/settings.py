@@ -91,6 +91,8 @@ class Settings(_Strict):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     frequency_cap: timedelta | None = None  # across all campaigns; each campaign has its own
+    # Ledger rows and events older than this are anonymized by a daily job (docs/guide.md).
+    retention: timedelta | None = None
     _env_sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def env_variables(self, prefix: str) -> list[str]:
@@ -101,7 +103,7 @@ class Settings(_Strict):
             if key == prefix or key.startswith(prefix + ".")
         )
 
-    @field_validator("frequency_cap", mode="before")
+    @field_validator("frequency_cap", "retention", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return duration_field(value)
