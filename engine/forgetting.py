@@ -84,10 +84,9 @@ def forget(engine: Engine, who: str) -> ForgetSummary:
     secret = engine.secret
     with session_scope(engine.db) as session:
         ids, addresses = _identify(session, who.strip())
-        if not ids and not addresses and "@" in who:
-            if session.get(ForgottenAddressRow, address_hash(secret, who)) is not None:
-                return ForgetSummary((), 0, 0, 0, 0, 0, already=True)
         if not ids and not addresses:
+            if "@" in who and session.get(ForgottenAddressRow, address_hash(secret, who)):
+                return ForgetSummary((), 0, 0, 0, 0, 0, already=True)
             raise UnknownRecipientError(
                 f"no recipient, ledger row or suppression has the id or address {who!r}"
             )

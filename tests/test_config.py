@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from conftest import Project
 
+from engine.app import Engine
 from engine.campaigns import load_campaign
 from engine.durations import parse_duration
 from engine.errors import ConfigError
@@ -315,3 +316,36 @@ def test_a_policy_error_names_the_campaign(sqlite_project: Project) -> None:
     _edit(path, 'name = "vw"', 'name = "vw"\nepsilon = 7')
     with pytest.raises(ConfigError, match=r"campaign 'tuned': \[policy\] vw: .*epsilon"):
         sqlite_project.engine()
+
+
+# -- issue 5 item 10: environment overrides typed like the file, errors name the variable -
+def test_environment_values_are_typed_like_toml_values(tmp_path: Path) -> None:
+    settings = load_settings(
+        project_dir=tmp_path,
+        environ={
+            "TAILORMAIL_DELIVERY__SMTP__STARTTLS": "false",
+            "TAILORMAIL_DELIVERY__SMTP__PORT": "2525",
+            "TAILORMAIL_PLUGINS__MINE__RATIO": "0.25",
+            "TAILORMAIL_PLUGINS__MINE__TAGS": '["a", "b"]',
+            "TAILORMAIL_PLUGINS__MINE__NAME": "false-start",
+            "TAILORMAIL_SCHEDULER__COALESCE": "false",
+        },
+    )
+    assert settings.delivery.options["smtp"] == {"starttls": False, "port": 2525}
+    assert settings.plugins["mine"] == {"ratio": 0.25, "tags": ["a", "b"], "name": "false-start"}
+    assert settings.scheduler.coalesce is False
+
+
+def test_an_error_caused_by_the_environment_names_the_variable(sqlite_project: Project) -> None:
+    with pytest.raises(ConfigError, match=r"^TAILORMAIL_WEB__PORT: invalid value for 'web.port'"):
+        load_settings(project_dir=sqlite_project.root, environ={"TAILORMAIL_WEB__PORT": "x"})
+    environ = {"TAILORMAIL_SECRET": "e" * 32, "TAILORMAIL_DELIVERY__OUTBOX__PTH": "x"}
+    settings = load_settings(project_dir=sqlite_project.root, environ=environ)
+    with pytest.raises(ConfigError, match=r"\(set by TAILORMAIL_DELIVERY__OUTBOX__PTH\)"):
+        Engine(settings=settings, load_entry_points=False)
+    environ = {"TAILORMAIL_SECRET": "e" * 32, "TAILORMAIL_PLUGINS__WEBHOOKS__POSTMARK__NOPE": "1"}
+    settings = load_settings(project_dir=sqlite_project.root, environ=environ)
+    with pytest.raises(ConfigError) as caught:
+        Engine(settings=settings, load_entry_points=False)
+    assert str(caught.value).startswith("plugins.webhooks.postmark.nope: ")
+    assert str(caught.value).endswith("(set by TAILORMAIL_PLUGINS__WEBHOOKS__POSTMARK__NOPE)")
