@@ -85,7 +85,8 @@ def forget(engine: Engine, who: str) -> ForgetSummary:
     with session_scope(engine.db) as session:
         ids, addresses = _identify(session, who.strip())
         if not ids and not addresses:
-            if "@" in who and session.get(ForgottenAddressRow, address_hash(secret, who)):
+            hashed = address_hash(secret, who)
+            if "@" in who and session.get(ForgottenAddressRow, hashed) is not None:
                 return ForgetSummary((), 0, 0, 0, 0, 0, already=True)
             raise UnknownRecipientError(
                 f"no recipient, ledger row or suppression has the id or address {who!r}"
