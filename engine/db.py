@@ -29,6 +29,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Audience filters ignore case the way PostgreSQL's lower() does, not ASCII-only.
+    dbapi_connection.create_function("tm_lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

@@ -3,7 +3,7 @@
 ``forget`` erases what identifies one recipient: the recipient row, their interactions
 (and the stored recipe fits, caches that may hold them); in their ledger rows the
 address, the recipient id, the decision id, the context snapshot and the rendered data
-(items, links, message and provider ids); in their events the user agents, URLs and
+(items, links and their items, message and provider ids); in their events the user agents, URLs and
 provider metadata. What must stay, stays: the address as a keyed hash in
 ``forgotten_addresses``, so the person is never mailed again even if a later import
 brings them back, and the decisions and rewards (variant, probability, pmf, offered
@@ -179,6 +179,7 @@ def _erase_sends(session: Session, send_ids: list[int]) -> int:
                     context=None,
                     items=None,
                     links=None,
+                    link_items=None,
                     message_id=None,
                     provider_id=None,
                     error=None,

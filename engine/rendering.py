@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,17 +35,23 @@ _HREF = re.compile(r"(?<=\s)href\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+)
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'\[\]]+", re.IGNORECASE)
 _TRAILING_PUNCTUATION = ".,;:!?'\""
 _STYLE_BLOCK = re.compile(r"<style\b", re.IGNORECASE)
+# Placeholders of ``item_url`` links before tracking (".invalid" never resolves, RFC 2606).
+_ITEM_LINK_BASE = "https://item-link.tailormail.invalid/"
+_ITEM_LINK = re.compile(re.escape(_ITEM_LINK_BASE) + r"\d+")
 
 
 @dataclass
 class RenderedEmail:
-    """A rendered message body: ``links`` are the original URLs, by tracked-link index."""
+    """A rendered message body: ``links`` are the original URLs, by tracked-link index;
+    ``link_items`` says, per link index, which item at which position (0 = first of the
+    email's ``items``) a link made by ``item_url`` points at (None for other links)."""
 
     subject: str
     html: str
     text: str
     links: list[str]
     headers: dict[str, str]
+    link_items: list[tuple[str, int] | None] = field(default_factory=list)
 
 
 class Renderer:
@@ -83,7 +89,8 @@ class Renderer:
         """Render ``variant`` for one send; raises ``TemplateError`` naming the variant."""
         campaign = str((variables.get("campaign") or {}).get("name", ""))
         unsubscribe_url = f"{self.base_url}/u/{self.tokens.unsubscribe(send_id, campaign)}"
-        context = {**variables, "unsubscribe_url": unsubscribe_url}
+        item_links = ItemLinks(variables.get("items") or [])
+        context = {**variables, "unsubscribe_url": unsubscribe_url, "item_url": item_links.url}
         subject = self._render_subject(variant, context)
         body = self._render_template(variant, variant.template, context)
         text = self._render_text(variant, context)
@@ -92,12 +99,13 @@ class Renderer:
         if _STYLE_BLOCK.search(body):
             body = self._inline_css(variant, body)
 
-        indexes: dict[str, int] = {}  # identical URLs share one index
+        indexes: dict[str, int] = {}  # identical URLs share one index (an item link: its key)
 
         def track(url: str) -> str:
             index = indexes.setdefault(url, len(indexes))
+            target = item_links.target(url)
             # The target travels in the token: the redirect needs no database.
-            return f"{self.base_url}/c/{self.tokens.click(send_id, index, url)}"
+            return f"{self.base_url}/c/{self.tokens.click(send_id, index, target or url)}"
 
         body, has_unsubscribe = _rewrite_html_links(body, track, unsubscribe_url)
         if not has_unsubscribe:
@@ -105,13 +113,15 @@ class Renderer:
         text = _rewrite_text_links(text, track, unsubscribe_url)
         if unsubscribe_url not in text:
             text = f"{text.rstrip()}\n\n{UNSUBSCRIBE_TEXT}: {unsubscribe_url}\n"
+        body, text = item_links.untracked(body), item_links.untracked(text)
         pixel_url = html.escape(f"{self.base_url}/o/{self.tokens.open(send_id)}")
         body = _before_body_end(body, f'<img src="{pixel_url}" width="1" height="1" alt="">')
         headers = {
             "List-Unsubscribe": f"<{unsubscribe_url}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
         }
-        return RenderedEmail(subject, body, text, list(indexes), headers)
+        links = [item_links.target(url) or url for url in indexes]
+        return RenderedEmail(subject, body, text, links, headers, item_links.items_of(indexes))
 
     def check(self, variants: Sequence[Variant], variables: dict[str, Any]) -> None:
         """Render every variant once (``send_id=0``); raise ``TemplateError`` on the first
@@ -252,6 +262,72 @@ def text_sibling(name: str) -> str:
     else:
         suffixes.append(".txt")
     return path.with_name(stem + "".join(suffixes)).as_posix()
+
+
+class ItemLinks:
+    """``item_url(item)`` for one message: a link to an item that knows its position.
+
+    Each (position, URL) gets a placeholder URL that the link rewriting turns into its own
+    tracked link, so the same URL at two positions makes two links, and a click says which
+    item at which position drew it. Positions count from 0 in the email's ``items``.
+    """
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        """Links for the message whose template variable ``items`` is ``items``."""
+        self.items = list(items)
+        self._keys: dict[tuple[int, str], str] = {}
+        self._links: dict[str, tuple[str, str, int]] = {}  # placeholder -> url, item, position
+
+    def url(self, item: Any, url: str | None = None) -> str:
+        """The template helper: the tracked link to ``item`` (its ``url`` unless given)."""
+        position = self._position(item)
+        item_id = str(item["id"])
+        target = url if url is not None else item.get("url")
+        if not isinstance(target, str) or not target.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"item_url(): item {item_id!r} has no http(s) 'url' attribute "
+                "(import one with the catalogue, or call item_url(item, url))"
+            )
+        key = (position, target)
+        placeholder = self._keys.get(key)
+        if placeholder is None:
+            placeholder = self._keys[key] = f"{_ITEM_LINK_BASE}{len(self._keys)}"
+            self._links[placeholder] = (target, item_id, position)
+        return placeholder
+
+    def _position(self, item: Any) -> int:
+        for position, candidate in enumerate(self.items):
+            if candidate is item:
+                return position
+        item_id = item.get("id") if isinstance(item, Mapping) else None
+        for position, candidate in enumerate(self.items):
+            if item_id is not None and candidate.get("id") == item_id:
+                return position
+        raise ValueError("item_url() takes one of the email's items (for item in items)")
+
+    def _resolve(self, url: str) -> tuple[str, str, int] | None:
+        """URL, item and position of a placeholder (a suffix the template added is kept)."""
+        match = _ITEM_LINK.match(url) if url.startswith(_ITEM_LINK_BASE) else None
+        found = self._links.get(match.group(0)) if match else None
+        if match is None or found is None:
+            return None
+        return found[0] + url[match.end() :], found[1], found[2]
+
+    def target(self, url: str) -> str | None:
+        """The real URL behind a placeholder, or None for any other URL."""
+        found = self._resolve(url)
+        return found[0] if found else None
+
+    def items_of(self, links: Iterable[str]) -> list[tuple[str, int] | None]:
+        """Per tracked link, in index order: ``(item_id, position)`` or None."""
+        found = (self._resolve(url) for url in links)
+        return [(hit[1], hit[2]) if hit else None for hit in found]
+
+    def untracked(self, text: str) -> str:
+        """Put the real URL back where a placeholder was not a link (an ``<img src>``)."""
+        if not self._links or _ITEM_LINK_BASE not in text:
+            return text
+        return _ITEM_LINK.sub(lambda m: self._links.get(m.group(0), (m.group(0),))[0], text)
 
 
 def clean_subject(subject: str) -> str:

@@ -20,7 +20,8 @@ class MemoryBackend(DeliveryBackend):
 
     The engine-level list outlives the backend instance (the engine builds one per batch),
     so a test can read everything a campaign run sent. ``fail_for`` lists addresses that
-    get a permanent failure, to exercise bounce handling without a provider.
+    get a permanent failure that rejects the address (a hard bounce), to exercise bounce
+    handling without a provider.
     """
 
     name = "memory"
@@ -53,6 +54,7 @@ class MemoryBackend(DeliveryBackend):
                 message.send_id,
                 SendStatus.PERMANENT_FAILURE,
                 error=f"550 {message.to_address} is in fail_for",
+                rejected=True,  # as a receiving server refusing the address: a hard bounce
             )
         self.outbox.append(message)
         if self.engine is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import email.policy
+import io
 import re
 from email import charset
+from email.generator import BytesGenerator
 from email.header import Header
 from email.message import Message as MIMEMessage
 from email.mime.multipart import MIMEMultipart
@@ -75,10 +77,49 @@ def build_mime(message: Message) -> MIMEMessage:
 
 
 def _header(name: str, value: str) -> str:
-    """ASCII values as they are; anything else RFC 2047 encoded (addresses kept readable)."""
+    """ASCII values as they are; anything else RFC 2047 encoded (addresses kept readable).
+
+    A non-ASCII address (RFC 6531) cannot be RFC 2047 encoded: it stays raw UTF-8, held as
+    surrogate escapes that ``mime_bytes`` writes back as the original bytes.
+    """
     if value.isascii():
         return value
     if name.lower() in _ADDRESS_HEADERS:
         display, address = parseaddr(value)
-        return formataddr((display, address), charset="utf-8")
+        address = ascii_domain(address)
+        if address.isascii():
+            return formataddr((display, address), charset="utf-8")
+        raw = address.encode("utf-8").decode("ascii", "surrogateescape")
+        return f"{Header(display, 'utf-8').encode()} <{raw}>" if display else raw
     return Header(value, "utf-8").encode()
+
+
+def ascii_domain(address: str) -> str:
+    """``address`` with an internationalized domain in its ASCII (IDNA) form.
+
+    A non-ASCII local part stays as it is: only SMTPUTF8 (RFC 6531) can carry it.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
+
+
+def envelope_address(value: str) -> str:
+    """The bare address of a header value, its domain in IDNA form (for MAIL and RCPT)."""
+    return ascii_domain(parseaddr(value)[1])
+
+
+def mime_bytes(mime: MIMEMessage) -> bytes:
+    """The message as bytes with CRLF line ends; UTF-8 addresses written as raw UTF-8.
+
+    Bodies are quoted-printable and other headers RFC 2047, so only an RFC 6531 address
+    (sent with SMTPUTF8) puts 8-bit bytes on the wire.
+    """
+    buffer = io.BytesIO()
+    policy = email.policy.compat32.clone(linesep="\r\n", cte_type="8bit")
+    BytesGenerator(buffer, policy=policy).flatten(mime)
+    return buffer.getvalue()
