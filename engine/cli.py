@@ -244,6 +244,9 @@ def report(
         typer.Option("--items", help="Clicks and CTR per item and per position instead."),
     ] = False,
     project: ProjectOption = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="CTR chart (default: reports/CAMPAIGN-ctr.png).")
+    ] = None,
 ) -> None:
     """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes (or per item)."""
     from engine.report import campaign_report
@@ -272,18 +275,23 @@ def report(
             str(row.unsubscribes),
         )
     console.print(table)
+    from engine.cli_report import print_learning_report
+
+    with open_engine(project) as engine:
+        chart = png or engine.settings.path("reports") / f"{campaign}-ctr.png"
+        print_learning_report(engine, campaign, console, chart)
 
 
 @app.command()
 def rewards(project: ProjectOption = None) -> None:
-    """Join events whose attribution window closed, and let each policy learn."""
+    """Join events whose attribution window closed, and let each policy learn; say what
+    still waits for its attribution window."""
+    from engine.cli_report import print_rewards
     from engine.rewards import join_rewards
 
     with open_engine(project) as engine:
         summary = join_rewards(engine)
-    for name, count in sorted(summary.rewarded.items()):
-        version = summary.model_versions.get(name, "unchanged")
-        console.print(f"{name}: {count} rewards joined; model {version}")
+        print_rewards(engine, summary, console)
 
 
 @app.command()

@@ -183,8 +183,10 @@ def insert_returning(
     sa_table = table.__table__  # type: ignore[attr-defined]
     module: Any = postgresql if dialect == "postgresql" else sqlite
     returned = [sa_table.c[name] for name in columns]
-    stmt = module.insert(sa_table).values(values).on_conflict_do_nothing().returning(*returned)
-    return [tuple(row) for row in session.execute(stmt).all()]
+    # Parameters apart from the statement: it compiles once and is cached, and SQLAlchemy
+    # sends the rows as multi-row VALUES ("insertmanyvalues"), RETURNING included.
+    stmt = module.insert(sa_table).on_conflict_do_nothing().returning(*returned)
+    return [tuple(row) for row in session.execute(stmt, values).all()]
 
 
 def upsert(

@@ -13,6 +13,7 @@ from engine.errors import PluginError
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.features",
+    "plugins.features_history",
     "plugins.eligibility",
     "plugins.forgotten",
     "plugins.deliverability",
@@ -32,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.delivery.outbox_command",
     "plugins.delivery.smtp",
     "plugins.delivery.memory",
+    "plugins.delivery.null",
     "plugins.delivery.ses",
     "plugins.delivery.sendgrid",
     "plugins.delivery.postmark",

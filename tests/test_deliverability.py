@@ -8,6 +8,9 @@ log), and ``tailormail resume`` lets it send again.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import uuid
 
 import httpx
@@ -201,3 +204,34 @@ def test_an_unknown_send_is_found_by_its_message_id(sqlite_project: Project) -> 
     event = TrackingEvent(EventType.DELIVERED, None, utcnow(), provider_message_id=bare)
     assert record_event(engine, event, dedupe_key="test:delivered")
     assert sends(engine, "r1")["user0@example.com"].status == LedgerStatus.SENT
+
+
+def test_runs_shows_the_pause_and_resume_lifts_it(sqlite_project: Project) -> None:
+    sqlite_project.add_campaign("alerts", extra=STRICT)
+    config = f'database_url = "{sqlite_project.db_url}"\n[delivery]\nbackend = "memory"\n'
+    (sqlite_project.root / "config" / "tailormail.toml").write_text(config)
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=10)
+    run_campaign(engine, "alerts", run_id="r1")
+    for row in list(sends(engine, "r1").values())[:2]:
+        complain(engine, row)
+    run_campaign(engine, "alerts", run_id="r2")  # stops at once: paused
+
+    def tailormail(*args: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
+        env = clean | {"TAILORMAIL_SECRET": "test-secret", "COLUMNS": "250"}
+        command = [sys.executable, "-m", "engine", "--project", str(sqlite_project.root), *args]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return done
+
+    listed = tailormail("runs").stdout
+    assert "campaign alerts PAUSED since" in listed
+    assert "complaint rate 20.00% over its last 10 sends" in listed
+    assert "resume with `tailormail resume alerts`" in listed
+    assert "r2 paused: campaign paused: complaint rate" in listed
+    resumed = tailormail("resume", "alerts").stdout
+    assert "campaign alerts resumed" in resumed
+    assert "tailormail send alerts --run r2" in resumed
+    assert "PAUSED" not in tailormail("runs").stdout
+    assert "not paused" in tailormail("resume", "alerts").stdout
