@@ -161,6 +161,19 @@ class DeliverabilityConfig(_Strict):
     max_hard_bounce_rate: float = Field(default=0.05, ge=0, le=1)
 
 
+class FeaturesConfig(_Strict):
+    """The ``[features]`` table: which recipient attributes the policy may see.
+
+    ``allow`` lists the only attributes used (deny-listed personal ones included, on
+    purpose); ``deny`` drops more; ``history = false`` turns off the engagement features
+    (sends, clicks, days since the last click, clicks per variant).
+    """
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+    history: bool = True
+
+
 class Campaign(_Strict):
     """A recurring alert: who gets it, what it shows, which variants compete, how it learns."""
 
@@ -177,6 +190,7 @@ class Campaign(_Strict):
     # for an imported interaction's value (0 leaves email clicks out).
     email_click_weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     filters: FilterConfig = Field(default_factory=FilterConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     policy: NamedPlugin = NamedPlugin(name="vw")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     deliverability: DeliverabilityConfig = Field(default_factory=DeliverabilityConfig)

@@ -13,6 +13,7 @@ from engine.errors import PluginError
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.features",
+    "plugins.features_history",
     "plugins.eligibility",
     "plugins.deliverability",
     "plugins.rewards",

@@ -147,6 +147,7 @@ def test_a_tiny_demo_runs_two_rounds(tmp_path: Path) -> None:
     )
     demo = tmp_path / "tiny"
     assert "CTR per round" in out and "learning curve in" in out
+    assert "expected CTR over the last 2 rounds: vw" in out
     assert (demo / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Engine(project_dir=demo) as engine, session_scope(engine.db) as session:
         runs = {r.id: r.status for r in session.scalars(select(RunRow))}
@@ -160,7 +161,9 @@ def test_a_tiny_demo_runs_two_rounds(tmp_path: Path) -> None:
             .where(ModelVersionRow.campaign == "demo-vw")  # type: ignore[arg-type]
         )
     assert runs == {
-        f"demo-{arm}@round-{n:02d}": "finished" for arm in ("vw", "uniform") for n in (1, 2)
+        f"demo-{arm}@round-{n:02d}": "finished"
+        for arm in ("vw", "uniform", "abtest")
+        for n in (1, 2)
     }
     assert sent == rewards == 2 * 24
     assert models == 2
