@@ -621,7 +621,7 @@ def test_provider_message_ids_join_webhook_events_to_the_ledger(
     monkeypatch.setenv("TEST_POSTMARK_PASSWORD", hooks.password)
     settings = load_settings(
         project_dir=sqlite_project.root,
-        environ={"TAILORMAIL_SECRET": "test-secret"},
+        environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
         overrides={
             "database_url": sqlite_project.db_url,
             "delivery": {"backend": "mocked_postmark", "mocked_postmark": {"batch_size": 3}},
