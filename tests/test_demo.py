@@ -13,13 +13,20 @@ from engine.app import Engine
 from engine.db import session_scope
 from engine.demo import ARMS, MARKER, DemoResult, run_demo
 from engine.errors import TailormailError
-from engine.models import EventRow, LedgerRow, ModelVersionRow, RewardRow, RunRow
+from engine.item_report import item_report
+from engine.models import EventRow, InteractionRow, LedgerRow, ModelVersionRow, RewardRow, RunRow
 from engine.settings import load_settings
 from engine.simulation import (
+    TOPIC_AFFINITY,
     VARIANTS,
+    affinity,
     click_probability,
+    item_appeal,
+    make_catalogue,
     make_population,
     oracle_ctr,
+    pick_item_link,
+    relevance,
     uniform_ctr,
 )
 
@@ -107,3 +114,36 @@ def test_the_population_and_its_click_table() -> None:
     young_mobile = {"age_band": "young", "device": "mobile", "interest": "news"}
     assert max(VARIANTS, key=lambda v: click_probability(young_mobile, v)) == "visual"
     assert 0.07 < uniform_ctr(people, VARIANTS) < 0.10 < 0.14 < oracle_ctr(people) < 0.17
+
+
+def test_item_clicks_became_email_click_interactions(demo: DemoResult, engine: Engine) -> None:
+    # Every demo email links its items with item_url, and a reader clicks one item at most.
+    stored = (
+        select(func.count()).select_from(InteractionRow).where(InteractionRow.kind == "email_click")
+    )
+    assert count(engine, stored) == demo.clicks > 0
+    for figures in demo.rounds:
+        content = figures.content
+        assert content is not None and content.items_shown > 0
+        assert 0 < content.expected_with < 0.2 and 0 < content.expected_without < 0.2
+    report = item_report(engine, "demo-vw")
+    assert report.sends > 0 and sum(rate.clicks for rate in report.positions) > 0
+
+
+def test_readers_prefer_their_topic_and_the_first_positions() -> None:
+    catalogue = make_catalogue()
+    reader = {"interest": "news"}
+    news = [item for item, _title, topic, _url in catalogue if topic == "news"]
+    others = [item for item, _title, topic, _url in catalogue if topic != "news"]
+    everything = [item for item, *_ in catalogue]
+    assert relevance(reader, everything) == pytest.approx(1.0, abs=0.1)  # a random list
+    assert relevance(reader, news) > 1.8 > 0.8 > relevance(reader, others)
+    assert relevance(reader, []) == 1.0
+    best = max(news, key=item_appeal)
+    assert affinity(reader, best) == TOPIC_AFFINITY[0] * item_appeal(best)
+    # Two equally liked items: the first position draws more clicks.
+    links = [("https://t/c/1", best), ("https://t/c/2", best), ("https://t/c/3", others[0])]
+    picks = [pick_item_link(reader, links[1:], n / 1000) for n in range(1000)]
+    assert picks.count("https://t/c/2") > picks.count("https://t/c/3")
+    twice = [pick_item_link(reader, links[:2], n / 1000) for n in range(1000)]
+    assert set(twice) == {"https://t/c/1"}  # one item linked twice is one item
