@@ -20,7 +20,7 @@ from sqlmodel import col, select
 from engine.db import session_scope
 from engine.models import LedgerRow, LedgerStatus
 from engine.recommendation.recommender import campaign_recommender
-from engine.simulation import ReadCounts, item_click_probability
+from engine.simulation import ReadCounts, expected_item_clicks
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -42,7 +42,7 @@ def _expected(
     """Expected clicks and items shown over ``(recipient, variant, items)`` emails."""
     clicks, shown = 0.0, 0
     for recipient, variant, items in lists:
-        clicks += item_click_probability(people[recipient], variant, items)
+        clicks += expected_item_clicks(people[recipient], variant, items)
         shown += len(items)
     return clicks, shown
 
@@ -76,7 +76,7 @@ def compare_round(
         for _, recipient, variant, items in (row for row in sent if row[0] == name):
             without_lists.append((recipient, variant, recommender.recommend(recipient, len(items))))
     without_clicks, without_shown = _expected(people, without_lists)
-    realized_clicks = sum(read.clicks for read in reads.values())
+    realized_clicks = sum(read.item_clicks for read in reads.values())
     realized_shown = sum(read.items_shown for read in reads.values())
     return ContentFigures(
         items_shown=shown,

@@ -17,15 +17,16 @@ with their own best variant (click probability in %, before the interest lift):
 
 A uniform A/B split earns about 8.4%, the oracle (everyone gets their best) about 15.4%.
 
-What is inside the email counts too. Each of the 48 catalogue items has a topic (its
+What is inside the email counts too, without changing any of the above: a reader who
+clicks opens the items they like. Each of the 48 catalogue items has a topic (its
 ``category``: news, style, deals, books, in turn) and a hidden ``appeal`` between 0.5 and
 1.5 (``item_appeal``, a hash of its id). A reader's ``affinity`` for an item is its appeal,
 tripled when the topic is their ``interest`` and a third of it otherwise (so a random item
-averages 1). The chance of a click above is multiplied by the email's ``relevance``,
-``0.5 + 0.5 x`` the mean affinity of the items it shows: 1 for a random list, about 2 for
-a list of their topic, 0.67 for a list of other topics. A reader who clicks picks one item
-link with chance proportional to affinity x ``POSITION_DECAY ** position``, so the first
-items draw more clicks (the position effect ``tailormail report --items`` shows).
+averages 1). Having decided to click (the chance above), the reader clicks each item at
+position ``n`` (0 first) with chance ``ITEM_CLICK x affinity x POSITION_DECAY ** n`` (at
+most 1), and when that picks none, one item chosen in proportion to the same weights. So
+about 1.2 items per clicking reader for a random list, about 2.2 for a list of their topic,
+and the first positions draw more clicks (the position effect ``report --items`` shows).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ LIFTS: dict[str, dict[str, float]] = {  # "attribute=value" -> variant -> lift
 CATALOGUE_SIZE = 48
 TOPIC_AFFINITY = (3.0, 1.0 / 3.0)  # the reader's interest, any other topic
 POSITION_DECAY = 0.8
+ITEM_CLICK = 0.25
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Barbara", "Donald", "Frances", "Ken", "Radia")
 DOMAINS = ("example.com", "example.net", "example.org")
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
@@ -119,18 +121,28 @@ def affinity(person: Mapping[str, Any], item_id: str) -> float:
     return item_appeal(item_id) * (mine if liked else other)
 
 
-def relevance(person: Mapping[str, Any], item_ids: Sequence[str]) -> float:
-    """What the items of an email do to its click chance: 1 for a random list."""
+def _item_chances(person: Mapping[str, Any], item_ids: Sequence[str]) -> list[float]:
+    """Per item shown (in order), the chance a clicking reader opens it by itself."""
+    return [
+        min(1.0, ITEM_CLICK * affinity(person, item) * POSITION_DECAY**n)
+        for n, item in enumerate(item_ids)
+    ]
+
+
+def items_per_click(person: Mapping[str, Any], item_ids: Sequence[str]) -> float:
+    """How many of ``item_ids`` a reader who clicks opens, on average (1 with no items)."""
     if not item_ids:
         return 1.0
-    return 0.5 + 0.5 * sum(affinity(person, item) for item in item_ids) / len(item_ids)
+    chances = _item_chances(person, item_ids)
+    none = 1.0
+    for chance in chances:
+        none *= 1.0 - chance
+    return sum(chances) + none  # when none is picked by itself, one is picked anyway
 
 
-def item_click_probability(
-    person: Mapping[str, Any], variant: str, item_ids: Sequence[str]
-) -> float:
-    """The chance that ``person`` clicks one of ``item_ids`` in an email of ``variant``."""
-    return min(1.0, click_probability(person, variant) * relevance(person, item_ids))
+def expected_item_clicks(person: Mapping[str, Any], variant: str, item_ids: Sequence[str]) -> float:
+    """The expected item clicks of ``person`` on an email of ``variant`` showing ``item_ids``."""
+    return click_probability(person, variant) * items_per_click(person, item_ids)
 
 
 def click_probability(person: Mapping[str, Any], variant: str) -> float:
@@ -166,7 +178,9 @@ class ReadCounts:
     unsubscribes: int = 0
     expected_clicks: float = 0.0  # sum of the click probabilities of the variants delivered
     oracle_clicks: float = 0.0  # the same had each recipient got their best variant
-    items_shown: int = 0  # item links shown (each clicking reader clicks one item)
+    items_shown: int = 0  # distinct items the emails showed
+    item_clicks: int = 0  # item links clicked (one request each)
+    expected_item_clicks: float = 0.0  # their expectation under the module's preferences
 
     def add(self, other: ReadCounts) -> None:
         """Add ``other``'s counts to these."""
@@ -185,13 +199,13 @@ class ReadCounts:
 
     @property
     def item_ctr(self) -> float:
-        """Clicks per item shown."""
-        return self.clicks / self.items_shown if self.items_shown else 0.0
+        """Item clicks per item shown."""
+        return self.item_clicks / self.items_shown if self.items_shown else 0.0
 
     @property
     def expected_item_ctr(self) -> float:
-        """Expected clicks per item shown (each click is on one item)."""
-        return self.expected_clicks / self.items_shown if self.items_shown else 0.0
+        """Expected item clicks per item shown."""
+        return self.expected_item_clicks / self.items_shown if self.items_shown else 0.0
 
     @property
     def oracle_ctr(self) -> float:
@@ -259,24 +273,28 @@ class Reader:
             raise ValueError(f"{path.name}: not a demo email to a simulated recipient")
         links, items = _tracked_links(html)
         shown = list(dict.fromkeys(item for _, item in items))
-        lift = relevance(person, shown)
-        p = min(1.0, click_probability(person, markers["layout"]) * lift)
-        read = ReadCounts(1, 0, 0, p, min(1.0, best_probability(person) * lift), len(shown))
+        p = click_probability(person, markers["layout"])
+        read = ReadCounts(1, 0, 0, p, best_probability(person), len(shown))
+        read.expected_item_clicks = p * items_per_click(person, shown) if shown else 0.0
         coins = self._coins.setdefault(address, random.Random(f"{self.seed}:{address}"))
         unsubscribe, click, pick = coins.random(), coins.random(), coins.random()
         if unsubscribe < self.unsubscribe_rate:
             url = str(message["List-Unsubscribe"] or "").strip().removeprefix("<")
-            request = ("POST", url.removesuffix(">"), 200)
+            requests = [("POST", url.removesuffix(">"), 200)]
             read.unsubscribes = 1
-        elif click < p and (items or links):
-            chosen = pick_item_link(person, items, pick) if items else links[int(pick * len(links))]
-            request = ("GET", chosen, 302)
+        elif click < p and items:
+            chosen = clicked_item_links(person, items, coins)
+            requests = [("GET", url, 302) for url in chosen]
+            read.clicks, read.item_clicks = 1, len(chosen)
+        elif click < p and links:
+            requests = [("GET", links[int(pick * len(links))], 302)]
             read.clicks = 1
         else:
             return markers["campaign"], read
-        if not request[1].startswith(("http://", "https://")):
-            raise ValueError(f"{path.name}: not an http(s) URL: {request[1]!r}")
-        self._requests.append(self._pool.submit(self._request, *request))
+        for request in requests:
+            if not request[1].startswith(("http://", "https://")):
+                raise ValueError(f"{path.name}: not an http(s) URL: {request[1]!r}")
+            self._requests.append(self._pool.submit(self._request, *request))
         return markers["campaign"], read
 
     def _request(self, method: str, url: str, status: int) -> None:
@@ -312,18 +330,27 @@ def _tracked_links(html: str) -> tuple[list[str], list[tuple[str, str]]]:
     return links, items
 
 
-def pick_item_link(person: Mapping[str, Any], items: Sequence[tuple[str, str]], coin: float) -> str:
-    """The item link a reader clicks: by affinity, the first positions favoured (an item
-    linked twice is still one item)."""
-    first_link = {item: url for url, item in reversed(items)}  # each item's first link
+def clicked_item_links(
+    person: Mapping[str, Any], items: Sequence[tuple[str, str]], coins: random.Random
+) -> list[str]:
+    """The item links a reader who clicks opens (at least one; an item linked twice at one
+    position is one item, clicked through its first link)."""
+    first_link = {item: url for url, item in reversed(items)}
     shown = list(dict.fromkeys(item for _, item in items))
-    weights = [affinity(person, item) * POSITION_DECAY**n for n, item in enumerate(shown)]
-    threshold, total = coin * sum(weights), 0.0
-    for item, weight in zip(shown, weights, strict=True):
-        total += weight
+    chances = _item_chances(person, shown)
+    chosen = [
+        first_link[item]
+        for item, chance in zip(shown, chances, strict=True)
+        if coins.random() < chance
+    ]
+    if chosen:
+        return chosen
+    threshold, total = coins.random() * sum(chances), 0.0
+    for item, chance in zip(shown, chances, strict=True):
+        total += chance
         if threshold < total:
-            return first_link[item]
-    return first_link[shown[-1]]
+            return [first_link[item]]
+    return [first_link[shown[-1]]]
 
 
 _process: list[Any] = []  # in a reader process: its Reader and the demo's "finished" event
