@@ -11,7 +11,6 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -73,6 +72,8 @@ class Renderer:
             loader=jinja2.FileSystemLoader(self.templates_dir),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(("html", "htm"), default_for_string=False),
+            # No stat() per message: ``check`` (run at the start of every run) reloads.
+            auto_reload=False,
         )
         self.subject_env = ImmutableSandboxedEnvironment(
             undefined=jinja2.StrictUndefined, autoescape=False
@@ -84,6 +85,7 @@ class Renderer:
         self.subject_env.tests.update(self.env.tests)
         self.subject_env.globals.update(self.env.globals)
         self._subjects: dict[str, jinja2.Template] = {}
+        self._missing: set[str] = set()  # text templates known not to exist, until ``check``
 
     def render(self, *, variant: Variant, variables: dict[str, Any], send_id: int) -> RenderedEmail:
         """Render ``variant`` for one send; raises ``TemplateError`` naming the variant."""
@@ -125,7 +127,13 @@ class Renderer:
 
     def check(self, variants: Sequence[Variant], variables: dict[str, Any]) -> None:
         """Render every variant once (``send_id=0``); raise ``TemplateError`` on the first
-        problem, so a broken template stops a run before anything is sent."""
+        problem, so a broken template stops a run before anything is sent.
+
+        Templates edited since the last run are read again from here on.
+        """
+        if self.env.cache is not None:
+            self.env.cache.clear()
+        self._missing.clear()
         for variant in variants:
             self.render(variant=variant, variables=variables, send_id=0)
 
@@ -156,12 +164,13 @@ class Renderer:
     def _render_text(self, variant: Variant, context: dict[str, Any]) -> str | None:
         """The sibling ``.txt`` template rendered, or None when there is none."""
         name = PurePosixPath(variant.template).with_suffix(".txt").as_posix()
-        if name == variant.template:
+        if name == variant.template or name in self._missing:
             return None
         try:
             template = self.env.get_template(name)
         except Exception as exc:
             if isinstance(exc, jinja2.TemplateNotFound) and exc.name == name:
+                self._missing.add(name)
                 return None
             raise self._error(variant, name, exc) from exc
         return self._render_template(variant, name, context, template)
@@ -349,55 +358,56 @@ def _unsubscribe_footer(unsubscribe_url: str) -> str:
     )
 
 
-class _TextConverter(HTMLParser):
-    """HTML to readable text: block breaks, list bullets, "link text [URL]"."""
+# html_to_text works with a few regular expressions over the whole body (no parser in
+# Python per tag): it runs for every message whose variant has no ``.txt`` template.
+_TEXT_SKIPPED = re.compile(
+    r"<!--.*?-->|<![^>]*>|<\?[^>]*>|<(script|style|title|template|noscript)\b.*?</\1\s*>"
+    r"|<head\b.*?(?:</head\s*>|(?=<body\b))",  # </head> may be omitted: the body still shows
+    re.IGNORECASE | re.DOTALL,
+)
+_TEXT_LINK = re.compile(r"<a(\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*)?>(.*?)</a\s*>", re.I | re.DOTALL)
+_TEXT_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
+_WHITESPACE = re.compile(r"\s+")
+_TEXT_BLOCKS = frozenset(
+    {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol"}
+    | {"blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "figure"}
+)
+_TEXT_BREAKS = {
+    **dict.fromkeys(_TEXT_BLOCKS, "\n\n"),
+    "br": "\n",
+    "li": "\n- ",
+    "td": " ",
+    "th": " ",
+}
 
-    SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
-    BLOCKS = frozenset(
-        {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol"}
-        | {"blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "figure"}
-    )
-    BREAKS = {**dict.fromkeys(BLOCKS, "\n\n"), "br": "\n", "li": "\n- ", "td": " ", "th": " "}
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-        self.href: str | None = None
-        self.link_start = 0
+def _tag_break(match: re.Match[str]) -> str:
+    name = match.group(2).lower()
+    if match.group(1):  # an end tag
+        return "\n\n" if name in _TEXT_BLOCKS else ""
+    return _TEXT_BREAKS.get(name, "")
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag == "body":
-            self.skipping = 0  # </head> may be omitted; the body is always shown
-        elif tag == "a":
-            self.href = (dict(attrs).get("href") or "").strip()
-            self.link_start = len(self.parts)
-        else:
-            self.parts.append(self.BREAKS.get(tag, ""))
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n\n")
-        elif tag == "a" and self.href is not None:
-            href, self.href = self.href, None
-            label = " ".join("".join(self.parts[self.link_start :]).split())
-            if href and not href.startswith(("#", "javascript:")) and href != label:
-                self.parts.append(f" [{href}]" if label else f"[{href}]")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(re.sub(r"\s+", " ", data))
+def _text_link(match: re.Match[str]) -> str:
+    # Still HTML (escaped) here: the whole body is unescaped once, at the end.
+    label = _TEXT_TAG.sub(_tag_break, match.group(2))
+    found = _HREF.search(match.group(1) or "")
+    if found is None:
+        return label
+    href = next(g for g in found.groups() if g is not None).strip()
+    target = html.unescape(href)
+    if not target or target.startswith(("#", "javascript:")):
+        return label
+    if target == " ".join(html.unescape(label).split()):
+        return label
+    return f"{label} [{href}]" if label.strip() else f"[{href}]"
 
 
 def html_to_text(body: str) -> str:
     """A plain-text alternative of ``body``: readable text, each link's URL in brackets."""
-    converter = _TextConverter()
-    converter.feed(body)
-    converter.close()
-    lines = [" ".join(line.split()) for line in "".join(converter.parts).splitlines()]
+    body = _WHITESPACE.sub(" ", _TEXT_SKIPPED.sub("", body))
+    body = _TEXT_LINK.sub(_text_link, body)
+    body = html.unescape(_TEXT_TAG.sub(_tag_break, body))
+    lines = [" ".join(line.split()) for line in body.splitlines()]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     return text + "\n" if text else ""

@@ -108,9 +108,10 @@ def test_pending_rows_of_a_killed_run_become_unknown_and_are_not_resent(
     project.seed(engine, people=6)
     run = CampaignRun(engine, engine.campaign("alerts"), "killed")
     run._open_run(None)
-    run._prepare_models()
+    people = engine.audience(engine.campaign("alerts"))
+    run._prepare_models(people[0])
     # The process claimed two rows and died before their messages left.
-    claimed = run._claim(run._decide(engine.audience(engine.campaign("alerts"))[:2]))
+    claimed = run._claim(run._decide(people[:2]))
     assert len(claimed) == 2
     summary = run_campaign(engine, "alerts", run_id="killed")
     assert (summary.already_done, summary.sent) == (2, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import re
 import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -56,17 +57,20 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 # --- Done when 4: one test each ---------------------------------------------------------
 
 
-def test_the_pool_reuses_its_connections_across_batches(mailbox: tuple[Mailbox, int]) -> None:
+@pytest.mark.parametrize("pool_size", [1, 3])
+def test_the_pool_reuses_its_connections_across_batches(
+    mailbox: tuple[Mailbox, int], pool_size: int
+) -> None:
     handler, port = mailbox
-    with backend(port, pool_size=3) as smtp:
+    with backend(port, pool_size=pool_size) as smtp:
         first = smtp.send([make_message(i, to=f"user{i}@example.org") for i in range(12)])
         second = smtp.send([make_message(i, to=f"user{i}@example.org") for i in range(12, 20)])
     assert [r.status for r in first + second] == [SendStatus.SENT] * 20
     assert [r.send_id for r in first] == list(range(12))  # results in message order
     assert len(handler.received) == 20
-    # 20 messages over at most 3 connections, opened once each and kept for batch two.
-    assert smtp.connections_opened == handler.ehlos <= 3
-    assert len({peer for peer, _ in handler.received}) <= 3
+    # 20 messages over at most pool_size connections, opened once and kept for batch two.
+    assert smtp.connections_opened == handler.ehlos <= pool_size
+    assert len({peer for peer, _ in handler.received}) <= pool_size
     envelope = next(env for _, env in handler.received if env.rcpt_tos == ["user1@example.org"])
     assert envelope.mail_from == "alerts@example.org"
     assert isinstance(envelope.content, bytes)
@@ -325,3 +329,78 @@ def test_the_pool_verifies_certificates_by_default() -> None:
     smtp = SMTPBackend(None)
     assert smtp.endpoint.context.verify_mode is ssl.CERT_REQUIRED
     assert smtp.endpoint.context.check_hostname
+
+
+def test_dkim_signs_the_list_unsubscribe_headers(tmp_path: Path) -> None:
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == b"mail2026._domainkey.example.org." else None
+
+    handler = Mailbox()
+    key_file = str(tmp_path / "dkim.pem")
+    signing = {"domain": "example.org", "selector": "mail2026", "private_key_file": key_file}
+    with serve(handler) as port:
+        smtp = SMTPBackend(
+            None,
+            port=port,
+            pool_size=1,
+            dkim=signing,
+        )
+        with smtp:
+            [result] = smtp.send([make_message(1)])
+    assert result.status is SendStatus.SENT
+    [(_, envelope)] = handler.received
+    data = envelope.original_content or b""
+    assert dkim.verify(data, dnsfunc=dns)
+    signature = parse(data)["DKIM-Signature"]
+    names = re.search(r"\bh=([^;]+)", str(signature))
+    assert names is not None
+    signed = {name.strip().lower() for name in names.group(1).split(":")}
+    assert {"from", "subject", "list-unsubscribe", "list-unsubscribe-post"} <= signed
+    # Changing the unsubscribe target breaks the signature.
+    forged = data.replace(b"https://t.example/u/tok123", b"https://t.example/u/evil00")
+    assert forged != data and not dkim.verify(forged, dnsfunc=dns)
+
+
+def test_a_missing_dkim_key_is_a_start_up_error(tmp_path: Path) -> None:
+    signing = {"domain": "example.org", "selector": "s", "private_key_file": "nope.pem"}
+    with pytest.raises(ConfigError, match=r"delivery\.smtp\.dkim\.private_key_file: cannot read"):
+        SMTPBackend(None, dkim=signing)
+
+
+def test_a_busy_greeting_is_retried_and_a_refused_login_defers_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plugins.delivery.smtp_connection import CONNECT
+
+    smtp = backend(free_port(), pool_size=1, retries=2)
+    answers = [Refusal(421, "4.3.2 busy, try later", CONNECT), None]
+    monkeypatch.setattr(smtp.pool[0], "connect", lambda: answers.pop(0) if answers else None)
+    monkeypatch.setattr(smtp.pool[0], "deliver", lambda *args: None)
+    [result] = smtp.send([make_message(1)])
+    assert result.status is SendStatus.SENT and len(smtp.sleep) == 1  # type: ignore[arg-type]
+
+    refused = Refusal(535, "5.7.8 authentication failed", CONNECT)
+    monkeypatch.setattr(smtp.pool[0], "connect", lambda: refused)
+    results = smtp.send([make_message(2), make_message(3)])
+    # A login refused is no verdict on the messages: deferred, not failed for good.
+    assert [r.status for r in results] == [SendStatus.TEMPORARY_FAILURE] * 2
+    assert all(r.error == "535 5.7.8 authentication failed" for r in results)
+    assert not any(r.rejected for r in results)

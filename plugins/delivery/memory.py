@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
-from plugins.delivery.mime import build_mime, format_message_id
+from plugins.delivery.mime import format_message_id, message_bytes
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -46,7 +46,7 @@ class MemoryBackend(DeliveryBackend):
     def _send_one(self, message: Message) -> SendResult:
         try:
             # Build the MIME form anyway, so tests catch what a real backend would refuse.
-            build_mime(message)
+            message_bytes(message)
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
         if _address(message.to_address) in self.fail_for:

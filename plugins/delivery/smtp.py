@@ -128,16 +128,19 @@ class SMTPBackend(DeliveryBackend):
         self.pool = [SMTPConnection(self.endpoint) for _ in range(o.pool_size)]
         self.rate = RateLimit(o.rate_limit, burst=o.pool_size) if o.rate_limit else None
         self._threads: ThreadPoolExecutor | None = None
+        self._open = False  # inside a ``with`` block: connections outlive each batch
         self._down: Refusal | None = None  # set when the server cannot be reached
 
     # -- life cycle -----------------------------------------------------------------------
     def open(self) -> None:
         """Start the pool's threads; connections open on first use."""
+        self._open = True
         if self._threads is None and len(self.pool) > 1:
             self._threads = ThreadPoolExecutor(len(self.pool), thread_name_prefix="smtp")
 
     def close(self) -> None:
         """QUIT every open connection and stop the threads."""
+        self._open = False
         threads, self._threads = self._threads, None
         if threads is not None:
             threads.shutdown(wait=True)
@@ -155,7 +158,7 @@ class SMTPBackend(DeliveryBackend):
 
         Outside a ``with`` block the pool is opened for this batch only.
         """
-        was_open = self._threads is not None or any(c.smtp for c in self.pool)
+        was_open = self._open
         self._down = None  # one unreachable server fails the rest fast, per batch
         results: list[SendResult | None] = [None] * len(messages)
         pending = deque(enumerate(messages))
@@ -198,6 +201,8 @@ class SMTPBackend(DeliveryBackend):
             if refusal is None:
                 return SendResult(message.send_id, SendStatus.SENT, provider_id=message_id)
             if attempt >= self.options.retries or not self._retryable(refusal):
+                if refusal.stage == CONNECT:  # no session to be had: fail the rest fast
+                    self._down = refusal
                 return self._result(message, refusal)
             attempt += 1
             self.sleep(self._backoff(attempt))
@@ -209,7 +214,6 @@ class SMTPBackend(DeliveryBackend):
             return self._down
         refusal = connection.connect()
         if refusal is not None:
-            self._down = refusal
             return refusal
         options: list[str] = []
         if not (sender.isascii() and recipient.isascii()):
@@ -239,9 +243,11 @@ class SMTPBackend(DeliveryBackend):
     def _result(message: Message, refusal: Refusal) -> SendResult:
         if refusal.stage == LOST and refusal.body_sent:
             status = SendStatus.UNKNOWN
-        elif 500 <= refusal.code < 600 or (
-            refusal.code == 0 and refusal.stage not in (CONNECT, LOST)
-        ):
+        elif refusal.stage == CONNECT:
+            # No session (unreachable, TLS, a refused login): nothing about this message was
+            # refused, so it waits for the next try rather than failing for good.
+            status = SendStatus.TEMPORARY_FAILURE
+        elif 500 <= refusal.code < 600 or refusal.code == 0:
             status = SendStatus.PERMANENT_FAILURE
         else:
             status = SendStatus.TEMPORARY_FAILURE
