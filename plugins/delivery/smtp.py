@@ -54,6 +54,7 @@ class SMTPBackend(DeliveryBackend):
     """
 
     name = "smtp"
+    reports_handover = True
 
     def __init__(
         self,
@@ -110,7 +111,7 @@ class SMTPBackend(DeliveryBackend):
         # per message) against a server that is down.
         self._connect_error = None
         try:
-            return [self._send_one(message) for message in messages]
+            return self.send_each(messages, self._send_one)
         finally:
             if not was_open:
                 self.close()
