@@ -163,15 +163,58 @@ class Engine:
         people = [Recipient(r.id, r.email, dict(r.attributes or {})) for r in rows]
         return [p for p in people if campaign.in_audience(p)]
 
-    def context_for(self, campaign: Campaign, recipient: Recipient) -> dict[str, Any]:
-        """The policy's context: every ``recipient_features`` answer merged in plugin order."""
-        context: dict[str, Any] = {}
-        answers = self.pm.hook.recipient_features(
-            engine=self, campaign=campaign, recipient=recipient
+    def ineligible(self, campaign: Campaign, recipients: Sequence[Recipient]) -> dict[str, str]:
+        """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason.
+
+        ``eligible_batch`` answers first (the first plugin's reason wins per recipient),
+        then ``eligible`` is asked about each recipient still in.
+        """
+        hook = self.pm.hook
+        reasons: dict[str, str] = {}
+        for answer in hook.eligible_batch(engine=self, campaign=campaign, recipients=recipients):
+            for recipient_id, reason in answer.items():
+                if reason:
+                    reasons.setdefault(recipient_id, str(reason))
+        if hook.eligible.get_hookimpls():  # per-recipient plugins, when any is installed
+            for recipient in recipients:
+                if recipient.recipient_id in reasons:
+                    continue
+                reason = hook.eligible(engine=self, campaign=campaign, recipient=recipient)
+                if reason:
+                    reasons[recipient.recipient_id] = str(reason)
+        return reasons
+
+    def contexts_for(
+        self, campaign: Campaign, recipients: Sequence[Recipient]
+    ) -> dict[str, dict[str, Any]]:
+        """The policy's context per recipient id: every features answer merged.
+
+        ``recipient_features_batch`` answers are merged first, then ``recipient_features``
+        ones; within each hook, pluggy calls the last-registered plugin first, and that
+        answer wins a clash.
+        """
+        hook = self.pm.hook
+        contexts: dict[str, dict[str, Any]] = {r.recipient_id: {} for r in recipients}
+        batches = hook.recipient_features_batch(
+            engine=self, campaign=campaign, recipients=recipients
         )
-        for answer in reversed(answers):  # pluggy calls last-registered first
-            context.update(answer)
-        return context
+        for answer in reversed(batches):
+            for recipient_id, features in answer.items():
+                if recipient_id in contexts and features:
+                    contexts[recipient_id].update(features)
+        if hook.recipient_features.get_hookimpls():
+            for recipient in recipients:
+                context = contexts[recipient.recipient_id]
+                answers = hook.recipient_features(
+                    engine=self, campaign=campaign, recipient=recipient
+                )
+                for features in reversed(answers):
+                    context.update(features)
+        return contexts
+
+    def context_for(self, campaign: Campaign, recipient: Recipient) -> dict[str, Any]:
+        """The policy's context for one recipient (see ``contexts_for``)."""
+        return self.contexts_for(campaign, [recipient])[recipient.recipient_id]
 
     def plugin_options(self, plugin: str) -> dict[str, Any]:
         """The ``[plugins.<plugin>]`` table of the settings (empty when absent)."""

@@ -20,6 +20,24 @@ from engine.types import Recipient, Variant
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
+def cron_trigger(schedule: str, timezone: str = "UTC") -> CronTrigger:
+    """The trigger of a crontab line: five fields, or six with seconds first
+    (``*/10 * * * * *`` fires every ten seconds), as Quartz and node-cron read them."""
+    fields = schedule.split()
+    if len(fields) == 6:
+        second, minute, hour, day, month, day_of_week = fields
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=timezone,
+        )
+    return CronTrigger.from_crontab(schedule, timezone=timezone)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,7 +114,7 @@ class Campaign(_Strict):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
-            CronTrigger.from_crontab(value)
+            cron_trigger(value)
         return value
 
     @field_validator("frequency_cap", mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -256,24 +257,36 @@ def export(
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            help="Campaign for scheduler leadership (one leader per database runs the "
+            "schedules); --no-scheduler serves tracking only, for a web tier."
+        ),
+    ] = True,
     project: ProjectOption = None,
 ) -> None:
     """Serve tracking (clicks, opens, unsubscribes, webhooks) and run the schedules."""
-    from engine.scheduler import build_scheduler
+    from engine.scheduler import LeaderScheduler
     from engine.web import serve as serve_web
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_engine(project) as engine:
         host = host or engine.settings.web.host
         port = engine.settings.web.port if port is None else port
-        scheduler = build_scheduler(engine)
-        scheduler.start()
-        for job in scheduler.get_jobs():
-            console.print(f"scheduled {job.name}: next run {job.next_run_time}")
+        service = LeaderScheduler(engine) if scheduler else None
+        if service is None:
+            console.print("scheduler: off (tracking only)")
+        elif service.start():
+            console.print(f"scheduler: leader ({service.leadership.owner})")
+        else:
+            console.print("scheduler: standby (another process leads; taking over if it dies)")
         console.print(f"tracking server on http://{host}:{port}")
         try:
             serve_web(engine, host, port, log_level="info")
         finally:
-            scheduler.shutdown(wait=False)
+            if service is not None:
+                service.stop()
 
 
 @app.command()

@@ -7,7 +7,7 @@ coroutine). Hooks not marked ``firstresult`` collect every non-None answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -106,6 +106,20 @@ def recipient_features(
 
 
 @hookspec
+def recipient_features_batch(
+    engine: Engine, campaign: Campaign, recipients: Sequence[Recipient]
+) -> dict[str, dict[str, Any]] | None:
+    """Return context features for a whole batch: ``{recipient_id: features}``.
+
+    The batch form of ``recipient_features``, called once per batch of a run with the
+    eligible recipients, so a plugin can answer with one query instead of one per person.
+    A recipient missing from an answer gets nothing from it. Merged like
+    ``recipient_features`` (later plugins win on a clash); the per-recipient answers are
+    merged after the batch answers, so they win over them.
+    """
+
+
+@hookspec
 def extra_template_vars(
     engine: Engine, campaign: Campaign, recipient: Recipient, variant: Variant
 ) -> dict[str, Any] | None:
@@ -135,6 +149,19 @@ def eligible(engine: Engine, campaign: Campaign, recipient: Recipient) -> str | 
 
     Runs before any decision is logged; the first reason wins and is written to the ledger
     row with no decision, so skips never bias the logged probabilities.
+    """
+
+
+@hookspec
+def eligible_batch(
+    engine: Engine, campaign: Campaign, recipients: Sequence[Recipient]
+) -> dict[str, str] | None:
+    """Return ``{recipient_id: reason}`` for the recipients of one batch to skip in this run.
+
+    The batch form of ``eligible``, called once per batch before any decision is logged;
+    recipients absent from every answer go on. Every answer is collected; when several
+    name one recipient, the first plugin's reason wins (``tryfirst`` plugins answer
+    first). ``eligible`` is then asked about the recipients no batch answer skipped.
     """
 
 

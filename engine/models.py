@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from engine.clock import utcnow
 
-def utcnow() -> datetime:
-    """Now, as aware UTC (the storage convention)."""
-    return datetime.now(UTC)
+__all__ = ["utcnow"]  # re-exported: the engine's one clock (engine.clock), used widely
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -252,3 +251,13 @@ class CampaignPauseRow(SQLModel, table=True):
     rate: float
     sends: int
     paused_at: datetime = Field(default_factory=utcnow)
+
+
+class SchedulerLeaseRow(SQLModel, table=True):
+    """The scheduler leader's lease (databases without advisory locks): one row per lock."""
+
+    __tablename__ = "scheduler_leases"
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str = Field(max_length=200)
+    expires_at: datetime
+    acquired_at: datetime

@@ -145,41 +145,52 @@ class CampaignRun:
             variables.update(extra)
         return variables
 
-    def _decide(self, recipient: Recipient) -> dict[str, Any]:
-        """The ledger row for one recipient: a skip with its reason, or a decision."""
+    def _decide(self, recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
+        """The ledger rows of one batch: a skip with its reason, or a decision, each."""
         assert self.policy is not None and self.recipe is not None
-        decision_id = decision_id_for(self.run_id, recipient.recipient_id)
-        row: dict[str, Any] = {
-            "run_id": self.run_id,
-            "campaign": self.campaign.name,
-            "recipient_id": recipient.recipient_id,
-            "email": recipient.email,
-            "decision_id": decision_id,
-            "created_at": utcnow(),
-            "skip_reason": None,
-            **dict.fromkeys(_DECISION_FIELDS),
-        }
-        reason = self.engine.pm.hook.eligible(
-            engine=self.engine, campaign=self.campaign, recipient=recipient
+        reasons = self.engine.ineligible(self.campaign, recipients)
+        contexts = self.engine.contexts_for(
+            self.campaign, [r for r in recipients if r.recipient_id not in reasons]
         )
-        if reason:
-            return row | {"status": LedgerStatus.SKIPPED, "skip_reason": str(reason)[:200]}
-        context = self.engine.context_for(self.campaign, recipient)
-        decision: Decision = self.policy.choose(
-            context, self.variants, seed=seed_from_decision_id(decision_id)
-        )
-        items = self.recipe.recommend(recipient.recipient_id, self.campaign.items_per_email)
-        return row | {
-            "status": LedgerStatus.PENDING,
-            "variant": decision.variant,
-            "probability": decision.probability,
-            "pmf": dict(decision.pmf),
-            "offered": offered_variants(self.variants),
-            "context": context,
-            "policy": decision.policy,
-            "model_version": decision.model_version,
-            "items": list(items),
-        }
+        offered = offered_variants(self.variants)
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        for recipient in recipients:
+            decision_id = decision_id_for(self.run_id, recipient.recipient_id)
+            row: dict[str, Any] = {
+                "run_id": self.run_id,
+                "campaign": self.campaign.name,
+                "recipient_id": recipient.recipient_id,
+                "email": recipient.email,
+                "decision_id": decision_id,
+                "created_at": now,
+                "skip_reason": None,
+                **dict.fromkeys(_DECISION_FIELDS),
+            }
+            reason = reasons.get(recipient.recipient_id)
+            if reason:
+                rows.append(row | {"status": LedgerStatus.SKIPPED, "skip_reason": reason[:200]})
+                continue
+            context = contexts[recipient.recipient_id]
+            decision: Decision = self.policy.choose(
+                context, self.variants, seed=seed_from_decision_id(decision_id)
+            )
+            items = self.recipe.recommend(recipient.recipient_id, self.campaign.items_per_email)
+            rows.append(
+                row
+                | {
+                    "status": LedgerStatus.PENDING,
+                    "variant": decision.variant,
+                    "probability": decision.probability,
+                    "pmf": dict(decision.pmf),
+                    "offered": offered,
+                    "context": context,
+                    "policy": decision.policy,
+                    "model_version": decision.model_version,
+                    "items": list(items),
+                }
+            )
+        return rows
 
     def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
         """Insert the batch's rows; return the pending ones this worker now holds."""
@@ -235,15 +246,14 @@ class CampaignRun:
         unsubscribe) is not retried.
         """
         rows = self.ledger.reclaim_deferred()
+        if not rows:
+            return []
+        present = [people[r.recipient_id] for r in rows if r.recipient_id in people]
+        reasons = self.engine.ineligible(self.campaign, present)
         retry: list[LedgerRow] = []
         for row in rows:
-            person = people.get(row.recipient_id)
             reason = (
-                "left the audience"
-                if person is None
-                else self.engine.pm.hook.eligible(
-                    engine=self.engine, campaign=self.campaign, recipient=person
-                )
+                reasons.get(row.recipient_id) if row.recipient_id in people else "left the audience"
             )
             if reason:
                 self._fail([row], f"not retried: {reason}")
@@ -309,7 +319,7 @@ class CampaignRun:
                     progress(finished, total)
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
-                owned = self._claim([self._decide(r) for r in batch])
+                owned = self._claim(self._decide(batch))
                 self._deliver(owned, people, backend, executor)
                 finished += len(batch)
                 if progress:

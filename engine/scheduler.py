@@ -7,6 +7,7 @@ its run after the cron tick it belongs to, so a tick fired twice resumes the sam
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from engine.campaigns import cron_trigger
 from engine.db import session_scope
-from engine.models import LedgerRow, LedgerStatus
+from engine.leader import Leadership
+from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
 from engine.pipeline import RunSummary, run_campaign, run_id_for
 from engine.rewards import RewardJoinSummary, join_rewards
 
@@ -44,14 +47,13 @@ def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> Run
     campaign = engine.campaign(name)
     if campaign.schedule is None:
         return None
-    trigger = CronTrigger.from_crontab(
-        campaign.schedule, timezone=engine.settings.scheduler.timezone
-    )
+    trigger = cron_trigger(campaign.schedule, engine.settings.scheduler.timezone)
     grace = timedelta(seconds=engine.settings.scheduler.misfire_grace_seconds)
-    tick = latest_tick(trigger, now or datetime.now(UTC), grace)
+    tick = latest_tick(trigger, now or utcnow(), grace)
     if tick is None:
         log.warning("campaign %s fired with no tick in the last %s; skipped", name, grace)
         return None
+    log.info("campaign %s: tick %s starts run %s", name, tick, run_id_for(name, tick))
     summary = run_campaign(engine, name, run_id=run_id_for(name, tick), scheduled_for=tick)
     log.info("campaign %s run %s: %s sent", name, summary.run_id, summary.sent)
     return summary
@@ -101,7 +103,7 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
         if campaign.schedule:
             scheduler.add_job(
                 run_scheduled,
-                CronTrigger.from_crontab(campaign.schedule, timezone=config.timezone),
+                cron_trigger(campaign.schedule, config.timezone),
                 args=[engine, name],
                 id=f"campaign:{name}",
                 name=f"campaign {name}",
@@ -129,3 +131,70 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
 def add_one_off(scheduler: BackgroundScheduler, func: Any, *args: Any, job_id: str) -> None:
     """Queue ``func(*args)`` to run now on the scheduler's executor (used by the demo)."""
     scheduler.add_job(func, "date", args=list(args), id=job_id, replace_existing=True)
+
+
+def catch_up(engine: Engine, name: str) -> RunSummary | None:
+    """A new leader's first job per campaign: finish the latest tick (within the misfire
+    grace) if no finished run has it: the old leader crashed during it, or died before it."""
+    campaign = engine.campaign(name)
+    if campaign.schedule is None:
+        return None
+    trigger = cron_trigger(campaign.schedule, engine.settings.scheduler.timezone)
+    grace = timedelta(seconds=engine.settings.scheduler.misfire_grace_seconds)
+    tick = latest_tick(trigger, utcnow(), grace)
+    if tick is None:
+        return None
+    with session_scope(engine.db) as session:
+        run = session.get(RunRow, run_id_for(name, tick))
+        if run is not None and run.status == "finished":
+            return None
+    log.info("campaign %s: catching up on tick %s", name, tick)
+    return run_scheduled(engine, name, now=tick)
+
+
+class LeaderScheduler:
+    """The schedules of one ``serve`` process, running only while it is the leader.
+
+    Every ``serve`` process campaigns for leadership (``engine.leader``); the elected one
+    builds and starts the scheduler and catches up on the latest tick of every campaign;
+    a deposed one shuts its scheduler down. So any number of ``serve`` processes act as
+    exactly one scheduler, with failover.
+    """
+
+    def __init__(self, engine: Engine, *, start_rewards: bool = True) -> None:
+        self.engine = engine
+        self.start_rewards = start_rewards
+        self.scheduler: BackgroundScheduler | None = None
+        self._guard = threading.Lock()
+        self.leadership = Leadership(
+            engine.db,
+            on_elected=self._elected,
+            on_deposed=self._deposed,
+            ttl=engine.settings.scheduler.leader_ttl_seconds,
+        )
+
+    def _elected(self) -> None:
+        with self._guard:
+            scheduler = build_scheduler(self.engine, start_rewards=self.start_rewards)
+            scheduler.start()
+            for name, campaign in sorted(self.engine.campaigns.items()):
+                if campaign.schedule:
+                    add_one_off(scheduler, catch_up, self.engine, name, job_id=f"catch-up:{name}")
+            self.scheduler = scheduler
+
+    def _deposed(self) -> None:
+        with self._guard:
+            scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+    def start(self) -> bool:
+        """Hold the first election now, then keep campaigning in the background;
+        returns whether this process leads."""
+        leading = self.leadership.step()
+        self.leadership.start()
+        return leading
+
+    def stop(self) -> None:
+        """Stop campaigning and, when leading, the scheduler (the lock is handed back)."""
+        self.leadership.stop()

@@ -67,6 +67,9 @@ class SchedulerSettings(_Strict):
     misfire_grace_seconds: int = Field(default=3600, ge=1)
     coalesce: bool = True
     timezone: str = "UTC"
+    # How long a dead leader's lease blocks a standby ``serve`` (SQLite; PostgreSQL's
+    # advisory lock is released when the leader's connection closes).
+    leader_ttl_seconds: float = Field(default=15.0, gt=0)
 
 
 class Settings(_Strict):

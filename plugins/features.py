@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine import Recipient, hookimpl
@@ -13,11 +14,8 @@ if TYPE_CHECKING:
 _SCALARS = (str, int, float, bool)
 
 
-@hookimpl(trylast=True)  # a fallback: any plugin answering the same key wins
-def recipient_features(
-    engine: Engine, campaign: Campaign, recipient: Recipient
-) -> dict[str, Any] | None:
-    """Every scalar attribute becomes a feature; ``email_domain`` is added as a category."""
+def attribute_features(recipient: Recipient) -> dict[str, Any]:
+    """Every scalar, non-empty attribute as a feature, plus ``email_domain`` as a category."""
     features: dict[str, Any] = {
         key: value
         for key, value in recipient.attributes.items()
@@ -27,3 +25,11 @@ def recipient_features(
     if domain:
         features["email_domain"] = domain
     return features
+
+
+@hookimpl(trylast=True)  # a fallback: any plugin answering the same key wins
+def recipient_features_batch(
+    engine: Engine, campaign: Campaign, recipients: Sequence[Recipient]
+) -> dict[str, dict[str, Any]]:
+    """The attribute features of every recipient of the batch (no database access)."""
+    return {r.recipient_id: attribute_features(r) for r in recipients}

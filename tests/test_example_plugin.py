@@ -326,3 +326,106 @@ def test_a_second_thompson_is_a_clash(example: ModuleType, tmp_path: Path) -> No
     project = _project(tmp_path / "project", recipients=1)
     with pytest.raises((PluginError, ConfigError), match="thompson"):
         Engine(project_dir=project, plugins=[example, Impostor()], load_entry_points=False)
+
+
+# -- the example's recipe: a campaign names it in its [recipe] table ------------------------
+
+FRESH_CAMPAIGN = """
+name = "fresh"
+description = "New this week"
+items_per_email = 3
+
+[recipe]
+name = "newest"
+category_attribute = "genre"
+
+[policy]
+name = "uniform"
+
+[[variants]]
+key = "plain"
+subject = "New for you"
+template = "plain.html"
+"""
+
+FRESH_SCRIPT = """
+    import json
+    import sys
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from engine.app import Engine
+    from engine.db import session_scope
+    from engine.importer import import_file
+    from engine.models import LedgerRow
+    from engine.pipeline import run_campaign
+
+    project = Path(sys.argv[1])
+    with Engine(project_dir=project) as engine:
+        for kind in ("recipients", "items", "interactions"):
+            import_file(engine.db, kind, project / f"{kind}.csv")
+        summary = run_campaign(engine, "fresh")
+        with session_scope(engine.db) as session:
+            rows = session.scalars(select(LedgerRow)).all()
+        print(json.dumps({
+            "sent": summary.sent,
+            "recipe": type(engine.recipes.get("newest")()).__module__,
+            "items": {r.recipient_id: r.items for r in rows},
+        }))
+"""
+
+
+def _fresh_project(directory: Path) -> Path:
+    """Three recipients, six dated items in two genres; ``u1`` has read two poems."""
+    _project(directory, recipients=3)
+    (directory / "config" / "campaigns" / "weekly.toml").unlink()
+    (directory / "config" / "campaigns" / "fresh.toml").write_text(FRESH_CAMPAIGN)
+    rows = ["id,title,genre,published"] + [
+        f"i{n},Item {n},{'poetry' if n % 2 else 'prose'},2025-0{n}-01" for n in range(1, 7)
+    ]
+    (directory / "items.csv").write_text("\n".join(rows) + "\n")
+    (directory / "interactions.csv").write_text(
+        "user_id,item_id,timestamp\nu001,i1,2025-07-01T10:00:00\nu001,i3,2025-07-02T10:00:00\n"
+    )
+    return directory
+
+
+@pytest.mark.slow
+def test_campaign_uses_the_installed_recipe(installed: Path, tmp_path: Path) -> None:
+    project = _fresh_project(tmp_path / "project")
+    out = json.loads(_python(installed, FRESH_SCRIPT, str(project), cwd=tmp_path))
+    assert out["recipe"] == "tailormail_example_plugin.newest"
+    assert out["sent"] == 3
+    # Newest first; u001 read poetry (i1, i3, excluded as already seen), so poems lead.
+    assert out["items"]["u000"] == ["i6", "i5", "i4"]
+    assert out["items"]["u002"] == ["i6", "i5", "i4"]
+    assert out["items"]["u001"] == ["i5", "i6", "i4"]
+
+
+def test_newest_recipe_in_process(example: ModuleType, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from engine import Interaction, Item, Recipe
+    from engine.app import Engine
+
+    recipe = example.NewestRecipe()
+    assert isinstance(recipe, Recipe)
+    items = [Item("old", {"category": "a", "published": "2024-01-01"})]
+    items += [Item("new", {"category": "b", "published": "2025-01-01"}), Item("undated")]
+    seen = datetime(2024, 6, 1, tzinfo=UTC)
+    recipe.fit([Interaction("me", "old", seen), Interaction("me", "undated", seen)], items)
+    assert recipe.recommend("someone", 5) == ["new", "undated", "old"]
+    assert recipe.recommend("me", 2, exclude=["undated"]) == ["old", "new"]
+    assert recipe.similar("new", 3) == [] and recipe.similar("nope", 3) == []
+    with pytest.raises(ValueError, match="date_attribute"):
+        example.NewestRecipe(date_attribute="")
+
+    project = _fresh_project(tmp_path / "project")
+    with Engine(project_dir=project, plugins=[example], load_entry_points=False) as eng:
+        assert isinstance(eng.recipes.get("newest")(), example.NewestRecipe)
+    broken = _fresh_project(tmp_path / "broken")
+    campaign = broken / "config" / "campaigns" / "fresh.toml"
+    campaign.write_text(campaign.read_text().replace('"genre"', '""'))
+    with pytest.raises(ConfigError, match="newest"):
+        Engine(project_dir=broken, plugins=[example], load_entry_points=False)

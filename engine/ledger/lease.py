@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from engine.models import utcnow
+from engine.clock import system_now as utcnow  # leases are about real time
 
 log = logging.getLogger(__name__)
 

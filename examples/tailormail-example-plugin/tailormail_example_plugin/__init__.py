@@ -1,4 +1,4 @@
-"""An example tailormail plugin: the ``thompson`` policy.
+"""An example tailormail plugin: the ``thompson`` policy and the ``newest`` recipe.
 
 tailormail loads this module through the ``tailormail`` entry point group
 (``example = "tailormail_example_plugin"``), so the hook implementations live here.
@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine import hookimpl
-from engine.hookspecs import PolicyFactory
+from engine.hookspecs import PolicyFactory, RecipeFactory
+from tailormail_example_plugin.newest import NewestRecipe
 from tailormail_example_plugin.thompson import ThompsonPolicy
 
-__all__ = ["ThompsonPolicy", "register_policies"]
+__all__ = ["NewestRecipe", "ThompsonPolicy", "register_policies", "register_recipes"]
 __version__ = "0.1.0"
 
 
@@ -20,3 +21,9 @@ __version__ = "0.1.0"
 def register_policies(register: Callable[[str, PolicyFactory], None]) -> None:
     """Register the ``thompson`` policy."""
     register("thompson", ThompsonPolicy)
+
+
+@hookimpl
+def register_recipes(register: Callable[[str, RecipeFactory], None]) -> None:
+    """Register the ``newest`` recipe."""
+    register("newest", NewestRecipe)
