@@ -132,7 +132,7 @@ def in_flight_at_death(engine: Engine, project: Project) -> int:
     """What the dead workers' journals say was with the transport (rows still handed over)."""
     held = {r.id for r in ledger(engine) if r.status == LedgerStatus.HANDED_OVER}
     count = 0
-    for path in (project.root / "spool" / "journal").glob("*.journal"):
+    for path in (project.root / "journal").glob("*.journal"):
         state = parse(path.read_bytes())
         count += len((state.handed - set(state.outcomes)) & held)
     return count
@@ -205,4 +205,4 @@ def test_two_workers_resuming_a_crashed_run_at_once_send_each_email_once(
     statuses = check_exactly_once(handler, ledger(engine), people)
     # Only what the crash had in flight is unknown: neither live worker marked the other's.
     assert statuses[LedgerStatus.UNKNOWN] == in_flight <= CONNECTIONS
-    assert not list((Path(project.root) / "spool" / "journal").glob("*.journal"))
+    assert not list((Path(project.root) / "journal").glob("*.journal"))

@@ -126,7 +126,7 @@ def test_a_killed_workers_rows_settle_from_its_journal(project: Project) -> None
     assert rows[never_handed].variant == rows[pending].variant == "a"
     assert summary.retried == 2 and summary.sent == 2 + 3
     assert sorted(delivered_to(engine)) == sorted(set(rows) - {sent, failed, in_flight})
-    assert not list((project.root / "spool" / "journal").glob("*.journal"))  # adopted, gone
+    assert not list((project.root / "journal").glob("*.journal"))  # adopted, gone
 
 
 def _hand_to_another_host(engine: Engine, expires_in: timedelta) -> None:

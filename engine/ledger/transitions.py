@@ -124,7 +124,7 @@ class RunLedger:
         self.campaign = campaign
         self.worker = Worker.new()
         self.owner = self.worker.owner
-        self.journal_dir = settings.path(settings.spool_dir) / "journal"
+        self.journal_dir = settings.path(settings.delivery.journal_dir)
         self.journal = Journal(self.journal_dir, self.worker.tag)
         self.keeper = LeaseKeeper(timedelta(seconds=settings.delivery.lease_seconds), self._renew)
         self._live = False
