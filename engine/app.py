@@ -6,18 +6,19 @@ fails the command that loads it, not a scheduled job at 3 a.m.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
+from engine.audience import check_audience_keys, count_audience, stream_audience
 from engine.campaigns import Campaign, load_campaigns
 from engine.db import make_db, session_scope
 from engine.errors import ConfigError, PluginError
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
-from engine.models import ModelVersionRow, RecipientRow
+from engine.models import ModelVersionRow
 from engine.plugins import make_plugin_manager
 from engine.registry import Registry, collect
 from engine.rendering import Renderer
@@ -96,6 +97,10 @@ class Engine:
                     raise ConfigError(f"{where}: {kind}.name: {exc}") from exc
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"{where}: [{kind}] {section.name}: {exc}") from exc
+            if campaign.baseline is not None:
+                from engine.learning.arms import baseline_policy
+
+                baseline_policy(self, campaign)  # a bad [baseline] fails here, named
             for variant in campaign.variants:
                 if not (templates / variant.template).is_file():
                     raise ConfigError(
@@ -130,13 +135,11 @@ class Engine:
         return self.recipes.get(campaign.recipe.name)(**campaign.recipe.params)
 
     def make_policy(self, campaign: Campaign) -> Policy:
-        """The campaign's policy, loaded with its champion model when there is one."""
-        policy = self.policies.get(campaign.policy.name)(**campaign.policy.params)
-        champion = self.champion(campaign)
-        if champion is not None:
-            policy.load(champion.blob)
-            policy.model_version = champion.version
-        return policy
+        """The campaign's policy as it decides now: its champion model, with the settings
+        that model was trained with, or a fresh policy when there is none yet."""
+        from engine.learning.versions import champion_policy
+
+        return champion_policy(self, campaign)
 
     def champion(self, campaign: Campaign) -> ModelVersionRow | None:
         """The newest champion model of ``campaign`` for its configured policy."""
@@ -157,11 +160,28 @@ class Engine:
 
     # -- recipients ---------------------------------------------------------------------
     def audience(self, campaign: Campaign) -> list[Recipient]:
-        """Every recipient matching the campaign's audience filter, ordered by id."""
-        with session_scope(self.db) as session:
-            rows = session.scalars(select(RecipientRow).order_by(col(RecipientRow.id))).all()
-        people = [Recipient(r.id, r.email, dict(r.attributes or {})) for r in rows]
-        return [p for p in people if campaign.in_audience(p)]
+        """Every recipient matching the campaign's audience filter, ordered by id.
+
+        For small lists (tests, previews); a run reads ``audience_pages`` instead.
+        """
+        return [r for page in self.audience_pages(campaign) for r in page]
+
+    def audience_pages(
+        self, campaign: Campaign, page_size: int = 1000, ids: Sequence[str] | None = None
+    ) -> Iterator[list[Recipient]]:
+        """The campaign's audience streamed from the database, filtered there, by id order.
+
+        With ``ids``, only those recipients, when they are still in the audience.
+        """
+        return stream_audience(self.db, campaign.audience, page_size, ids)
+
+    def audience_size(self, campaign: Campaign) -> int:
+        """How many recipients the campaign's audience filter selects."""
+        return count_audience(self.db, campaign.audience)
+
+    def check_audience(self, campaign: Campaign) -> None:
+        """Stop a run whose audience filter names an attribute no recipient has."""
+        check_audience_keys(self.db, campaign.audience, f"campaign {campaign.name!r}")
 
     def ineligible(self, campaign: Campaign, recipients: Sequence[Recipient]) -> dict[str, str]:
         """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason.

@@ -106,17 +106,37 @@ def send(
     new_run: Annotated[
         str | None, typer.Option("--new-run", help="Start a new run with this id.")
     ] = None,
+    test_to: Annotated[
+        str | None,
+        typer.Option("--test-to", help="Send every variant once to this address (no ledger)."),
+    ] = None,
+    recipient: Annotated[
+        str | None, typer.Option("--recipient", help="With --test-to: render for this id.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be sent; record nothing.")
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Start a new run of a campaign now (or resume one with --run) with a progress bar.
 
     Exits with status 1 when nothing could be delivered (every row deferred or failed).
     """
+    from engine import cli_sending
     from engine.pipeline import run_campaign
     from engine.runs import choose_run_id, run_breakdown
 
+    if test_to is not None and dry_run:
+        raise TailormailError("give either --test-to ADDRESS or --dry-run, not both")
+    if recipient is not None and test_to is None:
+        raise TailormailError("--recipient goes with --test-to (or see `tailormail preview`)")
     with open_engine(project) as engine:
         engine.campaign(campaign)  # an unknown name lists the configured ones
+        if test_to is not None:
+            raise typer.Exit(cli_sending.test_send(engine, campaign, test_to, recipient))
+        if dry_run:
+            cli_sending.rehearse(engine, campaign)
+            return
         run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
         with _progress() as bar:
             task = bar.add_task(f"sending {campaign}", total=None)
@@ -149,6 +169,13 @@ def send(
         console.print(
             Text(f"{group.status} {group.count}: {group.reason} ({shown})"), soft_wrap=True
         )
+    if summary.paused:
+        print_error(
+            f"campaign {campaign} paused itself: {summary.paused}; run {summary.run_id} "
+            f"stopped. Resume with `tailormail resume {campaign}`, then "
+            f"`tailormail send {campaign} --run {summary.run_id}`"
+        )
+        raise typer.Exit(1)
     attempted = summary.sent + summary.deferred + summary.failed + summary.unknown
     if attempted and not summary.sent:
         print_error(
@@ -165,12 +192,15 @@ def runs(
     project: ProjectOption = None,
 ) -> None:
     """List the newest runs: status, ledger counts per status, start and finish times."""
+    from engine.cli_sending import paused_lines
     from engine.runs import list_runs
 
     with open_engine(project) as engine:
         if campaign is not None:
             engine.campaign(campaign)
         found = list_runs(engine, campaign, limit=limit)
+        for line in paused_lines(engine, campaign):
+            console.print(line, soft_wrap=True)
     if not found:
         console.print("no runs yet" + (f" of {campaign}" if campaign else ""))
         return
@@ -195,11 +225,23 @@ def runs(
 @app.command()
 def report(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    items: Annotated[
+        bool,
+        typer.Option("--items", help="Clicks and CTR per item and per position instead."),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
-    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes."""
+    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes (or per item)."""
     from engine.report import campaign_report
 
+    if items:
+        from engine.item_report import item_report, item_tables
+
+        with open_engine(project) as engine:
+            found = item_report(engine, campaign)
+        for table in item_tables(found):
+            console.print(table)
+        return
     with open_engine(project) as engine:
         rows = campaign_report(engine, campaign)
     table = Table(title=f"campaign {campaign}")
@@ -322,6 +364,15 @@ def demo(
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
 
 
+def _register_builtin_commands() -> None:
+    from engine import cli_learning
+
+    cli_learning.register(app)
+
+
+_register_builtin_commands()
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -331,6 +382,15 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def _register_commands() -> None:
+    from engine import cli_sending
+
+    cli_sending.register(app)
+
+
+_register_commands()
 
 
 def _register_plugin_commands() -> None:

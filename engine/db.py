@@ -25,6 +25,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Audience filters ignore case the way PostgreSQL's lower() does, not ASCII-only.
+    dbapi_connection.create_function("tm_lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -99,8 +105,10 @@ def insert_returning(
     sa_table = table.__table__  # type: ignore[attr-defined]
     module: Any = postgresql if dialect == "postgresql" else sqlite
     returned = [sa_table.c[name] for name in columns]
-    stmt = module.insert(sa_table).values(values).on_conflict_do_nothing().returning(*returned)
-    return [tuple(row) for row in session.execute(stmt).all()]
+    # Parameters apart from the statement: it compiles once and is cached, and SQLAlchemy
+    # sends the rows as multi-row VALUES ("insertmanyvalues"), RETURNING included.
+    stmt = module.insert(sa_table).on_conflict_do_nothing().returning(*returned)
+    return [tuple(row) for row in session.execute(stmt, values).all()]
 
 
 def upsert(

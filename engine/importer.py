@@ -115,8 +115,24 @@ def _attributes(
             continue
         if isinstance(value, dict | list):
             raise _Invalid(key, "must be a string, number or boolean, not a JSON object or list")
-        attributes[key] = value
+        attributes[key] = csv_scalar(value) if from_csv else value
     return attributes
+
+
+# Plain decimal numbers only: a leading zero (ZIP codes, phone numbers), a sign other than
+# minus, an exponent or more than 15 digits keeps the cell as text.
+_CSV_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?")
+
+
+def csv_scalar(value: Any) -> Any:
+    """A CSV cell that spells a plain decimal number, as that number; any other, as it is.
+
+    JSON Lines files say what is a number themselves; CSV cannot, so ``42`` and ``9.5``
+    become numbers (audience ranges then compare numerically) and ``0042`` stays text.
+    """
+    if isinstance(value, str) and _CSV_NUMBER.fullmatch(value):
+        return float(value) if "." in value else int(value)
+    return value
 
 
 def _recipient(record: Mapping[str, Any], from_csv: bool) -> dict[str, Any]:

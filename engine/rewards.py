@@ -15,8 +15,8 @@ from sqlmodel import col, select
 from engine.campaigns import Campaign
 from engine.db import insert_ignore, session_scope
 from engine.events import events_for
+from engine.learning.training import learn_online
 from engine.models import LedgerRow, LedgerStatus, RewardRow, as_utc, utcnow
-from engine.training import learn_online
 from engine.web.intake import store_orphans
 
 if TYPE_CHECKING:

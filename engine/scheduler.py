@@ -88,6 +88,18 @@ def reward_job(engine: Engine) -> RewardJoinSummary:
     return summary
 
 
+def train_job(engine: Engine) -> dict[str, str | None]:
+    """The periodic challenger training of every campaign; the promoted version of each."""
+    from engine.learning.challengers import train_challengers
+
+    promoted: dict[str, str | None] = {}
+    for name in sorted(engine.campaigns):
+        report = train_challengers(engine, engine.campaign(name))
+        promoted[name] = report.promoted
+        log.info("train %s: %s", name, report.skipped or f"promoted {report.promoted}")
+    return promoted
+
+
 def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> BackgroundScheduler:
     """A scheduler (not started) with every scheduled campaign and the reward job."""
     config = engine.settings.scheduler
@@ -115,6 +127,7 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
     ]
     if start_rewards:
         periodic.append((reward_job, config.reward_interval_seconds, "rewards", "reward join"))
+        periodic.append((train_job, config.train_interval_seconds, "train", "train challengers"))
     for job, seconds, job_id, name in periodic:
         scheduler.add_job(
             job,

@@ -66,6 +66,7 @@ class SchedulerSettings(_Strict):
 
     reward_interval_seconds: int = Field(default=300, ge=1)
     retry_interval_seconds: int = Field(default=900, ge=1)
+    train_interval_seconds: int = Field(default=7 * 24 * 3600, ge=1)  # challengers, weekly
     misfire_grace_seconds: int = Field(default=3600, ge=1)
     coalesce: bool = True
     timezone: str = "UTC"

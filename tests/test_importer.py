@@ -78,10 +78,10 @@ def test_recipients_csv(db: Engine, tmp_path: Path) -> None:
     assert progress == [3]
     rows = {row["id"]: row for row in table(db, "recipients")}
     assert rows["u1"]["email"] == "Ann@example.com"
-    assert attributes(rows["u1"]) == {"segment": "news", "age": "41"}
+    assert attributes(rows["u1"]) == {"segment": "news", "age": 41}
     assert rows["u2"]["email"] == "bob@example.org"
     assert attributes(rows["u2"]) == {}
-    assert attributes(rows["u3"]) == {"segment": "sports, weekly", "age": "7"}
+    assert attributes(rows["u3"]) == {"segment": "sports, weekly", "age": 7}
 
 
 def test_recipients_jsonl(db: Engine, tmp_path: Path) -> None:

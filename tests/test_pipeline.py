@@ -106,9 +106,10 @@ def test_a_live_workers_pending_rows_are_left_alone_until_it_stops(project: Proj
     project.seed(engine, people=6)
     run = CampaignRun(engine, engine.campaign("alerts"), "shared")
     run._open_run(None)
-    run._prepare_models()
+    people = engine.audience(engine.campaign("alerts"))
+    run._prepare_models(people[0])
     # This worker claimed two rows and is still alive (its lease held) when another resumes.
-    claimed = run._claim(run._decide(engine.audience(engine.campaign("alerts"))[:2]))
+    claimed = run._claim(run._decide(people[:2]))
     assert len(claimed) == 2
     other = run_campaign(project.engine(), "alerts", run_id="shared")
     assert (other.already_done, other.sent) == (2, 4)

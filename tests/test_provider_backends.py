@@ -21,15 +21,19 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Project
+from providers_kit import PostmarkSigner
 from sqlmodel import col, select
 from test_delivery import make_message, parse
 
 from engine import hookimpl
+from engine.app import Engine
 from engine.db import session_scope
 from engine.errors import ConfigError
-from engine.models import LedgerRow, LedgerStatus
+from engine.models import EventRow, LedgerRow, LedgerStatus
 from engine.pipeline import run_campaign
+from engine.settings import load_settings
 from engine.types import SendResult, SendStatus
+from engine.webhooks import receive_webhook
 from plugins.delivery.http_json import HTTPJSONBackend
 from plugins.delivery.httpapi import HTTPBackend
 from plugins.delivery.mailgun import MailgunBackend
@@ -570,13 +574,12 @@ def test_a_bad_backend_option_stops_the_engine_at_start_up(sqlite_project: Proje
     assert str(info.value).startswith("delivery.postmark.batch_size: Input should be")
 
 
-def test_a_campaign_run_records_the_provider_message_ids(sqlite_project: Project) -> None:
-    """The ids the provider returns land in the ledger, where webhook events find them."""
+def test_provider_message_ids_join_webhook_events_to_the_ledger(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ids Postmark returns land in the ledger; its webhook event joins by that id alone."""
     provider = Provider(
-        httpx.Response(
-            200,
-            json=[{"ErrorCode": 0, "MessageID": f"pm-{i}"} for i in range(3)],
-        )
+        httpx.Response(200, json=[{"ErrorCode": 0, "MessageID": f"pm-{i}"} for i in range(3)])
     )
 
     class MockedPostmark:
@@ -589,17 +592,36 @@ def test_a_campaign_run_records_the_provider_message_ids(sqlite_project: Project
                 ),
             )
 
-    engine = sqlite_project.engine(
-        "mocked_postmark",
-        plugins=[MockedPostmark()],
-        delivery={"mocked_postmark": {"batch_size": 3}},
+    hooks = PostmarkSigner()
+    monkeypatch.setenv("TEST_POSTMARK_PASSWORD", hooks.password)
+    settings = load_settings(
+        project_dir=sqlite_project.root,
+        environ={"TAILORMAIL_SECRET": "test-secret"},
+        overrides={
+            "database_url": sqlite_project.db_url,
+            "delivery": {"backend": "mocked_postmark", "mocked_postmark": {"batch_size": 3}},
+            "plugins": {"webhooks": {"postmark": hooks.options()}},
+        },
     )
+    engine = Engine(settings=settings, plugins=[MockedPostmark()], load_entry_points=False)
     sqlite_project.seed(engine, people=3)
     run_campaign(engine, "alerts", run_id="r1")
     with session_scope(engine.db) as session:
         rows = session.exec(select(LedgerRow).order_by(col(LedgerRow.id))).all()
-        found = sorted((row.status, row.provider_id) for row in rows)
-    assert found == [(LedgerStatus.SENT, f"pm-{i}") for i in range(3)]
+        sent = {row.provider_id: (row.id, row.status) for row in rows}
+    assert sorted(sent) == ["pm-0", "pm-1", "pm-2"]
+    assert {status for _, status in sent.values()} == {LedgerStatus.SENT}
     (request,) = provider.requests
-    sent = json.loads(request.content)
-    assert sorted(m["To"] for m in sent) == [f"user{i}@example.com" for i in range(3)]
+    assert sorted(m["To"] for m in json.loads(request.content)) == [
+        f"user{i}@example.com" for i in range(3)
+    ]
+
+    # A delivery event without our metadata: only Postmark's MessageID can join it.
+    event = json.loads(hooks.payload("delivered", 0, "user1@example.com", dt.datetime.now(dt.UTC)))
+    event["MessageID"] = "pm-1"
+    del event["Metadata"]
+    body = json.dumps(event).encode()
+    assert receive_webhook(engine, "postmark", hooks.sign(body), body) == (1, 0)
+    with session_scope(engine.db) as session:
+        (stored,) = session.exec(select(EventRow)).all()
+    assert stored.send_id == sent["pm-1"][0]

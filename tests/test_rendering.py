@@ -290,3 +290,60 @@ def test_prepare_jinja2_environment_hook(tmp_path: Path) -> None:
     email = renderer.render(variant=variant, variables=VARS, send_id=1)
     assert "<p>ADA!</p>" in email.html
     assert email.subject == "ADA!"
+
+
+ITEMS = [
+    {"id": "tea", "url": "https://shop.example/tea"},
+    {"id": "mug", "url": "https://shop.example/tea"},  # the same URL at another position
+    {"id": "pot"},
+]
+
+
+def test_item_url_makes_one_link_per_item_position(tmp_path: Path) -> None:
+    source = (
+        "<html><body>{% for item in items[:2] %}<a href='{{ item_url(item) }}'>t</a>"
+        '<a href="{{ item_url(item) }}">again</a><img src="{{ item_url(item) }}">'
+        "{% endfor %}<a href='{{ item_url(items[2], \"https://shop.example/pot\") }}'>p</a>"
+        "<a href='https://shop.example/tea'>plain</a></body></html>"
+    )
+    text = (
+        "{% for item in items %}{{ item.id }}: "
+        "{{ item_url(item, 'https://x.example/' ~ item.id) }}?ref=txt\n{% endfor %}"
+    )
+    email = render(tmp_path, source, variables=VARS | {"items": ITEMS}, text=text)
+    assert email.links == [
+        "https://shop.example/tea",
+        "https://shop.example/tea",
+        "https://shop.example/pot",
+        "https://shop.example/tea",
+        "https://x.example/tea?ref=txt",
+        "https://x.example/mug?ref=txt",
+        "https://x.example/pot?ref=txt",
+    ]
+    assert email.link_items == [
+        ("tea", 0),
+        ("mug", 1),
+        ("pot", 2),
+        None,
+        ("tea", 0),
+        ("mug", 1),
+        ("pot", 2),
+    ]
+    tokens = click_links(email.html)
+    assert len(tokens) == 6  # two links for each of two items, the pot, the plain link
+    first, again = (TOKENS.verify(t, "click") for t in tokens[:2])
+    assert first == again and first is not None and first.url == "https://shop.example/tea"
+    assert 'src="https://shop.example/tea"' in email.html  # an image is no tracked link
+    assert "tailormail.invalid" not in email.html + email.text
+
+
+def test_item_url_errors_name_the_item(tmp_path: Path) -> None:
+    source = "<a href='{{ item_url(item) }}'>x</a>"
+    with pytest.raises(TemplateError, match="item 'pot' has no http"):
+        render(
+            tmp_path,
+            "{% for item in items %}" + source + "{% endfor %}",
+            variables=VARS | {"items": ITEMS},
+        )
+    with pytest.raises(TemplateError, match="one of the email's items"):
+        render(tmp_path, "<a href='{{ item_url({'id': 'x', 'url': 'https://a.example'}) }}'>x</a>")

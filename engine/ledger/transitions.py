@@ -171,10 +171,12 @@ class RunLedger:
                 .values(status=status, finished_at=utcnow(), error=error and error[:2000])
             )
 
-    def recipients_done(self) -> set[str]:
-        """The recipients that already have a row in this run."""
+    def recipients_done(self, recipient_ids: Sequence[str]) -> set[str]:
+        """Those of ``recipient_ids`` that already have a row in this run."""
         with session_scope(self.db) as session:
-            stmt = select(_T.c.recipient_id).where(_T.c.run_id == self.run_id)
+            stmt = select(_T.c.recipient_id).where(
+                _T.c.run_id == self.run_id, _T.c.recipient_id.in_(list(recipient_ids))
+            )
             return set(session.scalars(stmt).all())
 
     # -- per batch -------------------------------------------------------------------------
@@ -216,7 +218,12 @@ class RunLedger:
                 ).all()
             )
             changes = [
-                {"b_id": m.send_id, "b_links": m.metadata.get("links"), "b_mid": m.message_id}
+                {
+                    "b_id": m.send_id,
+                    "b_links": m.metadata.get("links"),
+                    "b_link_items": m.metadata.get("link_items") or None,
+                    "b_mid": m.message_id,
+                }
                 for m in messages
                 if m.send_id in moved
             ]
@@ -224,7 +231,11 @@ class RunLedger:
                 session.execute(
                     update(_T)
                     .where(_T.c.id == bindparam("b_id"))
-                    .values(links=bindparam("b_links"), message_id=bindparam("b_mid")),
+                    .values(
+                        links=bindparam("b_links"),
+                        link_items=bindparam("b_link_items"),
+                        message_id=bindparam("b_mid"),
+                    ),
                     changes,
                 )
         return [m for m in messages if m.send_id in moved]

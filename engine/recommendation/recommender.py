@@ -17,6 +17,7 @@ from sqlalchemy import select
 from engine.db import session_scope
 from engine.importer import load_items
 from engine.models import InteractionRow, utcnow
+from engine.recommendation.clicks import EMAIL_CLICK
 from engine.recommendation.filters import FilterConfig, excluded_by_rules
 from engine.recommendation.fits import StoredFit, fit_or_reuse, fit_recipe
 from engine.types import Interaction, Item, Recipe
@@ -121,7 +122,13 @@ def campaign_recommender(
     engine: Engine, campaign: Campaign, run_id: str | None = None
 ) -> CampaignRecommender:
     """The campaign's recipe, fitted once per data change and shared by the run's workers."""
-    stored = fit_or_reuse(engine, campaign.recipe.name, campaign.recipe.params, run_id)
+    stored = fit_or_reuse(
+        engine,
+        campaign.recipe.name,
+        campaign.recipe.params,
+        run_id,
+        kind_weights={EMAIL_CLICK: campaign.email_click_weight},
+    )
     filters: FilterConfig = campaign.filters
     pm: pluggy.PluginManager = engine.pm
     return CampaignRecommender(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
+from engine.web.tokens import TEST_SEND_ID
 from plugins.delivery.mime import build_mime
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -69,6 +73,8 @@ class OutboxBackend(DeliveryBackend):
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
         name = eml_name(message.send_id)
+        if message.send_id == TEST_SEND_ID:  # test sends share send id 0: one file per variant
+            name = f"test-{_SAFE.sub('_', str(message.metadata.get('variant', 'message')))}.eml"
         try:
             _write_atomically(self.folder / name, data)
         except OSError as exc:
