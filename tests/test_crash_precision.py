@@ -27,15 +27,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 from conftest import ROOT, Project
+from smtp_kit import free_port
 from sqlmodel import Session as DBSession
 from sqlmodel import select
-from test_delivery import free_port
 
 from engine.app import Engine
 from engine.ledger.journal import parse
 from engine.models import LedgerRow, LedgerStatus
 
-CONNECTIONS = 1  # the smtp backend's open connections per worker
+CONNECTIONS = 4  # the smtp backend's pool: at most this many messages in flight
 DEADLINE = 120.0  # seconds; only a hang gets near it
 
 
@@ -87,7 +87,7 @@ def smtp_project(project: Project, port: int, people: int) -> Engine:
         'backend = "smtp"\n'
         "batch_size = 100\n"
         "[delivery.smtp]\n"
-        f'host = "127.0.0.1"\nport = {port}\n'
+        f'host = "127.0.0.1"\nport = {port}\npool_size = {CONNECTIONS}\n'
     )
     engine = project.engine(backend="smtp", delivery={"options": {"smtp": {"port": port}}})
     project.seed(engine, people=people)
