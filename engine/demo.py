@@ -1,8 +1,10 @@
-"""``tailormail demo``: simulated recipients read real emails; ``vw`` against ``uniform``.
+"""``tailormail demo``: simulated recipients read real emails; ``vw`` against two A/B tests.
 
-Two campaigns with the same variants mail the halves of one synthetic population: in
-``demo-vw`` the bandit chooses, ``demo-uniform`` is the A/B split. All of it runs for real
-on loopback: scheduler, outbox, tracking server, clicks over HTTP, reward join, learning.
+Three campaigns with the same variants mail the thirds of one synthetic population: in
+``demo-vw`` the bandit chooses with its default settings, ``demo-uniform`` is a plain
+uniform split and ``demo-abtest`` the A/B test a team would run (split, name a winner,
+roll it out). All of it runs for real on loopback: scheduler, outbox, tracking server,
+clicks over HTTP, reward join, learning.
 """
 
 from __future__ import annotations
@@ -42,11 +44,8 @@ from engine.simulation import ATTRIBUTES, ReadCounts, make_population, read_roun
 from engine.web import BackgroundServer
 
 MARKER = ".tailormail-demo"
-ARMS = {"demo-vw": "vw", "demo-uniform": "uniform"}  # campaign -> policy and ``arm``
+ARMS = {"demo-vw": "vw", "demo-uniform": "uniform", "demo-abtest": "abtest"}  # -> policy, arm
 ATTRIBUTION_WINDOW = 2.5  # seconds: short, so rounds close quickly; readers take about one
-# VW's defaults (IPS-weighted epsilon-greedy at rate 0.5) chase the noise of ~10% click rates;
-# a gentle direct-method regression exploring by a bag of 4 learns the segments in a few rounds.
-VW_PARAMS = 'exploration="bag", epsilon=0.05, learning_rate=0.05, extra_args="--cb_type dm"'
 VARIANTS = (  # key, subject, layout, tone
     ("minimal", "A few picks for you, {{ recipient.first_name }}", "list", "calm"),
     ("visual", "{{ items[0].title }} and more, picked for you", "cards", "friendly"),
@@ -64,7 +63,7 @@ CAMPAIGN = string.Template("""description = "Simulated weekly picks ($policy pol
 items_per_email = 4
 audience = { arm = "$policy" }
 recipe = { name = "popularity" }
-policy = { name = "$policy"$params }
+policy = { name = "$policy" }  # the policy's defaults: nothing tuned
 reward = { click = 1.0, unsubscribe = -1.0, attribution_window = "${window}s" }
 """)
 VARIANT = string.Template("""
@@ -113,8 +112,7 @@ def _write_project(directory: Path, port: int, batch_size: int, window: float) -
     settings = SETTINGS.substitute(port=port, batch_size=batch_size)
     (directory / "config" / "tailormail.toml").write_text(settings)
     for name, policy in ARMS.items():
-        params = ", " + VW_PARAMS if policy == "vw" else ""
-        text = CAMPAIGN.substitute(policy=policy, params=params, window=window)
+        text = CAMPAIGN.substitute(policy=policy, window=window)
         for key, subject, layout, tone in VARIANTS:
             text += VARIANT.substitute(key=key, subject=subject, layout=layout, tone=tone)
         (directory / "config" / "campaigns" / f"{name}.toml").write_text(text)
@@ -208,8 +206,8 @@ def run_demo(
                     readers_ = (reading, finished, server)
                     figures = _round(engine, scheduler, readers_, progress, bars, number)
                     result.rounds.append(figures)
-                    vw, ab = (f"{figures.arms[n].expected_ctr:.1%}" for n in ARMS)
-                    text = f"round {number}: expected CTR vw {vw}, uniform {ab}"
+                    ctr = (f"{ARMS[n]} {figures.arms[n].expected_ctr:.1%}" for n in ARMS)
+                    text = f"round {number}: expected CTR " + ", ".join(ctr)
                     progress.update(overall, advance=1, description=text)
             finally:
                 finished.set()  # a round cut short must not leave the readers waiting
@@ -262,13 +260,13 @@ def _chart(result: DemoResult, path: Path) -> Path:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     x = [r.round for r in result.rounds]
-    for name, colour, label in (("demo-vw", "C0", "vw"), ("demo-uniform", "C1", "uniform")):
+    for colour, (name, label) in zip(("C0", "C1", "C3"), ARMS.items(), strict=True):
         expected, realized = result.curve(name, "expected_ctr"), result.curve(name, "realized_ctr")
         axes.plot(x, expected, color=colour, lw=2, label=f"{label}, expected")
         axes.scatter(x, realized, color=colour, s=24, alpha=0.7, label=f"{label}, realized")
     oracle = result.curve("demo-vw", "oracle_ctr")
     axes.plot(x, oracle, color="C2", lw=1.5, ls="--", label="oracle: best variant for each")
-    axes.set(title="tailormail demo: the bandit against an A/B split", xlabel="round", xticks=x)
+    axes.set(title="tailormail demo: the bandit against A/B tests", xlabel="round", xticks=x)
     axes.set(ylabel="click-through rate", ylim=(0, None))
     axes.yaxis.set_major_formatter(lambda value, _pos: f"{value:.0%}")
     axes.grid(alpha=0.3)
@@ -297,6 +295,17 @@ def _print_summary(engine: Engine, result: DemoResult, console: Console) -> None
             for v in campaign_report(engine, name)
         ]
         console.print(table(f"campaign {name}", columns, rows))
+    tail = result.rounds[-3:]  # once the learners had a few rounds of rewards
+    expected = {
+        ARMS[name]: sum(r.arms[name].expected_clicks for r in tail)
+        / max(1, sum(r.arms[name].emails for r in tail))
+        for name in ARMS
+    }
+    console.print(
+        f"expected CTR over the last {len(tail)} rounds: "
+        + ", ".join(f"{policy} {ctr:.1%}" for policy, ctr in expected.items())
+        + f" (oracle {tail[-1].arms['demo-vw'].oracle_ctr:.1%})" * bool(tail)
+    )
     late = result.clicks - result.attributed_clicks  # after their attribution window
     console.print(
         f"{result.clicks} clicks ({late} late) and {result.unsubscribes} unsubscribes over HTTP;"

@@ -13,7 +13,9 @@ from engine.errors import PluginError
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.features",
+    "plugins.features_history",
     "plugins.eligibility",
+    "plugins.forgotten",
     "plugins.deliverability",
     "plugins.rewards",
     "plugins.executors",

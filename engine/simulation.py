@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 VARIANTS = ("minimal", "visual", "urgent", "digest")
+ARMS = ("vw", "uniform", "abtest")  # the demo's policies, one campaign each
 ATTRIBUTES = {
     "age_band": {"young": 0.35, "middle": 0.40, "senior": 0.25},
     "device": {"mobile": 0.6, "desktop": 0.4},
@@ -61,8 +62,8 @@ _HREF = re.compile(r"<a\b[^>]*\bhref=\"([^\"]+)\"", re.IGNORECASE)
 def make_population(n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` recipients: id, email, first_name, age_band, device, interest and ``arm``.
 
-    ``arm`` alternates between ``vw`` and ``uniform`` while the attributes are drawn
-    independently, so each arm gets half the people from the same distribution.
+    ``arm`` cycles through ``vw``, ``uniform`` and ``abtest`` while the attributes are
+    drawn independently, so each arm gets a third of the people from the same distribution.
     """
     rng = random.Random(seed)
     people = []
@@ -72,7 +73,7 @@ def make_population(n: int, seed: int) -> list[dict[str, Any]]:
         person["first_name"] = name
         for attribute, shares in ATTRIBUTES.items():
             person[attribute] = rng.choices(list(shares), weights=list(shares.values()))[0]
-        people.append(person | {"arm": "vw" if i % 2 else "uniform"})
+        people.append(person | {"arm": ARMS[(i - 1) % len(ARMS)]})
     return people
 
 

@@ -72,7 +72,7 @@ def test_every_round_ran_both_campaigns(demo: DemoResult, engine: Engine) -> Non
         f"{name}@round-{n:02d}": "finished" for name in ARMS for n in range(1, ROUNDS + 1)
     }
     for figures in demo.rounds:
-        assert all(figures.arms[name].emails > 100 for name in ARMS)
+        assert all(figures.arms[name].emails > 80 for name in ARMS)  # a third of 300 each
 
 
 def test_rewards_were_joined_and_a_model_stored(engine: Engine) -> None:
@@ -103,7 +103,7 @@ def test_a_directory_that_is_not_a_demo_is_never_wiped(tmp_path: Path) -> None:
 
 def test_the_population_and_its_click_table() -> None:
     people = make_population(2000, seed=3)
-    assert [p["arm"] for p in people[:4]] == ["vw", "uniform", "vw", "uniform"]
+    assert [p["arm"] for p in people[:4]] == ["vw", "uniform", "abtest", "vw"]
     young_mobile = {"age_band": "young", "device": "mobile", "interest": "news"}
     assert max(VARIANTS, key=lambda v: click_probability(young_mobile, v)) == "visual"
     assert 0.07 < uniform_ctr(people, VARIANTS) < 0.10 < 0.14 < oracle_ctr(people) < 0.17

@@ -8,6 +8,7 @@ share interactions, so ``--interactions UA`` crosses all context with all varian
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -25,38 +26,75 @@ _ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in "% \t\n\r\v\f|:="})
 
 def escape(text: object) -> str:
     """``text`` as one VW token, injectively (``%`` itself is escaped too)."""
-    return str(text).translate(_ESCAPES)
+    return _escape_str(str(text))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _escape_str(text: str) -> str:
+    # Names and categorical values repeat across decisions: escape each once.
+    return text.translate(_ESCAPES)
+
+
+def _is_mapping(value: object) -> bool:
+    kind = type(value)
+    return kind is dict or (kind not in _PLAIN and isinstance(value, Mapping))
+
+
+_PLAIN = frozenset({str, float, int, bool, type(None)})
 
 
 def _tokens(values: Mapping[str, Any], prefix: str = "") -> list[str]:
     """VW feature tokens: ``name=value`` for categories, ``name:value`` for numbers."""
     tokens: list[str] = []
+    append = tokens.append
     for raw_name, value in values.items():
-        name = prefix + str(raw_name)
-        if value is None:
+        kind = type(value)
+        if kind is float:  # the common cases first, without abstract isinstance checks
+            if math.isfinite(value):  # VW cannot parse nan/inf
+                append(f"{_escape_str(prefix + str(raw_name))}:{value!r}")
+        elif kind is str:
+            append(f"{_escape_str(prefix + str(raw_name))}={_escape_str(value)}")
+        elif value is None:
             continue
-        if isinstance(value, Mapping):  # deeper nesting flattens into dotted names
-            tokens += _tokens(value, f"{name}.")
-        elif isinstance(value, bool):
-            tokens.append(f"{escape(name)}={'true' if value else 'false'}")
+        elif _is_mapping(value):  # deeper nesting flattens into dotted names
+            tokens += _tokens(value, f"{prefix}{raw_name}.")
+        elif kind is bool:
+            append(f"{escape(prefix + str(raw_name))}={'true' if value else 'false'}")
         elif isinstance(value, numbers.Real):
-            if math.isfinite(float(value)):  # VW cannot parse nan/inf
-                tokens.append(f"{escape(name)}:{float(value)!r}")
+            if math.isfinite(float(value)):
+                append(f"{escape(prefix + str(raw_name))}:{float(value)!r}")
         elif isinstance(value, list | tuple | set | frozenset):
-            tokens += [f"{escape(name)}={escape(item)}" for item in value]
+            name = escape(prefix + str(raw_name))
+            tokens += [f"{name}={escape(item)}" for item in value]
         else:
-            tokens.append(f"{escape(name)}={escape(value)}")
+            append(f"{escape(prefix + str(raw_name))}={escape(value)}")
     return tokens
 
 
 def _namespaces(index: str, values: Mapping[str, Any]) -> str:
     """Flat features in namespace ``index``; each nested dict in ``index_<name>``."""
-    flat = {name: value for name, value in values.items() if not isinstance(value, Mapping)}
+    nested = [name for name, value in values.items() if _is_mapping(value)]
+    if not nested:
+        return " ".join([f"|{index}", *_tokens(values)])
+    flat = {name: value for name, value in values.items() if name not in nested}
     parts = [" ".join([f"|{index}", *_tokens(flat)])]
-    for name, value in values.items():
-        if isinstance(value, Mapping):
-            parts.append(" ".join([f"|{index}_{escape(name)}", *_tokens(value)]))
+    for name in nested:
+        parts.append(" ".join([f"|{index}_{escape(name)}", *_tokens(values[name])]))
     return " ".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _variant_line_cached(key: str, features: tuple[tuple[str, Any], ...]) -> str:
+    return _namespaces(VARIANT_NAMESPACE, {**dict(features), "key": key})
+
+
+def _variant_line(variant: Variant) -> str:
+    """The variant's line (namespace ``A``: its features and its key), cached when its
+    features are plain values: the same variants are offered decision after decision."""
+    features = variant.features
+    if all(type(value) in _PLAIN for value in features.values()):
+        return _variant_line_cached(variant.key, tuple(features.items()))
+    return _namespaces(VARIANT_NAMESPACE, {**features, "key": variant.key})
 
 
 def vw_example(
@@ -66,8 +104,7 @@ def vw_example(
     variant_keys(variants, "vw")
     lines = ["shared " + _namespaces(CONTEXT_NAMESPACE, context)]
     for variant in variants:
-        features = {**variant.features, "key": variant.key}  # the key always identifies the arm
-        line = _namespaces(VARIANT_NAMESPACE, features)
+        line = _variant_line(variant)  # the key always identifies the arm
         if label is not None and variant.key == label[0]:
             line = f"0:{label[1]!r}:{label[2]!r} {line}"
         lines.append(line)
