@@ -96,7 +96,9 @@ def smtp_project(project: Project, port: int, people: int) -> Engine:
 
 def start_send(project: Project, *run: str) -> subprocess.Popen[bytes]:
     """``tailormail send alerts`` in its own process (``run``: --new-run ID or --run ID)."""
-    env = dict(os.environ, TAILORMAIL_SECRET="test-secret", PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ, TAILORMAIL_SECRET="test-secret-0123456789-0123456789-01", PYTHONPATH=str(ROOT)
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "engine", "send", "alerts", *run, "-p", str(project.root)],
         env=env,

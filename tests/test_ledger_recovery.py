@@ -38,7 +38,7 @@ from test_ledger_recovery import claim_by_hand, message_for
 root, url = sys.argv[1], sys.argv[2]
 settings = load_settings(
     project_dir=Path(root),
-    environ={"TAILORMAIL_SECRET": "test-secret"},
+    environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
     overrides={"database_url": url, "delivery": {"backend": "memory"}},
 )
 engine = Engine(settings=settings, load_entry_points=False)
