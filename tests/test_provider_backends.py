@@ -684,3 +684,22 @@ def test_ses_can_take_credentials_from_botocores_chain(
     assert "Credential=AKIDPROFILE/" in request.headers["Authorization"]
     signature = request.headers["Authorization"].rsplit("Signature=", 1)[1]
     assert signature == _sigv4_signature(request, "profile-secret", "eu-west-1")
+
+
+def test_a_504_leaves_the_batch_unknown_and_a_rerun_never_resends_it(
+    sqlite_project: Project,
+) -> None:
+    provider = Provider(httpx.Response(504, text="Gateway Timeout"))
+    engine = sqlite_project.engine(
+        "mocked_postmark",
+        plugins=[MockedPostmark(provider)],
+        delivery={"mocked_postmark": {"batch_size": 3}},
+    )
+    sqlite_project.seed(engine, people=3)
+    run_campaign(engine, "alerts", run_id="r1")
+    run_campaign(engine, "alerts", run_id="r1")  # resuming the run
+    with session_scope(engine.db) as session:
+        rows = session.exec(select(LedgerRow)).all()
+        assert {row.status for row in rows} == {LedgerStatus.UNKNOWN}
+        assert {row.error for row in rows} == {"504 Gateway Timeout: Gateway Timeout"}
+    assert len(provider.requests) == 1
