@@ -650,3 +650,15 @@ def test_provider_message_ids_join_webhook_events_to_the_ledger(
     with session_scope(engine.db) as session:
         (stored,) = session.exec(select(EventRow)).all()
     assert stored.send_id == sent["pm-1"][0]
+
+
+def test_a_bad_option_of_a_backend_not_in_use_also_stops_start_up(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked without building it: its key variable need not be set yet."""
+    monkeypatch.delenv("SENDGRID_API_KEY")
+    engine = sqlite_project.engine("memory", delivery={"sendgrid": {"sandbox_mode": True}})
+    assert engine.settings.delivery.backend == "memory"
+    with pytest.raises(ConfigError) as info:
+        sqlite_project.engine("memory", delivery={"sendgrid": {"api_kye_env": "X"}})
+    assert str(info.value) == "delivery.sendgrid: unknown option 'api_kye_env'"

@@ -25,7 +25,7 @@ from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from plugins.delivery.dkim import DKIMOptions, DKIMSigner
-from plugins.delivery.mime import build_mime, envelope_address, mime_bytes
+from plugins.delivery.mime import envelope_address, format_message_id, message_bytes
 from plugins.delivery.options import BackendOptions, parse_options
 from plugins.delivery.ratelimit import RateLimit
 from plugins.delivery.smtp_connection import (
@@ -186,13 +186,12 @@ class SMTPBackend(DeliveryBackend):
 
     def _send_one(self, connection: SMTPConnection, message: Message) -> SendResult:
         try:
-            mime = build_mime(message)
-            data = mime_bytes(mime)
+            data = message_bytes(message)
             if self.signer is not None:
                 data = self.signer.sign(data)
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
-        message_id = str(mime["Message-ID"])
+        message_id = format_message_id(message.message_id)
         sender = envelope_address(message.from_address)
         recipient = envelope_address(message.to_address)
         attempt = 0
