@@ -95,6 +95,7 @@ class SMTPBackend(DeliveryBackend):
     """
 
     name = "smtp"
+    reports_handover = True  # each message, right before its SMTP transaction
 
     sleep: Callable[[float], None] = staticmethod(time.sleep)
     """How the backend waits between retries (tests replace it to record the waits)."""
@@ -169,7 +170,7 @@ class SMTPBackend(DeliveryBackend):
                     index, message = pending.popleft()  # atomic: each message taken once
                 except IndexError:
                     return
-                results[index] = self._send_one(connection, message)
+                results[index] = self.handed(self._send_one(connection, message))
 
         try:
             self.open()
@@ -196,7 +197,7 @@ class SMTPBackend(DeliveryBackend):
         recipient = envelope_address(message.to_address)
         attempt = 0
         while True:
-            refusal = self._attempt(connection, sender, recipient, data)
+            refusal = self._attempt(connection, message, sender, recipient, data)
             if refusal is None:
                 return SendResult(message.send_id, SendStatus.SENT, provider_id=message_id)
             if attempt >= self.options.retries or not self._retryable(refusal):
@@ -207,7 +208,12 @@ class SMTPBackend(DeliveryBackend):
             self.sleep(self._backoff(attempt))
 
     def _attempt(
-        self, connection: SMTPConnection, sender: str, recipient: str, data: bytes
+        self,
+        connection: SMTPConnection,
+        message: Message,
+        sender: str,
+        recipient: str,
+        data: bytes,
     ) -> Refusal | None:
         if self._down is not None:
             return self._down
@@ -223,6 +229,7 @@ class SMTPBackend(DeliveryBackend):
             options = ["SMTPUTF8", "BODY=8BITMIME"]
         if self.rate is not None:
             self.rate.acquire()
+        self.handing_over(message)  # with the transport from here until its answer
         return connection.deliver(sender, recipient, data, options)
 
     @staticmethod
