@@ -16,6 +16,7 @@ it leaves and, while a worker holds the row, on that worker (its lease):
                     +--settle--> deferred     +--settle--> deferred (journal: never handed)
                                               +--settle--> sent | failed (journal: answered)
  unknown --reconcile_unknown--> sent | deferred        (a backend that can tell: outbox)
+ unknown --settle_unknown-----> sent | failed          (a provider's event: reconcile.py)
 ```
 
 - ``pending``: claimed under a worker's lease (owner and expiry), not yet with the
