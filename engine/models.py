@@ -217,6 +217,15 @@ class SuppressionRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ForgottenAddressRow(SQLModel, table=True):
+    """An address erased with ``tailormail forget``, kept only as a keyed hash so that
+    nobody mails it again (see ``engine.forgetting``)."""
+
+    __tablename__ = "forgotten_addresses"
+    address_hash: str = Field(primary_key=True, max_length=80)
+    forgotten_at: datetime = Field(default_factory=utcnow)
+
+
 class CampaignSuppressionRow(SQLModel, table=True):
     """An address that asked for no more mail from one campaign (other campaigns still send)."""
 

@@ -41,7 +41,7 @@ def webhook_engine(project: Project, signer: PostmarkSigner) -> Engine:
     """An engine of ``project`` (memory backend) with the Postmark webhook configured."""
     settings = load_settings(
         project_dir=project.root,
-        environ={"TAILORMAIL_SECRET": "test-secret"},
+        environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
         overrides={
             "database_url": project.db_url,
             "delivery": {"backend": "memory"},

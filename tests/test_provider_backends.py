@@ -29,7 +29,7 @@ from engine import hookimpl
 from engine.app import Engine
 from engine.db import session_scope
 from engine.errors import ConfigError
-from engine.models import EventRow, LedgerRow, LedgerStatus
+from engine.models import EventRow, LedgerRow, LedgerStatus, SuppressionRow
 from engine.pipeline import run_campaign
 from engine.settings import load_settings
 from engine.types import SendResult, SendStatus
@@ -574,6 +574,41 @@ def test_a_bad_backend_option_stops_the_engine_at_start_up(sqlite_project: Proje
     assert str(info.value).startswith("delivery.postmark.batch_size: Input should be")
 
 
+class MockedPostmark:
+    """Registers ``mocked_postmark``: the Postmark backend talking to a scripted provider."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    @hookimpl
+    def register_backends(self, register: Callable[[str, Any], None]) -> None:
+        register(
+            "mocked_postmark",
+            lambda engine, **options: PostmarkBackend(
+                engine, transport=httpx.MockTransport(self.provider), **options
+            ),
+        )
+
+
+def test_postmark_inactive_recipient_is_suppressed_as_a_hard_bounce(
+    sqlite_project: Project,
+) -> None:
+    answers = [{"ErrorCode": 0, "MessageID": "pm-0"}, {"ErrorCode": 406, "Message": "Inactive"}]
+    provider = Provider(httpx.Response(200, json=answers))
+    engine = sqlite_project.engine(
+        "mocked_postmark",
+        plugins=[MockedPostmark(provider)],
+        delivery={"mocked_postmark": {"batch_size": 2}},
+    )
+    sqlite_project.seed(engine, people=2)
+    run_campaign(engine, "alerts", run_id="r1")
+    with session_scope(engine.db) as session:
+        rows = session.exec(select(LedgerRow).order_by(col(LedgerRow.id))).all()
+        refused = next(row for row in rows if row.status == LedgerStatus.FAILED)
+        suppression = session.get(SuppressionRow, refused.email)
+    assert suppression is not None and suppression.reason == "hard_bounce"
+
+
 def test_provider_message_ids_join_webhook_events_to_the_ledger(
     sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -582,28 +617,18 @@ def test_provider_message_ids_join_webhook_events_to_the_ledger(
         httpx.Response(200, json=[{"ErrorCode": 0, "MessageID": f"pm-{i}"} for i in range(3)])
     )
 
-    class MockedPostmark:
-        @hookimpl
-        def register_backends(self, register: Callable[[str, Any], None]) -> None:
-            register(
-                "mocked_postmark",
-                lambda engine, **options: PostmarkBackend(
-                    engine, transport=httpx.MockTransport(provider), **options
-                ),
-            )
-
     hooks = PostmarkSigner()
     monkeypatch.setenv("TEST_POSTMARK_PASSWORD", hooks.password)
     settings = load_settings(
         project_dir=sqlite_project.root,
-        environ={"TAILORMAIL_SECRET": "test-secret"},
+        environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
         overrides={
             "database_url": sqlite_project.db_url,
             "delivery": {"backend": "mocked_postmark", "mocked_postmark": {"batch_size": 3}},
             "plugins": {"webhooks": {"postmark": hooks.options()}},
         },
     )
-    engine = Engine(settings=settings, plugins=[MockedPostmark()], load_entry_points=False)
+    engine = Engine(settings=settings, plugins=[MockedPostmark(provider)], load_entry_points=False)
     sqlite_project.seed(engine, people=3)
     run_campaign(engine, "alerts", run_id="r1")
     with session_scope(engine.db) as session:
