@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from engine.cli_privacy import forget, retention
 from engine.cli_support import ProjectOption, open_engine, set_global_project
-from engine.errors import TailormailError
+from engine.errors import TailormailError, TailormailWarning
 
 app = typer.Typer(
     name="tailormail",
@@ -78,6 +80,10 @@ def init(
 def import_(
     kind: Annotated[str, typer.Argument(help="recipients, items or interactions")],
     file: Annotated[Path, typer.Argument(help="A .csv or .jsonl file.", exists=True)],
+    strict: Annotated[
+        bool,
+        typer.Option(help="Reject interactions naming recipients or items not imported."),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Import recipients, items or interactions; a bad row rejects the whole file."""
@@ -88,13 +94,21 @@ def import_(
     with open_engine(project) as engine, _progress() as bar:
         task = bar.add_task(f"importing {kind}", total=None)
         summary = import_file(
-            engine.db, kind, file, progress=lambda rows: bar.update(task, completed=rows)
+            engine.db,
+            kind,
+            file,
+            progress=lambda rows: bar.update(task, completed=rows),
+            strict=strict,
         )
         bar.update(task, total=summary.rows, completed=summary.rows)
     console.print(
-        f"Imported {summary.rows} {kind} from {file} "
-        f"({summary.inserted} new, {summary.updated} updated)."
+        Text(
+            f"Imported {summary.rows} {kind} from {file} "
+            f"({summary.inserted} new, {summary.updated} updated)."
+        )
     )
+    for unknown in summary.unknown:
+        print_warning(f"{unknown.describe()}; kept (use --strict to reject such a file)")
 
 
 @app.command()
@@ -106,17 +120,37 @@ def send(
     new_run: Annotated[
         str | None, typer.Option("--new-run", help="Start a new run with this id.")
     ] = None,
+    test_to: Annotated[
+        str | None,
+        typer.Option("--test-to", help="Send every variant once to this address (no ledger)."),
+    ] = None,
+    recipient: Annotated[
+        str | None, typer.Option("--recipient", help="With --test-to: render for this id.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be sent; record nothing.")
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Start a new run of a campaign now (or resume one with --run) with a progress bar.
 
     Exits with status 1 when nothing could be delivered (every row deferred or failed).
     """
+    from engine import cli_sending
     from engine.pipeline import run_campaign
     from engine.runs import choose_run_id, run_breakdown
 
+    if test_to is not None and dry_run:
+        raise TailormailError("give either --test-to ADDRESS or --dry-run, not both")
+    if recipient is not None and test_to is None:
+        raise TailormailError("--recipient goes with --test-to (or see `tailormail preview`)")
     with open_engine(project) as engine:
         engine.campaign(campaign)  # an unknown name lists the configured ones
+        if test_to is not None:
+            raise typer.Exit(cli_sending.test_send(engine, campaign, test_to, recipient))
+        if dry_run:
+            cli_sending.rehearse(engine, campaign)
+            return
         run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
         with _progress() as bar:
             task = bar.add_task(f"sending {campaign}", total=None)
@@ -149,6 +183,13 @@ def send(
         console.print(
             Text(f"{group.status} {group.count}: {group.reason} ({shown})"), soft_wrap=True
         )
+    if summary.paused:
+        print_error(
+            f"campaign {campaign} paused itself: {summary.paused}; run {summary.run_id} "
+            f"stopped. Resume with `tailormail resume {campaign}`, then "
+            f"`tailormail send {campaign} --run {summary.run_id}`"
+        )
+        raise typer.Exit(1)
     attempted = summary.sent + summary.deferred + summary.failed + summary.unknown
     if attempted and not summary.sent:
         print_error(
@@ -165,12 +206,15 @@ def runs(
     project: ProjectOption = None,
 ) -> None:
     """List the newest runs: status, ledger counts per status, start and finish times."""
+    from engine.cli_sending import paused_lines
     from engine.runs import list_runs
 
     with open_engine(project) as engine:
         if campaign is not None:
             engine.campaign(campaign)
         found = list_runs(engine, campaign, limit=limit)
+        for line in paused_lines(engine, campaign):
+            console.print(line, soft_wrap=True)
     if not found:
         console.print("no runs yet" + (f" of {campaign}" if campaign else ""))
         return
@@ -195,11 +239,26 @@ def runs(
 @app.command()
 def report(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    items: Annotated[
+        bool,
+        typer.Option("--items", help="Clicks and CTR per item and per position instead."),
+    ] = False,
     project: ProjectOption = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="CTR chart (default: reports/CAMPAIGN-ctr.png).")
+    ] = None,
 ) -> None:
-    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes."""
+    """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes (or per item)."""
     from engine.report import campaign_report
 
+    if items:
+        from engine.item_report import item_report, item_tables
+
+        with open_engine(project) as engine:
+            found = item_report(engine, campaign)
+        for table in item_tables(found):
+            console.print(table)
+        return
     with open_engine(project) as engine:
         rows = campaign_report(engine, campaign)
     table = Table(title=f"campaign {campaign}")
@@ -216,18 +275,23 @@ def report(
             str(row.unsubscribes),
         )
     console.print(table)
+    from engine.cli_report import print_learning_report
+
+    with open_engine(project) as engine:
+        chart = png or engine.settings.path("reports") / f"{campaign}-ctr.png"
+        print_learning_report(engine, campaign, console, chart)
 
 
 @app.command()
 def rewards(project: ProjectOption = None) -> None:
-    """Join events whose attribution window closed, and let each policy learn."""
+    """Join events whose attribution window closed, and let each policy learn; say what
+    still waits for its attribution window."""
+    from engine.cli_report import print_rewards
     from engine.rewards import join_rewards
 
     with open_engine(project) as engine:
         summary = join_rewards(engine)
-    for name, count in sorted(summary.rewarded.items()):
-        version = summary.model_versions.get(name, "unchanged")
-        console.print(f"{name}: {count} rewards joined; model {version}")
+        print_rewards(engine, summary, console)
 
 
 @app.command()
@@ -322,6 +386,19 @@ def demo(
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
 
 
+app.command()(forget)
+app.command()(retention)
+
+
+def _register_builtin_commands() -> None:
+    from engine import cli_learning
+
+    cli_learning.register(app)
+
+
+_register_builtin_commands()
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -331,6 +408,15 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def _register_commands() -> None:
+    from engine import cli_sending
+
+    cli_sending.register(app)
+
+
+_register_commands()
 
 
 def _register_plugin_commands() -> None:
@@ -345,12 +431,30 @@ def _register_plugin_commands() -> None:
 
 def main() -> None:
     """Entry point: configuration and data errors end with a message and status 2."""
+    warnings.showwarning = _show_warning
     _register_plugin_commands()
     try:
         app()
     except TailormailError as exc:
         print_error(str(exc))
         sys.exit(2)
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> None:
+    if issubclass(category, TailormailWarning):
+        print_warning(str(message))
+    else:
+        _default_showwarning(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_default_showwarning = warnings.showwarning
+
+
+def print_warning(message: str) -> None:
+    """``warning: message`` on stderr, printed as is."""
+    err.print(Text.assemble(("warning: ", "yellow"), message), highlight=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:

@@ -1,12 +1,15 @@
-"""``tailormail demo``: simulated recipients read real emails; ``vw`` against ``uniform``.
+"""``tailormail demo``: simulated recipients read real emails; ``vw`` against two A/B tests.
 
-Two campaigns with the same variants mail the halves of one synthetic population: in
-``demo-vw`` the bandit chooses, ``demo-uniform`` is the A/B split. All of it runs for real
-on loopback: scheduler, outbox, tracking server, clicks over HTTP, reward join, learning.
+Three campaigns with the same variants mail the thirds of one synthetic population: in
+``demo-vw`` the bandit chooses with its default settings, ``demo-uniform`` is a plain
+uniform split and ``demo-abtest`` the A/B test a team would run (split, name a winner,
+roll it out). All of it runs for real on loopback: scheduler, outbox, tracking server,
+clicks over HTTP, reward join, learning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import random
 import shutil
@@ -30,6 +33,7 @@ from sqlalchemy import select
 
 from engine.app import Engine
 from engine.db import session_scope
+from engine.demo_content import ContentFigures, compare_round
 from engine.errors import TailormailError
 from engine.importer import import_file
 from engine.models import RewardRow
@@ -38,15 +42,18 @@ from engine.report import campaign_report
 from engine.scaffold import SOURCE_ROOT, write_csv
 from engine.scheduler import add_one_off, build_scheduler, reward_job
 from engine.settings import load_settings
-from engine.simulation import ATTRIBUTES, ReadCounts, make_population, read_round, start_reader
+from engine.simulation import (
+    ReadCounts,
+    make_catalogue,
+    make_population,
+    read_round,
+    start_reader,
+)
 from engine.web import BackgroundServer
 
 MARKER = ".tailormail-demo"
-ARMS = {"demo-vw": "vw", "demo-uniform": "uniform"}  # campaign -> policy and ``arm``
+ARMS = {"demo-vw": "vw", "demo-uniform": "uniform", "demo-abtest": "abtest"}  # -> policy, arm
 ATTRIBUTION_WINDOW = 2.5  # seconds: short, so rounds close quickly; readers take about one
-# VW's defaults (IPS-weighted epsilon-greedy at rate 0.5) chase the noise of ~10% click rates;
-# a gentle direct-method regression exploring by a bag of 4 learns the segments in a few rounds.
-VW_PARAMS = 'exploration="bag", epsilon=0.05, learning_rate=0.05, extra_args="--cb_type dm"'
 VARIANTS = (  # key, subject, layout, tone
     ("minimal", "A few picks for you, {{ recipient.first_name }}", "list", "calm"),
     ("visual", "{{ items[0].title }} and more, picked for you", "cards", "friendly"),
@@ -63,8 +70,9 @@ web = { host = "127.0.0.1", port = $port }
 CAMPAIGN = string.Template("""description = "Simulated weekly picks ($policy policy)"
 items_per_email = 4
 audience = { arm = "$policy" }
-recipe = { name = "popularity" }
-policy = { name = "$policy"$params }
+email_click_weight = $click_weight
+recipe = { name = "personalize", $recipe }
+policy = { name = "$policy" }  # the policy's defaults: nothing tuned
 reward = { click = 1.0, unsubscribe = -1.0, attribution_window = "${window}s" }
 """)
 VARIANT = string.Template("""
@@ -75,6 +83,13 @@ template = "demo/$key.html"
 features = { layout = "$layout", tone = "$tone" }
 """)
 TIMEOUT = 600.0
+# The content loop: a click inside our email counts three imported interactions; the recipe
+# leans on what a reader's segment and their own clicks say about the items' categories.
+CLICK_WEIGHT = 3.0
+RECIPE_PARAMS = (
+    'segment_by = ["interest"], segment_weight = 3.0, attribute_weight = 2.0, '
+    "similarity_weight = 0.3"
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class RoundFigures:
 
     round: int
     arms: dict[str, ReadCounts]
+    content: ContentFigures | None = None  # item CTRs with and without email clicks
 
 
 @dataclass
@@ -113,8 +129,9 @@ def _write_project(directory: Path, port: int, batch_size: int, window: float) -
     settings = SETTINGS.substitute(port=port, batch_size=batch_size)
     (directory / "config" / "tailormail.toml").write_text(settings)
     for name, policy in ARMS.items():
-        params = ", " + VW_PARAMS if policy == "vw" else ""
-        text = CAMPAIGN.substitute(policy=policy, params=params, window=window)
+        text = CAMPAIGN.substitute(
+            policy=policy, window=window, click_weight=CLICK_WEIGHT, recipe=RECIPE_PARAMS
+        )
         for key, subject, layout, tone in VARIANTS:
             text += VARIANT.substitute(key=key, subject=subject, layout=layout, tone=tone)
         (directory / "config" / "campaigns" / f"{name}.toml").write_text(text)
@@ -129,11 +146,7 @@ def _write_data(directory: Path, people: list[dict[str, Any]], seed: int) -> dic
         "items": [("id", "title", "category", "url")],
         "interactions": [("user_id", "item_id", "timestamp")],
     }
-    topics = list(ATTRIBUTES["interest"])
-    for i in range(1, 49):
-        topic = topics[i % len(topics)]
-        url = f"https://shop.example.com/{topic}/i{i:03d}"
-        tables["items"].append((f"i{i:03d}", f"{topic.title()} pick #{i}", topic, url))
+    tables["items"].extend(make_catalogue())
     start = datetime.now(UTC) - timedelta(days=30)
     for _ in range(len(people) // 2 + 200):
         item = min(int(rng.paretovariate(1.1)), 48)  # a few items are much more popular
@@ -207,9 +220,12 @@ def run_demo(
                     reading = readers.submit(read_round)
                     readers_ = (reading, finished, server)
                     figures = _round(engine, scheduler, readers_, progress, bars, number)
+                    figures = dataclasses.replace(
+                        figures, content=_content(engine, people, number, figures.arms)
+                    )
                     result.rounds.append(figures)
-                    vw, ab = (f"{figures.arms[n].expected_ctr:.1%}" for n in ARMS)
-                    text = f"round {number}: expected CTR vw {vw}, uniform {ab}"
+                    ctr = (f"{ARMS[n]} {figures.arms[n].expected_ctr:.1%}" for n in ARMS)
+                    text = f"round {number}: expected CTR " + ", ".join(ctr)
                     progress.update(overall, advance=1, description=text)
             finally:
                 finished.set()  # a round cut short must not leave the readers waiting
@@ -248,6 +264,14 @@ def _round(
     return RoundFigures(number, counts)
 
 
+def _content(
+    engine: Engine, people: list[dict[str, Any]], number: int, reads: dict[str, ReadCounts]
+) -> ContentFigures:
+    """The round's item CTRs: the recipe fed by email clicks against the same without."""
+    run_ids = {name: f"{name}@round-{number:02d}" for name in ARMS}
+    return compare_round(engine, {p["id"]: p for p in people}, run_ids, reads)
+
+
 def _ctr(read: ReadCounts) -> str:
     return f"{read.realized_ctr:.1%} ({read.expected_ctr:.1%})"
 
@@ -262,13 +286,13 @@ def _chart(result: DemoResult, path: Path) -> Path:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     x = [r.round for r in result.rounds]
-    for name, colour, label in (("demo-vw", "C0", "vw"), ("demo-uniform", "C1", "uniform")):
+    for colour, (name, label) in zip(("C0", "C1", "C3"), ARMS.items(), strict=True):
         expected, realized = result.curve(name, "expected_ctr"), result.curve(name, "realized_ctr")
         axes.plot(x, expected, color=colour, lw=2, label=f"{label}, expected")
         axes.scatter(x, realized, color=colour, s=24, alpha=0.7, label=f"{label}, realized")
     oracle = result.curve("demo-vw", "oracle_ctr")
     axes.plot(x, oracle, color="C2", lw=1.5, ls="--", label="oracle: best variant for each")
-    axes.set(title="tailormail demo: the bandit against an A/B split", xlabel="round", xticks=x)
+    axes.set(title="tailormail demo: the bandit against A/B tests", xlabel="round", xticks=x)
     axes.set(ylabel="click-through rate", ylim=(0, None))
     axes.yaxis.set_major_formatter(lambda value, _pos: f"{value:.0%}")
     axes.grid(alpha=0.3)
@@ -289,6 +313,13 @@ def _print_summary(engine: Engine, result: DemoResult, console: Console) -> None
         for r in result.rounds
     ]
     console.print(table("CTR per round: realized (expected)", ("round", *ARMS, "oracle"), rounds))
+    content = [
+        (str(r.round), f"{c.realized:.2%} ({c.expected_with:.2%})", f"{c.expected_without:.2%}")
+        for r in result.rounds
+        if (c := r.content) is not None
+    ]
+    content_columns = ("round", "fed by email clicks: realized (expected)", "without (expected)")
+    console.print(table("item CTR per round, the recipe", content_columns, content))
     for name in ARMS:
         columns = ("variant", "sends", "clicks", "CTR", "95% interval", "unsubscribes")
         rows = [
@@ -297,6 +328,17 @@ def _print_summary(engine: Engine, result: DemoResult, console: Console) -> None
             for v in campaign_report(engine, name)
         ]
         console.print(table(f"campaign {name}", columns, rows))
+    tail = result.rounds[-3:]  # once the learners had a few rounds of rewards
+    expected = {
+        ARMS[name]: sum(r.arms[name].expected_clicks for r in tail)
+        / max(1, sum(r.arms[name].emails for r in tail))
+        for name in ARMS
+    }
+    console.print(
+        f"expected CTR over the last {len(tail)} rounds: "
+        + ", ".join(f"{policy} {ctr:.1%}" for policy, ctr in expected.items())
+        + f" (oracle {tail[-1].arms['demo-vw'].oracle_ctr:.1%})" * bool(tail)
+    )
     late = result.clicks - result.attributed_clicks  # after their attribution window
     console.print(
         f"{result.clicks} clicks ({late} late) and {result.unsubscribes} unsubscribes over HTTP;"

@@ -63,8 +63,9 @@ def _arrays(**named: ArrayLike) -> dict[str, npt.NDArray[np.float64]]:
     return arrays
 
 
-def _mean_interval(terms: npt.NDArray[np.float64]) -> Estimate:
-    """The mean of per-decision ``terms`` with a normal 95% interval."""
+def mean_interval(terms: npt.NDArray[np.float64]) -> Estimate:
+    """The mean of per-decision ``terms`` with a normal 95% interval (for paired
+    differences of two policies' terms too)."""
     n = len(terms)
     value = float(terms.mean())
     stderr = float(terms.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
@@ -78,7 +79,7 @@ def ips(rewards: ArrayLike, logged_probs: ArrayLike, target_probs: ArrayLike) ->
     positive probability; its variance grows with the importance weights.
     """
     a = _arrays(rewards=rewards, logged_probs=logged_probs, target_probs=target_probs)
-    return _mean_interval(a["rewards"] * a["target_probs"] / a["logged_probs"])
+    return mean_interval(a["rewards"] * a["target_probs"] / a["logged_probs"])
 
 
 def snips(rewards: ArrayLike, logged_probs: ArrayLike, target_probs: ArrayLike) -> Estimate:
@@ -122,7 +123,7 @@ def dr(
     )
     weights = a["target_probs"] / a["logged_probs"]
     terms = a["predicted_target"] + weights * (a["rewards"] - a["predicted_logged"])
-    return _mean_interval(terms)
+    return mean_interval(terms)
 
 
 ESTIMATORS = ("ips", "snips", "dr")

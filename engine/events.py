@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
@@ -21,11 +21,13 @@ from engine.models import (
     CampaignSuppressionRow,
     EventRow,
     LedgerRow,
+    LedgerStatus,
     SuppressionRow,
     WebhookReceiptRow,
     as_utc,
     utcnow,
 )
+from engine.recommendation.clicks import store_email_clicks
 from engine.types import EventType, TrackingEvent
 
 if TYPE_CHECKING:
@@ -53,6 +55,62 @@ def suppression_reason(event: TrackingEvent) -> str | None:
     return None
 
 
+def unknown_outcome(event: TrackingEvent) -> str | None:
+    """What ``event`` proves about a send whose outcome was unknown, or None.
+
+    Any sign that the message reached the provider or the reader (delivered, deferred by
+    the receiving server, opened, clicked, a soft bounce, a complaint, an unsubscribe) makes
+    it ``sent``; a hard bounce makes it ``failed``.
+    """
+    if suppression_reason(event) == "hard_bounce":
+        return LedgerStatus.FAILED
+    return LedgerStatus.SENT
+
+
+def _settle_unknown(session: Session, found: Sequence[tuple[int, TrackingEvent]]) -> None:
+    """unknown -> sent | failed for the sends these stored events are about (one statement).
+
+    Only rows still ``unknown`` change, so a later event never rewrites a settled outcome.
+    """
+    wanted = sorted({send_id for send_id, _ in found})
+    unknown: set[int] = set()
+    for start in range(0, len(wanted), _CHUNK):  # most events are about settled sends
+        query = (
+            select(col(LedgerRow.id))
+            .where(col(LedgerRow.id).in_(wanted[start : start + _CHUNK]))
+            .where(col(LedgerRow.status) == LedgerStatus.UNKNOWN)
+        )
+        unknown.update(row_id for row_id in session.scalars(query) if row_id is not None)
+    table = LedgerRow.__table__  # type: ignore[attr-defined]
+    changes = []
+    for send_id, event in found:
+        if send_id not in unknown:
+            continue
+        status = unknown_outcome(event)
+        failed = status == LedgerStatus.FAILED
+        changes.append(
+            {
+                "b_id": send_id,
+                "b_status": status,
+                "b_sent_at": None if failed else as_utc(event.timestamp),
+                "b_error": "hard bounce reported after an unknown outcome" if failed else None,
+            }
+        )
+    if not changes:
+        return
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .where(table.c.status == LedgerStatus.UNKNOWN)
+        .values(
+            status=bindparam("b_status"),
+            sent_at=bindparam("b_sent_at"),
+            error=bindparam("b_error"),
+        )
+    )
+    session.execute(stmt, changes)
+
+
 def _provider_id_spellings(provider_message_id: str) -> list[str]:
     # Providers report Message-IDs with or without the angle brackets the ledger may hold.
     bare = provider_message_id.strip().strip("<>")
@@ -66,10 +124,15 @@ def _find_send(session: Session, event: TrackingEvent) -> LedgerRow | None:
         if row is not None:
             return row
     if event.provider_message_id:
+        spellings = _provider_id_spellings(event.provider_message_id)
+        # The provider's own id, or our Message-ID (all an unknown send has: no answer came).
         stmt = (
             select(LedgerRow)
             .where(
-                col(LedgerRow.provider_id).in_(_provider_id_spellings(event.provider_message_id))
+                or_(
+                    col(LedgerRow.provider_id).in_(spellings),
+                    col(LedgerRow.message_id).in_(spellings),
+                )
             )
             .order_by(col(LedgerRow.id))
             .limit(1)
@@ -125,6 +188,8 @@ def record_event(
         stored = insert_ignore(session, WebhookReceiptRow, receipts) == len(receipts) and (
             insert_ignore(session, EventRow, [_event_values(event, send_id, dedupe_key)]) > 0
         )
+        if stored and row is not None and row.id is not None and row.status == LedgerStatus.UNKNOWN:
+            _settle_unknown(session, [(row.id, event)])
         email = row.email if row is not None else event.recipient_email
         # Suppress even on a duplicate: honouring an unsubscribe twice is harmless, and a
         # deleted suppression must come back when the recipient asks again.
@@ -222,8 +287,10 @@ def record_events(engine: Engine, items: Sequence[tuple[TrackingEvent, str]]) ->
 
     The batch form of ``record_event`` for the click intake: events carry their send id
     (no provider-id matching), keys already stored are skipped, unsubscribes suppress the
-    send's address (or only its campaign, when ``data["scope"] == "campaign"``), and the
-    ``tracking_event`` hook sees each new event after the commit.
+    send's address (or only its campaign, when ``data["scope"] == "campaign"``), a human
+    click on an item link becomes an ``email_click`` interaction
+    (``engine.recommendation.clicks``), and the ``tracking_event`` hook sees each new event
+    after the commit.
     """
     if not items:
         return 0
@@ -234,6 +301,10 @@ def record_events(engine: Engine, items: Sequence[tuple[TrackingEvent, str]]) ->
         stmt = dialect.insert(table).on_conflict_do_nothing().returning(table.c.dedupe_key)
         # executemany: one compiled statement, sent in multi-row batches by SQLAlchemy.
         landed = set(session.scalars(stmt, values).all())
+        _settle_unknown(
+            session, [(e.send_id, e) for e, key in items if key in landed and e.send_id is not None]
+        )
+        store_email_clicks(session, [event for event, key in items if key in landed])
         everywhere, scoped = _scoped_suppressions(session, items)
         insert_ignore(session, SuppressionRow, everywhere)
         insert_ignore(session, CampaignSuppressionRow, scoped)

@@ -22,10 +22,11 @@ def as_utc(moment: datetime) -> datetime:
 
 
 class LedgerStatus:
-    """States of a ledger row. ``pending`` rows were written before the message left."""
+    """States of a ledger row; ``engine.ledger`` owns every change (see its state diagram)."""
 
     SKIPPED = "skipped"
-    PENDING = "pending"
+    PENDING = "pending"  # claimed under a worker's lease, not yet handed to the transport
+    HANDED_OVER = "handed_over"  # with the transport: the only ambiguous moment
     SENT = "sent"
     DEFERRED = "deferred"  # a temporary failure: it did not leave; resuming the run retries it
     FAILED = "failed"
@@ -55,13 +56,19 @@ class InteractionRow(SQLModel, table=True):
     """A user's interaction with an item; the recipes learn from these."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_user_time", "user_id", "timestamp"),)
+    __table_args__ = (
+        Index("ix_interactions_user_time", "user_id", "timestamp"),
+        # One ``email_click`` per send and item, however often it is clicked (imported
+        # interactions have no send, and NULLs never collide).
+        UniqueConstraint("send_id", "item_id", name="uq_interactions_send_item"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(max_length=200)
     item_id: str = Field(index=True, max_length=200)
     timestamp: datetime = Field(index=True)
     value: float = 1.0
     kind: str = Field(default="interaction", max_length=64)
+    send_id: int | None = None  # the email an ``email_click`` came from
 
 
 class CampaignRow(SQLModel, table=True):
@@ -123,12 +130,23 @@ class LedgerRow(SQLModel, table=True):
     policy: str | None = Field(default=None, max_length=64)
     model_version: str | None = Field(default=None, max_length=64)
     items: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    # "control" (held out: the baseline acts) or "treatment"; None without a control group.
+    arm: str | None = Field(default=None, max_length=20)
+    # Apprentice mode: the policy's own choice (variant, probability, pmf, policy,
+    # model_version), logged while the baseline acted.
+    shadow: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     links: list[str] | None = Field(default=None, sa_column=Column(JSON))
-    message_id: str | None = Field(default=None, max_length=320)
+    # Per link index: ``[item_id, position]`` for a link made by ``item_url``, else null.
+    link_items: list[list[Any] | None] | None = Field(default=None, sa_column=Column(JSON))
+    # Indexed: a provider event may name the send only by our Message-ID.
+    message_id: str | None = Field(default=None, index=True, max_length=320)
     provider_id: str | None = Field(default=None, index=True, max_length=320)
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # The worker holding a pending or handed-over row ("<host>/<tag>") and until when.
+    owner: str | None = Field(default=None, index=True, max_length=200)
+    lease_expires: datetime | None = None
 
 
 class EventRow(SQLModel, table=True):
@@ -161,7 +179,12 @@ class RewardRow(SQLModel, table=True):
 
 
 class ModelVersionRow(SQLModel, table=True):
-    """A saved policy model; every worker loads the campaign's champion from here."""
+    """A saved policy model and its audit record; workers load the campaign's champion.
+
+    Every training writes one row, promoted or not: what it was (``kind``: online update,
+    challenger, settings change, rollback), the settings it was trained with, the ledger
+    range it learned from, the off-policy estimates that decided it, the decision and why.
+    """
 
     __tablename__ = "model_versions"
     id: int | None = Field(default=None, primary_key=True)
@@ -173,6 +196,19 @@ class ModelVersionRow(SQLModel, table=True):
     n_feedback: int = 0
     parent: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+    kind: str | None = Field(default=None, max_length=20)
+    settings: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # The campaign file's policy settings when this row was written: a change is noticed.
+    config_settings: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    data_first_id: int | None = None
+    data_last_id: int | None = None
+    data_from: datetime | None = None
+    data_to: datetime | None = None
+    n_eval: int = 0
+    estimates: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    decision: str | None = Field(default=None, max_length=40)
+    reason: str | None = None
+    pinned: bool = False
 
 
 class SuppressionRow(SQLModel, table=True):
@@ -183,6 +219,15 @@ class SuppressionRow(SQLModel, table=True):
     reason: str = Field(max_length=40)
     send_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ForgottenAddressRow(SQLModel, table=True):
+    """An address erased with ``tailormail forget``, kept only as a keyed hash so that
+    nobody mails it again (see ``engine.forgetting``)."""
+
+    __tablename__ = "forgotten_addresses"
+    address_hash: str = Field(primary_key=True, max_length=80)
+    forgotten_at: datetime = Field(default_factory=utcnow)
 
 
 class CampaignSuppressionRow(SQLModel, table=True):
@@ -238,7 +283,11 @@ class WebhookReceiptRow(SQLModel, table=True):
 
 
 class CampaignPauseRow(SQLModel, table=True):
-    """A campaign that paused itself (complaint or hard-bounce rate over its threshold)."""
+    """A campaign that paused itself (complaint or hard-bounce rate over its threshold).
+
+    The pause holds while ``resumed_at`` is empty; after a resume, the rates are counted
+    again over the sends made since then, so old complaints do not pause it at once.
+    """
 
     __tablename__ = "campaign_pauses"
     campaign: str = Field(primary_key=True, max_length=64)
@@ -247,6 +296,7 @@ class CampaignPauseRow(SQLModel, table=True):
     rate: float
     sends: int
     paused_at: datetime = Field(default_factory=utcnow)
+    resumed_at: datetime | None = None
 
 
 class SchedulerLeaseRow(SQLModel, table=True):

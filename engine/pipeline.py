@@ -9,31 +9,30 @@ A run fired twice, or resumed after a crash, finds the rows and sends nothing ag
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-from sqlmodel import col, select
-
 from engine.campaigns import Campaign
-from engine.db import insert_ignore, insert_returning, session_scope, upsert
+from engine.deliverability import active_pause
 from engine.errors import ConfigError
 from engine.importer import load_items
-from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
+from engine.learning.arms import Arms, baseline_policy
+from engine.ledger import RunLedger
+from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
 from engine.types import (
-    Decision,
     Item,
     Message,
     Policy,
     Recipe,
     Recipient,
     SendResult,
-    SendStatus,
     Variant,
 )
 from engine.variants import offered_variants
@@ -42,13 +41,7 @@ if TYPE_CHECKING:
     from engine.app import Engine
 
 Progress = Callable[[int, int], None]
-
-_STATUS_FOR = {
-    SendStatus.SENT: LedgerStatus.SENT,
-    SendStatus.TEMPORARY_FAILURE: LedgerStatus.DEFERRED,
-    SendStatus.PERMANENT_FAILURE: LedgerStatus.FAILED,
-    SendStatus.UNKNOWN: LedgerStatus.UNKNOWN,
-}
+log = logging.getLogger(__name__)
 
 
 # Every ledger row of a batch carries the same keys, so one multi-row INSERT takes them.
@@ -61,6 +54,8 @@ _DECISION_FIELDS = (
     "policy",
     "model_version",
     "items",
+    "arm",
+    "shadow",
 )
 
 
@@ -79,6 +74,7 @@ class RunSummary:
     failed: int = 0
     unknown: int = 0
     variants: dict[str, int] = field(default_factory=dict)
+    paused: str | None = None  # why the run stopped early: its campaign paused itself
 
 
 def run_id_for(campaign: str, scheduled_for: datetime) -> str:
@@ -94,6 +90,9 @@ def decision_id_for(run_id: str, recipient_id: str) -> str:
 class CampaignRun:
     """Executes (or resumes) one run of one campaign."""
 
+    shares_recipe_fit = True
+    """Whether the run's workers share one recipe fit (recorded under the run id)."""
+
     def __init__(self, engine: Engine, campaign: Campaign, run_id: str) -> None:
         self.engine = engine
         self.campaign = campaign
@@ -103,58 +102,42 @@ class CampaignRun:
         self.policy: Policy | None = None
         self.recipe: Recipe | None = None
         self.items: dict[str, Item] = {}
+        self.ledger = RunLedger(engine, run_id, campaign.name)
 
     # -- preparation --------------------------------------------------------------------
     def _open_run(self, scheduled_for: datetime | None) -> None:
-        with session_scope(self.engine.db) as session:
-            insert_ignore(
-                session,
-                RunRow,
-                [
-                    {
-                        "id": self.run_id,
-                        "campaign": self.campaign.name,
-                        "scheduled_for": as_utc(scheduled_for) if scheduled_for else None,
-                        "status": "running",
-                        "started_at": utcnow(),
-                    }
-                ],
-            )
-            session.execute(
-                update(RunRow)
-                .where(col(RunRow.id) == self.run_id)
-                .values(status="running", error=None, finished_at=None)
-            )
-            upsert(
-                session,
-                VariantRow,
-                [
-                    {
-                        "campaign": self.campaign.name,
-                        "key": v.key,
-                        "subject": v.subject,
-                        "template": v.template,
-                        "features": dict(v.features),
-                    }
-                    for v in self.variants
-                ],
-                key=["campaign", "key"],
-            )
-            # A pending row from an interrupted run may or may not have left: never resend.
-            session.execute(
-                update(LedgerRow)
-                .where(col(LedgerRow.run_id) == self.run_id)
-                .where(col(LedgerRow.status) == LedgerStatus.PENDING)
-                .values(status=LedgerStatus.UNKNOWN, error="interrupted before the outcome")
-            )
+        variants = [
+            {
+                "campaign": self.campaign.name,
+                "key": v.key,
+                "subject": v.subject,
+                "template": v.template,
+                "features": dict(v.features),
+            }
+            for v in self.variants
+        ]
+        # Settles what dead workers held; a live worker's rows stay its own.
+        self.ledger.open(scheduled_for, variants)
 
-    def _done_recipients(self) -> set[str]:
-        with session_scope(self.engine.db) as session:
-            stmt = select(col(LedgerRow.recipient_id)).where(col(LedgerRow.run_id) == self.run_id)
-            return set(session.scalars(stmt).all())
+    def _done_among(self, page: Sequence[Recipient]) -> set[str]:
+        """The recipients of ``page`` that already have a ledger row in this run."""
+        return self.ledger.recipients_done([r.recipient_id for r in page])
 
-    def _prepare_models(self) -> None:
+    def _still_in_audience(self, recipient_ids: Sequence[str]) -> dict[str, Recipient]:
+        """The recipients of ``recipient_ids`` the audience filter still selects, by id."""
+        pages = self.engine.audience_pages(self.campaign, max(len(recipient_ids), 1), recipient_ids)
+        return {r.recipient_id: r for page in pages for r in page}
+
+    def _prepare_models(self, first: Recipient) -> None:
+        """Load the policy, the catalogue and the recipe; check every template on ``first``.
+
+        Called once, when the run finds its first recipient to send to, so a resumed run
+        with nothing left loads nothing; a broken template stops it before anything is sent.
+        """
+        if self.policy is not None:
+            return
         self.policy = self.engine.make_policy(self.campaign)
+        self.arms = Arms(self.campaign, self.policy, baseline_policy(self.engine, self.campaign))
         items = load_items(self.engine.db)
         if not items and self.campaign.items_per_email:
             raise ConfigError(
@@ -163,7 +146,11 @@ class CampaignRun:
                 "with `tailormail import items FILE` (a .csv or .jsonl with an id column)"
             )
         self.items = {item.item_id: item for item in items}
-        self.recipe = campaign_recommender(self.engine, self.campaign, self.run_id)
+        shared = self.run_id if self.shares_recipe_fit else None
+        self.recipe = campaign_recommender(self.engine, self.campaign, shared)
+        sample = self.template_variables(first, [], self.variants[0])
+        sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
+        self.engine.renderer.check(self.variants, sample)
 
     # -- per recipient ------------------------------------------------------------------
     def template_variables(
@@ -213,8 +200,8 @@ class CampaignRun:
                 rows.append(row | {"status": LedgerStatus.SKIPPED, "skip_reason": reason[:200]})
                 continue
             context = contexts[recipient.recipient_id]
-            decision: Decision = self.policy.choose(
-                context, self.variants, seed=seed_from_decision_id(decision_id)
+            decision, arm = self.arms.decide(
+                recipient.recipient_id, context, self.variants, seed_from_decision_id(decision_id)
             )
             items = self.recipe.recommend(recipient.recipient_id, self.campaign.items_per_email)
             rows.append(
@@ -230,37 +217,52 @@ class CampaignRun:
                     "model_version": decision.model_version,
                     "items": list(items),
                 }
+                | arm
             )
         return rows
 
     def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
-        """Insert the batch's rows; return the pending ones this process now owns."""
-        with session_scope(self.engine.db) as session:
-            landed = insert_returning(session, LedgerRow, rows, "decision_id", "status")
-        owned = [decision for decision, status in landed if status == LedgerStatus.PENDING]
-        self.summary.skipped += sum(1 for _, status in landed if status == LedgerStatus.SKIPPED)
-        if not owned:
-            return []
-        with session_scope(self.engine.db) as session:
-            stmt = select(LedgerRow).where(col(LedgerRow.decision_id).in_(owned))
-            return list(session.scalars(stmt).all())
+        """Insert the batch's rows; return the pending ones this worker now holds."""
+        owned, skipped = self.ledger.claim(rows)
+        self.summary.skipped += skipped
+        return owned
 
     def _message(self, row: LedgerRow, recipient: Recipient) -> Message:
         variant = next(v for v in self.variants if v.key == row.variant)
-        variables = self.template_variables(recipient, row.items or [], variant)
         assert row.id is not None
-        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=row.id)
+        return self.compose(recipient, variant, row.items or [], row.id, row.decision_id)
+
+    def compose(
+        self,
+        recipient: Recipient,
+        variant: Variant,
+        item_ids: Sequence[str],
+        send_id: int,
+        decision_id: str,
+    ) -> Message:
+        """Render ``variant`` for ``recipient`` into the message of send ``send_id``.
+
+        The render stage on its own: previews and test sends (``engine.rehearsal``) use
+        it with ``TEST_SEND_ID``, whose links record nothing.
+        """
+        variables = self.template_variables(recipient, item_ids, variant)
+        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=send_id)
         domain = self.engine.settings.from_address.rpartition("@")[2] or "tailormail.invalid"
         message = Message(
-            send_id=row.id,
-            message_id=f"<{row.decision_id}.{row.id}@{domain}>",
+            send_id=send_id,
+            message_id=f"<{decision_id}.{send_id}@{domain}>",
             from_address=self.campaign.from_address or self.engine.settings.from_address,
             to_address=recipient.email,
             subject=(self.campaign.subject_prefix + email.subject).strip(),
             html=email.html,
             text=email.text,
-            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(row.id)},
-            metadata={"campaign": self.campaign.name, "variant": variant.key, "links": email.links},
+            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(send_id)},
+            metadata={
+                "campaign": self.campaign.name,
+                "variant": variant.key,
+                "links": email.links,
+                "link_items": [list(hit) if hit else None for hit in email.link_items],
+            },
         )
         self.engine.pm.hook.prepare_message(
             engine=self.engine, campaign=self.campaign, message=message
@@ -268,70 +270,37 @@ class CampaignRun:
         return message
 
     def _record(self, messages: list[Message], results: list[SendResult]) -> None:
-        now = utcnow()
-        changes = []
-        for message, result in zip(messages, results, strict=True):
-            status = _STATUS_FOR[result.status]
-            changes.append(
-                {
-                    "id": message.send_id,
-                    "status": status,
-                    "provider_id": result.provider_id,
-                    "error": result.error,
-                    "sent_at": now if status == LedgerStatus.SENT else None,
-                }
-            )
+        statuses = self.ledger.record(results)
+        for message, status in zip(messages, statuses, strict=True):
             setattr(self.summary, status, getattr(self.summary, status) + 1)
             if status == LedgerStatus.SENT:
                 key = message.metadata["variant"]
                 self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
-        if changes:
-            with session_scope(self.engine.db) as session:
-                session.execute(update(LedgerRow), changes)  # one executemany, by primary key
         for message, result in zip(messages, results, strict=True):
             self.engine.pm.hook.message_sent(engine=self.engine, message=message, result=result)
 
-    def _store_links(self, messages: list[Message]) -> None:
-        """Links are stored before sending, so a click that comes back at once resolves."""
-        changes = [
-            {"id": m.send_id, "links": m.metadata["links"], "message_id": m.message_id}
-            for m in messages
-        ]
-        if changes:
-            with session_scope(self.engine.db) as session:
-                session.execute(update(LedgerRow), changes)
+    def _store_links(self, messages: list[Message]) -> list[Message]:
+        """Hand the batch over: links are stored before sending, so a click that comes back
+        at once resolves. Returns the messages this worker still holds (its lease)."""
+        return self.ledger.hand_over(messages)
 
-    def _fail(self, rows: Sequence[LedgerRow], status: str, error: str) -> None:
-        with session_scope(self.engine.db) as session:
-            ids = [r.id for r in rows]
-            session.execute(
-                update(LedgerRow)
-                .where(col(LedgerRow.id).in_(ids))
-                .where(col(LedgerRow.status) == LedgerStatus.PENDING)
-                .values(status=status, error=error[:2000])
-            )
+    def _fail(self, rows: Sequence[LedgerRow], error: str) -> None:
+        self.ledger.fail([r.id for r in rows if r.id is not None], error)
 
     # -- the run ------------------------------------------------------------------------
-    def _reclaim_deferred(self, people: dict[str, Recipient]) -> list[LedgerRow]:
+    def _reclaim_deferred(
+        self, lookup: Callable[[Sequence[str]], dict[str, Recipient]]
+    ) -> list[LedgerRow]:
         """Take back this run's temporarily failed rows: they never left, so they may retry.
 
         The decision stays as logged; a recipient who became ineligible meanwhile (an
         unsubscribe) is not retried.
         """
-        with session_scope(self.engine.db) as session:
-            stmt = (
-                update(LedgerRow)
-                .where(col(LedgerRow.run_id) == self.run_id)
-                .where(col(LedgerRow.status) == LedgerStatus.DEFERRED)
-                .values(status=LedgerStatus.PENDING, error=None)
-                .returning(col(LedgerRow.id))
-            )
-            ids = list(session.scalars(stmt).all())
-        if not ids:
+        rows = self.ledger.reclaim_deferred()
+        if not rows:
             return []
-        with session_scope(self.engine.db) as session:
-            rows = list(session.scalars(select(LedgerRow).where(col(LedgerRow.id).in_(ids))))
-        present = [people[r.recipient_id] for r in rows if r.recipient_id in people]
+        people = lookup([r.recipient_id for r in rows])
+        present = list(people.values())
         reasons = self.engine.ineligible(self.campaign, present)
         retry: list[LedgerRow] = []
         for row in rows:
@@ -339,7 +308,7 @@ class CampaignRun:
                 reasons.get(row.recipient_id) if row.recipient_id in people else "left the audience"
             )
             if reason:
-                self._fail([row], LedgerStatus.FAILED, f"not retried: {reason}")
+                self._fail([row], f"not retried: {reason}")
             else:
                 retry.append(row)
         return retry
@@ -350,15 +319,12 @@ class CampaignRun:
         """Render, store links, send and record one batch of rows this process owns."""
         try:
             messages = list(executor.map(lambda r: self._message(r, people[r.recipient_id]), rows))
-            self._store_links(messages)
+            messages = self._store_links(messages)
         except Exception as exc:  # nothing of this batch left: the rows failed
-            self._fail(rows, LedgerStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            self._fail(rows, f"{type(exc).__name__}: {exc}")
             raise
-        try:
-            results = backend.send(messages) if messages else []
-        except Exception as exc:  # some may have left: ambiguous, never resent
-            self._fail(rows, LedgerStatus.UNKNOWN, f"{type(exc).__name__}: {exc}")
-            raise
+        # If the backend raises, the rows settle from the journal (in flight: unknown).
+        results = self.ledger.transmit(backend, messages)
         self._record(messages, results)
 
     def execute(
@@ -378,48 +344,69 @@ class CampaignRun:
             raise
 
     def _execute(self, progress: Progress | None) -> RunSummary:
-        audience = self.engine.audience(self.campaign)
-        people = {r.recipient_id: r for r in audience}
-        done = self._done_recipients()
-        todo = [r for r in audience if r.recipient_id not in done]
-        self.summary.audience = len(audience)
-        self.summary.already_done = len(audience) - len(todo)
-        retry = self._reclaim_deferred(people)
+        engine, campaign = self.engine, self.campaign
+        engine.check_audience(campaign)  # a filter typo stops the run, naming the key
+        self.summary.audience = engine.audience_size(campaign)
+        retry = self._reclaim_deferred(self._still_in_audience)
         self.summary.retried = len(retry)
-        if todo or retry:
-            self._prepare_models()
-            first = todo[0] if todo else people[retry[0].recipient_id]
-            sample = self.template_variables(first, [], self.variants[0])
-            sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
-            self.engine.renderer.check(self.variants, sample)  # fail before anything is sent
-        settings = self.engine.settings
-        size = settings.delivery.batch_size
-        executor = self.engine.executor(settings.executor, **settings.executor_options)
-        total, finished = len(retry) + len(todo), 0
-        with self.engine.make_backend() as backend, executor:
+        size = engine.settings.delivery.batch_size
+        total, finished = len(retry) + self.summary.audience, 0
+        with ExitStack() as stack:
+            delivery: list[Any] = []  # backend and executor, opened for the first send
+
+            def deliver(rows: list[LedgerRow], people: dict[str, Recipient]) -> None:
+                if not delivery:
+                    settings = engine.settings
+                    executor = engine.executor(settings.executor, **settings.executor_options)
+                    delivery.append(stack.enter_context(engine.make_backend()))
+                    delivery.append(stack.enter_context(executor))
+                self._deliver(rows, people, *delivery)
+
             for start in range(0, len(retry), size):
+                if self._paused():
+                    return self.summary
                 chunk = retry[start : start + size]
-                self._deliver(chunk, people, backend, executor)
+                people = self._still_in_audience([r.recipient_id for r in chunk])
+                self._prepare_models(next(iter(people.values())))
+                deliver(chunk, people)
                 finished += len(chunk)
                 if progress:
                     progress(finished, total)
-            for start in range(0, len(todo), size):
-                batch = todo[start : start + size]
-                owned = self._claim(self._decide(batch))
-                self._deliver(owned, people, backend, executor)
-                finished += len(batch)
+            # One page of the audience in memory at a time, streamed in id order.
+            for page in engine.audience_pages(campaign, size):
+                if self._paused():
+                    return self.summary
+                done = self._done_among(page)
+                todo = [r for r in page if r.recipient_id not in done]
+                self.summary.already_done += len(page) - len(todo)
+                if todo:
+                    self._prepare_models(todo[0])  # before the backend opens: may refuse
+                    owned = self._claim(self._decide(todo))
+                    deliver(owned, {r.recipient_id: r for r in todo})
+                finished += len(page)
                 if progress:
                     progress(finished, total)
         self._close_run("finished")
         return self.summary
 
+    def _paused(self) -> bool:
+        """True (and the run closed as ``paused``) when the campaign paused itself."""
+        pause = active_pause(self.engine, self.campaign.name)
+        if pause is None:
+            return False
+        self.summary.paused = pause.reason
+        self._close_run("paused", f"campaign paused: {pause.reason}")
+        log.warning(
+            "run %s stopped: campaign %s is paused (%s); resume with `tailormail resume %s`",
+            self.run_id,
+            self.campaign.name,
+            pause.reason,
+            self.campaign.name,
+        )
+        return True
+
     def _close_run(self, status: str, error: str | None = None) -> None:
-        with session_scope(self.engine.db) as session:
-            session.execute(
-                update(RunRow)
-                .where(col(RunRow.id) == self.run_id)
-                .values(status=status, finished_at=utcnow(), error=error and error[:2000])
-            )
+        self.ledger.close(status, error)
 
 
 def run_campaign(

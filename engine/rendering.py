@@ -9,9 +9,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from html.parser import HTMLParser
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,17 +34,23 @@ _HREF = re.compile(r"(?<=\s)href\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+)
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'\[\]]+", re.IGNORECASE)
 _TRAILING_PUNCTUATION = ".,;:!?'\""
 _STYLE_BLOCK = re.compile(r"<style\b", re.IGNORECASE)
+# Placeholders of ``item_url`` links before tracking (".invalid" never resolves, RFC 2606).
+_ITEM_LINK_BASE = "https://item-link.tailormail.invalid/"
+_ITEM_LINK = re.compile(re.escape(_ITEM_LINK_BASE) + r"\d+")
 
 
 @dataclass
 class RenderedEmail:
-    """A rendered message body: ``links`` are the original URLs, by tracked-link index."""
+    """A rendered message body: ``links`` are the original URLs, by tracked-link index;
+    ``link_items`` says, per link index, which item at which position (0 = first of the
+    email's ``items``) a link made by ``item_url`` points at (None for other links)."""
 
     subject: str
     html: str
     text: str
     links: list[str]
     headers: dict[str, str]
+    link_items: list[tuple[str, int] | None] = field(default_factory=list)
 
 
 class Renderer:
@@ -66,7 +71,9 @@ class Renderer:
         self.env = ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(self.templates_dir),
             undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(("html", "htm"), default_for_string=False),
+            autoescape=is_html_template,
+            # No stat() per message: ``check`` (run at the start of every run) reloads.
+            auto_reload=False,
         )
         self.subject_env = ImmutableSandboxedEnvironment(
             undefined=jinja2.StrictUndefined, autoescape=False
@@ -78,12 +85,14 @@ class Renderer:
         self.subject_env.tests.update(self.env.tests)
         self.subject_env.globals.update(self.env.globals)
         self._subjects: dict[str, jinja2.Template] = {}
+        self._missing: set[str] = set()  # text templates known not to exist, until ``check``
 
     def render(self, *, variant: Variant, variables: dict[str, Any], send_id: int) -> RenderedEmail:
         """Render ``variant`` for one send; raises ``TemplateError`` naming the variant."""
         campaign = str((variables.get("campaign") or {}).get("name", ""))
         unsubscribe_url = f"{self.base_url}/u/{self.tokens.unsubscribe(send_id, campaign)}"
-        context = {**variables, "unsubscribe_url": unsubscribe_url}
+        item_links = ItemLinks(variables.get("items") or [])
+        context = {**variables, "unsubscribe_url": unsubscribe_url, "item_url": item_links.url}
         subject = self._render_subject(variant, context)
         body = self._render_template(variant, variant.template, context)
         text = self._render_text(variant, context)
@@ -92,12 +101,13 @@ class Renderer:
         if _STYLE_BLOCK.search(body):
             body = self._inline_css(variant, body)
 
-        indexes: dict[str, int] = {}  # identical URLs share one index
+        indexes: dict[str, int] = {}  # identical URLs share one index (an item link: its key)
 
         def track(url: str) -> str:
             index = indexes.setdefault(url, len(indexes))
+            target = item_links.target(url)
             # The target travels in the token: the redirect needs no database.
-            return f"{self.base_url}/c/{self.tokens.click(send_id, index, url)}"
+            return f"{self.base_url}/c/{self.tokens.click(send_id, index, target or url)}"
 
         body, has_unsubscribe = _rewrite_html_links(body, track, unsubscribe_url)
         if not has_unsubscribe:
@@ -105,17 +115,25 @@ class Renderer:
         text = _rewrite_text_links(text, track, unsubscribe_url)
         if unsubscribe_url not in text:
             text = f"{text.rstrip()}\n\n{UNSUBSCRIBE_TEXT}: {unsubscribe_url}\n"
+        body, text = item_links.untracked(body), item_links.untracked(text)
         pixel_url = html.escape(f"{self.base_url}/o/{self.tokens.open(send_id)}")
         body = _before_body_end(body, f'<img src="{pixel_url}" width="1" height="1" alt="">')
         headers = {
             "List-Unsubscribe": f"<{unsubscribe_url}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
         }
-        return RenderedEmail(subject, body, text, list(indexes), headers)
+        links = [item_links.target(url) or url for url in indexes]
+        return RenderedEmail(subject, body, text, links, headers, item_links.items_of(indexes))
 
     def check(self, variants: Sequence[Variant], variables: dict[str, Any]) -> None:
         """Render every variant once (``send_id=0``); raise ``TemplateError`` on the first
-        problem, so a broken template stops a run before anything is sent."""
+        problem, so a broken template stops a run before anything is sent.
+
+        Templates edited since the last run are read again from here on.
+        """
+        if self.env.cache is not None:
+            self.env.cache.clear()
+        self._missing.clear()
         for variant in variants:
             self.render(variant=variant, variables=variables, send_id=0)
 
@@ -143,15 +161,32 @@ class Renderer:
         except Exception as exc:
             raise self._error(variant, name, exc) from exc
 
+    def compile(self, variant: Variant) -> None:
+        """Compile the variant's subject, body and text sibling without rendering them;
+        a syntax error is a ``TemplateError`` naming the template and line."""
+        try:
+            self.subject_env.from_string(variant.subject)
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._error(variant, "subject", exc) from exc
+        for name in (variant.template, text_sibling(variant.template)):
+            try:
+                self.env.get_template(name)
+            except jinja2.TemplateNotFound as exc:
+                if name == variant.template or exc.name != name:
+                    raise self._error(variant, name, exc) from exc
+            except jinja2.TemplateSyntaxError as exc:
+                raise self._error(variant, name, exc) from exc
+
     def _render_text(self, variant: Variant, context: dict[str, Any]) -> str | None:
         """The sibling ``.txt`` template rendered, or None when there is none."""
-        name = PurePosixPath(variant.template).with_suffix(".txt").as_posix()
-        if name == variant.template:
+        name = text_sibling(variant.template)
+        if name in self._missing:
             return None
         try:
             template = self.env.get_template(name)
         except Exception as exc:
             if isinstance(exc, jinja2.TemplateNotFound) and exc.name == name:
+                self._missing.add(name)
                 return None
             raise self._error(variant, name, exc) from exc
         return self._render_template(variant, name, context, template)
@@ -203,6 +238,107 @@ class Renderer:
         except (ValueError, OSError):
             return None
         return path.as_posix()
+
+
+_HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+_JINJA_SUFFIXES = (".j2", ".jinja", ".jinja2")
+
+
+def is_text_template(name: str | None) -> bool:
+    """A text part (``x.txt``, ``x.txt.j2``...): a ``.txt`` among the name's suffixes."""
+    return name is not None and ".txt" in PurePosixPath(name).suffixes
+
+
+def is_html_template(name: str | None) -> bool:
+    """Whether Jinja autoescapes ``name``: every template but a text part is HTML, whatever
+    its extension (``.html``, ``.html.j2``, ``.jinja``, ``.j2``, ``.xhtml``, none)."""
+    return not is_text_template(name)
+
+
+def text_sibling(name: str) -> str:
+    """The text part's template for the body ``name``: ``.txt`` in place of ``.html``
+    (``.htm``, ``.xhtml``), else before a ``.j2``/``.jinja`` suffix, else appended.
+
+    ``x.html`` ↔ ``x.txt``, ``x.html.j2`` ↔ ``x.txt.j2``, ``x.j2`` ↔ ``x.txt.j2``,
+    ``x.jinja`` ↔ ``x.txt.jinja``, ``x`` ↔ ``x.txt``.
+    """
+    path = PurePosixPath(name)
+    suffixes = path.suffixes
+    stem = path.name[: len(path.name) - len("".join(suffixes))]
+    lowered = [suffix.lower() for suffix in suffixes]
+    if html := [n for n, suffix in enumerate(lowered) if suffix in _HTML_SUFFIXES]:
+        suffixes[html[0]] = ".txt"
+    elif lowered and lowered[-1] in _JINJA_SUFFIXES:
+        suffixes.insert(len(suffixes) - 1, ".txt")
+    else:
+        suffixes.append(".txt")
+    return path.with_name(stem + "".join(suffixes)).as_posix()
+
+
+class ItemLinks:
+    """``item_url(item)`` for one message: a link to an item that knows its position.
+
+    Each (position, URL) gets a placeholder URL that the link rewriting turns into its own
+    tracked link, so the same URL at two positions makes two links, and a click says which
+    item at which position drew it. Positions count from 0 in the email's ``items``.
+    """
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        """Links for the message whose template variable ``items`` is ``items``."""
+        self.items = list(items)
+        self._keys: dict[tuple[int, str], str] = {}
+        self._links: dict[str, tuple[str, str, int]] = {}  # placeholder -> url, item, position
+
+    def url(self, item: Any, url: str | None = None) -> str:
+        """The template helper: the tracked link to ``item`` (its ``url`` unless given)."""
+        position = self._position(item)
+        item_id = str(item["id"])
+        target = url if url is not None else item.get("url")
+        if not isinstance(target, str) or not target.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"item_url(): item {item_id!r} has no http(s) 'url' attribute "
+                "(import one with the catalogue, or call item_url(item, url))"
+            )
+        key = (position, target)
+        placeholder = self._keys.get(key)
+        if placeholder is None:
+            placeholder = self._keys[key] = f"{_ITEM_LINK_BASE}{len(self._keys)}"
+            self._links[placeholder] = (target, item_id, position)
+        return placeholder
+
+    def _position(self, item: Any) -> int:
+        for position, candidate in enumerate(self.items):
+            if candidate is item:
+                return position
+        item_id = item.get("id") if isinstance(item, Mapping) else None
+        for position, candidate in enumerate(self.items):
+            if item_id is not None and candidate.get("id") == item_id:
+                return position
+        raise ValueError("item_url() takes one of the email's items (for item in items)")
+
+    def _resolve(self, url: str) -> tuple[str, str, int] | None:
+        """URL, item and position of a placeholder (a suffix the template added is kept)."""
+        match = _ITEM_LINK.match(url) if url.startswith(_ITEM_LINK_BASE) else None
+        found = self._links.get(match.group(0)) if match else None
+        if match is None or found is None:
+            return None
+        return found[0] + url[match.end() :], found[1], found[2]
+
+    def target(self, url: str) -> str | None:
+        """The real URL behind a placeholder, or None for any other URL."""
+        found = self._resolve(url)
+        return found[0] if found else None
+
+    def items_of(self, links: Iterable[str]) -> list[tuple[str, int] | None]:
+        """Per tracked link, in index order: ``(item_id, position)`` or None."""
+        found = (self._resolve(url) for url in links)
+        return [(hit[1], hit[2]) if hit else None for hit in found]
+
+    def untracked(self, text: str) -> str:
+        """Put the real URL back where a placeholder was not a link (an ``<img src>``)."""
+        if not self._links or _ITEM_LINK_BASE not in text:
+            return text
+        return _ITEM_LINK.sub(lambda m: self._links.get(m.group(0), (m.group(0),))[0], text)
 
 
 def clean_subject(subject: str) -> str:
@@ -273,55 +409,56 @@ def _unsubscribe_footer(unsubscribe_url: str) -> str:
     )
 
 
-class _TextConverter(HTMLParser):
-    """HTML to readable text: block breaks, list bullets, "link text [URL]"."""
+# html_to_text works with a few regular expressions over the whole body (no parser in
+# Python per tag): it runs for every message whose variant has no ``.txt`` template.
+_TEXT_SKIPPED = re.compile(
+    r"<!--.*?-->|<![^>]*>|<\?[^>]*>|<(script|style|title|template|noscript)\b.*?</\1\s*>"
+    r"|<head\b.*?(?:</head\s*>|(?=<body\b))",  # </head> may be omitted: the body still shows
+    re.IGNORECASE | re.DOTALL,
+)
+_TEXT_LINK = re.compile(r"<a(\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*)?>(.*?)</a\s*>", re.I | re.DOTALL)
+_TEXT_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
+_WHITESPACE = re.compile(r"\s+")
+_TEXT_BLOCKS = frozenset(
+    {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol"}
+    | {"blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "figure"}
+)
+_TEXT_BREAKS = {
+    **dict.fromkeys(_TEXT_BLOCKS, "\n\n"),
+    "br": "\n",
+    "li": "\n- ",
+    "td": " ",
+    "th": " ",
+}
 
-    SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
-    BLOCKS = frozenset(
-        {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol"}
-        | {"blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "figure"}
-    )
-    BREAKS = {**dict.fromkeys(BLOCKS, "\n\n"), "br": "\n", "li": "\n- ", "td": " ", "th": " "}
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-        self.href: str | None = None
-        self.link_start = 0
+def _tag_break(match: re.Match[str]) -> str:
+    name = match.group(2).lower()
+    if match.group(1):  # an end tag
+        return "\n\n" if name in _TEXT_BLOCKS else ""
+    return _TEXT_BREAKS.get(name, "")
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag == "body":
-            self.skipping = 0  # </head> may be omitted; the body is always shown
-        elif tag == "a":
-            self.href = (dict(attrs).get("href") or "").strip()
-            self.link_start = len(self.parts)
-        else:
-            self.parts.append(self.BREAKS.get(tag, ""))
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n\n")
-        elif tag == "a" and self.href is not None:
-            href, self.href = self.href, None
-            label = " ".join("".join(self.parts[self.link_start :]).split())
-            if href and not href.startswith(("#", "javascript:")) and href != label:
-                self.parts.append(f" [{href}]" if label else f"[{href}]")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(re.sub(r"\s+", " ", data))
+def _text_link(match: re.Match[str]) -> str:
+    # Still HTML (escaped) here: the whole body is unescaped once, at the end.
+    label = _TEXT_TAG.sub(_tag_break, match.group(2))
+    found = _HREF.search(match.group(1) or "")
+    if found is None:
+        return label
+    href = next(g for g in found.groups() if g is not None).strip()
+    target = html.unescape(href)
+    if not target or target.startswith(("#", "javascript:")):
+        return label
+    if target == " ".join(html.unescape(label).split()):
+        return label
+    return f"{label} [{href}]" if label.strip() else f"[{href}]"
 
 
 def html_to_text(body: str) -> str:
     """A plain-text alternative of ``body``: readable text, each link's URL in brackets."""
-    converter = _TextConverter()
-    converter.feed(body)
-    converter.close()
-    lines = [" ".join(line.split()) for line in "".join(converter.parts).splitlines()]
+    body = _WHITESPACE.sub(" ", _TEXT_SKIPPED.sub("", body))
+    body = _TEXT_LINK.sub(_text_link, body)
+    body = html.unescape(_TEXT_TAG.sub(_tag_break, body))
+    lines = [" ".join(line.split()) for line in body.splitlines()]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     return text + "\n" if text else ""

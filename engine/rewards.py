@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import col, select
 
 from engine.campaigns import Campaign
-from engine.db import insert_ignore, session_scope
+from engine.db import insert_returning, session_scope
 from engine.events import events_for
+from engine.learning.training import learn_online
 from engine.models import LedgerRow, LedgerStatus, RewardRow, as_utc, utcnow
-from engine.training import learn_online
 from engine.web.intake import store_orphans
 
 if TYPE_CHECKING:
@@ -35,10 +35,11 @@ class RewardJoinSummary:
     model_versions: dict[str, str] = field(default_factory=dict)
 
 
-def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[LedgerRow]:
+def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[Any]:
+    """Sent rows (id, sent_at) whose window closed before ``now`` and have no reward."""
     cutoff = now - campaign.reward.attribution_window
     stmt = (
-        select(LedgerRow)
+        select(col(LedgerRow.id), col(LedgerRow.sent_at))
         .outerjoin(RewardRow, col(RewardRow.send_id) == col(LedgerRow.id))
         .where(col(LedgerRow.campaign) == campaign.name)
         .where(col(LedgerRow.status) == LedgerStatus.SENT)
@@ -48,7 +49,7 @@ def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[Ledg
         .limit(CHUNK)
     )
     with session_scope(engine.db) as session:
-        return list(session.scalars(stmt).all())
+        return list(session.execute(stmt).all())
 
 
 def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = None) -> list[int]:
@@ -60,7 +61,7 @@ def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = Non
         values: list[dict[str, Any]] = []
         for row in rows:
             assert row.id is not None and row.sent_at is not None
-            window_end = row.sent_at + campaign.reward.attribution_window
+            window_end = as_utc(row.sent_at) + campaign.reward.attribution_window
             attributed = [e for e in events.get(row.id, []) if as_utc(e.timestamp) <= window_end]
             value = engine.pm.hook.reward(engine=engine, campaign=campaign, events=attributed)
             values.append(
@@ -73,10 +74,8 @@ def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = Non
                 }
             )
         with session_scope(engine.db) as session:
-            for value in values:
-                row_id = int(value["send_id"])
-                if insert_ignore(session, RewardRow, [value]):
-                    rewarded.append(row_id)
+            landed = insert_returning(session, RewardRow, values, "send_id")
+        rewarded += [int(send_id) for (send_id,) in landed]
         if len(rows) < CHUNK:
             break
     return rewarded

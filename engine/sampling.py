@@ -6,9 +6,22 @@ import hashlib
 import math
 import random
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from engine.types import Decision
+from engine.types import Decision, Variant
+
+
+def variant_keys(variants: Sequence[Variant], policy: str) -> list[str]:
+    """The keys of the variants a policy is asked to choose from, in order.
+
+    Raises ``ValueError`` naming ``policy`` when there are none or a key repeats.
+    """
+    keys = [variant.key for variant in variants]
+    if not keys:
+        raise ValueError(f"{policy} policy: no variants to choose from")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{policy} policy: duplicate variant keys in {keys!r}")
+    return keys
 
 
 def normalize_pmf(pmf: Mapping[str, float]) -> dict[str, float]:

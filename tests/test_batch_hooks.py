@@ -64,13 +64,9 @@ def test_batch_hooks_are_called_once_per_batch_and_their_answers_land_in_the_led
     assert plugin.feature_calls == [2, 2, 1]
     rows = ledger(engine, "r")
     assert rows["u001"].skip_reason == "vip list only" and rows["u001"].context is None
-    # The plugin's "segment" wins over the built-in attribute feature; the domain stays.
-    assert rows["u004"].context == {
-        "rank": 4,
-        "segment": "x",
-        "first_name": "Name4",
-        "email_domain": "example.com",
-    }
+    # The plugin's "segment" wins over the built-in attribute feature; the provider stays
+    # (and the deny-listed first name never was one).
+    assert rows["u004"].context == {"rank": 4, "segment": "x", "email_provider": "other"}
 
 
 def test_per_recipient_features_win_over_batch_ones(sqlite_project: Project) -> None:

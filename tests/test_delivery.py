@@ -1,10 +1,8 @@
-"""The built-in delivery backends: outbox files, SMTP against a real aiosmtpd, memory."""
+"""The built-in delivery backends: MIME, options, outbox files, memory (SMTP: test_smtp.py)."""
 
 from __future__ import annotations
 
 import email.policy
-import socket
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
@@ -13,40 +11,18 @@ from typing import Any
 
 import pluggy
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from smtp_kit import UNSUBSCRIBE, make_message
 
 from engine import hookspecs
 from engine.errors import ConfigError
 from engine.registry import Registry, collect
 from engine.settings import Settings
-from engine.types import Message, SendStatus
+from engine.types import SendStatus
 from plugins.delivery import memory, outbox, smtp
 from plugins.delivery.memory import MemoryBackend
 from plugins.delivery.mime import build_mime
 from plugins.delivery.outbox import OutboxBackend
 from plugins.delivery.smtp import SMTPBackend
-
-UNSUBSCRIBE = "<https://t.example/u/tok123>, <mailto:unsubscribe@example.org?subject=tok123>"
-
-
-def make_message(send_id: int = 1, to: str = "ann@example.org", **changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "send_id": send_id,
-        "message_id": f"{send_id}.run7@tailormail.example",
-        "from_address": "Alerts <alerts@example.org>",
-        "to_address": to,
-        "subject": "Zoë, 3 new listings for you",
-        "html": "<p>Bonjour <b>Zoë</b></p>",
-        "text": "Bonjour Zoë",
-        "headers": {
-            "List-Unsubscribe": UNSUBSCRIBE,
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "X-Tailormail-Send-Id": str(send_id),
-        },
-    }
-    fields.update(changes)
-    return Message(**fields)
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -65,13 +41,6 @@ def body(parsed: EmailMessage, subtype: str) -> str:
 def unfolded(parsed: EmailMessage, name: str) -> str:
     # Long headers fold right after the colon; the stdlib parser keeps that fold's space.
     return str(parsed[name]).strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- MIME -------------------------------------------------------------------------------
@@ -224,166 +193,7 @@ def test_memory_backend_refuses_header_injection() -> None:
     assert backend.outbox == []
 
 
-# --- SMTP against aiosmtpd ----------------------------------------------------------------
-
-
-class Mailbox:
-    """An aiosmtpd handler: collects what it accepts, refuses some recipients."""
-
-    def __init__(self, refuse: dict[str, str] | None = None) -> None:
-        self.refuse = refuse or {}
-        self.received: list[tuple[Any, Envelope]] = []
-
-    async def handle_RCPT(
-        self, server: Any, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        self.received.append((session.peer, envelope))
-        return "250 Message accepted for delivery"
-
-
-class DropAfterData(Mailbox):
-    """Reads the whole message, then hangs up without answering: the send is ambiguous."""
-
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        self.received.append((session.peer, envelope))
-        server.transport.abort()
-        return "250 never seen"
-
-
-class DropAtRcpt(Mailbox):
-    """Hangs up before the message body was sent: the message cannot have been accepted."""
-
-    async def handle_RCPT(
-        self, server: Any, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
-        server.transport.abort()
-        return "250 never seen"
-
-
-def serve(handler: Mailbox, **kwargs: Any) -> Iterator[int]:
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    handler = Mailbox(
-        refuse={
-            "nobody@example.org": "550 5.1.1 no such user",
-            "busy@example.org": "451 4.3.0 try again later",
-        }
-    )
-    for port in serve(handler):
-        yield handler, port
-
-
-def test_smtp_delivers_a_batch_over_one_connection(mailbox: tuple[Mailbox, int]) -> None:
-    handler, port = mailbox
-    with SMTPBackend(None, port=port, timeout=5) as backend:
-        results = backend.send([make_message(i, to=f"user{i}@example.org") for i in (1, 2, 3)])
-    assert [r.status for r in results] == [SendStatus.SENT] * 3
-    assert results[0].provider_id == "<1.run7@tailormail.example>"
-    assert len({peer for peer, _ in handler.received}) == 1  # one connection reused
-    _, envelope = handler.received[0]
-    assert envelope.mail_from == "alerts@example.org"
-    assert envelope.rcpt_tos == ["user1@example.org"]
-    assert isinstance(envelope.content, bytes)
-    parsed = parse(envelope.content)
-    assert body(parsed, "plain").strip() == "Bonjour Zoë"
-    assert unfolded(parsed, "List-Unsubscribe") == UNSUBSCRIBE
-
-
-def test_smtp_maps_refusals_and_keeps_going(mailbox: tuple[Mailbox, int]) -> None:
-    handler, port = mailbox
-    with SMTPBackend(None, port=port, timeout=5) as backend:
-        results = backend.send(
-            [
-                make_message(1, to="nobody@example.org"),
-                make_message(2, to="busy@example.org"),
-                make_message(3, to="ann@example.org"),
-            ]
-        )
-    assert [r.status for r in results] == [
-        SendStatus.PERMANENT_FAILURE,
-        SendStatus.TEMPORARY_FAILURE,
-        SendStatus.SENT,
-    ]
-    assert results[0].error == "550 5.1.1 no such user"
-    assert results[1].error == "451 4.3.0 try again later"
-    assert [env.rcpt_tos for _, env in handler.received] == [["ann@example.org"]]
-
-
-def test_smtp_outside_a_with_block_connects_for_the_batch(mailbox: tuple[Mailbox, int]) -> None:
-    handler, port = mailbox
-    backend = SMTPBackend(None, port=port, timeout=5)
-    [result] = backend.send([make_message(1)])
-    assert result.status is SendStatus.SENT
-    assert backend.connection is None
-    assert len(handler.received) == 1
-
-
-def test_smtp_connection_refused_is_a_temporary_failure() -> None:
-    with SMTPBackend(None, port=free_port(), timeout=5) as backend:
-        results = backend.send([make_message(1), make_message(2)])
-    assert [r.status for r in results] == [SendStatus.TEMPORARY_FAILURE] * 2
-    assert all("cannot connect" in (r.error or "") for r in results)
-
-
-def test_smtp_drop_after_data_is_unknown_then_reconnects() -> None:
-    handler = DropAfterData()
-    for port in serve(handler):
-        with SMTPBackend(None, port=port, timeout=5) as backend:
-            results = backend.send([make_message(1), make_message(2)])
-    # Both bodies reached the server (over two connections), neither was acknowledged.
-    assert [r.status for r in results] == [SendStatus.UNKNOWN] * 2
-    assert len({peer for peer, _ in handler.received}) == 2
-
-
-def test_smtp_drop_before_data_is_a_temporary_failure() -> None:
-    for port in serve(DropAtRcpt()):
-        with SMTPBackend(None, port=port, timeout=5) as backend:
-            [result] = backend.send([make_message(1)])
-    assert result.status is SendStatus.TEMPORARY_FAILURE
-
-
-def test_smtp_logs_in_with_the_password_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("TAILORMAIL_TEST_SMTP_PW", "s3cret")
-    logins: list[tuple[bytes, bytes]] = []
-
-    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
-        assert isinstance(data, LoginPassword)
-        logins.append((data.login, data.password))
-        return AuthResult(success=data.password == b"s3cret")
-
-    handler = Mailbox()
-    for port in serve(handler, authenticator=authenticator, auth_require_tls=False):
-        backend = SMTPBackend(
-            None, port=port, timeout=5, username="alerts", password_env="TAILORMAIL_TEST_SMTP_PW"
-        )
-        with backend:
-            [result] = backend.send([make_message(1)])
-    assert result.status is SendStatus.SENT
-    assert logins == [(b"alerts", b"s3cret")]
-
-
-def test_smtp_refuses_header_injection_before_connecting() -> None:
-    backend = SMTPBackend(None, port=free_port(), timeout=5)
-    [result] = backend.send([make_message(1, subject="x\nBcc: v@example.org")])
-    assert result.status is SendStatus.PERMANENT_FAILURE
-    assert "Subject" in (result.error or "")
+# --- MIME round trips ----------------------------------------------------------------
 
 
 def test_non_ascii_display_names_and_subjects_survive_the_round_trip() -> None:

@@ -93,9 +93,10 @@ def test_installed_policy_is_found_by_name(installed: Path, tmp_path: Path) -> N
         from engine import Variant
 
         variants = [Variant("plain", "s", "plain.html"), Variant("urgent", "s", "urgent.html")]
-        policy = engine.policy("thompson", prior_alpha=2.0, prior_beta=3.0)
+        rules = [{"when": {"segment": "a"}, "variant": "urgent"}]
+        policy = engine.policy("first_match", rules=rules)
         first = policy.choose({"segment": "a"}, variants, seed=12345)
-        again = engine.policy("thompson", prior_alpha=2.0, prior_beta=3.0).choose(
+        again = engine.policy("first_match", rules=rules).choose(
             {"segment": "a"}, variants, seed=12345
         )
         print(json.dumps({
@@ -106,13 +107,13 @@ def test_installed_policy_is_found_by_name(installed: Path, tmp_path: Path) -> N
         }))
     """
     out = json.loads(_python(installed, script, cwd=tmp_path))
-    assert out["module"] == "tailormail_example_plugin.thompson"
+    assert out["module"] == "tailormail_example_plugin.rules"
     assert out["is_policy"] is True
     variant, probability, pmf, policy = out["first"]
     assert out["again"] == out["first"]  # a seed makes the decision deterministic
-    assert policy == "thompson"
+    assert policy == "first_match"
     assert variant in {"plain", "urgent"}
-    assert set(pmf) == {"plain", "urgent"}
+    assert pmf == pytest.approx({"plain": 0.05, "urgent": 0.95})
     assert probability == pmf[variant]
     assert sum(pmf.values()) == pytest.approx(1.0)
 
@@ -139,9 +140,9 @@ description = "Weekly picks"
 items_per_email = 3
 
 [policy]
-name = "thompson"
-prior_alpha = 1.0
-prior_beta = 1.0
+name = "first_match"
+default = "plain"
+rules = [{ when = { segment = "a" }, variant = "urgent" }]
 
 [[variants]]
 key = "plain"
@@ -203,7 +204,7 @@ RUN_SCRIPT = """
 
 
 def _project(directory: Path, recipients: int) -> Path:
-    """A tmp project: memory delivery, one campaign using the ``thompson`` policy."""
+    """A tmp project: memory delivery, one campaign using the ``first_match`` policy."""
     (directory / "config" / "campaigns").mkdir(parents=True)
     (directory / "templates").mkdir()
     (directory / "config" / "tailormail.toml").write_text(
@@ -242,9 +243,11 @@ def test_campaign_runs_end_to_end_with_the_installed_policy(
     assert len(out["outbox"]) == 12
     for row in rows:
         assert row["status"] == "sent"
-        assert row["policy"] == "thompson"
+        assert row["policy"] == "first_match"
         assert row["variant"] in {"plain", "urgent"}
-        assert set(row["pmf"]) == {"plain", "urgent"}
+        # Odd recipients are in segment a: the rule sends them "urgent", the rest "plain".
+        ruled = "urgent" if int(row["recipient"][1:]) % 2 else "plain"
+        assert row["pmf"][ruled] == pytest.approx(0.95)
         assert row["probability"] == pytest.approx(row["pmf"][row["variant"]])
 
 
@@ -263,66 +266,168 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleT
         del sys.modules[name]
 
 
-def _feedback(chosen: str, reward: float, n: int) -> list[Feedback]:
-    return [Feedback({}, VARIANTS, chosen, 0.5, reward) for _ in range(n)]
-
-
-def test_thompson_learns_and_round_trips(example: ModuleType) -> None:
-    policy = example.ThompsonPolicy()
+def test_first_match_follows_its_rules_and_round_trips(example: ModuleType) -> None:
+    rules = [
+        {"when": {"device": "mobile", "age": ["young", "teen"]}, "variant": "urgent"},
+        {"when": {"device": "mobile"}, "variant": "plain"},
+    ]
+    policy = example.FirstMatchPolicy(rules=rules, default="urgent", explore=0.2)
     assert isinstance(policy, Policy)
-    assert policy.model_version is None
-    before = policy.choose({}, VARIANTS, seed=7)
-    assert before.pmf["plain"] == pytest.approx(0.5, abs=0.05)  # the same prior for both
-
-    policy.learn(_feedback("urgent", 1.0, 40) + _feedback("plain", 0.0, 40))
-    after = policy.choose({}, VARIANTS, seed=7)
-    assert after.pmf["urgent"] > 0.95
-    assert 0 < after.pmf["plain"] < 0.05  # never 0: a logged probability must stay usable
-    assert policy.posterior("urgent") == (41.0, 1.0)
-    assert policy.posterior("plain") == (1.0, 41.0)
-
-    restored = example.ThompsonPolicy()
-    restored.load(policy.save())
-    assert json.loads(policy.save())["successes"] == {"urgent": 40}
-    assert restored.choose({}, VARIANTS, seed=7) == after
-
+    pmfs = {
+        "first rule": policy.choose({"device": "mobile", "age": "teen"}, VARIANTS, seed=1).pmf,
+        "second rule": policy.choose({"device": "mobile", "age": "old"}, VARIANTS, seed=1).pmf,
+        "default": policy.choose({"device": "desktop"}, VARIANTS, seed=1).pmf,
+    }
+    assert pmfs["first rule"] == pytest.approx({"plain": 0.1, "urgent": 0.9})
+    assert pmfs["second rule"] == pytest.approx({"plain": 0.9, "urgent": 0.1})
+    assert pmfs["default"] == pytest.approx({"plain": 0.1, "urgent": 0.9})
     seeds = range(200)
-    chosen = [policy.choose({}, VARIANTS, seed=s).variant for s in seeds]
-    assert chosen.count("urgent") > 170  # sampled from the pmf, not argmax of one draw
-    assert [policy.choose({}, VARIANTS, seed=s).variant for s in seeds] == chosen
+    chosen = [policy.choose({"device": "desktop"}, VARIANTS, seed=s).variant for s in seeds]
+    assert 160 < chosen.count("urgent") < 200  # sampled from the pmf: exploration happens
+    policy.learn([Feedback({}, VARIANTS, "plain", 0.5, 1.0)] * 3)
+    restored = example.FirstMatchPolicy(rules=rules)
+    restored.load(policy.save())
+    assert restored.feedback_seen == 3
 
 
-def test_thompson_rejects_bad_parameters_and_data(example: ModuleType) -> None:
-    with pytest.raises(ValueError, match="prior_alpha"):
-        example.ThompsonPolicy(prior_alpha=0)
-    with pytest.raises(TypeError, match="prior_beta"):
-        example.ThompsonPolicy(prior_beta="1")
+def test_first_match_rejects_bad_parameters_and_data(example: ModuleType) -> None:
+    with pytest.raises(ValueError, match="explore"):
+        example.FirstMatchPolicy(explore=1.5)
+    with pytest.raises(TypeError, match="explore"):
+        example.FirstMatchPolicy(explore="a lot")
+    with pytest.raises(ValueError, match="unknown rule keys"):
+        example.FirstMatchPolicy(rules=[{"if": {"a": 1}, "variant": "plain"}])
+    with pytest.raises(ValueError, match="variant key"):
+        example.FirstMatchPolicy(rules=[{"when": {"a": 1}}])
     with pytest.raises(ValueError, match="no variants"):
-        example.ThompsonPolicy().choose({}, [], seed=1)
-    with pytest.raises(ValueError, match="not a saved thompson policy"):
-        example.ThompsonPolicy().load(b'{"format": "tailormail-uniform/1"}')
-    unseeded = example.ThompsonPolicy().choose({}, VARIANTS)
-    assert unseeded.variant in {"plain", "urgent"}
+        example.FirstMatchPolicy().choose({}, [], seed=1)
+    with pytest.raises(ValueError, match="not a saved first_match policy"):
+        example.FirstMatchPolicy().load(b'{"format": "tailormail-uniform/1"}')
 
 
-def test_example_plugin_passed_in_registers_thompson(example: ModuleType, tmp_path: Path) -> None:
+def test_example_plugin_passed_in_registers_first_match(
+    example: ModuleType, tmp_path: Path
+) -> None:
     from engine.app import Engine
 
     project = _project(tmp_path / "project", recipients=1)
     with Engine(project_dir=project, plugins=[example], load_entry_points=False) as eng:
-        assert "thompson" in eng.policies
+        assert {"first_match", "thompson"} <= set(eng.policies.names())  # no clash
         policy = eng.make_policy(eng.campaign("weekly"))
-        assert isinstance(policy, example.ThompsonPolicy)
+        assert isinstance(policy, example.FirstMatchPolicy)
 
 
-def test_a_second_thompson_is_a_clash(example: ModuleType, tmp_path: Path) -> None:
+def test_a_second_first_match_is_a_clash(example: ModuleType, tmp_path: Path) -> None:
     from engine.app import Engine
 
     class Impostor:
         @hookimpl
         def register_policies(self, register: object) -> None:
-            register("thompson", example.ThompsonPolicy)  # type: ignore[operator]
+            register("first_match", example.FirstMatchPolicy)  # type: ignore[operator]
 
     project = _project(tmp_path / "project", recipients=1)
-    with pytest.raises((PluginError, ConfigError), match="thompson"):
+    with pytest.raises((PluginError, ConfigError), match="first_match"):
         Engine(project_dir=project, plugins=[example, Impostor()], load_entry_points=False)
+
+
+# -- the example's recipe: a campaign names it in its [recipe] table ------------------------
+
+FRESH_CAMPAIGN = """
+name = "fresh"
+description = "New this week"
+items_per_email = 3
+
+[recipe]
+name = "newest"
+category_attribute = "genre"
+
+[policy]
+name = "uniform"
+
+[[variants]]
+key = "plain"
+subject = "New for you"
+template = "plain.html"
+"""
+
+FRESH_SCRIPT = """
+    import json
+    import sys
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from engine.app import Engine
+    from engine.db import session_scope
+    from engine.importer import import_file
+    from engine.models import LedgerRow
+    from engine.pipeline import run_campaign
+
+    project = Path(sys.argv[1])
+    with Engine(project_dir=project) as engine:
+        for kind in ("recipients", "items", "interactions"):
+            import_file(engine.db, kind, project / f"{kind}.csv")
+        summary = run_campaign(engine, "fresh")
+        with session_scope(engine.db) as session:
+            rows = session.scalars(select(LedgerRow)).all()
+        print(json.dumps({
+            "sent": summary.sent,
+            "recipe": type(engine.recipes.get("newest")()).__module__,
+            "items": {r.recipient_id: r.items for r in rows},
+        }))
+"""
+
+
+def _fresh_project(directory: Path) -> Path:
+    """Three recipients, six dated items in two genres; ``u1`` has read two poems."""
+    _project(directory, recipients=3)
+    (directory / "config" / "campaigns" / "weekly.toml").unlink()
+    (directory / "config" / "campaigns" / "fresh.toml").write_text(FRESH_CAMPAIGN)
+    rows = ["id,title,genre,published"] + [
+        f"i{n},Item {n},{'poetry' if n % 2 else 'prose'},2025-0{n}-01" for n in range(1, 7)
+    ]
+    (directory / "items.csv").write_text("\n".join(rows) + "\n")
+    (directory / "interactions.csv").write_text(
+        "user_id,item_id,timestamp\nu001,i1,2025-07-01T10:00:00\nu001,i3,2025-07-02T10:00:00\n"
+    )
+    return directory
+
+
+@pytest.mark.slow
+def test_campaign_uses_the_installed_recipe(installed: Path, tmp_path: Path) -> None:
+    project = _fresh_project(tmp_path / "project")
+    out = json.loads(_python(installed, FRESH_SCRIPT, str(project), cwd=tmp_path))
+    assert out["recipe"] == "tailormail_example_plugin.newest"
+    assert out["sent"] == 3
+    # Newest first; u001 read poetry (i1, i3, excluded as already seen), so poems lead.
+    assert out["items"]["u000"] == ["i6", "i5", "i4"]
+    assert out["items"]["u002"] == ["i6", "i5", "i4"]
+    assert out["items"]["u001"] == ["i5", "i6", "i4"]
+
+
+def test_newest_recipe_in_process(example: ModuleType, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from engine import Interaction, Item, Recipe
+    from engine.app import Engine
+
+    recipe = example.NewestRecipe()
+    assert isinstance(recipe, Recipe)
+    items = [Item("old", {"category": "a", "published": "2024-01-01"})]
+    items += [Item("new", {"category": "b", "published": "2025-01-01"}), Item("undated")]
+    seen = datetime(2024, 6, 1, tzinfo=UTC)
+    recipe.fit([Interaction("me", "old", seen), Interaction("me", "undated", seen)], items)
+    assert recipe.recommend("someone", 5) == ["new", "undated", "old"]
+    assert recipe.recommend("me", 2, exclude=["undated"]) == ["old", "new"]
+    assert recipe.similar("new", 3) == [] and recipe.similar("nope", 3) == []
+    with pytest.raises(ValueError, match="date_attribute"):
+        example.NewestRecipe(date_attribute="")
+
+    project = _fresh_project(tmp_path / "project")
+    with Engine(project_dir=project, plugins=[example], load_entry_points=False) as eng:
+        assert isinstance(eng.recipes.get("newest")(), example.NewestRecipe)
+    broken = _fresh_project(tmp_path / "broken")
+    campaign = broken / "config" / "campaigns" / "fresh.toml"
+    campaign.write_text(campaign.read_text().replace('"genre"', '""'))
+    with pytest.raises(ConfigError, match="newest"):
+        Engine(project_dir=broken, plugins=[example], load_entry_points=False)

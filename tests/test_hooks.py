@@ -135,9 +135,8 @@ def test_per_recipient_and_observer_hooks(sqlite_project: Project) -> None:
         rows = {r.recipient_id: r for r in session.exec(select(LedgerRow)).all()}
     assert rows["u001"].status == LedgerStatus.SKIPPED and rows["u001"].skip_reason == "on holiday"
     assert rows["u000"].context == {
-        "first_name": "Name0",
         "segment": "a",
-        "email_domain": "example.com",
+        "email_provider": "other",
         "id_length": 4,
         "tier": {"gold": True},
     }
@@ -220,7 +219,7 @@ class OverridesDomain:
     @staticmethod
     @hookimpl
     def recipient_features(engine, campaign, recipient):  # type: ignore[no-untyped-def]
-        return {"email_domain": "overridden"}
+        return {"email_provider": "overridden"}
 
 
 def test_plugin_features_override_the_built_in_ones(sqlite_project: Project) -> None:
@@ -228,4 +227,4 @@ def test_plugin_features_override_the_built_in_ones(sqlite_project: Project) -> 
     sqlite_project.seed(engine, people=1)
     campaign = engine.campaign("alerts")
     context = engine.context_for(campaign, engine.audience(campaign)[0])
-    assert context["email_domain"] == "overridden" and context["segment"] == "a"
+    assert context["email_provider"] == "overridden" and context["segment"] == "a"

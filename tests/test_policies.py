@@ -134,9 +134,10 @@ def test_vw_learns_the_best_variant_per_segment_and_beats_uniform() -> None:
     assert sum(vw_late) / len(vw_late) > sum(uniform_late) / len(uniform_late) + 0.1
 
 
-@pytest.mark.parametrize("exploration", ["epsilon", "softmax", "bag", "cover"])
+@pytest.mark.parametrize("exploration", ["squarecb", "epsilon", "softmax", "bag", "cover"])
 def test_vw_exploration_modes_give_a_full_support_pmf(exploration: str) -> None:
-    with VowpalWabbitPolicy(exploration=exploration, epsilon=0.2, seed=1) as vw:
+    epsilon = None if exploration in ("squarecb", "softmax") else 0.2
+    with VowpalWabbitPolicy(exploration=exploration, epsilon=epsilon, seed=1) as vw:
         simulate(vw, 200, random.Random(5))
         decision = vw.choose({"segment": "a"}, VARIANTS, seed=1)
         assert sum(decision.pmf.values()) == pytest.approx(1.0, abs=1e-5)

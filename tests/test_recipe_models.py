@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 import engine
+from engine.recommendation.fits import fit_recipe
 from engine.recommendation.offline import evaluate, leave_last_out
 from engine.types import Interaction, Item, Recipe, Recipient
 from plugins.recipes.personalize import PersonalizeRecipe
@@ -212,3 +214,35 @@ def test_leave_last_out_holds_out_each_users_newest_interaction() -> None:
     assert split.held_out == {"u": "last", "v": "tie-b"}  # a tie: the later-arrived one
     assert split.earlier == {"u": {"first", "middle"}, "solo": {"x"}, "v": {"tie-a"}}
     assert len(split.train) == 4
+
+
+@pytest.mark.parametrize("name", ["sims", "personalize"])
+def test_precomputed_answers_equal_a_full_ranking(name: str) -> None:
+    interactions, items, users = synthetic(120)
+    fast, full = engine.recipe(name), engine.recipe(name)
+    full.answer_depth = 0  # every answer ranked from scratch
+    fast.answer_depth = 8  # short lists, so a large exclude falls back to the full ranking
+    for recipe in (fast, full):
+        fit_recipe(recipe, interactions, items, users)
+    rng = random.Random(3)
+    catalogue = [item.item_id for item in items]
+    for user in [f"u{n}" for n in range(0, 120, 7)] + ["nobody"]:
+        for size in (0, 3, 20):
+            exclude = set(rng.sample(catalogue, size))
+            for k in (1, 5, 12):
+                assert fast.recommend(user, k, exclude) == full.recommend(user, k, exclude)
+
+
+def test_ranking_scores_kept_by_fit_equal_fresh_scores() -> None:
+    interactions, items, users = synthetic(120)
+    recipe = RankingRecipe(candidates_from="sims", pool=15)
+    recipe.kept_scores = 6  # small, so some candidates fall below the kept ones
+    fit_recipe(recipe, interactions, items, users)
+    fresh = PersonalizeRecipe()
+    fit_recipe(fresh, interactions, items, users)
+    catalogue = [item.item_id for item in items] + ["not-an-item"]
+    for user in [f"u{n}" for n in range(0, 120, 5)] + ["nobody"]:
+        assert recipe.score(user, catalogue) == fresh.score(user, catalogue)
+        assert recipe.score(user, catalogue[:3]) == fresh.score(user, catalogue[:3])
+        ranked = sorted(catalogue[:20], key=lambda i: -fresh.score(user, [i])[i])
+        assert recipe.rerank(user, ranked, 20) == ranked

@@ -176,6 +176,32 @@ def test_recipient_values_are_autoescaped(tmp_path: Path) -> None:
     assert email.subject == "For <script>alert(1)</script>"
 
 
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ("a.html", "a.txt"),
+        ("a.html.j2", "a.txt.j2"),
+        ("a.jinja", "a.txt.jinja"),
+        ("a.j2", "a.txt.j2"),
+        ("a.xhtml", "a.txt"),
+        ("a.htm", "a.txt"),
+    ],
+)
+def test_every_body_template_is_autoescaped_and_finds_its_text_sibling(
+    tmp_path: Path, body: str, text: str
+) -> None:
+    """Issue 5 item 12: escaping depends on what the template is, not on its extension."""
+    write(tmp_path, f"weekly/{body}", "<p>Hi {{ recipient.first_name }}</p>")
+    write(tmp_path, f"weekly/{text}", "Hi {{ recipient.first_name }}")
+    renderer = Renderer(tmp_path, TOKENS, BASE)
+    variables = {**VARS, "recipient": {"first_name": "<b>Ada</b> & co"}}
+    email = renderer.render(
+        variant=Variant("a", "s", f"weekly/{body}"), variables=variables, send_id=1
+    )
+    assert "<p>Hi &lt;b&gt;Ada&lt;/b&gt; &amp; co</p>" in email.html
+    assert email.text.startswith("Hi <b>Ada</b> & co\n")  # the text part is not escaped
+
+
 def test_undefined_names_variant_template_and_line(tmp_path: Path) -> None:
     write(tmp_path, "weekly/b.html", "<p>\nHello\n{{ recipient.frist_name }}\n</p>")
     renderer = Renderer(tmp_path, TOKENS, BASE)
@@ -290,3 +316,60 @@ def test_prepare_jinja2_environment_hook(tmp_path: Path) -> None:
     email = renderer.render(variant=variant, variables=VARS, send_id=1)
     assert "<p>ADA!</p>" in email.html
     assert email.subject == "ADA!"
+
+
+ITEMS = [
+    {"id": "tea", "url": "https://shop.example/tea"},
+    {"id": "mug", "url": "https://shop.example/tea"},  # the same URL at another position
+    {"id": "pot"},
+]
+
+
+def test_item_url_makes_one_link_per_item_position(tmp_path: Path) -> None:
+    source = (
+        "<html><body>{% for item in items[:2] %}<a href='{{ item_url(item) }}'>t</a>"
+        '<a href="{{ item_url(item) }}">again</a><img src="{{ item_url(item) }}">'
+        "{% endfor %}<a href='{{ item_url(items[2], \"https://shop.example/pot\") }}'>p</a>"
+        "<a href='https://shop.example/tea'>plain</a></body></html>"
+    )
+    text = (
+        "{% for item in items %}{{ item.id }}: "
+        "{{ item_url(item, 'https://x.example/' ~ item.id) }}?ref=txt\n{% endfor %}"
+    )
+    email = render(tmp_path, source, variables=VARS | {"items": ITEMS}, text=text)
+    assert email.links == [
+        "https://shop.example/tea",
+        "https://shop.example/tea",
+        "https://shop.example/pot",
+        "https://shop.example/tea",
+        "https://x.example/tea?ref=txt",
+        "https://x.example/mug?ref=txt",
+        "https://x.example/pot?ref=txt",
+    ]
+    assert email.link_items == [
+        ("tea", 0),
+        ("mug", 1),
+        ("pot", 2),
+        None,
+        ("tea", 0),
+        ("mug", 1),
+        ("pot", 2),
+    ]
+    tokens = click_links(email.html)
+    assert len(tokens) == 6  # two links for each of two items, the pot, the plain link
+    first, again = (TOKENS.verify(t, "click") for t in tokens[:2])
+    assert first == again and first is not None and first.url == "https://shop.example/tea"
+    assert 'src="https://shop.example/tea"' in email.html  # an image is no tracked link
+    assert "tailormail.invalid" not in email.html + email.text
+
+
+def test_item_url_errors_name_the_item(tmp_path: Path) -> None:
+    source = "<a href='{{ item_url(item) }}'>x</a>"
+    with pytest.raises(TemplateError, match="item 'pot' has no http"):
+        render(
+            tmp_path,
+            "{% for item in items %}" + source + "{% endfor %}",
+            variables=VARS | {"items": ITEMS},
+        )
+    with pytest.raises(TemplateError, match="one of the email's items"):
+        render(tmp_path, "<a href='{{ item_url({'id': 'x', 'url': 'https://a.example'}) }}'>x</a>")

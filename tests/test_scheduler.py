@@ -29,7 +29,8 @@ def test_jobs_carry_explicit_misfire_and_coalesce_settings(sqlite_project: Proje
     engine = sqlite_project.engine(scheduler={"misfire_grace_seconds": 120, "coalesce": True})
     scheduler = build_scheduler(engine)
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"campaign:alerts", "rewards", "retry-deferred"}
+    assert set(jobs) == {"campaign:alerts", "rewards", "retry-deferred", "train"}
+    assert jobs["train"].trigger.interval.days == 7  # challengers weekly by default
     job = jobs["campaign:alerts"]
     assert (job.misfire_grace_time, job.coalesce, job.max_instances) == (120, True, 1)
     assert str(job.trigger).startswith("cron[")

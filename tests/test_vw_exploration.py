@@ -13,7 +13,8 @@ import shlex
 import pytest
 
 from engine import Feedback, Variant
-from plugins.policies.vw import VowpalWabbitPolicy
+from engine.errors import ConfigError
+from plugins.policies.vw import VowpalWabbitPolicy, floored
 
 VARIANTS = [
     Variant("x", "s", "x.html", {"tone": "warm"}),
@@ -25,7 +26,11 @@ CLICK_RATE = {"a": {"x": 0.6, "y": 0.2, "z": 0.1}, "b": {"x": 0.2, "y": 0.6, "z"
 
 
 def trained(**params: object) -> VowpalWabbitPolicy:
-    """A vw policy with ``params`` after 300 seeded decisions, learning every 50."""
+    """A vw policy with ``params`` after 300 seeded decisions, learning every 50.
+
+    The probability floors are off unless asked for, so the pmf is VW's own.
+    """
+    params = {"min_probability": 0.0, "new_variant_examples": 0} | params
     policy = VowpalWabbitPolicy(seed=1, **params)  # type: ignore[arg-type]
     rng = random.Random(5)
     batch: list[Feedback] = []
@@ -97,7 +102,8 @@ def test_softmax_follows_lambda() -> None:
 
 @pytest.mark.parametrize("size", [2, 5])
 def test_bagging_votes_in_steps_of_one_over_the_ensemble_size(size: int) -> None:
-    with trained(exploration="bag", ensemble_size=size, epsilon=0.0) as policy:
+    # VW's own learning rate (0.5): the bags of a gentler one agree too soon to show it.
+    with trained(exploration="bag", ensemble_size=size, epsilon=0.0, learning_rate=None) as policy:
         assert option(policy, "bag") == str(size)
         assert float(option(policy, "epsilon") or "nan") == 0.0
         shapes = pmfs(policy)
@@ -124,3 +130,62 @@ def test_cover_is_not_epsilon_greedy() -> None:
         shapes = pmfs(policy)
         assert not all(epsilon_greedy_shaped(pmf, 0.2) for pmf in shapes.values()), shapes
         assert all(sum(pmf) == pytest.approx(1.0, abs=1e-5) for pmf in shapes.values())
+
+
+def test_squarecb_is_the_default_and_follows_gamma_scale() -> None:
+    with trained() as default, trained(gamma_scale=1000.0) as greedy:
+        assert option(default, "squarecb") == "" and option(default, "epsilon") is None
+        assert float(option(default, "gamma_scale") or "nan") == 10.0
+        assert float(option(default, "learning_rate") or "nan") == 0.1
+        gentle, sharp = pmfs(default)["a"], pmfs(greedy)["a"]
+        assert gentle.index(max(gentle)) == 0 and sharp.index(max(sharp)) == 0
+        assert max(sharp) > max(gentle)  # a larger gamma exploits more
+        assert not epsilon_greedy_shaped(gentle, 0.05)
+
+
+def test_an_epsilon_alone_means_epsilon_greedy() -> None:
+    policy = VowpalWabbitPolicy(epsilon=0.1)
+    assert option(policy, "epsilon") == "0.1" and option(policy, "squarecb") is None
+    policy.close()
+    with pytest.raises(ConfigError, match="epsilon has no effect"):
+        VowpalWabbitPolicy(exploration="squarecb", epsilon=0.1)
+    with pytest.raises(ConfigError, match="cb_type"):
+        VowpalWabbitPolicy(cb_type="dm")  # squarecb regresses with mtr only
+    with pytest.raises(ConfigError, match="cb_type"):
+        VowpalWabbitPolicy(exploration="epsilon", cb_type="magic")
+    with pytest.raises(ConfigError, match="power_t"):
+        VowpalWabbitPolicy(power_t=2)
+    with pytest.raises(ConfigError, match="min_probability"):
+        VowpalWabbitPolicy(min_probability=-0.1)
+    with VowpalWabbitPolicy(exploration="cover", cb_type="dr", power_t=0.0) as cover:
+        assert (option(cover, "cb_type"), option(cover, "power_t")) == ("dr", "0.0")
+
+
+def test_min_probability_floors_every_variant() -> None:
+    with trained(exploration="epsilon", epsilon=0.0, min_probability=0.05) as policy:
+        for pmf in pmfs(policy).values():
+            assert min(pmf) == pytest.approx(0.05, abs=1e-6)
+            assert sum(pmf) == pytest.approx(1.0)
+        decision = policy.choose({"segment": "a"}, VARIANTS, seed=3)
+        assert decision.probability == decision.pmf[decision.variant]  # what was sampled
+    assert floored({"x": 1.0, "y": 0.0}, {"x": 0.1, "y": 0.1}) == pytest.approx(
+        {"x": 0.9, "y": 0.1}
+    )
+
+
+def test_a_variant_added_to_a_running_campaign_is_explored() -> None:
+    with trained(exploration="epsilon", epsilon=0.0, new_variant_examples=50) as policy:
+        newcomer = Variant("w", "s", "w.html", {"tone": "bold"})
+        offered = [*VARIANTS, newcomer]
+        pmf = policy.choose({"segment": "a"}, offered, seed=0).pmf
+        assert pmf["w"] >= 0.5 / len(offered) - 1e-9  # half its uniform share, not ~0
+        chosen = [policy.choose({"segment": "a"}, offered, seed=s).variant for s in range(400)]
+        assert chosen.count("w") > 40
+        # Once it was chosen in enough learned decisions, the model alone decides.
+        policy.learn([Feedback({"segment": "a"}, offered, "w", 0.125, 0.0)] * 50)
+        assert policy.chosen_counts["w"] == 50
+        settled = policy.choose({"segment": "a"}, offered, seed=0).pmf
+        assert settled["w"] < 0.05
+        with VowpalWabbitPolicy() as restored:
+            restored.load(policy.save())
+            assert restored.chosen_counts == policy.chosen_counts

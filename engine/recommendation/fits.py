@@ -10,6 +10,7 @@ once both insert; the unique key keeps the first and both then load that one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -112,10 +113,35 @@ def _load(row: RecipeFitRow) -> Recipe:
     return recipe
 
 
+def weighted(
+    interactions: Iterable[Interaction], kind_weights: Mapping[str, float] | None
+) -> list[Interaction]:
+    """``interactions`` with each listed kind's value multiplied (a weight of 0 drops it)."""
+    if not kind_weights:
+        return list(interactions)
+    kept = []
+    for event in interactions:
+        weight = kind_weights.get(event.kind, 1.0)
+        if weight == 1.0:
+            kept.append(event)
+        elif weight:
+            kept.append(dataclasses.replace(event, value=event.value * weight))
+    return kept
+
+
 def fit_or_reuse(
-    engine: Engine, name: str, params: Mapping[str, Any], run_id: str | None = None
+    engine: Engine,
+    name: str,
+    params: Mapping[str, Any],
+    run_id: str | None = None,
+    *,
+    kind_weights: Mapping[str, float] | None = None,
 ) -> StoredFit:
-    """The fitted recipe ``name(**params)``: the run's own, a matching stored one, or a new one."""
+    """The fitted recipe ``name(**params)``: the run's own, a matching stored one, or a new one.
+
+    ``kind_weights`` scale the interactions of those kinds before the fit (the campaign's
+    ``email_click_weight``); they are part of the stored fit's key.
+    """
     db = engine.db
     if run_id is not None:
         mapped = _run_fit(db, run_id)
@@ -124,7 +150,9 @@ def fit_or_reuse(
     recipe = engine.recipes.get(name)(**params)
     items = load_items(db)
     users = load_recipients(db) if uses_recipients(recipe) else None
-    digest, fingerprint = params_digest(params), data_fingerprint(db, items, users)
+    weights = {kind: w for kind, w in (kind_weights or {}).items() if w != 1.0}
+    keyed = {**params, "\x00kind_weights": weights} if weights else params
+    digest, fingerprint = params_digest(keyed), data_fingerprint(db, items, users)
     key = (
         col(RecipeFitRow.recipe) == name,
         col(RecipeFitRow.params_digest) == digest,
@@ -137,7 +165,7 @@ def fit_or_reuse(
         recipe = _load(found)
     else:
         started = time.perf_counter()
-        fit_recipe(recipe, load_interactions(db), items, users or ())
+        fit_recipe(recipe, weighted(load_interactions(db), weights), items, users or ())
         seconds = time.perf_counter() - started
         try:
             blob = pickle.dumps(recipe, protocol=pickle.HIGHEST_PROTOCOL)

@@ -30,7 +30,7 @@ from engine.tracking import is_bot_user_agent, is_machine_open
 from engine.types import EventType
 from engine.web import pages
 from engine.web.intake import Intake
-from engine.web.tokens import TokenData
+from engine.web.tokens import TEST_SEND_ID, TokenData
 from engine.web.webhooks import read_limited, webhook
 
 if TYPE_CHECKING:
@@ -81,14 +81,15 @@ class TrackingApp:
         # still redirect them (the link must work) but keep the click out of the reward.
         bot = request.method == "HEAD" or is_bot_user_agent(agent)
         try:
-            self.intake.record(
-                EventType.CLICK,
-                data.send_id,
-                url=url,
-                user_agent=agent,
-                bot=bot,
-                data={"link_index": data.link_index},
-            )
+            if data.send_id != TEST_SEND_ID:  # a test send's link redirects, recording nothing
+                self.intake.record(
+                    EventType.CLICK,
+                    data.send_id,
+                    url=url,
+                    user_agent=agent,
+                    bot=bot,
+                    data={"link_index": data.link_index},
+                )
         except OSError:
             log.exception("the intake log cannot be written")
             return _unavailable()  # not acknowledged, so nothing is lost: the reader retries
@@ -107,7 +108,7 @@ class TrackingApp:
     async def open(self, request: Request) -> Response:
         """``GET /o/{token}``: the pixel; an open is recorded only for a genuine token."""
         data = self.tokens.verify(request.path_params["token"], "open")
-        if data is not None:
+        if data is not None and data.send_id != TEST_SEND_ID:
             agent = request.headers.get("user-agent")
             machine = request.method == "HEAD" or is_machine_open(agent)
             try:
@@ -134,6 +135,8 @@ class TrackingApp:
         data = self.tokens.verify(request.path_params["token"], "unsubscribe")
         if data is None:
             return _not_found()
+        if data.send_id == TEST_SEND_ID:
+            return pages.test_send(self._campaign_label(data))
         return pages.confirm(self._campaign_label(data))
 
     async def unsubscribe(self, request: Request) -> Response:
@@ -146,6 +149,8 @@ class TrackingApp:
         data = self.tokens.verify(request.path_params["token"], "unsubscribe")
         if data is None:
             return _not_found()
+        if data.send_id == TEST_SEND_ID:  # one-click from a test send: nobody to unsubscribe
+            return pages.test_send(self._campaign_label(data))
         # Our form names a scope; "List-Unsubscribe=One-Click" (or no body) gets the default.
         chosen = parse_qs((body or b"").decode("latin-1")).get("scope", [""])[-1]
         scope = chosen if chosen in pages.SCOPES else self.engine.settings.web.unsubscribe_scope

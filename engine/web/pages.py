@@ -63,3 +63,12 @@ def done(scope: str, campaign: str | None) -> HTMLResponse:
             + "</form>"
         )
     return page("Unsubscribed", body)
+
+
+def test_send(campaign: str | None) -> HTMLResponse:
+    """The unsubscribe page of a test send or a preview: it works, and changes nothing."""
+    body = (
+        f"<p>This link comes from a test send of {_these(campaign)}. "
+        "In a real email it would unsubscribe its reader; here nobody was unsubscribed.</p>"
+    )
+    return page("Test send", body)

@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KINDS = {"click": 1, "open": 2, "unsubscribe": 3}
+TEST_SEND_ID = 0
+"""The send id of previews and test sends (no ledger row ever has id 0): their links
+redirect and their pages show, but the web app records nothing and unsubscribes nobody."""
 _HEAD = struct.Struct(">BQ")  # kind, send id
 _LINK = struct.Struct(">H")  # link index, click tokens only
 _MAX_SEND_ID = 2**64 - 1

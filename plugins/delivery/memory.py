@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
-from plugins.delivery.mime import build_mime, format_message_id
+from plugins.delivery.mime import format_message_id, message_bytes
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -20,10 +20,12 @@ class MemoryBackend(DeliveryBackend):
 
     The engine-level list outlives the backend instance (the engine builds one per batch),
     so a test can read everything a campaign run sent. ``fail_for`` lists addresses that
-    get a permanent failure, to exercise bounce handling without a provider.
+    get a permanent failure that rejects the address (a hard bounce), to exercise bounce
+    handling without a provider.
     """
 
     name = "memory"
+    reports_handover = True
 
     def __init__(self, engine: Engine | None = None, fail_for: Iterable[str] = (), **unknown: Any):
         if unknown:
@@ -40,12 +42,12 @@ class MemoryBackend(DeliveryBackend):
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Record each message; addresses in ``fail_for`` fail permanently."""
-        return [self._send_one(message) for message in messages]
+        return self.send_each(messages, self._send_one)
 
     def _send_one(self, message: Message) -> SendResult:
         try:
             # Build the MIME form anyway, so tests catch what a real backend would refuse.
-            build_mime(message)
+            message_bytes(message)
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
         if _address(message.to_address) in self.fail_for:
@@ -53,6 +55,7 @@ class MemoryBackend(DeliveryBackend):
                 message.send_id,
                 SendStatus.PERMANENT_FAILURE,
                 error=f"550 {message.to_address} is in fail_for",
+                rejected=True,  # as a receiving server refusing the address: a hard bounce
             )
         self.outbox.append(message)
         if self.engine is not None:

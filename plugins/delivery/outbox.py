@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
+from engine.web.tokens import TEST_SEND_ID
 from plugins.delivery.mime import build_mime
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -27,10 +31,13 @@ class OutboxBackend(DeliveryBackend):
 
     ``path`` is relative to the project directory (to the working directory without an
     engine). Writing is atomic, so a reader never sees half a message, and idempotent per
-    send id, so a resumed run never leaves two files for one send.
+    send id, so a resumed run never leaves two files for one send. A send whose outcome
+    is unknown (the worker died while writing) is reconciled from the folder: its file is
+    there (sent) or it is not (never written: sent again), so delivery is exactly-once.
     """
 
     name = "outbox"
+    reports_handover = True
 
     def __init__(self, engine: Engine | None = None, path: str = "outbox", **unknown: Any):
         if unknown:
@@ -46,7 +53,19 @@ class OutboxBackend(DeliveryBackend):
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Write every message; a file-system error is a temporary failure for that message."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return [self._write(message) for message in messages]
+        return self.send_each(messages, self._write)
+
+    def reconcile(self, send_ids: Sequence[int]) -> dict[int, SendResult]:
+        """Sent if the send's file is in the folder, else never written (sent again)."""
+        answers = {}
+        for send_id in send_ids:
+            name = eml_name(send_id)
+            if (self.folder / name).is_file():
+                answers[send_id] = SendResult(send_id, SendStatus.SENT, provider_id=name)
+            else:
+                error = f"{name} is not in {self.folder}: never written"
+                answers[send_id] = SendResult(send_id, SendStatus.TEMPORARY_FAILURE, error=error)
+        return answers
 
     def _write(self, message: Message) -> SendResult:
         try:
@@ -54,6 +73,8 @@ class OutboxBackend(DeliveryBackend):
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
         name = eml_name(message.send_id)
+        if message.send_id == TEST_SEND_ID:  # test sends share send id 0: one file per variant
+            name = f"test-{_SAFE.sub('_', str(message.metadata.get('variant', 'message')))}.eml"
         try:
             _write_atomically(self.folder / name, data)
         except OSError as exc:

@@ -1,185 +1,265 @@
-"""The ``smtp`` backend: delivers through an SMTP server, one connection per batch."""
+"""The ``smtp`` backend: a pool of SMTP connections sending a batch in parallel.
+
+Each connection of the pool (``pool_size``) is opened on first use and kept for the
+batches that follow, inside one ``with`` block. A 4xx answer (or a link lost before the
+body left) is retried with jittered exponential backoff; after ``retries`` it is a
+temporary failure, which the run retries later. A 5xx is permanent; a 5xx refusing the
+recipient's address itself marks the result ``rejected`` (a hard bounce: the address
+is suppressed). A link lost after the body left is ``unknown``, never retried blindly.
+"""
 
 from __future__ import annotations
 
 import os
-import smtplib
-import ssl as tls
+import random
+import ssl
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from email.utils import parseaddr
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
 
 from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
-from plugins.delivery.mime import build_mime
+from plugins.delivery.dkim import DKIMOptions, DKIMSigner
+from plugins.delivery.mime import envelope_address, format_message_id, message_bytes
+from plugins.delivery.options import BackendOptions, parse_options
+from plugins.delivery.ratelimit import RateLimit
+from plugins.delivery.smtp_connection import (
+    CONNECT,
+    LOST,
+    MAIL,
+    RCPT,
+    Endpoint,
+    Refusal,
+    SMTPConnection,
+)
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
-
     from engine.app import Engine
 
 
-class _TrackedSMTP(smtplib.SMTP):
-    """smtplib.SMTP that remembers whether the message body has gone out.
+class SMTPOptions(BackendOptions):
+    """``[delivery.smtp]``: every option, typed; a bad one stops the engine naming it."""
 
-    A connection lost before the body was sent means the server cannot have accepted the
-    message (retry is safe); lost after it, the server may have (the send is ambiguous).
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    username: str | None = None
+    password_env: str | None = None
+    starttls: bool = False
+    ssl: bool = False  # implicit TLS (port 465)
+    ca_file: str | None = None  # trust this CA bundle (a private CA) instead of the system's
+    local_hostname: str | None = None  # the EHLO name (default: this machine's FQDN)
+    timeout: float = Field(default=30.0, gt=0)
+    pool_size: int = Field(default=4, ge=1, le=64)
+    retries: int = Field(default=3, ge=0, le=20)  # further attempts after a 4xx answer
+    backoff: float = Field(default=1.0, ge=0)  # seconds before the first retry, then doubling
+    backoff_max: float = Field(default=30.0, ge=0)
+    rate_limit: float | None = Field(default=None, gt=0)  # messages per second, whole pool
+    dkim: DKIMOptions | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SMTPOptions:
+        if self.starttls and self.ssl:
+            raise ValueError("'starttls' and 'ssl' are mutually exclusive")
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("'username' and 'password_env' go together")
+        return self
+
+    @property
+    def tls(self) -> Literal["none", "starttls", "ssl"]:
+        """The TLS mode: none, STARTTLS upgrade, or implicit TLS."""
+        return "ssl" if self.ssl else "starttls" if self.starttls else "none"
+
+
+def is_hard_bounce(refusal: Refusal) -> bool:
+    """A 5xx refusal of the recipient's address itself (user unknown, mailbox disabled).
+
+    A policy refusal (5.7.x: relaying, authentication, reputation) or a full mailbox
+    (5.2.2) says nothing lasting about the address, so it suppresses nothing.
     """
-
-    body_sent = False
-
-    def send(self, s: ReadableBuffer | str) -> None:
-        super().send(s)
-        # smtplib sends commands as str and only the DATA payload as bytes.
-        if isinstance(s, bytes):
-            self.body_sent = True
-
-
-class _TrackedSMTPSSL(_TrackedSMTP, smtplib.SMTP_SSL):
-    """The implicit-TLS variant of ``_TrackedSMTP``."""
-
-
-def _status(code: int) -> SendStatus:
-    # RFC 5321: 4xx is transient, 5xx permanent.
-    return SendStatus.PERMANENT_FAILURE if code >= 500 else SendStatus.TEMPORARY_FAILURE
+    if refusal.stage != RCPT or not 500 <= refusal.code < 600:
+        return False
+    status = refusal.text.split(" ", 1)[0]
+    return status[:2] != "5." or status.startswith(("5.1.", "5.2.1"))
 
 
 class SMTPBackend(DeliveryBackend):
-    """Sends through ``host:port``; the password comes from the env var ``password_env``.
+    """Sends through ``host:port`` over up to ``pool_size`` connections in parallel.
 
-    ``open()`` connects (STARTTLS or implicit TLS, then login), ``send`` reuses the
-    connection for the whole batch and reconnects after a drop, ``close()`` quits. A server
-    that cannot be reached is a temporary failure per message, never an exception.
+    The password comes from the environment variable ``password_env``. A server that cannot
+    be reached is a temporary failure per message, never an exception.
     """
 
     name = "smtp"
+    reports_handover = True  # each message, right before its SMTP transaction
 
-    def __init__(
-        self,
-        engine: Engine | None = None,
-        host: str = "127.0.0.1",
-        port: int = 25,
-        username: str | None = None,
-        password_env: str | None = None,
-        starttls: bool = False,
-        ssl: bool = False,
-        timeout: float = 30.0,
-        **unknown: Any,
-    ):
-        if unknown:
-            names = ", ".join(repr(key) for key in sorted(unknown))
-            raise ConfigError(f"delivery.smtp: unknown option {names}")
-        if starttls and ssl:
-            raise ConfigError("delivery.smtp: 'starttls' and 'ssl' are mutually exclusive")
-        if (username is None) != (password_env is None):
-            raise ConfigError("delivery.smtp: 'username' and 'password_env' go together")
-        if password_env is not None and password_env not in os.environ:
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+    """How the backend waits between retries (tests replace it to record the waits)."""
+
+    def __init__(self, engine: Engine | None = None, **options: Any) -> None:
+        self.options = o = parse_options("smtp", SMTPOptions, options)
+        if o.password_env is not None and o.password_env not in os.environ:
             # Fail at start-up, not at the first send of a scheduled run.
             raise ConfigError(
-                f"delivery.smtp: environment variable {password_env!r} (password_env) is not set"
+                f"delivery.smtp: environment variable {o.password_env!r} (password_env) is not set"
             )
         self.engine = engine
-        self.host, self.port, self.timeout = host, port, timeout
-        self.username, self.password_env = username, password_env
-        self.starttls, self.ssl = starttls, ssl
-        self.connection: _TrackedSMTP | None = None
-        self._connect_error: str | None = None
-
-    def open(self) -> None:
-        """Connect now; if the server is unreachable, ``send`` reports it per message."""
+        base = engine.settings.project_dir if engine is not None else None
+        self.signer = DKIMSigner(o.dkim, base, where="delivery.smtp.dkim") if o.dkim else None
+        # Verify the server's certificate; smtplib's own default context does not.
+        ca_file = str(base / o.ca_file) if base is not None and o.ca_file else o.ca_file
         try:
-            self._connect()
-        except (OSError, smtplib.SMTPException):
-            self.connection = None
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"delivery.smtp.ca_file: cannot load {ca_file}: {exc}") from None
+        self.endpoint = Endpoint(
+            o.host,
+            o.port,
+            o.timeout,
+            o.tls,
+            context,
+            o.username,
+            os.environ[o.password_env] if o.password_env else None,
+            o.local_hostname,
+        )
+        self.pool = [SMTPConnection(self.endpoint) for _ in range(o.pool_size)]
+        self.rate = RateLimit(o.rate_limit, burst=o.pool_size) if o.rate_limit else None
+        self._threads: ThreadPoolExecutor | None = None
+        self._open = False  # inside a ``with`` block: connections outlive each batch
+        self._down: Refusal | None = None  # set when the server cannot be reached
+
+    # -- life cycle -----------------------------------------------------------------------
+    def open(self) -> None:
+        """Start the pool's threads; connections open on first use."""
+        self._open = True
+        if self._threads is None and len(self.pool) > 1:
+            self._threads = ThreadPoolExecutor(len(self.pool), thread_name_prefix="smtp")
 
     def close(self) -> None:
-        """Say QUIT politely, then drop the connection whatever the server answers."""
-        connection, self.connection = self.connection, None
-        if connection is None:
-            return
-        try:
-            connection.quit()
-        except (OSError, smtplib.SMTPException):
+        """QUIT every open connection and stop the threads."""
+        self._open = False
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=True)
+        for connection in self.pool:
             connection.close()
 
+    @property
+    def connections_opened(self) -> int:
+        """How many connections the pool has opened so far (reuse keeps this low)."""
+        return sum(connection.opened for connection in self.pool)
+
+    # -- sending --------------------------------------------------------------------------
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
-        """Send each message; outside a ``with`` block, connect for this batch only."""
-        was_open = self.connection is not None
-        # One failed connect fails the rest of the batch: no reconnect storm (or a timeout
-        # per message) against a server that is down.
-        self._connect_error = None
+        """Send every message, in parallel over the pool; one result per message, in order.
+
+        Outside a ``with`` block the pool is opened for this batch only.
+        """
+        was_open = self._open
+        self._down = None  # one unreachable server fails the rest fast, per batch
+        results: list[SendResult | None] = [None] * len(messages)
+        pending = deque(enumerate(messages))
+
+        def work(connection: SMTPConnection) -> None:
+            while True:
+                try:
+                    index, message = pending.popleft()  # atomic: each message taken once
+                except IndexError:
+                    return
+                results[index] = self.handed(self._send_one(connection, message))
+
         try:
-            return [self._send_one(message) for message in messages]
+            self.open()
+            slots = self.pool[: max(1, min(len(self.pool), len(messages)))]
+            if self._threads is None or len(slots) == 1:
+                work(slots[0])
+            else:
+                for future in [self._threads.submit(work, slot) for slot in slots]:
+                    future.result()
         finally:
             if not was_open:
                 self.close()
+        return [result for result in results if result is not None]
 
-    def _connect(self) -> _TrackedSMTP:
-        # Verify the server's certificate; smtplib's own default context does not.
-        context = tls.create_default_context()
-        connection = (
-            _TrackedSMTPSSL(self.host, self.port, timeout=self.timeout, context=context)
-            if self.ssl
-            else _TrackedSMTP(self.host, self.port, timeout=self.timeout)
-        )
+    def _send_one(self, connection: SMTPConnection, message: Message) -> SendResult:
         try:
-            if self.starttls:
-                connection.starttls(context=context)
-            if self.username is not None and self.password_env is not None:
-                connection.login(self.username, os.environ[self.password_env])
-        except BaseException:
-            connection.close()
-            raise
-        self.connection = connection
-        return connection
-
-    def _send_one(self, message: Message) -> SendResult:
-        try:
-            mime = build_mime(message)
+            data = message_bytes(message)
+            if self.signer is not None:
+                data = self.signer.sign(data)
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
-        message_id = str(mime["Message-ID"])
-        if self._connect_error is not None:
-            return self._failed(message, SendStatus.TEMPORARY_FAILURE, self._connect_error)
-        try:
-            connection = self.connection or self._connect()
-        except (OSError, smtplib.SMTPException) as exc:
-            self._connect_error = f"cannot connect to {self.host}:{self.port}: {exc}"
-            return self._failed(message, SendStatus.TEMPORARY_FAILURE, self._connect_error)
-        connection.body_sent = False
-        sender, recipient = parseaddr(message.from_address)[1], parseaddr(message.to_address)[1]
-        try:
-            connection.send_message(mime, sender, [recipient])
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(recipient, (550, b"recipient refused"))
-            return self._refused(message, code, reply)
-        except smtplib.SMTPResponseException as exc:
-            return self._refused(message, exc.smtp_code, exc.smtp_error)
-        except (OSError, smtplib.SMTPException) as exc:
-            self._drop()
-            status = SendStatus.UNKNOWN if connection.body_sent else SendStatus.TEMPORARY_FAILURE
-            return self._failed(message, status, f"connection lost: {exc!r}")
-        return SendResult(message.send_id, SendStatus.SENT, provider_id=message_id)
+        message_id = format_message_id(message.message_id)
+        sender = envelope_address(message.from_address)
+        recipient = envelope_address(message.to_address)
+        attempt = 0
+        while True:
+            refusal = self._attempt(connection, message, sender, recipient, data)
+            if refusal is None:
+                return SendResult(message.send_id, SendStatus.SENT, provider_id=message_id)
+            if attempt >= self.options.retries or not self._retryable(refusal):
+                if refusal.stage == CONNECT:  # no session to be had: fail the rest fast
+                    self._down = refusal
+                return self._result(message, refusal)
+            attempt += 1
+            self.sleep(self._backoff(attempt))
 
-    def _drop(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.close()
-
-    def _refused(self, message: Message, code: int, reply: bytes | str) -> SendResult:
-        if code == 421:  # the server is closing this connection: reconnect for the next one
-            self._drop()
-        return self._failed(message, _status(code), _reply(code, reply))
+    def _attempt(
+        self,
+        connection: SMTPConnection,
+        message: Message,
+        sender: str,
+        recipient: str,
+        data: bytes,
+    ) -> Refusal | None:
+        if self._down is not None:
+            return self._down
+        refusal = connection.connect()
+        if refusal is not None:
+            return refusal
+        options: list[str] = []
+        if not (sender.isascii() and recipient.isascii()):
+            if not connection.supports("smtputf8"):
+                address = sender if not sender.isascii() else recipient
+                text = f"{self.endpoint.host} does not offer SMTPUTF8, needed for {address}"
+                return Refusal(0, text, MAIL)
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
+        if self.rate is not None:
+            self.rate.acquire()
+        self.handing_over(message)  # with the transport from here until its answer
+        return connection.deliver(sender, recipient, data, options)
 
     @staticmethod
-    def _failed(message: Message, status: SendStatus, error: str) -> SendResult:
-        return SendResult(message.send_id, status, error=error)
+    def _retryable(refusal: Refusal) -> bool:
+        if refusal.stage == LOST:
+            return not refusal.body_sent  # it may have been accepted: never resend blindly
+        if refusal.stage == CONNECT and refusal.code == 0:
+            return False  # unreachable: the run retries it later, the batch fails fast
+        return 400 <= refusal.code < 500
 
+    def _backoff(self, attempt: int) -> float:
+        """Exponential in the attempt, jittered to [50%, 100%] so retries spread out."""
+        ceiling = min(self.options.backoff_max, self.options.backoff * 2.0 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
-def _reply(code: int, reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return f"{code} {text}"
+    @staticmethod
+    def _result(message: Message, refusal: Refusal) -> SendResult:
+        if refusal.stage == LOST and refusal.body_sent:
+            status = SendStatus.UNKNOWN
+        elif refusal.stage == CONNECT:
+            # No session (unreachable, TLS, a refused login): nothing about this message was
+            # refused, so it waits for the next try rather than failing for good.
+            status = SendStatus.TEMPORARY_FAILURE
+        elif 500 <= refusal.code < 600 or refusal.code == 0:
+            status = SendStatus.PERMANENT_FAILURE
+        else:
+            status = SendStatus.TEMPORARY_FAILURE
+        return SendResult(
+            message.send_id, status, error=str(refusal), rejected=is_hard_bounce(refusal)
+        )
 
 
 @hookimpl

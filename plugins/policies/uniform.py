@@ -8,7 +8,7 @@ from typing import Any
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.hookspecs import PolicyFactory
-from engine.sampling import decide
+from engine.sampling import decide, variant_keys
 
 FORMAT = "tailormail-uniform/1"
 
@@ -29,11 +29,7 @@ class UniformPolicy:
 
         ``seed`` makes the choice deterministic; without it the choice is random.
         """
-        keys = [variant.key for variant in variants]
-        if not keys:
-            raise ValueError("uniform policy: no variants to choose from")
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"uniform policy: duplicate variant keys in {keys!r}")
+        keys = variant_keys(variants, "uniform")
         pmf = {key: 1.0 / len(keys) for key in keys}
         return decide(pmf, seed, self.name, self.model_version)
 

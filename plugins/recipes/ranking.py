@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 import engine
 from engine import hookimpl
 from engine.hookspecs import RecipeFactory
@@ -26,6 +28,8 @@ class RankingRecipe(PersonalizeRecipe):
     """
 
     name = "ranking"
+    answer_depth = 0  # answers depend on the candidates, not a fixed order per user
+    kept_scores = 500  # per known user, the best scores kept by ``fit`` for re-ranking
 
     def __init__(
         self,
@@ -46,6 +50,7 @@ class RankingRecipe(PersonalizeRecipe):
         self.candidates = list(candidates) if candidates is not None else None
         self.pool = int(pool)
         self._source: Recipe | None = None
+        self._kept: list[tuple[np.ndarray, np.ndarray, bool]] = []
         if self.candidates is None:
             # Built now, so a misspelled recipe name fails when the campaign loads.
             self._source = engine.recipe(
@@ -65,15 +70,51 @@ class RankingRecipe(PersonalizeRecipe):
             from engine.recommendation.fits import fit_recipe
 
             fit_recipe(self._source, events, catalogue, people)
+        self._kept = [self._keep(self.user_scores(user)) for user in self.history.user_index]
 
     def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[str]:
         """The user's best ``k`` candidates outside ``exclude``."""
-        excluded = set(exclude)
+        excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
         if self._source is not None:
             pool = self._source.recommend(user_id, max(self.pool, k), exclude=excluded)
         else:
             pool = self.candidates or []
         return self.rerank(user_id, pool, k, excluded)
+
+    def _keep(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The nonzero scores (item indices sorted), at most ``kept_scores`` of the best."""
+        nonzero = np.flatnonzero(scores)
+        capped = len(nonzero) > self.kept_scores
+        if capped:
+            best = np.argpartition(-scores[nonzero], self.kept_scores - 1)[: self.kept_scores]
+            nonzero = np.sort(nonzero[best])
+        return nonzero.astype(np.int32), scores[nonzero], capped
+
+    def score(self, user_id: str, item_ids: Iterable[str]) -> dict[str, float]:
+        """Scores of ``item_ids`` for ``user_id``; unknown items score 0 (for re-ranking)."""
+        wanted = list(item_ids)
+        return dict(zip(wanted, self._scores(user_id, wanted).tolist(), strict=True))
+
+    def _scores(self, user_id: str, wanted: list[str]) -> np.ndarray:
+        """The scores of ``wanted``, from the scores ``fit`` kept when it can."""
+        history = self.history
+        row = history.user_index.get(user_id)
+        lookup = history.item_index
+        places = np.fromiter((lookup.get(i, -1) for i in wanted), np.int64, len(wanted))
+        kept = getattr(self, "_kept", [])  # absent from fits stored by earlier releases
+        if row is not None and row < len(kept):
+            indices, values, capped = kept[row]
+            if len(indices):
+                at = np.minimum(np.searchsorted(indices, places), len(indices) - 1)
+                found = indices[at] == places
+                known = places >= 0
+                # An item below the kept scores of a capped row: its score needs a full ranking.
+                if not capped or bool(found[known].all()):
+                    return np.where(found, values[at], 0.0)
+            elif not capped:
+                return np.zeros(len(wanted))
+        scores = self.user_scores(user_id)
+        return np.where(places >= 0, scores[np.maximum(places, 0)], 0.0)
 
     def rerank(
         self,
@@ -83,12 +124,11 @@ class RankingRecipe(PersonalizeRecipe):
         exclude: Iterable[str] = (),
     ) -> list[str]:
         """``candidates`` (minus ``exclude``) best first for ``user_id``; the first ``k``."""
-        skip = set(exclude)
+        skip = exclude if isinstance(exclude, set | frozenset) else set(exclude)
         unique = [c for c in dict.fromkeys(candidates) if c not in skip]
-        scores = self.score(user_id, unique)
-        order = sorted(range(len(unique)), key=lambda n: (-scores[unique[n]], n))
-        ranked = [unique[n] for n in order]
-        return ranked if k is None else ranked[:k]
+        order = np.argsort(-self._scores(user_id, unique), kind="stable")  # ties: given order
+        chosen = order if k is None else order[:k]
+        return [unique[n] for n in chosen.tolist()]
 
 
 @hookimpl

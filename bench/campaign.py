@@ -1,0 +1,307 @@
+"""End-to-end campaign runs against a floor loop: emails per second and peak memory.
+
+A run (audience, eligibility, features, recipe, decision, render, ledger, delivery) of
+the sample project's campaign, sent through the ``null`` backend (each message built and
+serialized, then dropped), for several audience sizes on SQLite and one on PostgreSQL,
+plus the outbox backend for reference. Each run happens in a fresh subprocess (the
+recipients are seeded by another one), so its peak RSS is its own. The floor loop does,
+for the same kind of recipients, only what no run can avoid: a VW prediction, the Jinja
+render and the ``email.mime`` serialization. ``--json FILE`` writes the figures.
+
+    python bench/campaign.py                       # 10k, 100k, 1M on SQLite; 100k on PG
+    python bench/campaign.py --sqlite 10000 --postgres "" --outbox 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from email import charset
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PG_ADMIN_URL = os.environ.get(
+    "TAILORMAIL_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+CAMPAIGN = "weekly-picks"
+FIRST_NAMES = ["Alan", "Barbara", "Chen", "Dana", "Emil", "Fatou", "Gita", "Hugo"]
+COUNTRIES = ["FR", "ES", "DE", "BE", "IT"]
+PLANS = ["free", "premium"]
+
+
+def person(i: int) -> tuple[str, str, dict[str, Any]]:
+    """The ``i``-th synthetic recipient: id, address, attributes (the sample's columns)."""
+    rng = random.Random(i)
+    name = FIRST_NAMES[i % len(FIRST_NAMES)]
+    attributes = {"first_name": name, "country": rng.choice(COUNTRIES), "plan": rng.choice(PLANS)}
+    return f"u{i:08d}", f"{name.lower()}.{i}@example.com", attributes
+
+
+# -- the project ----------------------------------------------------------------------------
+def make_project(root: Path, database_url: str, backend: str) -> None:
+    """The sample project (``tailormail init``) pointed at ``database_url`` and ``backend``."""
+    from engine.scaffold import scaffold_project
+
+    scaffold_project(root, force=True)
+    config = root / "config" / "tailormail.toml"
+    text = config.read_text()
+    text = text.replace(
+        'database_url = "sqlite:///tailormail.db"', f'database_url = "{database_url}"'
+    )
+    text = text.replace('backend = "outbox"', f'backend = "{backend}"')
+    text = text.replace("batch_size = 100", "batch_size = 500")
+    config.write_text(text)
+
+
+def open_engine(root: Path) -> Any:
+    from engine.app import Engine
+
+    return Engine(project_dir=root, load_entry_points=False)
+
+
+def seed(root: Path, size: int) -> None:
+    """Insert ``size`` recipients in chunks, then the sample's items and interactions."""
+    from sqlalchemy import insert
+
+    from engine.importer import import_file
+    from engine.models import RecipientRow, utcnow
+
+    engine = open_engine(root)
+    table = RecipientRow.__table__  # type: ignore[attr-defined]
+    now = utcnow()
+    chunk = 5000
+    with engine.db.begin() as conn:
+        for start in range(0, size, chunk):
+            rows = []
+            for i in range(start, min(size, start + chunk)):
+                rid, email, attributes = person(i)
+                rows.append(
+                    {"id": rid, "email": email, "attributes": attributes, "created_at": now}
+                )
+            conn.execute(insert(table), rows)
+    import_file(engine.db, "items", root / "items.csv")
+    import_file(engine.db, "interactions", root / "interactions.csv")
+    engine.close()
+
+
+def run(root: Path, size: int) -> dict[str, float]:
+    """One campaign run over the seeded audience; rate and this process's peak RSS."""
+    from engine.pipeline import run_campaign
+
+    engine = open_engine(root)
+    start = time.perf_counter()
+    summary = run_campaign(engine, CAMPAIGN, run_id="bench")
+    elapsed = time.perf_counter() - start
+    engine.close()
+    if summary.sent != size:
+        raise SystemExit(f"expected {size} sent, the run says {summary}")
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"emails_per_s": size / elapsed, "seconds": elapsed, "peak_rss_mb": peak_kb / 1024}
+
+
+# -- the floor loop -------------------------------------------------------------------------
+def floor(size: int, direct: bool = False) -> dict[str, float]:
+    """VW predict + Jinja render + ``email.mime`` bytes for ``size`` recipients, nothing else.
+
+    ``direct`` serializes with ``message_bytes`` (what the null backend uses) instead, so
+    the table also shows the floor with the run's own serializer.
+    """
+    import jinja2
+
+    from engine.campaigns import load_campaign
+    from engine.types import Message
+    from plugins.delivery.mime import message_bytes
+    from plugins.policies.vw import VowpalWabbitPolicy
+    from plugins.policies.vw_format import vw_example
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        from engine.scaffold import scaffold_project
+
+        scaffold_project(root, force=True)
+        campaign = load_campaign(root / "config" / "campaigns" / f"{CAMPAIGN}.toml")
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True
+        )
+        env.globals["item_url"] = lambda item: item["url"]
+        variants = campaign.variant_list
+        bodies = {v.key: env.get_template(v.template) for v in variants}
+        texts = {}
+        for v in variants:
+            sibling = v.template.rsplit(".", 1)[0] + ".txt"
+            if (root / "templates" / sibling).is_file():
+                texts[v.key] = env.get_template(sibling)
+        subjects = {v.key: env.from_string(v.subject) for v in variants}
+        policy = VowpalWabbitPolicy(**campaign.policy.params)
+        workspace = policy._live()
+        items = [
+            {"id": f"i{n:03d}", "title": f"Pick #{n}", "url": f"https://shop.example.com/i/{n}"}
+            for n in range(campaign.items_per_email)
+        ]
+        qp = charset.Charset("utf-8")
+        qp.body_encoding = charset.QP
+        total = 0
+        start = time.perf_counter()
+        for i in range(size):
+            rid, email, attributes = person(i)
+            context = dict(attributes, email_domain="example.com")
+            scores = workspace.predict(vw_example(context, variants))
+            key = variants[max(range(len(variants)), key=lambda k: scores[k])].key
+            variables = {
+                "recipient": {"id": rid, "email": email} | attributes,
+                "items": items,
+                "campaign": {"name": campaign.name, "description": campaign.description},
+                "variant": {"key": key},
+                "unsubscribe_url": "https://t.example.com/u/x",
+            }
+            subject = subjects[key].render(variables)
+            text = texts[key].render(variables) if key in texts else ""
+            html = bodies[key].render(variables)
+            if direct:
+                sender = "alerts@example.com"
+                message = Message(i, f"<{i}@x.example>", sender, email, subject, html, text)
+                total += len(message_bytes(message))
+                continue
+            mime = MIMEMultipart("alternative")
+            mime["From"], mime["To"], mime["Subject"] = "alerts@example.com", email, subject
+            mime.attach(MIMEText(text, "plain", qp))  # type: ignore[arg-type]
+            mime.attach(MIMEText(html, "html", qp))  # type: ignore[arg-type]
+            total += len(mime.as_bytes())
+        elapsed = time.perf_counter() - start
+        policy.close()
+    return {"emails_per_s": size / elapsed, "seconds": elapsed, "bytes": float(total)}
+
+
+# -- the orchestration ----------------------------------------------------------------------
+def child(*args: str) -> dict[str, float]:
+    """Run this script as ``--child ...`` in a fresh interpreter; its last line is JSON."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bench child {args} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(workdir: Path, database_url: str, size: int, backend: str) -> dict[str, float]:
+    """Seed ``size`` recipients in one subprocess, run the campaign in another."""
+    root = workdir / f"{backend}-{size}-{uuid.uuid4().hex[:6]}"
+    child("seed", str(root), database_url, backend, str(size))
+    return child("run", str(root), database_url, backend, str(size))
+
+
+def postgres_database() -> tuple[str, Any]:
+    """A fresh PostgreSQL database URL and a function that drops it."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"tm_bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def sizes(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip() and int(part) > 0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sqlite", default="10000,100000,1000000", help="sizes on SQLite")
+    parser.add_argument("--postgres", default="100000", help="sizes on PostgreSQL ('' skips)")
+    parser.add_argument("--outbox", type=int, default=10000, help="outbox run size (0 skips)")
+    parser.add_argument("--floor", type=int, default=20000, help="floor loop recipients")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, rest = args.child[0], args.child[1:]
+        if kind == "floor":
+            print(json.dumps(floor(int(rest[0]), direct=rest[1:] == ["direct"])))
+        else:
+            root, database_url, backend, size = Path(rest[0]), rest[1], rest[2], int(rest[3])
+            if kind == "seed":
+                make_project(root, database_url, backend)
+                seed(root, size)
+                print("{}")
+            else:
+                print(json.dumps(run(root, size)))
+        return
+    report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    figures: dict[str, Any] = {"load": os.getloadavg()[0]}
+    rows: list[tuple[str, dict[str, float]]] = []
+    floor_figures = child("floor", str(args.floor))
+    figures["floor"] = floor_figures
+    rows.append((f"floor loop, email.mime ({args.floor:,})", floor_figures))
+    direct = child("floor", str(args.floor), "direct")
+    figures["floor_direct"] = direct
+    rows.append((f"floor loop, message_bytes ({args.floor:,})", direct))
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for size in sizes(args.sqlite):
+            url = f"sqlite:///{workdir}/null-{size}.db"
+            result = measure(workdir, url, size, "null")
+            figures.setdefault("sqlite", {})[str(size)] = result
+            rows.append((f"SQLite, null backend, {size:,}", result))
+        for size in sizes(args.postgres):
+            url, drop = postgres_database()
+            try:
+                result = measure(workdir, url, size, "null")
+            finally:
+                drop()
+            figures.setdefault("postgres", {})[str(size)] = result
+            rows.append((f"PostgreSQL, null backend, {size:,}", result))
+        if args.outbox > 0:
+            url = f"sqlite:///{workdir}/outbox-{args.outbox}.db"
+            result = measure(workdir, url, args.outbox, "outbox")
+            figures["outbox"] = {str(args.outbox): result}
+            rows.append((f"SQLite, outbox backend, {args.outbox:,}", result))
+    floor_rate = floor_figures["emails_per_s"]
+    table = Table(title=f"campaign runs vs the floor loop (load {figures['load']:.1f})")
+    for column in ("run", "emails/s", "ratio to floor", "seconds", "peak RSS MB"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for name, result in rows:
+        rss = result.get("peak_rss_mb")
+        table.add_row(
+            name,
+            f"{result['emails_per_s']:,.0f}",
+            f"{result['emails_per_s'] / floor_rate:.2f}",
+            f"{result['seconds']:.1f}",
+            "" if rss is None else f"{rss:,.0f}",
+        )
+    Console().print(table)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""CLI commands around sending: ``preview``, ``resume``, and ``send --test-to/--dry-run``.
+
+``register(app)`` adds ``preview`` and ``resume`` to the Typer app; ``send`` (in
+``engine.cli``) hands its ``--test-to`` and ``--dry-run`` options to ``test_send`` and
+``rehearse``; ``runs`` shows ``paused_lines``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from engine.cli_support import ProjectOption, open_engine
+from engine.types import SendStatus
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+console = Console()
+SHOWN = 10
+"""How many would-be messages a dry run lists."""
+
+
+def preview(
+    campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
+    recipient: Annotated[
+        str | None, typer.Option("--recipient", help="Render for this recipient id.")
+    ] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="Only this variant.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the files.")] = Path("preview"),
+    project: ProjectOption = None,
+) -> None:
+    """Write each variant as HTML and .eml for one recipient (opens nothing, sends nothing)."""
+    from engine.rehearsal import render_variants, write_preview
+
+    with open_engine(project) as engine:
+        messages = render_variants(engine, campaign, recipient_id=recipient, variant=variant)
+        folder = out if out.is_absolute() else Path.cwd() / out
+        written = write_preview(messages, folder)
+    for message in messages:
+        console.print(
+            Text(f"{message.metadata['variant']}: {message.subject} (to {message.to_address})")
+        )
+    console.print(f"wrote {len(written)} files to {folder}")
+
+
+def resume(
+    campaign: Annotated[str, typer.Argument(help="The paused campaign's name.")],
+    project: ProjectOption = None,
+) -> None:
+    """Lift a campaign's pause (complaint or bounce rate); its rates count afresh from now."""
+    from engine.deliverability import resume as lift
+    from engine.runs import list_runs
+
+    with open_engine(project) as engine:
+        engine.campaign(campaign)  # an unknown name lists the configured ones
+        lifted = lift(engine, campaign)
+        stopped = [r.run_id for r in list_runs(engine, campaign) if r.status == "paused"]
+    if lifted is None:
+        console.print(f"campaign {campaign} is not paused; nothing to resume")
+        return
+    console.print(Text(f"campaign {campaign} resumed (it was paused: {lifted.reason})"))
+    for run_id in stopped:
+        console.print(
+            Text(f"continue its paused run with: tailormail send {campaign} --run {run_id}")
+        )
+
+
+def paused_lines(engine: Engine, campaign: str | None = None) -> list[Text]:
+    """One line per paused campaign (of ``campaign`` only, when given) for ``runs``."""
+    from engine.deliverability import paused_campaigns
+
+    return [
+        Text(
+            f"campaign {pause.campaign} PAUSED since {pause.paused_at:%Y-%m-%d %H:%M:%S}: "
+            f"{pause.reason}; resume with `tailormail resume {pause.campaign}`",
+            style="bold red",
+        )
+        for pause in paused_campaigns(engine)
+        if campaign is None or pause.campaign == campaign
+    ]
+
+
+def test_send(engine: Engine, campaign: str, address: str, recipient: str | None) -> int:
+    """``send --test-to``: every variant once to ``address``; the exit status."""
+    from engine.rehearsal import send_test
+
+    results = send_test(engine, campaign, address, recipient_id=recipient)
+    table = Table(title=f"test send of {campaign} to {address}")
+    for column in ("variant", "status", "detail"):
+        table.add_column(column)
+    for variant, result in zip(engine.campaign(campaign).variants, results, strict=True):
+        table.add_row(
+            variant.key, result.status.value, Text(result.error or result.provider_id or "")
+        )
+    console.print(table)
+    console.print("nothing was written to the ledger; the links record nothing")
+    return 0 if all(r.status is SendStatus.SENT for r in results) else 1
+
+
+def rehearse(engine: Engine, campaign: str) -> None:
+    """``send --dry-run``: what a run would send now, and to whom; nothing is recorded."""
+    from engine.rehearsal import dry_run
+
+    report = dry_run(engine, campaign)
+    summary = report.summary
+    table = Table(title=f"dry run of {campaign}: nothing sent, nothing recorded")
+    for column in ("audience", "skipped", "would send"):
+        table.add_column(column, justify="right")
+    table.add_row(str(summary.audience), str(summary.skipped), str(summary.sent))
+    console.print(table)
+    if summary.variants:
+        shares = ", ".join(f"{k}: {n}" for k, n in sorted(summary.variants.items()))
+        console.print(f"variants: {shares}")
+    for reason, count in report.skip_reasons.most_common():
+        console.print(Text(f"skipped {count}: {reason}"))
+    for to, variant, subject in report.would_send[:SHOWN]:
+        console.print(Text(f"  {to}  [{variant}]  {subject}"))
+    if len(report.would_send) > SHOWN:
+        console.print(f"  ... and {len(report.would_send) - SHOWN} more")
+    if summary.paused:
+        console.print(Text(f"the campaign is paused: {summary.paused}", style="bold red"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``preview`` and ``resume`` to ``app``."""
+    app.command()(preview)
+    app.command()(resume)

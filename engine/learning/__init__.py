@@ -1,0 +1,2 @@
+"""The learning loop around a campaign's policy: logged decisions, off-policy estimates,
+model versions (champion, challengers, rollback) and their audit trail."""

@@ -1,0 +1,190 @@
+"""Before sending: preview a campaign's variants, mail them to a tester, or rehearse a run.
+
+None of these touches the ledger, the events or the policy's model. Previews and test
+sends render through the run's own render stage (``CampaignRun.compose``) with the send
+id ``TEST_SEND_ID``, whose tracked links redirect but record nothing and whose unsubscribe
+link unsubscribes nobody. A dry run (``DryRun``) is a ``CampaignRun`` whose ledger writes
+stay in memory and whose delivery stage only counts what would have been sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.db import session_scope
+from engine.errors import TailormailError
+from engine.models import LedgerRow, LedgerStatus, RecipientRow
+from engine.pipeline import CampaignRun, RunSummary, decision_id_for
+from engine.runs import manual_run_id
+from engine.types import Message, Recipient, SendResult, Variant
+from engine.web.tokens import TEST_SEND_ID
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+    from engine.campaigns import Campaign
+
+TEST_SUBJECT_PREFIX = "[test] "
+
+
+class RehearsalError(TailormailError):
+    """An unknown recipient or variant, or nobody to preview for."""
+
+
+def _variants(campaign: Campaign, key: str | None) -> list[Variant]:
+    variants = campaign.variant_list
+    if key is None:
+        return variants
+    chosen = [v for v in variants if v.key == key]
+    if not chosen:
+        known = ", ".join(v.key for v in variants)
+        raise RehearsalError(
+            f"campaign {campaign.name!r} has no variant {key!r} (variants: {known})"
+        )
+    return chosen
+
+
+def _recipient(engine: Engine, campaign: Campaign, recipient_id: str | None) -> Recipient:
+    """The recipient to render for: the one named, else the first of the audience."""
+    if recipient_id is not None:
+        with session_scope(engine.db) as session:
+            row = session.get(RecipientRow, recipient_id)
+        if row is None:
+            raise RehearsalError(
+                f"unknown recipient {recipient_id!r} (no such id imported; "
+                "see `tailormail import recipients`)"
+            )
+        found = Recipient(row.id, row.email, dict(row.attributes or {}))
+        return found
+    for person in engine.audience(campaign):
+        return person
+    raise RehearsalError(
+        f"campaign {campaign.name!r} has nobody in its audience to render for; "
+        "import recipients first (`tailormail import recipients FILE`)"
+    )
+
+
+def render_variants(
+    engine: Engine,
+    name: str,
+    *,
+    recipient_id: str | None = None,
+    variant: str | None = None,
+) -> list[Message]:
+    """Every variant of campaign ``name`` (or only ``variant``) rendered for one recipient.
+
+    The messages carry ``TEST_SEND_ID``: their links record nothing.
+    """
+    campaign = engine.campaign(name)
+    variants = _variants(campaign, variant)
+    person = _recipient(engine, campaign, recipient_id)
+    run = CampaignRun(engine, campaign, manual_run_id(campaign.name))
+    run.shares_recipe_fit = False  # no run row will exist to share it with
+    run._prepare_models(person)
+    assert run.recipe is not None
+    items = run.recipe.recommend(person.recipient_id, campaign.items_per_email)
+    decision_id = decision_id_for(run.run_id, person.recipient_id)
+    return [run.compose(person, v, items, TEST_SEND_ID, decision_id) for v in variants]
+
+
+def write_preview(messages: Sequence[Message], directory: Path) -> list[Path]:
+    """Write each message as ``<variant>.html`` and ``<variant>.eml``; return the paths."""
+    from plugins.delivery.mime import message_bytes
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for message in messages:
+        key = str(message.metadata["variant"])
+        html, eml = directory / f"{key}.html", directory / f"{key}.eml"
+        html.write_text(message.html, encoding="utf-8")
+        eml.write_bytes(message_bytes(message))
+        written += [html, eml]
+    return written
+
+
+def send_test(
+    engine: Engine, name: str, address: str, *, recipient_id: str | None = None
+) -> list[SendResult]:
+    """Send every variant once to ``address`` through the configured backend.
+
+    Nothing is written to the ledger; the subjects start with ``[test]``.
+    """
+    if "@" not in address or any(c in address for c in "\r\n"):
+        raise RehearsalError(f"--test-to: {address!r} is not an email address")
+    messages = [
+        replace(
+            message,
+            to_address=address,
+            subject=TEST_SUBJECT_PREFIX + message.subject,
+            message_id=f"<test.{message.metadata['variant']}.{message.message_id.strip('<>')}>",
+        )
+        for message in render_variants(engine, name, recipient_id=recipient_id)
+    ]
+    with engine.make_backend() as backend:
+        return backend.send(messages)
+
+
+@dataclass
+class DryRunReport:
+    """What a run would do now: who would get which variant, who would be skipped and why."""
+
+    summary: RunSummary
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    would_send: list[tuple[str, str, str]] = field(default_factory=list)  # to, variant, subject
+
+
+class DryRun(CampaignRun):
+    """A ``CampaignRun`` with every ledger write kept in memory and no delivery.
+
+    Audience, eligibility, features, recipe, decision and rendering run as in a real run;
+    nothing is claimed, recorded or sent.
+    """
+
+    shares_recipe_fit = False
+
+    def __init__(self, engine: Engine, campaign: Campaign, run_id: str) -> None:
+        super().__init__(engine, campaign, run_id)
+        self.report = DryRunReport(self.summary)
+
+    def _open_run(self, scheduled_for: Any) -> None:
+        """Nothing to open: no run row."""
+
+    def _done_among(self, page: Sequence[Recipient]) -> set[str]:
+        return set()
+
+    def _reclaim_deferred(self, *args: Any) -> list[LedgerRow]:
+        return []
+
+    def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
+        owned = []
+        for row in rows:
+            if row["status"] == LedgerStatus.SKIPPED:
+                self.summary.skipped += 1
+                self.report.skip_reasons[str(row["skip_reason"])] += 1
+            else:
+                owned.append(LedgerRow(**row, id=TEST_SEND_ID))
+        return owned
+
+    def _deliver(
+        self, rows: list[LedgerRow], people: dict[str, Recipient], backend: Any, executor: Any
+    ) -> None:
+        for row in rows:
+            message = self._message(row, people[row.recipient_id])
+            key = str(message.metadata["variant"])
+            self.summary.sent += 1
+            self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
+            self.report.would_send.append((message.to_address, key, message.subject))
+
+    def _close_run(self, status: str, error: str | None = None) -> None:
+        """Nothing to close."""
+
+
+def dry_run(engine: Engine, name: str) -> DryRunReport:
+    """Rehearse a new run of campaign ``name``: what it would send, and to whom."""
+    campaign = engine.campaign(name)
+    run = DryRun(engine, campaign, manual_run_id(campaign.name))
+    run.execute()
+    return run.report
