@@ -80,6 +80,7 @@ class Engine:
             if name not in self.backends:
                 raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
         self.make_backend()  # unknown options fail here, naming the option
+        self._check_other_backend_options(backend)
         configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
         if self.settings.executor not in self.executors:
             raise ConfigError(
@@ -150,6 +151,27 @@ class Engine:
         if not (templates / template).is_file():
             raise ConfigError(f"{prefix} not found in {templates}")
 
+    def _check_other_backend_options(self, selected: str) -> None:
+        """Tables of backends not in use yet are checked too, by those that can check them.
+
+        A backend factory with a ``check_options(options)`` callable validates a table
+        without building the backend (no keys needed yet), so a typo in ``[delivery.ses]``
+        fails today, not the day someone switches to SES.
+        """
+        for name, options in self.settings.delivery.options.items():
+            check = getattr(self.backends.get(name), "check_options", None)
+            if name != selected and callable(check):
+                try:
+                    check(options)
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc}{self._set_by(name)}") from exc
+
+    def _set_by(self, backend: str) -> str:
+        """`` (set by TAILORMAIL_...)`` when the environment set the backend's options."""
+        # The mistake may be in the environment, not in the file.
+        variables = self.settings.env_variables(f"delivery.options.{backend}")
+        return f" (set by {', '.join(variables)})" if variables else ""
+
     # -- factories ----------------------------------------------------------------------
     def campaign(self, name: str) -> Campaign:
         """The named campaign; an unknown name lists the configured ones."""
@@ -167,10 +189,7 @@ class Engine:
             return self.backends.get(name)(self, **options)
         except (TypeError, ConfigError) as exc:
             message = str(exc) if isinstance(exc, ConfigError) else f"delivery.{name}: {exc}"
-            variables = self.settings.env_variables(f"delivery.options.{name}")
-            if variables:  # the mistake may be in the environment, not in the file
-                message += f" (set by {', '.join(variables)})"
-            raise ConfigError(message) from exc
+            raise ConfigError(message + self._set_by(name)) from exc
 
     def make_recipe(self, campaign: Campaign) -> Recipe:
         """An unfitted recipe for ``campaign``."""
