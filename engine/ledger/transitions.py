@@ -147,14 +147,19 @@ class RunLedger:
                 .values(status="running", error=None, finished_at=None)
             )
             upsert(session, VariantRow, variants, key=["campaign", "key"])
+        self.join()
+
+    def join(self) -> None:
+        """Start this worker on an open run (``open`` calls it; a shard of a run opened
+        elsewhere calls it alone): journal, lease keeper, dead workers' rows settled."""
         self.journal.open()
         self.keeper.start()
         self._live = True
         self.recover()
         self.reconcile_unknown()
 
-    def close(self, status: str, error: str | None = None) -> None:
-        """Settle the rows this worker still holds, release it, and mark the run ``status``."""
+    def leave(self) -> None:
+        """Settle the rows this worker still holds and release it; the run stays as is."""
         if self._live:
             self._live = False
             self.keeper.stop()
@@ -164,12 +169,47 @@ class RunLedger:
                 self.journal.close(discard=False)  # the evidence, for whoever recovers
                 raise
             self.journal.close(discard=True)
+
+    def close(self, status: str, error: str | None = None) -> None:
+        """Settle the rows this worker still holds, release it, and mark the run ``status``."""
+        self.leave()
         with session_scope(self.db) as session:
             session.execute(
                 update(RunRow)
                 .where(col(RunRow.id) == self.run_id)
                 .values(status=status, finished_at=utcnow(), error=error and error[:2000])
             )
+
+    def pin_model(self, version: str) -> str:
+        """Record the model ``version`` the run decides with, unless one is recorded
+        already (a resumed run keeps its first); returns the recorded one."""
+        with session_scope(self.db) as session:
+            session.execute(
+                update(RunRow)
+                .where(col(RunRow.id) == self.run_id)
+                .where(col(RunRow.model_version).is_(None))
+                .values(model_version=version)
+            )
+        return self.model_version() or ""
+
+    def model_version(self) -> str | None:
+        """The model version the run pinned (None: not pinned, as in runs before pins)."""
+        with session_scope(self.db) as session:
+            stmt = select(col(RunRow.model_version)).where(col(RunRow.id) == self.run_id)
+            return session.scalar(stmt)
+
+    def record_shards(self, shards: int) -> None:
+        """Note that the run was split into ``shards`` shards (``tailormail runs``)."""
+        with session_scope(self.db) as session:
+            session.execute(
+                update(RunRow).where(col(RunRow.id) == self.run_id).values(shards=shards)
+            )
+
+    def rows_written(self) -> int:
+        """How many ledger rows the run has (every worker's): its progress."""
+        with session_scope(self.db) as session:
+            stmt = select(func.count()).where(_T.c.run_id == self.run_id)
+            return int(session.scalar(stmt) or 0)
 
     def recipients_done(self, recipient_ids: Sequence[str]) -> set[str]:
         """Those of ``recipient_ids`` that already have a row in this run."""
@@ -401,12 +441,21 @@ class RunLedger:
         return len(held)
 
     def _renew(self, expiry: datetime) -> None:
+        # Rows the sending thread has locked right now are skipped (it is moving them on):
+        # waiting for them could deadlock with its batch update on PostgreSQL.
+        held = (
+            select(_T.c.id)
+            .where(_T.c.owner == self.owner, _T.c.status.in_(HELD))
+            .with_for_update(skip_locked=True)
+        )
         with session_scope(self.db) as session:
-            session.execute(
-                update(_T)
-                .where(_T.c.owner == self.owner, _T.c.status.in_(HELD))
-                .values(lease_expires=expiry)
-            )
+            ids = list(session.scalars(held).all())
+            if ids:
+                session.execute(
+                    update(_T)
+                    .where(_T.c.id.in_(ids), _T.c.owner == self.owner)
+                    .values(lease_expires=expiry)
+                )
 
     def _rows(self, ids: Sequence[int]) -> list[LedgerRow]:
         if not ids:
