@@ -12,11 +12,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from engine.db import insert_ignore, session_scope
+from engine.ledger import settle_unknown_from_events
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,
@@ -81,7 +82,6 @@ def _settle_unknown(session: Session, found: Sequence[tuple[int, TrackingEvent]]
             .where(col(LedgerRow.status) == LedgerStatus.UNKNOWN)
         )
         unknown.update(row_id for row_id in session.scalars(query) if row_id is not None)
-    table = LedgerRow.__table__  # type: ignore[attr-defined]
     changes = []
     for send_id, event in found:
         if send_id not in unknown:
@@ -96,19 +96,7 @@ def _settle_unknown(session: Session, found: Sequence[tuple[int, TrackingEvent]]
                 "b_error": "hard bounce reported after an unknown outcome" if failed else None,
             }
         )
-    if not changes:
-        return
-    stmt = (
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .where(table.c.status == LedgerStatus.UNKNOWN)
-        .values(
-            status=bindparam("b_status"),
-            sent_at=bindparam("b_sent_at"),
-            error=bindparam("b_error"),
-        )
-    )
-    session.execute(stmt, changes)
+    settle_unknown_from_events(session, changes)
 
 
 def _provider_id_spellings(provider_message_id: str) -> list[str]:
