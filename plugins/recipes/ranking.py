@@ -75,11 +75,11 @@ class RankingRecipe(PersonalizeRecipe):
     def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[str]:
         """The user's best ``k`` candidates outside ``exclude``."""
         excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
-        if self._source is not None:
-            pool = self._source.recommend(user_id, max(self.pool, k), exclude=excluded)
-        else:
-            pool = self.candidates or []
-        return self.rerank(user_id, pool, k, excluded)
+        if self._source is None:
+            return self.rerank(user_id, self.candidates or [], k, excluded)
+        # A recipe's answer is already unique and outside ``exclude``.
+        pool = self._source.recommend(user_id, max(self.pool, k), exclude=excluded)
+        return self._ordered(user_id, list(dict.fromkeys(pool)), k)
 
     def _keep(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """The nonzero scores (item indices sorted), at most ``kept_scores`` of the best."""
@@ -125,8 +125,11 @@ class RankingRecipe(PersonalizeRecipe):
     ) -> list[str]:
         """``candidates`` (minus ``exclude``) best first for ``user_id``; the first ``k``."""
         skip = exclude if isinstance(exclude, set | frozenset) else set(exclude)
-        unique = [c for c in dict.fromkeys(candidates) if c not in skip]
-        order = np.argsort(-self._scores(user_id, unique), kind="stable")  # ties: given order
+        return self._ordered(user_id, [c for c in dict.fromkeys(candidates) if c not in skip], k)
+
+    def _ordered(self, user_id: str, unique: list[str], k: int | None) -> list[str]:
+        """``unique`` best first for ``user_id`` (ties keep their order); the first ``k``."""
+        order = np.argsort(-self._scores(user_id, unique), kind="stable")
         chosen = order if k is None else order[:k]
         return [unique[n] for n in chosen.tolist()]
 
