@@ -45,6 +45,11 @@ class DeliverySettings(_Strict):
 
     backend: str = "outbox"
     batch_size: int = Field(default=100, ge=1)
+    # How long a worker's claim on its ledger rows lasts unless renewed (every third of it);
+    # a dead worker's rows are taken over after it (at once on the same host).
+    lease_seconds: int = Field(default=60, ge=3)
+    # Each sending worker's hand-over journal (one batch long, deleted when it stops).
+    journal_dir: str = "journal"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
