@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import Callable
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -662,3 +663,24 @@ def test_a_bad_option_of_a_backend_not_in_use_also_stops_start_up(
     with pytest.raises(ConfigError) as info:
         sqlite_project.engine("memory", delivery={"sendgrid": {"api_kye_env": "X"}})
     assert str(info.value) == "delivery.sendgrid: unknown option 'api_kye_env'"
+
+
+def test_ses_can_take_credentials_from_botocores_chain(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigError, match=r"^delivery.ses.credentials: botocore found no"):
+        SESBackend(None, credentials="aws")
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n"
+    )
+    provider = Provider(ok(SESBackend))
+    send_one(provider, SESBackend, credentials="aws")
+    (request,) = provider.requests
+    assert "Credential=AKIDPROFILE/" in request.headers["Authorization"]
+    signature = request.headers["Authorization"].rsplit("Signature=", 1)[1]
+    assert signature == _sigv4_signature(request, "profile-secret", "eu-west-1")

@@ -2,9 +2,10 @@
 
 One row per (run, recipient), unique, inserted before its message is rendered. A row
 changes state only here, through named transitions (``RunLedger``'s methods, the
-settling in ``recovery``), each guarded on the state it leaves and, while a worker holds
+settling in ``recovery``, ``reconcile.settle_unknown``), each guarded on the state it leaves and, while a worker holds
 the row, on that worker (its lease). The modules: ``transitions`` (``RunLedger``),
-``recovery`` (settling stopped or dead workers' rows, reconciling unknown ones),
+``recovery`` (settling stopped or dead workers' rows, reconciling unknown ones from the
+backend), ``reconcile`` (unknown ones from provider events),
 ``journal`` (the hand-over journal), ``lease`` (workers, leases), ``statements`` (SQL).
 
 ```
@@ -19,7 +20,7 @@ the row, on that worker (its lease). The modules: ``transitions`` (``RunLedger``
                     +--settle--> deferred     +--settle--> deferred (journal: never handed)
                                               +--settle--> sent | failed (journal: answered)
  unknown --reconcile_unknown--> sent | deferred        (a backend that can tell: outbox)
- unknown --settle_unknown_from_events--> sent | failed  (a provider event about it)
+ unknown --settle_unknown-----> sent | failed          (a provider's event: reconcile.py)
 ```
 
 - ``pending``: claimed under a worker's lease (owner and expiry), not yet with the
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 from engine.ledger.journal import Journal, JournalState
 from engine.ledger.lease import Worker
-from engine.ledger.recovery import Fate, fate, settle_unknown_from_events
+from engine.ledger.recovery import Fate, fate
 from engine.ledger.statements import STATUS_FOR
 from engine.ledger.transitions import RunLedger
 
@@ -55,5 +56,4 @@ __all__ = [
     "RunLedger",
     "Worker",
     "fate",
-    "settle_unknown_from_events",
 ]

@@ -7,15 +7,13 @@ a dead worker's rows are settled by whichever worker next opens the run (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine as SAEngine
-from sqlmodel import Session
 
 from engine.db import session_scope
 from engine.ledger.journal import JournalState, Liveness, adopt, dead_journals
@@ -183,24 +181,3 @@ def reconcile_unknown(engine: Engine, run_id: str) -> int:
         with session_scope(engine.db) as session:
             session.execute(outcome_statement(None, any_owner=True), changes)
     return len(changes)
-
-
-def settle_unknown_from_events(session: Session, changes: Sequence[dict[str, Any]]) -> None:
-    """unknown -> sent | failed, from provider events (in the caller's transaction).
-
-    Each change names ``b_id``, ``b_status``, ``b_sent_at`` and ``b_error``; only rows
-    still ``unknown`` change, so a later event never rewrites a settled outcome.
-    """
-    if not changes:
-        return
-    stmt = (
-        update(LEDGER)
-        .where(LEDGER.c.id == bindparam("b_id"))
-        .where(LEDGER.c.status == LedgerStatus.UNKNOWN)
-        .values(
-            status=bindparam("b_status"),
-            sent_at=bindparam("b_sent_at"),
-            error=bindparam("b_error"),
-        )
-    )
-    session.execute(stmt, changes)
