@@ -2,11 +2,12 @@
 
 One row per (run, recipient), unique, inserted before its message is rendered. A row
 changes state only here, through named transitions (``RunLedger``'s methods, the
-settling in ``recovery``, ``reconcile.settle_unknown``), each guarded on the state it leaves and, while a worker holds
-the row, on that worker (its lease). The modules: ``transitions`` (``RunLedger``),
-``recovery`` (settling stopped or dead workers' rows, reconciling unknown ones from the
-backend), ``reconcile`` (unknown ones from provider events),
-``journal`` (the hand-over journal), ``lease`` (workers, leases), ``statements`` (SQL).
+settling in ``recovery``, ``reconcile.settle_unknown``), each guarded on the state it
+leaves and, while a worker holds the row, on that worker (its lease). The modules:
+``transitions`` (``RunLedger``), ``recovery`` (settling stopped or dead workers' rows,
+reconciling unknown ones from the backend), ``reconcile`` (unknown ones from provider
+events), ``journal`` (the hand-over journal), ``lease`` (workers, leases), ``statements``
+(the guarded SQL).
 
 ```
  (none) --claim--> skipped                                  (final: no decision logged)
