@@ -113,11 +113,17 @@ def run(root: Path, size: int) -> dict[str, float]:
 
 
 # -- the floor loop -------------------------------------------------------------------------
-def floor(size: int) -> dict[str, float]:
-    """VW predict + Jinja render + ``email.mime`` bytes for ``size`` recipients, nothing else."""
+def floor(size: int, direct: bool = False) -> dict[str, float]:
+    """VW predict + Jinja render + ``email.mime`` bytes for ``size`` recipients, nothing else.
+
+    ``direct`` serializes with ``message_bytes`` (what the null backend uses) instead, so
+    the table also shows the floor with the run's own serializer.
+    """
     import jinja2
 
     from engine.campaigns import load_campaign
+    from engine.types import Message
+    from plugins.delivery.mime import message_bytes
     from plugins.policies.vw import VowpalWabbitPolicy
     from plugins.policies.vw_format import vw_example
 
@@ -161,12 +167,18 @@ def floor(size: int) -> dict[str, float]:
                 "variant": {"key": key},
                 "unsubscribe_url": "https://t.example.com/u/x",
             }
-            mime = MIMEMultipart("alternative")
-            mime["From"], mime["To"] = "alerts@example.com", email
-            mime["Subject"] = subjects[key].render(variables)
+            subject = subjects[key].render(variables)
             text = texts[key].render(variables) if key in texts else ""
+            html = bodies[key].render(variables)
+            if direct:
+                sender = "alerts@example.com"
+                message = Message(i, f"<{i}@x.example>", sender, email, subject, html, text)
+                total += len(message_bytes(message))
+                continue
+            mime = MIMEMultipart("alternative")
+            mime["From"], mime["To"], mime["Subject"] = "alerts@example.com", email, subject
             mime.attach(MIMEText(text, "plain", qp))  # type: ignore[arg-type]
-            mime.attach(MIMEText(bodies[key].render(variables), "html", qp))  # type: ignore[arg-type]
+            mime.attach(MIMEText(html, "html", qp))  # type: ignore[arg-type]
             total += len(mime.as_bytes())
         elapsed = time.perf_counter() - start
         policy.close()
@@ -228,7 +240,7 @@ def main() -> None:
     if args.child:
         kind, rest = args.child[0], args.child[1:]
         if kind == "floor":
-            print(json.dumps(floor(int(rest[0]))))
+            print(json.dumps(floor(int(rest[0]), direct=rest[1:] == ["direct"])))
         else:
             root, database_url, backend, size = Path(rest[0]), rest[1], rest[2], int(rest[3])
             if kind == "seed":
@@ -249,7 +261,10 @@ def report(args: argparse.Namespace) -> None:
     rows: list[tuple[str, dict[str, float]]] = []
     floor_figures = child("floor", str(args.floor))
     figures["floor"] = floor_figures
-    rows.append((f"floor loop ({args.floor:,})", floor_figures))
+    rows.append((f"floor loop, email.mime ({args.floor:,})", floor_figures))
+    direct = child("floor", str(args.floor), "direct")
+    figures["floor_direct"] = direct
+    rows.append((f"floor loop, message_bytes ({args.floor:,})", direct))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for size in sizes(args.sqlite):

@@ -7,7 +7,7 @@ fails the command that loads it, not a scheduled job at 3 a.m.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
@@ -16,12 +16,13 @@ from sqlmodel import col, select
 from engine.audience import check_audience_keys, count_audience, stream_audience
 from engine.campaigns import Campaign, load_campaigns
 from engine.db import make_db, session_scope
-from engine.errors import ConfigError, PluginError
+from engine.durations import format_duration
+from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
 from engine.models import ModelVersionRow
 from engine.plugins import make_plugin_manager
 from engine.registry import Registry, collect
-from engine.rendering import Renderer
+from engine.rendering import Renderer, is_text_template
 from engine.settings import Settings, load_settings
 from engine.types import DeliveryBackend, Policy, Recipe, Recipient
 from engine.web.tokens import Tokens
@@ -55,7 +56,9 @@ class Engine:
         self.campaigns: dict[str, Campaign] = load_campaigns(
             self.settings.path(self.settings.campaigns_dir)
         )
-        self.tokens = Tokens(self.settings.secret_bytes())
+        self.secret = self.settings.secret_bytes()
+        """The project secret (``TAILORMAIL_SECRET`` or the secret file), read once."""
+        self.tokens = Tokens(self.secret)
         self.renderer = Renderer(
             self.settings.path(self.settings.templates_dir),
             self.tokens,
@@ -77,6 +80,7 @@ class Engine:
             if name not in self.backends:
                 raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
         self.make_backend()  # unknown options fail here, naming the option
+        self._check_other_backend_options(backend)
         configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
         if self.settings.executor not in self.executors:
             raise ConfigError(
@@ -84,6 +88,7 @@ class Engine:
                 f"(available: {', '.join(self.executors.names())})"
             )
         templates = self.settings.path(self.settings.templates_dir)
+        self._check_retention()
         for campaign in self.campaigns.values():
             where = f"campaign {campaign.name!r}"
             for kind, section, registry in (
@@ -95,18 +100,77 @@ class Engine:
                     factory(**section.params)
                 except PluginError as exc:
                     raise ConfigError(f"{where}: {kind}.name: {exc}") from exc
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, TailormailError) as exc:
                     raise ConfigError(f"{where}: [{kind}] {section.name}: {exc}") from exc
             if campaign.baseline is not None:
                 from engine.learning.arms import baseline_policy
 
                 baseline_policy(self, campaign)  # a bad [baseline] fails here, named
             for variant in campaign.variants:
-                if not (templates / variant.template).is_file():
-                    raise ConfigError(
-                        f"{where}: variant {variant.key!r}: template {variant.template!r} "
-                        f"not found in {templates}"
-                    )
+                self._check_template(where, variant.key, variant.template, templates)
+                try:
+                    self.renderer.compile(variant.as_variant())
+                except TemplateError as exc:
+                    raise ConfigError(f"{where}: {exc}") from exc
+
+    def _check_retention(self) -> None:
+        """Anonymized rows can neither earn rewards nor count for a frequency cap, so the
+        retention must outlast every attribution window and every cap."""
+        retention = self.settings.retention
+        if retention is None:
+            return
+        needs = [("frequency_cap", self.settings.frequency_cap)]
+        for campaign in self.campaigns.values():
+            where = f"campaign {campaign.name!r}"
+            needs.append(
+                (f"{where}: reward.attribution_window", campaign.reward.attribution_window)
+            )
+            needs.append((f"{where}: frequency_cap", campaign.frequency_cap))
+        for name, period in needs:
+            if period is not None and retention <= period:
+                raise ConfigError(
+                    f"retention: {format_duration(retention)} must be longer than {name} "
+                    f"({format_duration(period)}), or the rows it needs would be erased"
+                )
+
+    @staticmethod
+    def _check_template(where: str, key: str, template: str, templates: Path) -> None:
+        """A body template is an HTML file inside ``templates_dir``."""
+        path = PurePosixPath(template)
+        prefix = f"{where}: variant {key!r}: template {template!r}"
+        if path.is_absolute() or ".." in path.parts or "\\" in template:
+            raise ConfigError(
+                f"{prefix} is outside templates_dir ({templates}); name it "
+                "relative to that directory, without '..'"
+            )
+        if is_text_template(template):
+            raise ConfigError(
+                f"{prefix} is a text part's name; the body template is HTML "
+                f"(its text part is found beside it, see docs/guide.md)"
+            )
+        if not (templates / template).is_file():
+            raise ConfigError(f"{prefix} not found in {templates}")
+
+    def _check_other_backend_options(self, selected: str) -> None:
+        """Tables of backends not in use yet are checked too, by those that can check them.
+
+        A backend factory with a ``check_options(options)`` callable validates a table
+        without building the backend (no keys needed yet), so a typo in ``[delivery.ses]``
+        fails today, not the day someone switches to SES.
+        """
+        for name, options in self.settings.delivery.options.items():
+            check = getattr(self.backends.get(name), "check_options", None)
+            if name != selected and callable(check):
+                try:
+                    check(options)
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc}{self._set_by(name)}") from exc
+
+    def _set_by(self, backend: str) -> str:
+        """`` (set by TAILORMAIL_...)`` when the environment set the backend's options."""
+        # The mistake may be in the environment, not in the file.
+        variables = self.settings.env_variables(f"delivery.options.{backend}")
+        return f" (set by {', '.join(variables)})" if variables else ""
 
     # -- factories ----------------------------------------------------------------------
     def campaign(self, name: str) -> Campaign:
@@ -125,10 +189,7 @@ class Engine:
             return self.backends.get(name)(self, **options)
         except (TypeError, ConfigError) as exc:
             message = str(exc) if isinstance(exc, ConfigError) else f"delivery.{name}: {exc}"
-            variables = self.settings.env_variables(f"delivery.options.{name}")
-            if variables:  # the mistake may be in the environment, not in the file
-                message += f" (set by {', '.join(variables)})"
-            raise ConfigError(message) from exc
+            raise ConfigError(message + self._set_by(name)) from exc
 
     def make_recipe(self, campaign: Campaign) -> Recipe:
         """An unfitted recipe for ``campaign``."""

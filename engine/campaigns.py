@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.addresses import check_sender
 from engine.audience import AudienceFilter
 from engine.durations import duration_field
 from engine.errors import ConfigError
@@ -26,6 +27,7 @@ from engine.settings import format_validation_error
 from engine.types import Variant
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def cron_trigger(schedule: str, timezone: str = "UTC") -> CronTrigger:
@@ -131,7 +133,9 @@ class NamedPlugin(BaseModel):
 
 
 class RewardConfig(_Strict):
-    """Reward weights per event type and the attribution window."""
+    """Reward weights per event type (finite numbers) and the attribution window (> 0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     click: float = 1.0
     open: float = 0.0
@@ -145,6 +149,13 @@ class RewardConfig(_Strict):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return duration_field(value)
+
+    @field_validator("attribution_window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero (events need time to arrive)")
+        return value
 
 
 class DeliverabilityConfig(_Strict):
@@ -229,6 +240,18 @@ class Campaign(_Strict):
         if not _NAME.match(value):
             raise ValueError("use lowercase letters, digits, '-' and '_' (at most 64)")
         return value
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("contains a control character (CR, LF, tab...): header injection")
+        return value
+
+    @field_validator("from_address")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        return None if value is None else check_sender(value)
 
     @field_validator("schedule")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from engine.cli_privacy import forget, retention
 from engine.cli_support import ProjectOption, open_engine, set_global_project
-from engine.errors import TailormailError
+from engine.errors import TailormailError, TailormailWarning
 
 app = typer.Typer(
     name="tailormail",
@@ -78,6 +80,10 @@ def init(
 def import_(
     kind: Annotated[str, typer.Argument(help="recipients, items or interactions")],
     file: Annotated[Path, typer.Argument(help="A .csv or .jsonl file.", exists=True)],
+    strict: Annotated[
+        bool,
+        typer.Option(help="Reject interactions naming recipients or items not imported."),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Import recipients, items or interactions; a bad row rejects the whole file."""
@@ -88,13 +94,21 @@ def import_(
     with open_engine(project) as engine, _progress() as bar:
         task = bar.add_task(f"importing {kind}", total=None)
         summary = import_file(
-            engine.db, kind, file, progress=lambda rows: bar.update(task, completed=rows)
+            engine.db,
+            kind,
+            file,
+            progress=lambda rows: bar.update(task, completed=rows),
+            strict=strict,
         )
         bar.update(task, total=summary.rows, completed=summary.rows)
     console.print(
-        f"Imported {summary.rows} {kind} from {file} "
-        f"({summary.inserted} new, {summary.updated} updated)."
+        Text(
+            f"Imported {summary.rows} {kind} from {file} "
+            f"({summary.inserted} new, {summary.updated} updated)."
+        )
     )
+    for unknown in summary.unknown:
+        print_warning(f"{unknown.describe()}; kept (use --strict to reject such a file)")
 
 
 @app.command()
@@ -372,6 +386,10 @@ def demo(
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
 
 
+app.command()(forget)
+app.command()(retention)
+
+
 def _register_builtin_commands() -> None:
     from engine import cli_learning
 
@@ -413,12 +431,30 @@ def _register_plugin_commands() -> None:
 
 def main() -> None:
     """Entry point: configuration and data errors end with a message and status 2."""
+    warnings.showwarning = _show_warning
     _register_plugin_commands()
     try:
         app()
     except TailormailError as exc:
         print_error(str(exc))
         sys.exit(2)
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> None:
+    if issubclass(category, TailormailWarning):
+        print_warning(str(message))
+    else:
+        _default_showwarning(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_default_showwarning = warnings.showwarning
+
+
+def print_warning(message: str) -> None:
+    """``warning: message`` on stderr, printed as is."""
+    err.print(Text.assemble(("warning: ", "yellow"), message), highlight=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:

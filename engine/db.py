@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,11 +12,14 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel, create_engine
 
 from engine import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from engine.errors import DatabaseError
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -49,14 +53,88 @@ def migrate(db: SAEngine, revision: str = "head") -> None:
 
 
 def make_db(url: str, *, echo: bool = False) -> SAEngine:
-    """Create the SQLAlchemy engine for ``url`` and migrate the schema to the latest."""
-    if url.startswith("sqlite"):
-        db = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(db, "connect", _sqlite_pragmas)
-    else:
-        db = create_engine(url, echo=echo, pool_pre_ping=True)
-    migrate(db)
+    """Create the SQLAlchemy engine for ``url`` and migrate the schema to the latest.
+
+    Every way a URL can fail to give a database (not a URL, ``postgres://``, a driver not
+    installed, a server not answering, an SQLite file that cannot be created) raises
+    ``DatabaseError`` with one line naming the URL (password hidden) and the fix.
+    """
+    parsed = parse_database_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    sqlite_file = parsed.get_backend_name() == "sqlite"
+    if sqlite_file:
+        prepare_sqlite_file(parsed.database, shown)
+    try:
+        if sqlite_file:
+            db = create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(db, "connect", _sqlite_pragmas)
+        else:
+            db = create_engine(url, echo=echo, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise DatabaseError(
+            f"database_url {shown}: unknown kind of database {parsed.drivername!r}; "
+            "use sqlite:///FILE or postgresql://USER@HOST/DB"
+        ) from None
+    except ImportError as exc:
+        raise DatabaseError(f"database_url {shown}: {_missing_driver(parsed, exc)}") from None
+    try:
+        migrate(db)
+    except OperationalError as exc:
+        db.dispose()
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise DatabaseError(f"cannot open the database {shown}: {reason}") from None
     return db
+
+
+def parse_database_url(url: str) -> URL:
+    """``url`` parsed; not a URL, or the ``postgres://`` spelling, is a ``DatabaseError``."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(
+            f"database_url {url!r} is not a database URL; "
+            "use sqlite:///FILE or postgresql://USER@HOST/DB"
+        ) from None
+    if parsed.drivername.split("+")[0] == "postgres":
+        raise DatabaseError(
+            f"database_url {parsed.render_as_string(hide_password=True)}: SQLAlchemy does "
+            "not read the scheme 'postgres://'; write 'postgresql://' instead"
+        )
+    return parsed
+
+
+def _missing_driver(parsed: URL, exc: ImportError) -> str:
+    module = exc.name or str(exc)
+    if parsed.get_backend_name() == "postgresql":
+        return (
+            f"the PostgreSQL driver ({module}) is not installed; "
+            "run: pip install 'tailormail[postgres]'"
+        )
+    return f"its driver (Python module {module!r}) is not installed"
+
+
+def prepare_sqlite_file(database: str | None, shown: str) -> None:
+    """Create an SQLite database file readable by its owner only (SQLite gives its -wal
+    and -shm files the same mode); a path that cannot hold it is a ``DatabaseError``."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists():
+        if path.is_dir():
+            raise DatabaseError(f"cannot open the database {shown}: {path} is a directory")
+        return
+    if not path.parent.is_dir():
+        raise DatabaseError(
+            f"cannot create the database {shown}: directory {path.parent} does not exist"
+        )
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass  # another process created it meanwhile
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database {shown}: {exc.strerror}") from None
 
 
 @contextmanager

@@ -9,6 +9,7 @@ clicks over HTTP, reward join, learning.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import random
 import shutil
@@ -32,6 +33,7 @@ from sqlalchemy import select
 
 from engine.app import Engine
 from engine.db import session_scope
+from engine.demo_content import ContentFigures, compare_round
 from engine.errors import TailormailError
 from engine.importer import import_file
 from engine.models import RewardRow
@@ -40,7 +42,13 @@ from engine.report import campaign_report
 from engine.scaffold import SOURCE_ROOT, write_csv
 from engine.scheduler import add_one_off, build_scheduler, reward_job
 from engine.settings import load_settings
-from engine.simulation import ATTRIBUTES, ReadCounts, make_population, read_round, start_reader
+from engine.simulation import (
+    ReadCounts,
+    make_catalogue,
+    make_population,
+    read_round,
+    start_reader,
+)
 from engine.web import BackgroundServer
 
 MARKER = ".tailormail-demo"
@@ -62,7 +70,8 @@ web = { host = "127.0.0.1", port = $port }
 CAMPAIGN = string.Template("""description = "Simulated weekly picks ($policy policy)"
 items_per_email = 4
 audience = { arm = "$policy" }
-recipe = { name = "popularity" }
+email_click_weight = $click_weight
+recipe = { name = "personalize", $recipe }
 policy = { name = "$policy" }  # the policy's defaults: nothing tuned
 reward = { click = 1.0, unsubscribe = -1.0, attribution_window = "${window}s" }
 """)
@@ -74,6 +83,13 @@ template = "demo/$key.html"
 features = { layout = "$layout", tone = "$tone" }
 """)
 TIMEOUT = 600.0
+# The content loop: a click inside our email counts three imported interactions; the recipe
+# leans on what a reader's segment and their own clicks say about the items' categories.
+CLICK_WEIGHT = 3.0
+RECIPE_PARAMS = (
+    'segment_by = ["interest"], segment_weight = 3.0, attribute_weight = 2.0, '
+    "similarity_weight = 0.3"
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ class RoundFigures:
 
     round: int
     arms: dict[str, ReadCounts]
+    content: ContentFigures | None = None  # item CTRs with and without email clicks
 
 
 @dataclass
@@ -112,7 +129,9 @@ def _write_project(directory: Path, port: int, batch_size: int, window: float) -
     settings = SETTINGS.substitute(port=port, batch_size=batch_size)
     (directory / "config" / "tailormail.toml").write_text(settings)
     for name, policy in ARMS.items():
-        text = CAMPAIGN.substitute(policy=policy, window=window)
+        text = CAMPAIGN.substitute(
+            policy=policy, window=window, click_weight=CLICK_WEIGHT, recipe=RECIPE_PARAMS
+        )
         for key, subject, layout, tone in VARIANTS:
             text += VARIANT.substitute(key=key, subject=subject, layout=layout, tone=tone)
         (directory / "config" / "campaigns" / f"{name}.toml").write_text(text)
@@ -127,11 +146,7 @@ def _write_data(directory: Path, people: list[dict[str, Any]], seed: int) -> dic
         "items": [("id", "title", "category", "url")],
         "interactions": [("user_id", "item_id", "timestamp")],
     }
-    topics = list(ATTRIBUTES["interest"])
-    for i in range(1, 49):
-        topic = topics[i % len(topics)]
-        url = f"https://shop.example.com/{topic}/i{i:03d}"
-        tables["items"].append((f"i{i:03d}", f"{topic.title()} pick #{i}", topic, url))
+    tables["items"].extend(make_catalogue())
     start = datetime.now(UTC) - timedelta(days=30)
     for _ in range(len(people) // 2 + 200):
         item = min(int(rng.paretovariate(1.1)), 48)  # a few items are much more popular
@@ -205,6 +220,9 @@ def run_demo(
                     reading = readers.submit(read_round)
                     readers_ = (reading, finished, server)
                     figures = _round(engine, scheduler, readers_, progress, bars, number)
+                    figures = dataclasses.replace(
+                        figures, content=_content(engine, people, number, figures.arms)
+                    )
                     result.rounds.append(figures)
                     ctr = (f"{ARMS[n]} {figures.arms[n].expected_ctr:.1%}" for n in ARMS)
                     text = f"round {number}: expected CTR " + ", ".join(ctr)
@@ -244,6 +262,14 @@ def _round(
     server.drain()  # the clicks are in the database before their rewards are joined
     _run_jobs(scheduler, {f"rewards@round-{number:02d}": partial(reward_job, engine)})
     return RoundFigures(number, counts)
+
+
+def _content(
+    engine: Engine, people: list[dict[str, Any]], number: int, reads: dict[str, ReadCounts]
+) -> ContentFigures:
+    """The round's item CTRs: the recipe fed by email clicks against the same without."""
+    run_ids = {name: f"{name}@round-{number:02d}" for name in ARMS}
+    return compare_round(engine, {p["id"]: p for p in people}, run_ids, reads)
 
 
 def _ctr(read: ReadCounts) -> str:
@@ -287,6 +313,13 @@ def _print_summary(engine: Engine, result: DemoResult, console: Console) -> None
         for r in result.rounds
     ]
     console.print(table("CTR per round: realized (expected)", ("round", *ARMS, "oracle"), rounds))
+    content = [
+        (str(r.round), f"{c.realized:.2%} ({c.expected_with:.2%})", f"{c.expected_without:.2%}")
+        for r in result.rounds
+        if (c := r.content) is not None
+    ]
+    content_columns = ("round", "fed by email clicks: realized (expected)", "without (expected)")
+    console.print(table("item CTR per round, the recipe", content_columns, content))
     for name in ARMS:
         columns = ("variant", "sends", "clicks", "CTR", "95% interval", "unsubscribes")
         rows = [

@@ -33,3 +33,12 @@ class TemplateError(TailormailError):
 
 class PluginError(TailormailError):
     """A plugin misbehaved: a duplicate registration, an unknown name, a bad answer."""
+
+
+class DatabaseError(TailormailError):
+    """The database cannot be used: a bad URL, a missing driver, an unreachable server."""
+
+
+class TailormailWarning(UserWarning):
+    """Something works but deserves the operator's attention; the CLI prints it as
+    ``warning: message`` (no source line)."""

@@ -26,8 +26,10 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session, SQLModel
 
+from engine.addresses import normalize_address
 from engine.db import session_scope, upsert
 from engine.errors import ImportFileError
+from engine.import_checks import RowChecks, UnknownReferences
 from engine.models import InteractionRow, ItemRow, RecipientRow, as_utc
 from engine.types import DEFAULT_INTERACTION_KIND, Interaction, Item
 
@@ -38,12 +40,7 @@ EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 """File extensions the importer reads, and the format each one means."""
 
 MAX_ID_LENGTH = 200
-MAX_EMAIL_LENGTH = 320
 
-# Deliberately simple: dot-separated atoms, one @, a dotted domain; no spaces, CR or LF.
-_ATOM = r"[\w!#$%&'*+/=?^`{|}~-]+"
-_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
-_EMAIL = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>{_LABEL}(?:\.{_LABEL})+)")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -55,7 +52,8 @@ _MAX_EPOCH_SECONDS = 1e11
 class ImportSummary:
     """What an import did: data rows read, rows inserted and existing rows updated.
 
-    ``ignored_columns`` lists the columns an interactions file had that are not stored.
+    ``ignored_columns`` lists the columns an interactions file had that are not stored;
+    ``unknown`` counts its rows naming recipients or items that are not imported.
     """
 
     kind: str
@@ -64,6 +62,7 @@ class ImportSummary:
     inserted: int
     updated: int
     ignored_columns: tuple[str, ...] = ()
+    unknown: tuple[UnknownReferences, ...] = ()  # interactions naming ids not imported
 
 
 class _Invalid(Exception):
@@ -97,11 +96,10 @@ def _email(record: Mapping[str, Any]) -> str:
         raise _Invalid("email", "is empty; every recipient needs an email address")
     if not isinstance(value, str):
         raise _Invalid("email", f"{value!r} is not a string")
-    match = _EMAIL.fullmatch(value.strip())
-    if not match or len(match["local"]) > 64 or len(value.strip()) > MAX_EMAIL_LENGTH:
-        raise _Invalid("email", f"{value!r} is not an email address")
-    # Domains are case-insensitive; local parts may legally not be, so they are kept as is.
-    return f"{match['local']}@{match['domain'].lower()}"
+    try:
+        return normalize_address(value)  # lowercased: one spelling per mailbox
+    except ValueError as exc:
+        raise _Invalid("email", str(exc)) from None
 
 
 def _attributes(
@@ -267,14 +265,29 @@ def _reject_constant(constant: str) -> Any:
     raise ValueError(f"{constant} is not a number JSON allows")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that names a key twice is an error (``json`` would keep the last)."""
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        record[key] = value
+    return record
+
+
 def _jsonl_records(handle: IO[bytes], name: str, required: tuple[str, ...]) -> Records:
     for row, text in enumerate(_lines(handle, name, lambda line: line), start=1):
         if not text.strip():
             continue
         try:
-            record = json.loads(text, parse_constant=_reject_constant)
+            record = json.loads(
+                text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+            )
         except ValueError as exc:
             raise ImportFileError(name, row, None, f"is not valid JSON ({exc})") from None
+        except RecursionError:
+            reason = "is nested too deeply to be a row (objects and lists inside each other)"
+            raise ImportFileError(name, row, None, reason) from None
         if not isinstance(record, dict):
             reason = f"is a JSON {type(record).__name__}, not an object"
             raise ImportFileError(name, row, None, reason)
@@ -288,12 +301,14 @@ def _table(model: type[SQLModel]) -> Table:
     return SQLModel.metadata.tables[str(model.__tablename__)]
 
 
-def _write(session: Session, kind: _Kind, chunk: list[dict[str, Any]]) -> int:
+def _write(session: Session, kind: _Kind, chunk: list[dict[str, Any]], checks: RowChecks) -> int:
     """Write one chunk; return how many of its rows already existed (were updated)."""
     table = _table(kind.model)
     if not kind.keyed:
         session.execute(insert(table), chunk)
         return 0
+    if kind.model is RecipientRow:
+        checks.check_addresses(session, table, chunk)
     ids = [values["id"] for values in chunk]
     existing = session.execute(select(table.c.id).where(table.c.id.in_(ids))).all()
     upsert(session, kind.model, chunk, key=["id"])
@@ -301,22 +316,16 @@ def _write(session: Session, kind: _Kind, chunk: list[dict[str, Any]]) -> int:
 
 
 def _validated(
-    records: Records, kind: _Kind, name: str, fmt: str, ignored: set[str]
+    records: Records, kind: _Kind, fmt: str, ignored: set[str], checks: RowChecks
 ) -> Iterator[dict[str, Any]]:
     """Convert each record to column values, noting columns an interactions file drops."""
     known = set(kind.known or ())
-    first_row: dict[str, int] = {}
     for row, record in records:
         try:
             values = kind.convert(record, fmt == "csv")
         except _Invalid as exc:
-            raise ImportFileError(name, row, exc.column, exc.reason) from None
-        if kind.keyed:
-            key = values["id"]
-            if key in first_row:
-                reason = f"{key!r} appears twice in this file (first at row {first_row[key]})"
-                raise ImportFileError(name, row, "id", reason)
-            first_row[key] = row
+            raise ImportFileError(checks.name, row, exc.column, exc.reason) from None
+        checks.see(row, values)
         if kind.known is not None:
             ignored.update(record.keys() - known)
         yield values
@@ -333,13 +342,16 @@ def import_file(
     path: Path,
     *,
     progress: Callable[[int], None] | None = None,
+    strict: bool = False,
 ) -> ImportSummary:
     """Import a ``recipients``, ``items`` or ``interactions`` file, all or nothing.
 
     The format follows the extension (``.csv``, ``.jsonl`` or ``.ndjson``). Recipients and
-    items are upserted by ``id``; interactions are appended. ``progress`` is called with
-    the number of data rows written so far after every chunk. Raises ``ImportFileError``
-    naming the file, row and column of the first bad row; nothing is then committed.
+    items are upserted by ``id``; interactions are appended, and those naming recipients
+    or items not imported are counted in the summary (``strict``: the file is rejected).
+    ``progress`` is called with the number of data rows written so far after every chunk.
+    Raises ``ImportFileError`` naming the file, row and column of the first bad row;
+    nothing is then committed.
     """
     path = Path(path)
     name = str(path)
@@ -357,14 +369,20 @@ def import_file(
     read = _csv_records if fmt == "csv" else _jsonl_records
     ignored: set[str] = set()
     rows = updated = 0
+    checks = RowChecks(name)
+    unknown: list[UnknownReferences] = []
     with handle, session_scope(db) as session:
-        records = _validated(read(handle, name, spec.required), spec, name, fmt, ignored)
+        records = _validated(read(handle, name, spec.required), spec, fmt, ignored, checks)
         for chunk in _chunks(records, CHUNK_ROWS):
-            updated += _write(session, spec, chunk)
+            updated += _write(session, spec, chunk, checks)
             rows += len(chunk)
             if progress is not None:
                 progress(rows)
-    return ImportSummary(kind, path, rows, rows - updated, updated, tuple(sorted(ignored)))
+        if spec.model is InteractionRow:
+            unknown = checks.unknown(session, _table(RecipientRow), _table(ItemRow), strict=strict)
+    return ImportSummary(
+        kind, path, rows, rows - updated, updated, tuple(sorted(ignored)), tuple(unknown)
+    )
 
 
 def load_interactions(db: SAEngine, since: datetime | None = None) -> list[Interaction]:

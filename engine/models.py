@@ -22,10 +22,11 @@ def as_utc(moment: datetime) -> datetime:
 
 
 class LedgerStatus:
-    """States of a ledger row. ``pending`` rows were written before the message left."""
+    """States of a ledger row; ``engine.ledger`` owns every change (see its state diagram)."""
 
     SKIPPED = "skipped"
-    PENDING = "pending"
+    PENDING = "pending"  # claimed under a worker's lease, not yet handed to the transport
+    HANDED_OVER = "handed_over"  # with the transport: the only ambiguous moment
     SENT = "sent"
     DEFERRED = "deferred"  # a temporary failure: it did not leave; resuming the run retries it
     FAILED = "failed"
@@ -143,6 +144,9 @@ class LedgerRow(SQLModel, table=True):
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # The worker holding a pending or handed-over row ("<host>/<tag>") and until when.
+    owner: str | None = Field(default=None, index=True, max_length=200)
+    lease_expires: datetime | None = None
 
 
 class EventRow(SQLModel, table=True):
@@ -215,6 +219,15 @@ class SuppressionRow(SQLModel, table=True):
     reason: str = Field(max_length=40)
     send_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ForgottenAddressRow(SQLModel, table=True):
+    """An address erased with ``tailormail forget``, kept only as a keyed hash so that
+    nobody mails it again (see ``engine.forgetting``)."""
+
+    __tablename__ = "forgotten_addresses"
+    address_hash: str = Field(primary_key=True, max_length=80)
+    forgotten_at: datetime = Field(default_factory=utcnow)
 
 
 class CampaignSuppressionRow(SQLModel, table=True):

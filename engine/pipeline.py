@@ -16,16 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-from sqlmodel import col, select
-
 from engine.campaigns import Campaign
-from engine.db import insert_ignore, insert_returning, session_scope, upsert
 from engine.deliverability import active_pause
 from engine.errors import ConfigError
 from engine.importer import load_items
 from engine.learning.arms import Arms, baseline_policy
-from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
+from engine.ledger import RunLedger
+from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
@@ -36,7 +33,6 @@ from engine.types import (
     Recipe,
     Recipient,
     SendResult,
-    SendStatus,
     Variant,
 )
 from engine.variants import offered_variants
@@ -46,13 +42,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 log = logging.getLogger(__name__)
-
-_STATUS_FOR = {
-    SendStatus.SENT: LedgerStatus.SENT,
-    SendStatus.TEMPORARY_FAILURE: LedgerStatus.DEFERRED,
-    SendStatus.PERMANENT_FAILURE: LedgerStatus.FAILED,
-    SendStatus.UNKNOWN: LedgerStatus.UNKNOWN,
-}
 
 
 # Every ledger row of a batch carries the same keys, so one multi-row INSERT takes them.
@@ -113,61 +102,26 @@ class CampaignRun:
         self.policy: Policy | None = None
         self.recipe: Recipe | None = None
         self.items: dict[str, Item] = {}
+        self.ledger = RunLedger(engine, run_id, campaign.name)
 
     # -- preparation --------------------------------------------------------------------
     def _open_run(self, scheduled_for: datetime | None) -> None:
-        with session_scope(self.engine.db) as session:
-            insert_ignore(
-                session,
-                RunRow,
-                [
-                    {
-                        "id": self.run_id,
-                        "campaign": self.campaign.name,
-                        "scheduled_for": as_utc(scheduled_for) if scheduled_for else None,
-                        "status": "running",
-                        "started_at": utcnow(),
-                    }
-                ],
-            )
-            session.execute(
-                update(RunRow)
-                .where(col(RunRow.id) == self.run_id)
-                .values(status="running", error=None, finished_at=None)
-            )
-            upsert(
-                session,
-                VariantRow,
-                [
-                    {
-                        "campaign": self.campaign.name,
-                        "key": v.key,
-                        "subject": v.subject,
-                        "template": v.template,
-                        "features": dict(v.features),
-                    }
-                    for v in self.variants
-                ],
-                key=["campaign", "key"],
-            )
-            # A pending row from an interrupted run may or may not have left: never resend.
-            session.execute(
-                update(LedgerRow)
-                .where(col(LedgerRow.run_id) == self.run_id)
-                .where(col(LedgerRow.status) == LedgerStatus.PENDING)
-                .values(status=LedgerStatus.UNKNOWN, error="interrupted before the outcome")
-            )
+        variants = [
+            {
+                "campaign": self.campaign.name,
+                "key": v.key,
+                "subject": v.subject,
+                "template": v.template,
+                "features": dict(v.features),
+            }
+            for v in self.variants
+        ]
+        # Settles what dead workers held; a live worker's rows stay its own.
+        self.ledger.open(scheduled_for, variants)
 
     def _done_among(self, page: Sequence[Recipient]) -> set[str]:
         """The recipients of ``page`` that already have a ledger row in this run."""
-        ids = [r.recipient_id for r in page]
-        with session_scope(self.engine.db) as session:
-            stmt = (
-                select(col(LedgerRow.recipient_id))
-                .where(col(LedgerRow.run_id) == self.run_id)
-                .where(col(LedgerRow.recipient_id).in_(ids))
-            )
-            return set(session.scalars(stmt).all())
+        return self.ledger.recipients_done([r.recipient_id for r in page])
 
     def _still_in_audience(self, recipient_ids: Sequence[str]) -> dict[str, Recipient]:
         """The recipients of ``recipient_ids`` the audience filter still selects, by id."""
@@ -268,16 +222,10 @@ class CampaignRun:
         return rows
 
     def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
-        """Insert the batch's rows; return the pending ones this process now owns."""
-        with session_scope(self.engine.db) as session:
-            landed = insert_returning(session, LedgerRow, rows, "decision_id", "status")
-        owned = [decision for decision, status in landed if status == LedgerStatus.PENDING]
-        self.summary.skipped += sum(1 for _, status in landed if status == LedgerStatus.SKIPPED)
-        if not owned:
-            return []
-        with session_scope(self.engine.db) as session:
-            stmt = select(LedgerRow).where(col(LedgerRow.decision_id).in_(owned))
-            return list(session.scalars(stmt).all())
+        """Insert the batch's rows; return the pending ones this worker now holds."""
+        owned, skipped = self.ledger.claim(rows)
+        self.summary.skipped += skipped
+        return owned
 
     def _message(self, row: LedgerRow, recipient: Recipient) -> Message:
         variant = next(v for v in self.variants if v.key == row.variant)
@@ -322,53 +270,22 @@ class CampaignRun:
         return message
 
     def _record(self, messages: list[Message], results: list[SendResult]) -> None:
-        now = utcnow()
-        changes = []
-        for message, result in zip(messages, results, strict=True):
-            status = _STATUS_FOR[result.status]
-            changes.append(
-                {
-                    "id": message.send_id,
-                    "status": status,
-                    "provider_id": result.provider_id,
-                    "error": result.error,
-                    "sent_at": now if status == LedgerStatus.SENT else None,
-                }
-            )
+        statuses = self.ledger.record(results)
+        for message, status in zip(messages, statuses, strict=True):
             setattr(self.summary, status, getattr(self.summary, status) + 1)
             if status == LedgerStatus.SENT:
                 key = message.metadata["variant"]
                 self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
-        if changes:
-            with session_scope(self.engine.db) as session:
-                session.execute(update(LedgerRow), changes)  # one executemany, by primary key
         for message, result in zip(messages, results, strict=True):
             self.engine.pm.hook.message_sent(engine=self.engine, message=message, result=result)
 
-    def _store_links(self, messages: list[Message]) -> None:
-        """Links are stored before sending, so a click that comes back at once resolves."""
-        changes = [
-            {
-                "id": m.send_id,
-                "links": m.metadata["links"],
-                "link_items": m.metadata.get("link_items") or None,
-                "message_id": m.message_id,
-            }
-            for m in messages
-        ]
-        if changes:
-            with session_scope(self.engine.db) as session:
-                session.execute(update(LedgerRow), changes)
+    def _store_links(self, messages: list[Message]) -> list[Message]:
+        """Hand the batch over: links are stored before sending, so a click that comes back
+        at once resolves. Returns the messages this worker still holds (its lease)."""
+        return self.ledger.hand_over(messages)
 
-    def _fail(self, rows: Sequence[LedgerRow], status: str, error: str) -> None:
-        with session_scope(self.engine.db) as session:
-            ids = [r.id for r in rows]
-            session.execute(
-                update(LedgerRow)
-                .where(col(LedgerRow.id).in_(ids))
-                .where(col(LedgerRow.status) == LedgerStatus.PENDING)
-                .values(status=status, error=error[:2000])
-            )
+    def _fail(self, rows: Sequence[LedgerRow], error: str) -> None:
+        self.ledger.fail([r.id for r in rows if r.id is not None], error)
 
     # -- the run ------------------------------------------------------------------------
     def _reclaim_deferred(
@@ -379,19 +296,9 @@ class CampaignRun:
         The decision stays as logged; a recipient who became ineligible meanwhile (an
         unsubscribe) is not retried.
         """
-        with session_scope(self.engine.db) as session:
-            stmt = (
-                update(LedgerRow)
-                .where(col(LedgerRow.run_id) == self.run_id)
-                .where(col(LedgerRow.status) == LedgerStatus.DEFERRED)
-                .values(status=LedgerStatus.PENDING, error=None)
-                .returning(col(LedgerRow.id))
-            )
-            ids = list(session.scalars(stmt).all())
-        if not ids:
+        rows = self.ledger.reclaim_deferred()
+        if not rows:
             return []
-        with session_scope(self.engine.db) as session:
-            rows = list(session.scalars(select(LedgerRow).where(col(LedgerRow.id).in_(ids))))
         people = lookup([r.recipient_id for r in rows])
         present = list(people.values())
         reasons = self.engine.ineligible(self.campaign, present)
@@ -401,7 +308,7 @@ class CampaignRun:
                 reasons.get(row.recipient_id) if row.recipient_id in people else "left the audience"
             )
             if reason:
-                self._fail([row], LedgerStatus.FAILED, f"not retried: {reason}")
+                self._fail([row], f"not retried: {reason}")
             else:
                 retry.append(row)
         return retry
@@ -412,15 +319,12 @@ class CampaignRun:
         """Render, store links, send and record one batch of rows this process owns."""
         try:
             messages = list(executor.map(lambda r: self._message(r, people[r.recipient_id]), rows))
-            self._store_links(messages)
+            messages = self._store_links(messages)
         except Exception as exc:  # nothing of this batch left: the rows failed
-            self._fail(rows, LedgerStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            self._fail(rows, f"{type(exc).__name__}: {exc}")
             raise
-        try:
-            results = backend.send(messages) if messages else []
-        except Exception as exc:  # some may have left: ambiguous, never resent
-            self._fail(rows, LedgerStatus.UNKNOWN, f"{type(exc).__name__}: {exc}")
-            raise
+        # If the backend raises, the rows settle from the journal (in flight: unknown).
+        results = self.ledger.transmit(backend, messages)
         self._record(messages, results)
 
     def execute(
@@ -502,12 +406,7 @@ class CampaignRun:
         return True
 
     def _close_run(self, status: str, error: str | None = None) -> None:
-        with session_scope(self.engine.db) as session:
-            session.execute(
-                update(RunRow)
-                .where(col(RunRow.id) == self.run_id)
-                .values(status=status, finished_at=utcnow(), error=error and error[:2000])
-            )
+        self.ledger.close(status, error)
 
 
 def run_campaign(

@@ -15,6 +15,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.features",
     "plugins.features_history",
     "plugins.eligibility",
+    "plugins.forgotten",
     "plugins.deliverability",
     "plugins.rewards",
     "plugins.executors",

@@ -92,7 +92,7 @@ def render_variants(
 
 def write_preview(messages: Sequence[Message], directory: Path) -> list[Path]:
     """Write each message as ``<variant>.html`` and ``<variant>.eml``; return the paths."""
-    from plugins.delivery.mime import build_mime, mime_bytes
+    from plugins.delivery.mime import message_bytes
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -100,7 +100,7 @@ def write_preview(messages: Sequence[Message], directory: Path) -> list[Path]:
         key = str(message.metadata["variant"])
         html, eml = directory / f"{key}.html", directory / f"{key}.eml"
         html.write_text(message.html, encoding="utf-8")
-        eml.write_bytes(mime_bytes(build_mime(message)))
+        eml.write_bytes(message_bytes(message))
         written += [html, eml]
     return written
 

@@ -71,7 +71,7 @@ class Renderer:
         self.env = ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(self.templates_dir),
             undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(("html", "htm"), default_for_string=False),
+            autoescape=is_html_template,
             # No stat() per message: ``check`` (run at the start of every run) reloads.
             auto_reload=False,
         )
@@ -161,10 +161,26 @@ class Renderer:
         except Exception as exc:
             raise self._error(variant, name, exc) from exc
 
+    def compile(self, variant: Variant) -> None:
+        """Compile the variant's subject, body and text sibling without rendering them;
+        a syntax error is a ``TemplateError`` naming the template and line."""
+        try:
+            self.subject_env.from_string(variant.subject)
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._error(variant, "subject", exc) from exc
+        for name in (variant.template, text_sibling(variant.template)):
+            try:
+                self.env.get_template(name)
+            except jinja2.TemplateNotFound as exc:
+                if name == variant.template or exc.name != name:
+                    raise self._error(variant, name, exc) from exc
+            except jinja2.TemplateSyntaxError as exc:
+                raise self._error(variant, name, exc) from exc
+
     def _render_text(self, variant: Variant, context: dict[str, Any]) -> str | None:
         """The sibling ``.txt`` template rendered, or None when there is none."""
-        name = PurePosixPath(variant.template).with_suffix(".txt").as_posix()
-        if name == variant.template or name in self._missing:
+        name = text_sibling(variant.template)
+        if name in self._missing:
             return None
         try:
             template = self.env.get_template(name)
@@ -222,6 +238,41 @@ class Renderer:
         except (ValueError, OSError):
             return None
         return path.as_posix()
+
+
+_HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+_JINJA_SUFFIXES = (".j2", ".jinja", ".jinja2")
+
+
+def is_text_template(name: str | None) -> bool:
+    """A text part (``x.txt``, ``x.txt.j2``...): a ``.txt`` among the name's suffixes."""
+    return name is not None and ".txt" in PurePosixPath(name).suffixes
+
+
+def is_html_template(name: str | None) -> bool:
+    """Whether Jinja autoescapes ``name``: every template but a text part is HTML, whatever
+    its extension (``.html``, ``.html.j2``, ``.jinja``, ``.j2``, ``.xhtml``, none)."""
+    return not is_text_template(name)
+
+
+def text_sibling(name: str) -> str:
+    """The text part's template for the body ``name``: ``.txt`` in place of ``.html``
+    (``.htm``, ``.xhtml``), else before a ``.j2``/``.jinja`` suffix, else appended.
+
+    ``x.html`` ↔ ``x.txt``, ``x.html.j2`` ↔ ``x.txt.j2``, ``x.j2`` ↔ ``x.txt.j2``,
+    ``x.jinja`` ↔ ``x.txt.jinja``, ``x`` ↔ ``x.txt``.
+    """
+    path = PurePosixPath(name)
+    suffixes = path.suffixes
+    stem = path.name[: len(path.name) - len("".join(suffixes))]
+    lowered = [suffix.lower() for suffix in suffixes]
+    if html := [n for n, suffix in enumerate(lowered) if suffix in _HTML_SUFFIXES]:
+        suffixes[html[0]] = ".txt"
+    elif lowered and lowered[-1] in _JINJA_SUFFIXES:
+        suffixes.insert(len(suffixes) - 1, ".txt")
+    else:
+        suffixes.append(".txt")
+    return path.with_name(stem + "".join(suffixes)).as_posix()
 
 
 class ItemLinks:

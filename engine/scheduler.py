@@ -1,4 +1,5 @@
-"""APScheduler wiring: a cron job per scheduled campaign and the periodic reward join.
+"""APScheduler wiring: a cron job per scheduled campaign, the periodic reward join, the
+retry of deferred sends and (with ``retention`` set) the retention job.
 
 Misfire grace, coalescing and ``max_instances=1`` are set explicitly. A campaign job names
 its run after the cron tick it belongs to, so a tick fired twice resumes the same run.
@@ -20,6 +21,7 @@ from sqlmodel import col, select
 
 from engine.campaigns import cron_trigger
 from engine.db import session_scope
+from engine.forgetting import apply_retention
 from engine.leader import Leadership
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
 from engine.pipeline import RunSummary, run_campaign, run_id_for
@@ -88,6 +90,11 @@ def reward_job(engine: Engine) -> RewardJoinSummary:
     return summary
 
 
+RETENTION_INTERVAL_SECONDS = 3600
+"""How often the retention job anonymizes what has grown older than ``retention``
+(hourly: a server restarted every day still runs it)."""
+
+
 def train_job(engine: Engine) -> dict[str, str | None]:
     """The periodic challenger training of every campaign; the promoted version of each."""
     from engine.learning.challengers import train_challengers
@@ -128,6 +135,8 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
     if start_rewards:
         periodic.append((reward_job, config.reward_interval_seconds, "rewards", "reward join"))
         periodic.append((train_job, config.train_interval_seconds, "train", "train challengers"))
+    if engine.settings.retention is not None:
+        periodic.append((apply_retention, RETENTION_INTERVAL_SECONDS, "retention", "retention"))
     for job, seconds, job_id, name in periodic:
         scheduler.add_job(
             job,

@@ -7,12 +7,12 @@ outside version control) and are masked in ``repr``.
 from __future__ import annotations
 
 import os
-import secrets
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,8 +24,10 @@ from pydantic import (
     field_validator,
 )
 
+from engine.addresses import check_sender
 from engine.durations import duration_field
 from engine.errors import ConfigError
+from engine.secret import checked_env_secret, read_secret_file
 
 CONFIG_FILE = Path("config") / "tailormail.toml"
 ENV_PREFIX = "TAILORMAIL_"
@@ -43,6 +45,11 @@ class DeliverySettings(_Strict):
 
     backend: str = "outbox"
     batch_size: int = Field(default=100, ge=1)
+    # How long a worker's claim on its ledger rows lasts unless renewed (every third of it);
+    # a dead worker's rows are taken over after it (at once on the same host).
+    lease_seconds: int = Field(default=60, ge=3)
+    # Each sending worker's hand-over journal (one batch long, deleted when it stops).
+    journal_dir: str = "journal"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -90,6 +97,8 @@ class Settings(_Strict):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     frequency_cap: timedelta | None = None  # across all campaigns; each campaign has its own
+    # Ledger rows and events older than this are anonymized by a daily job (docs/guide.md).
+    retention: timedelta | None = None
     _env_sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def env_variables(self, prefix: str) -> list[str]:
@@ -100,7 +109,7 @@ class Settings(_Strict):
             if key == prefix or key.startswith(prefix + ".")
         )
 
-    @field_validator("frequency_cap", mode="before")
+    @field_validator("frequency_cap", "retention", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return duration_field(value)
@@ -108,9 +117,17 @@ class Settings(_Strict):
     @field_validator("tracking_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an absolute http:// or https:// URL")
+        if parts.query or parts.fragment or any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} must have no query, fragment or spaces")
         return value.rstrip("/")
+
+    @field_validator("from_address")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return check_sender(value)
 
     def path(self, relative: str | Path) -> Path:
         """Resolve a configured path against the project directory."""
@@ -130,12 +147,7 @@ class Settings(_Strict):
         """The signing secret: ``TAILORMAIL_SECRET``, else the secret file (created once)."""
         if self.secret is not None:
             return self.secret.get_secret_value().encode()
-        path = self.path(self.secret_file)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
-        return path.read_text().strip().encode()
+        return read_secret_file(self.path(self.secret_file))
 
 
 def _set_nested(target: dict[str, Any], dotted: list[str], value: Any) -> None:
@@ -243,7 +255,8 @@ def format_validation_error(
         if problem["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key '{key}'")
         else:
-            lines.append(f"{where}: invalid value for '{key}': {problem['msg']}")
+            reason = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: invalid value for '{key}': {reason}")
     return "\n".join(lines)
 
 
@@ -283,8 +296,8 @@ def load_settings(
     if overrides:
         data = _merge(data, _lift_backend_tables(dict(overrides)))
     data["project_dir"] = project_dir
-    if environ.get("TAILORMAIL_SECRET"):
-        data["secret"] = environ["TAILORMAIL_SECRET"]
+    if "TAILORMAIL_SECRET" in environ:
+        data["secret"] = checked_env_secret(environ["TAILORMAIL_SECRET"]).decode()
     elif "secret" in data:
         raise ConfigError(
             f"{config_path}: key 'secret' must not hold a secret; set TAILORMAIL_SECRET "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 Context = dict[str, Any]
 """A recipient's context: str values are categorical features, int/float numeric ones,
@@ -156,13 +156,32 @@ class SendResult:
     rejected: bool = False  # the recipient's server refused the address itself (hard bounce)
 
 
+class HandoverObserver(Protocol):
+    """Told about each message just before it goes to the transport and once it is answered.
+
+    The engine's hand-over journal is one: after a crash it tells the messages that were
+    with the transport (ambiguous) from those that never reached it (sent again).
+    """
+
+    def handing_over(self, message: Message) -> None: ...
+
+    def outcome(self, result: SendResult) -> None: ...
+
+
 class DeliveryBackend:
     """Base class for delivery backends: a context manager whose ``send`` delivers a batch.
 
     Subclasses override ``send`` and, where they hold a connection, ``open``/``close``.
+    A backend that delivers message by message sets ``reports_handover = True`` and calls
+    ``handing_over(message)`` just before each message goes and ``handed(result)`` right
+    after (``send_each`` does both): then a crash costs only the messages in flight. Any
+    other backend's batch counts as handed over as a whole when ``send`` is called.
     """
 
     name = "base"
+    reports_handover: ClassVar[bool] = False
+    observer: HandoverObserver | None = None
+    """Set by the engine before ``send``; ``None`` outside a campaign run."""
 
     def open(self) -> None:
         """Acquire resources (a connection); called on ``__enter__``."""
@@ -173,6 +192,37 @@ class DeliveryBackend:
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Deliver ``messages``; return one result per message, in order."""
         raise NotImplementedError
+
+    def handing_over(self, message: Message) -> None:
+        """Report that ``message`` goes to the transport now (call it before it goes)."""
+        if self.observer is not None:
+            self.observer.handing_over(message)
+
+    def handed(self, result: SendResult) -> SendResult:
+        """Report the transport's answer for one message; returns ``result``."""
+        if self.observer is not None:
+            self.observer.outcome(result)
+        return result
+
+    def send_each(
+        self, messages: Sequence[Message], send_one: Callable[[Message], SendResult]
+    ) -> list[SendResult]:
+        """``send`` for a backend that delivers one at a time, reporting each hand-over."""
+        results = []
+        for message in messages:
+            self.handing_over(message)
+            results.append(self.handed(send_one(message)))
+        return results
+
+    def reconcile(self, send_ids: Sequence[int]) -> dict[int, SendResult]:
+        """What the transport knows about sends whose outcome is unknown.
+
+        For each send id it can answer for: ``SENT`` (it has the message) or
+        ``TEMPORARY_FAILURE`` (it certainly never got it: the run sends it again). Ids left
+        out stay unknown. The default knows nothing; the ``outbox`` backend looks in its
+        folder.
+        """
+        return {}
 
     def __enter__(self) -> DeliveryBackend:
         self.open()

@@ -150,7 +150,11 @@ def configure_handlers(engine: Engine) -> None:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"plugins.webhooks.{provider}.{where}: {first['msg']}") from None
+            message = f"plugins.webhooks.{provider}.{where}: {first['msg']}"
+            variables = engine.settings.env_variables(f"plugins.webhooks.{provider}.{where}")
+            if variables:  # the mistake is in the environment, not in the file
+                message += f" (set by {', '.join(variables)})"
+            raise ConfigError(message) from None
         try:
             handler.configure(options)
         except ValueError as exc:

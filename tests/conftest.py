@@ -145,7 +145,7 @@ class Project:
         delivery = {"backend": backend} | overrides.pop("delivery", {})
         settings = load_settings(
             project_dir=self.root,
-            environ={"TAILORMAIL_SECRET": "test-secret"},
+            environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
             overrides={"database_url": self.db_url, "delivery": delivery} | overrides,
         )
         return Engine(settings=settings, plugins=plugins, load_entry_points=False)

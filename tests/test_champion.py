@@ -181,3 +181,23 @@ def test_rollback_restores_an_earlier_model_and_decisions_log_its_version(projec
         f"pinned {earliest.version}",
     )
     engine.close()
+
+
+def test_a_challenger_ahead_only_by_chance_is_not_promoted(tmp_path: Path) -> None:
+    """b is a little better (13% against 10%): on this seed the always-b challenger's
+    estimate is ahead of the uniform champion, but its interval reaches below zero."""
+    project = make_project(tmp_path / "p", f"sqlite:///{tmp_path}/t.db")
+    project.add_campaign("close", policy="uniform")
+    engine = project.engine()
+    project.seed(engine, people=500)
+    close = {"a": {"a": 0.10, "b": 0.13}, "b": {"a": 0.10, "b": 0.13}}
+    send_and_reward(engine, "close", runs=2, rng=random.Random(4), table=close)
+    always_b = {"name": "fixed", "params": {"variant": "b"}}
+    report = train_challengers(engine, engine.campaign("close"), [always_b])
+    (outcome,) = report.outcomes
+    assert outcome.difference.value > 0 > outcome.difference.ci_low, outcome.difference
+    assert not outcome.promoted and report.promoted is None
+    (row,) = versions(engine, "close")
+    assert row.decision == "not promoted" and not row.blob
+    assert "the lower bound is not above zero" in (row.reason or "")
+    engine.close()

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     campaign = project / "config" / "campaigns" / f"{CAMPAIGN}.toml"
     text = campaign.read_text()
     assert 'attribution_window = "3d"' in text
-    campaign.write_text(text.replace('attribution_window = "3d"', 'attribution_window = "0s"'))
+    # The shortest window start-up accepts (zero is refused): it has closed by `rewards`.
+    campaign.write_text(text.replace('attribution_window = "3d"', 'attribution_window = "1s"'))
     ok(tailormail("import", "recipients", "people.csv", cwd=project))
     ok(tailormail("import", "items", "items.csv", cwd=project))
     ok(tailormail("send", CAMPAIGN, "--new-run", "first", cwd=project))
@@ -68,6 +70,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert row.sent_at is not None
         human = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
         record_event(engine, TrackingEvent(EventType.CLICK, row.id, row.sent_at, user_agent=human))
+    time.sleep(1.1)  # every email's one-second window closes (a wait, not a timing assert)
     return project
 
 
@@ -78,7 +81,7 @@ def count(project: Path, stmt: object) -> int:
 
 @pytest.fixture(scope="module")
 def rewarded(shop: Path) -> str:
-    """The first ``tailormail rewards``: every email's (zero-length) window has closed."""
+    """The first ``tailormail rewards``: every email's (one-second) window has closed."""
     return ok(tailormail("rewards", cwd=shop))
 
 

@@ -256,7 +256,7 @@ def test_report_items_shows_clicks_per_item_and_position(sqlite_project: Project
     assert len(email_clicks(engine)) == 7  # one per send and item, the repeat stored once
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
-    env |= {"COLUMNS": "200", "TAILORMAIL_SECRET": "test-secret"}
+    env |= {"COLUMNS": "200", "TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"}
     command = [sys.executable, "-m", "engine", "report", "alerts", "--items"]
     done = subprocess.run(command, cwd=sqlite_project.root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -41,7 +41,7 @@ def webhook_engine(project: Project, signer: PostmarkSigner) -> Engine:
     """An engine of ``project`` (memory backend) with the Postmark webhook configured."""
     settings = load_settings(
         project_dir=project.root,
-        environ={"TAILORMAIL_SECRET": "test-secret"},
+        environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
         overrides={
             "database_url": project.db_url,
             "delivery": {"backend": "memory"},
@@ -219,7 +219,10 @@ def test_runs_shows_the_pause_and_resume_lifts_it(sqlite_project: Project) -> No
 
     def tailormail(*args: str) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
-        env = clean | {"TAILORMAIL_SECRET": "test-secret", "COLUMNS": "250"}
+        env = clean | {
+            "TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01",
+            "COLUMNS": "250",
+        }
         command = [sys.executable, "-m", "engine", "--project", str(sqlite_project.root), *args]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

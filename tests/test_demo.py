@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +14,18 @@ from engine.app import Engine
 from engine.db import session_scope
 from engine.demo import ARMS, MARKER, DemoResult, run_demo
 from engine.errors import TailormailError
-from engine.models import EventRow, LedgerRow, ModelVersionRow, RewardRow, RunRow
+from engine.item_report import item_report
+from engine.models import EventRow, InteractionRow, LedgerRow, ModelVersionRow, RewardRow, RunRow
 from engine.settings import load_settings
 from engine.simulation import (
+    TOPIC_AFFINITY,
     VARIANTS,
+    affinity,
     click_probability,
+    clicked_item_links,
+    item_appeal,
+    items_per_click,
+    make_catalogue,
     make_population,
     oracle_ctr,
     uniform_ctr,
@@ -58,7 +66,9 @@ def test_clicks_arrived_through_the_tracking_server(demo: DemoResult, engine: En
         .where(EventRow.bot.is_(False))  # type: ignore[attr-defined]
     )
     assert demo.clicks > 0
-    assert count(engine, human_clicks) == demo.clicks
+    # A reader who clicks opens one item link or more (engine.simulation's preferences).
+    item_clicks = sum(r.arms[name].item_clicks for r in demo.rounds for name in ARMS)
+    assert count(engine, human_clicks) == item_clicks >= demo.clicks
     unsubscribes = select(func.count()).select_from(EventRow).where(EventRow.type == "unsubscribe")
     assert count(engine, unsubscribes) == demo.unsubscribes
     assert demo.attributed_clicks == demo.clicks  # every click within its attribution window
@@ -107,3 +117,41 @@ def test_the_population_and_its_click_table() -> None:
     young_mobile = {"age_band": "young", "device": "mobile", "interest": "news"}
     assert max(VARIANTS, key=lambda v: click_probability(young_mobile, v)) == "visual"
     assert 0.07 < uniform_ctr(people, VARIANTS) < 0.10 < 0.14 < oracle_ctr(people) < 0.17
+
+
+def test_item_clicks_became_email_click_interactions(demo: DemoResult, engine: Engine) -> None:
+    # Every demo email links its items with item_url; a reader opens an item once at most.
+    stored = (
+        select(func.count()).select_from(InteractionRow).where(InteractionRow.kind == "email_click")
+    )
+    item_clicks = sum(r.arms[name].item_clicks for r in demo.rounds for name in ARMS)
+    assert count(engine, stored) == item_clicks > 0
+    for figures in demo.rounds:
+        content = figures.content
+        assert content is not None and content.items_shown > 0
+        assert 0 < content.expected_with < 0.2 and 0 < content.expected_without < 0.2
+    report = item_report(engine, "demo-vw")
+    assert report.sends > 0 and sum(rate.clicks for rate in report.positions) > 0
+
+
+def test_readers_open_items_of_their_topic_and_the_first_positions() -> None:
+    catalogue = make_catalogue()
+    reader = {"interest": "news"}
+    news = [item for item, _title, topic, _url in catalogue if topic == "news"]
+    others = [item for item, _title, topic, _url in catalogue if topic != "news"]
+    assert [affinity(reader, item) for item in news[:2]] == [
+        TOPIC_AFFINITY[0] * item_appeal(item) for item in news[:2]
+    ]
+    assert items_per_click(reader, news[:4]) > 2.0 > 1.3 > items_per_click(reader, others[:4])
+    assert items_per_click(reader, []) == 1.0
+    # The liked item in the first position draws more clicks than another topic after it.
+    best = max(news, key=item_appeal)
+    links = [("https://t/c/1", best), ("https://t/c/2", others[0]), ("https://t/c/3", best)]
+    coins = random.Random(5)
+    clicked = [url for _ in range(2000) for url in clicked_item_links(reader, links[:2], coins)]
+    assert clicked.count("https://t/c/1") > 2 * clicked.count("https://t/c/2") > 0
+    # One item linked twice is one item, clicked through its first link.
+    twice = {
+        url for _ in range(200) for url in clicked_item_links(reader, [links[0], links[2]], coins)
+    }
+    assert twice == {"https://t/c/1"}

@@ -77,7 +77,7 @@ def test_recipients_csv(db: Engine, tmp_path: Path) -> None:
     )
     assert progress == [3]
     rows = {row["id"]: row for row in table(db, "recipients")}
-    assert rows["u1"]["email"] == "Ann@example.com"
+    assert rows["u1"]["email"] == "ann@example.com"  # one spelling per mailbox
     assert attributes(rows["u1"]) == {"segment": "news", "age": 41}
     assert rows["u2"]["email"] == "bob@example.org"
     assert attributes(rows["u2"]) == {}
@@ -153,6 +153,32 @@ def test_interactions_csv_and_jsonl(db: Engine, tmp_path: Path) -> None:
     assert [i.item_id for i in load_interactions(db, since=since)] == ["i1", "i2", "i3"]
 
 
+def test_interactions_naming_unknown_ids_are_counted_and_rejected_when_strict(
+    db: Engine, tmp_path: Path
+) -> None:
+    """Issue 5 item 14: the import says how many interactions name nobody it knows."""
+    import_file(db, "recipients", write(tmp_path, "p.csv", "id,email\nu1,a@example.com\n"))
+    import_file(db, "items", write(tmp_path, "i.csv", "id\ni1\n"))
+    events = write(
+        tmp_path,
+        "e.csv",
+        "user_id,item_id,timestamp\n"
+        "u1,i1,1709294400\nghost,i1,1709294400\nghost,i9,1709294400\nu1,i9,1709294400\n",
+    )
+    summary = import_file(db, "interactions", events)
+    assert summary.inserted == 4  # kept: a recipe may learn from people who get no mail
+    described = [unknown.describe() for unknown in summary.unknown]
+    assert described == [
+        "2 interactions name recipients that are not imported (ghost)",
+        "2 interactions name items that are not imported (i9)",
+    ]
+    with pytest.raises(ImportFileError) as caught:
+        import_file(db, "interactions", events, strict=True)
+    assert (caught.value.row, caught.value.column) == (3, "user_id")
+    assert "names recipient 'ghost', which is not imported" in caught.value.reason
+    assert len(load_interactions(db)) == 4  # the strict import committed nothing
+
+
 def test_reimport_updates_existing_recipients(db: Engine, tmp_path: Path) -> None:
     first = write(tmp_path, "a.csv", "id,email,segment\nu1,a@example.com,news\nu2,b@x.io,x\n")
     import_file(db, "recipients", first)
@@ -210,6 +236,16 @@ BAD_FILES = [
     ("interactions", "e.jsonl", '{"user_id": "u", "item_id": "i"}\n', 1, "timestamp", "missing"),
     ("interactions", "e.jsonl", jsonl({"user_id": "u", "item_id": "i", "timestamp": True}), 1,
      "timestamp", "neither"),
+    # issue 5 item 13: one address, one recipient; no address that needs SMTPUTF8
+    ("recipients", "p.csv", "id,email\nu7,Kim@X.com\nu8,kim@x.COM\n", 3, "email", "row 2"),
+    ("recipients", "p.csv", "id,email\nu9,A@Example.com\n", 2, "email", "recipient 'u1'"),
+    ("recipients", "p.csv", "id,email\nu9,jörg@example.com\n", 2, "email", "SMTPUTF8"),
+    ("recipients", "p.csv", "id,email\nu9,a@-bad-.com\n", 2, "email", "not an email"),
+    # issue 5 items 4 and 14: a duplicate key, a line nested 100,000 deep
+    ("recipients", "p.jsonl", '{"id": "u9", "email": "q@x.com", "id": "u8"}\n', 1, None,
+     "'id' appears twice"),
+    ("items", "i.jsonl", '{"id": "i9", "a": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1, None,
+     "nested too deeply"),
 ]  # fmt: skip
 
 

@@ -113,3 +113,6 @@ def test_a_line_nobody_can_read_is_kept_aside_and_the_rest_is_stored(engine: Eng
     assert len(clicks(engine)) == 3
     [kept] = [json.loads(line) for line in (directory / REJECTED_FILE).read_text().splitlines()]
     assert kept["line"] == '{"q": 4, "torn": tru' and kept["why"].startswith("unreadable")
+    # Issue 5 item 15: whatever the spool holds is readable by its owner only.
+    for path in (directory, *directory.iterdir()):
+        assert path.stat().st_mode & 0o077 == 0, path

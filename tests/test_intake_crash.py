@@ -33,7 +33,7 @@ from engine.web import BackgroundServer
 from engine.web.intake import spool_dir
 
 HUMAN_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789-0123456789-01"
 DEADLINE = 120.0  # seconds; generous: these only fail on a hang
 _CLICK_PATH = re.compile(r'href="https?://[^/"]+(/c/[A-Za-z0-9_-]+)"')
 

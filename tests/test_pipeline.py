@@ -101,23 +101,25 @@ def test_resuming_an_interrupted_run_never_resends(project: Project) -> None:
     assert len(ledger(resumed)) == 20
 
 
-def test_pending_rows_of_a_killed_run_become_unknown_and_are_not_resent(
-    project: Project,
-) -> None:
+def test_a_live_workers_pending_rows_are_left_alone_until_it_stops(project: Project) -> None:
     engine = project.engine()
     project.seed(engine, people=6)
-    run = CampaignRun(engine, engine.campaign("alerts"), "killed")
+    run = CampaignRun(engine, engine.campaign("alerts"), "shared")
     run._open_run(None)
     people = engine.audience(engine.campaign("alerts"))
     run._prepare_models(people[0])
-    # The process claimed two rows and died before their messages left.
+    # This worker claimed two rows and is still alive (its lease held) when another resumes.
     claimed = run._claim(run._decide(people[:2]))
     assert len(claimed) == 2
-    summary = run_campaign(engine, "alerts", run_id="killed")
-    assert (summary.already_done, summary.sent) == (2, 4)
-    statuses = sorted(r.status for r in ledger(engine))
-    assert statuses == ["sent"] * 4 + ["unknown"] * 2
-    assert len(delivered_to(engine)) == 4
+    other = run_campaign(project.engine(), "alerts", run_id="shared")
+    assert (other.already_done, other.sent) == (2, 4)
+    assert sorted(r.status for r in ledger(engine)) == ["pending"] * 2 + ["sent"] * 4
+    # The first worker stops without sending: its rows never left, so they are retried.
+    run._close_run("failed", "stopped")
+    assert {r.status for r in ledger(engine) if r.id in {c.id for c in claimed}} == {"deferred"}
+    last = run_campaign(engine, "alerts", run_id="shared")
+    assert (last.retried, last.sent) == (2, 2)
+    assert sorted(r.status for r in ledger(engine)) == ["sent"] * 6
 
 
 def test_decisions_are_reproducible_from_the_decision_id(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import Callable
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ from engine import hookimpl
 from engine.app import Engine
 from engine.db import session_scope
 from engine.errors import ConfigError
-from engine.models import EventRow, LedgerRow, LedgerStatus
+from engine.models import EventRow, LedgerRow, LedgerStatus, SuppressionRow
 from engine.pipeline import run_campaign
 from engine.settings import load_settings
 from engine.types import SendResult, SendStatus
@@ -574,6 +575,41 @@ def test_a_bad_backend_option_stops_the_engine_at_start_up(sqlite_project: Proje
     assert str(info.value).startswith("delivery.postmark.batch_size: Input should be")
 
 
+class MockedPostmark:
+    """Registers ``mocked_postmark``: the Postmark backend talking to a scripted provider."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    @hookimpl
+    def register_backends(self, register: Callable[[str, Any], None]) -> None:
+        register(
+            "mocked_postmark",
+            lambda engine, **options: PostmarkBackend(
+                engine, transport=httpx.MockTransport(self.provider), **options
+            ),
+        )
+
+
+def test_postmark_inactive_recipient_is_suppressed_as_a_hard_bounce(
+    sqlite_project: Project,
+) -> None:
+    answers = [{"ErrorCode": 0, "MessageID": "pm-0"}, {"ErrorCode": 406, "Message": "Inactive"}]
+    provider = Provider(httpx.Response(200, json=answers))
+    engine = sqlite_project.engine(
+        "mocked_postmark",
+        plugins=[MockedPostmark(provider)],
+        delivery={"mocked_postmark": {"batch_size": 2}},
+    )
+    sqlite_project.seed(engine, people=2)
+    run_campaign(engine, "alerts", run_id="r1")
+    with session_scope(engine.db) as session:
+        rows = session.exec(select(LedgerRow).order_by(col(LedgerRow.id))).all()
+        refused = next(row for row in rows if row.status == LedgerStatus.FAILED)
+        suppression = session.get(SuppressionRow, refused.email)
+    assert suppression is not None and suppression.reason == "hard_bounce"
+
+
 def test_provider_message_ids_join_webhook_events_to_the_ledger(
     sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -582,28 +618,18 @@ def test_provider_message_ids_join_webhook_events_to_the_ledger(
         httpx.Response(200, json=[{"ErrorCode": 0, "MessageID": f"pm-{i}"} for i in range(3)])
     )
 
-    class MockedPostmark:
-        @hookimpl
-        def register_backends(self, register: Callable[[str, Any], None]) -> None:
-            register(
-                "mocked_postmark",
-                lambda engine, **options: PostmarkBackend(
-                    engine, transport=httpx.MockTransport(provider), **options
-                ),
-            )
-
     hooks = PostmarkSigner()
     monkeypatch.setenv("TEST_POSTMARK_PASSWORD", hooks.password)
     settings = load_settings(
         project_dir=sqlite_project.root,
-        environ={"TAILORMAIL_SECRET": "test-secret"},
+        environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
         overrides={
             "database_url": sqlite_project.db_url,
             "delivery": {"backend": "mocked_postmark", "mocked_postmark": {"batch_size": 3}},
             "plugins": {"webhooks": {"postmark": hooks.options()}},
         },
     )
-    engine = Engine(settings=settings, plugins=[MockedPostmark()], load_entry_points=False)
+    engine = Engine(settings=settings, plugins=[MockedPostmark(provider)], load_entry_points=False)
     sqlite_project.seed(engine, people=3)
     run_campaign(engine, "alerts", run_id="r1")
     with session_scope(engine.db) as session:
@@ -625,3 +651,36 @@ def test_provider_message_ids_join_webhook_events_to_the_ledger(
     with session_scope(engine.db) as session:
         (stored,) = session.exec(select(EventRow)).all()
     assert stored.send_id == sent["pm-1"][0]
+
+
+def test_a_bad_option_of_a_backend_not_in_use_also_stops_start_up(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked without building it: its key variable need not be set yet."""
+    monkeypatch.delenv("SENDGRID_API_KEY")
+    engine = sqlite_project.engine("memory", delivery={"sendgrid": {"sandbox_mode": True}})
+    assert engine.settings.delivery.backend == "memory"
+    with pytest.raises(ConfigError) as info:
+        sqlite_project.engine("memory", delivery={"sendgrid": {"api_kye_env": "X"}})
+    assert str(info.value) == "delivery.sendgrid: unknown option 'api_kye_env'"
+
+
+def test_ses_can_take_credentials_from_botocores_chain(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigError, match=r"^delivery.ses.credentials: botocore found no"):
+        SESBackend(None, credentials="aws")
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n"
+    )
+    provider = Provider(ok(SESBackend))
+    send_one(provider, SESBackend, credentials="aws")
+    (request,) = provider.requests
+    assert "Credential=AKIDPROFILE/" in request.headers["Authorization"]
+    signature = request.headers["Authorization"].rsplit("Signature=", 1)[1]
+    assert signature == _sigv4_signature(request, "profile-secret", "eu-west-1")

@@ -140,7 +140,7 @@ def test_the_cli_exits_2_with_a_clear_error_for_each_mistake(sqlite_project: Pro
     config = f'database_url = "{sqlite_project.db_url}"\n[delivery]\nbackend = "memory"\n'
     (sqlite_project.root / "config" / "tailormail.toml").write_text(config)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
-    env = clean | {"TAILORMAIL_SECRET": "test-secret", "COLUMNS": "200"}
+    env = clean | {"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01", "COLUMNS": "200"}
     mistakes = {
         ("preview", "nope"): "unknown campaign 'nope'",
         ("preview", "alerts", "--variant", "zz"): "has no variant 'zz'",

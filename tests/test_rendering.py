@@ -176,6 +176,32 @@ def test_recipient_values_are_autoescaped(tmp_path: Path) -> None:
     assert email.subject == "For <script>alert(1)</script>"
 
 
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ("a.html", "a.txt"),
+        ("a.html.j2", "a.txt.j2"),
+        ("a.jinja", "a.txt.jinja"),
+        ("a.j2", "a.txt.j2"),
+        ("a.xhtml", "a.txt"),
+        ("a.htm", "a.txt"),
+    ],
+)
+def test_every_body_template_is_autoescaped_and_finds_its_text_sibling(
+    tmp_path: Path, body: str, text: str
+) -> None:
+    """Issue 5 item 12: escaping depends on what the template is, not on its extension."""
+    write(tmp_path, f"weekly/{body}", "<p>Hi {{ recipient.first_name }}</p>")
+    write(tmp_path, f"weekly/{text}", "Hi {{ recipient.first_name }}")
+    renderer = Renderer(tmp_path, TOKENS, BASE)
+    variables = {**VARS, "recipient": {"first_name": "<b>Ada</b> & co"}}
+    email = renderer.render(
+        variant=Variant("a", "s", f"weekly/{body}"), variables=variables, send_id=1
+    )
+    assert "<p>Hi &lt;b&gt;Ada&lt;/b&gt; &amp; co</p>" in email.html
+    assert email.text.startswith("Hi <b>Ada</b> & co\n")  # the text part is not escaped
+
+
 def test_undefined_names_variant_template_and_line(tmp_path: Path) -> None:
     write(tmp_path, "weekly/b.html", "<p>\nHello\n{{ recipient.frist_name }}\n</p>")
     renderer = Renderer(tmp_path, TOKENS, BASE)

@@ -255,3 +255,110 @@ def test_recommend_without_a_catalogue_says_which_import_is_missing(sample: Path
     done = tailormail("recommend", "u001", "-k", "3", cwd=sample)
     assert done.returncode == 0, done.stderr
     assert "3 items for u001" in done.stdout
+
+
+# -- item 4: no expected failure prints a traceback; one line, exit 2, no markup --------
+def _deep_jsonl(project: Path) -> None:
+    deep = '{"id": "u1", "email": "a@example.com", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (project / "deep.jsonl").write_text(deep + "\n")
+
+
+START_UP_FAILURES = [
+    # (name, arguments, environment, phrases of the one error line)
+    ("postgres-scheme", ("report", "weekly-picks"),
+     {"TAILORMAIL_DATABASE_URL": "postgres://me@127.0.0.1/shop"}, ("write 'postgresql://'",)),
+    ("missing-driver", ("report", "weekly-picks"),
+     {"TAILORMAIL_DATABASE_URL": "postgresql+pg8000://me@127.0.0.1/shop"},
+     ("pip install 'tailormail[postgres]'",)),
+    ("unreachable", ("report", "weekly-picks"),
+     {"TAILORMAIL_DATABASE_URL": "postgresql+psycopg2://me:pw@127.0.0.1:{port}/shop"},
+     ("cannot open the database postgresql+psycopg2://me:***@127.0.0.1", "Connection refused")),
+    ("sqlite-path", ("report", "weekly-picks"),
+     {"TAILORMAIL_DATABASE_URL": "sqlite:///no/such/dir/shop.db"},
+     ("cannot create the database", "no/such/dir does not exist")),
+    ("empty-secret-file", ("report", "weekly-picks"), {"TAILORMAIL_SECRET_FILE": "empty"},
+     ("secret file", "empty is empty")),
+    ("secret-directory", ("report", "weekly-picks"), {"TAILORMAIL_SECRET_FILE": "templates"},
+     ("secret file", "templates is a directory")),
+    ("empty-secret-variable", ("report", "weekly-picks"), {"TAILORMAIL_SECRET": ""},
+     ("TAILORMAIL_SECRET is set but empty",)),
+    ("deep-jsonl", ("import", "recipients", "deep.jsonl"), {},
+     ("deep.jsonl, row 1: is nested too deeply",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "phrases"),
+    [case[1:] for case in START_UP_FAILURES],
+    ids=[case[0] for case in START_UP_FAILURES],
+)
+def test_expected_failures_are_one_line_and_exit_2(
+    sample: Path, args: tuple[str, ...], env: dict[str, str], phrases: tuple[str, ...]
+) -> None:
+    (sample / "empty").write_text("")
+    _deep_jsonl(sample)
+    env = {key: value.format(port=closed_port()) for key, value in env.items()}
+    done = tailormail(*args, cwd=sample, env=env)
+    fails(done, *phrases)
+    assert done.stderr.strip().count("\n") == 0, done.stderr  # one line
+
+
+def test_messages_keep_their_square_brackets_and_name_the_campaign(sample: Path) -> None:
+    """Items 4 and 11: '[policy]' is printed as is, and a policy error names its campaign."""
+    campaign = sample / "config" / "campaigns" / "weekly-picks.toml"
+    text = campaign.read_text()
+    campaign.write_text(text.replace("[policy]\n", "[policy]\nepsilonn = 0.1\n", 1))
+    fails(tailormail("report", "weekly-picks", cwd=sample), "campaign 'weekly-picks': [policy]")
+
+
+# -- items 10 and 11: start-up names the key (or the variable that set it) ---------------
+def test_start_up_names_the_key_or_the_environment_variable(sample: Path) -> None:
+    fails(
+        tailormail("report", "weekly-picks", cwd=sample, env={"TAILORMAIL_WEB__PORT": "eighty"}),
+        "TAILORMAIL_WEB__PORT: invalid value for 'web.port'",
+    )
+    config = sample / "config" / "tailormail.toml"
+    text = config.read_text().replace('"http://127.0.0.1:8025"', '"links.example.com"', 1)
+    config.write_text(text)
+    fails(
+        tailormail("report", "weekly-picks", cwd=sample),
+        "tailormail.toml: invalid value for 'tracking_base_url'",
+        "is not an absolute http:// or https:// URL",
+    )
+
+
+def test_a_template_syntax_error_stops_every_command_before_anything_is_sent(
+    sample: Path,
+) -> None:
+    imported(sample, "recipients", "items")
+    template = next((sample / "templates").rglob("*.html"))
+    template.write_text(template.read_text() + "\n{% for item in %}\n")
+    fails(tailormail("send", "weekly-picks", cwd=sample), "campaign 'weekly-picks': variant")
+    assert not (sample / "outbox").exists()
+
+
+# -- items 13 and 14: addresses are identities; imports report what they cannot link ------
+def test_one_address_in_two_cases_is_an_import_error_naming_both_rows(sample: Path) -> None:
+    (sample / "twins.csv").write_text("id,email\nk1,Kim@Example.com\nk2,kim@example.COM\n")
+    fails(
+        tailormail("import", "recipients", "twins.csv", cwd=sample),
+        "twins.csv, row 3, column 'email'",
+        "also the address of row 2 (recipient 'k1')",
+    )
+    (sample / "intl.csv").write_text("id,email\nj1,jörg@example.com\n")
+    fails(tailormail("import", "recipients", "intl.csv", cwd=sample), "row 2", "SMTPUTF8")
+
+
+def test_interactions_naming_unknown_people_are_reported_and_refused_when_strict(
+    sample: Path,
+) -> None:
+    imported(sample, "items")
+    done = tailormail("import", "interactions", "interactions.csv", cwd=sample)
+    assert done.returncode == 0, done.stderr
+    warning = " ".join(done.stderr.split())
+    assert re.search(r"warning: \d+ interactions name recipients that are not imported", warning)
+    fails(
+        tailormail("import", "interactions", "interactions.csv", "--strict", cwd=sample),
+        "names recipient",
+        "which is not imported",
+    )

@@ -27,6 +27,7 @@ from engine.app import Engine
 from engine.db import session_scope
 from engine.events import events_for, record_event
 from engine.models import (
+    CampaignSuppressionRow,
     EventRow,
     ItemRow,
     LedgerRow,
@@ -42,7 +43,7 @@ from engine.web import PIXEL, BackgroundServer
 from engine.web.tokens import LegacyTokens, Tokens
 from engine.webhooks import WebhookHandler, WebhookVerificationError
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789-0123456789-01"
 WEBHOOK_KEY = b"webhook-test-key"
 LINKS = ["https://example.com/a?x=1&y=2", "https://shop.example/b"]
 HUMAN_UA = (
@@ -360,6 +361,33 @@ def test_one_click_unsubscribe_suppresses_at_once_and_is_idempotent(
     assert len(suppressions(engine)) == 1
     assert [e.type for e in stored_events(engine)] == ["unsubscribe"]
     assert [e.type for e in observer.seen] == [EventType.UNSUBSCRIBE]
+
+
+def test_one_click_does_the_configured_scope_and_the_pages_say_which(
+    engine: Engine, client: httpx.Client
+) -> None:
+    """Issue 5 item 18: with ``unsubscribe_scope = "campaign"`` the mailbox's one-click
+    button stops this campaign only, says so, and offers the wider choice; repeated, it
+    changes nothing more."""
+    engine.settings.web.unsubscribe_scope = "campaign"
+    send_id = add_send(engine, email="kim@example.com")
+    path = f"/u/{engine.tokens.unsubscribe(send_id, 'alerts')}"
+    page = client.get(path).text  # both choices, nothing done
+    assert 'value="campaign"' in page and 'value="all"' in page
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    for _ in range(2):
+        answer = client.post(path, content=b"List-Unsubscribe=One-Click", headers=form)
+        assert answer.status_code == 200
+        assert "You are unsubscribed from the" in answer.text
+        assert "Our other emails may still reach you." in answer.text
+        assert 'value="all"' in answer.text  # the wider choice, offered
+    with session_scope(engine.db) as session:
+        scoped = list(session.scalars(select(CampaignSuppressionRow)).all())
+    assert [(s.email, s.campaign) for s in scoped] == [("kim@example.com", "alerts")]
+    assert suppressions(engine) == []
+    assert [(e.type, e.data["scope"]) for e in stored_events(engine)] == [
+        ("unsubscribe", "campaign")
+    ]
 
 
 def test_a_campaign_run_skips_a_recipient_who_unsubscribed(

@@ -64,7 +64,7 @@ def make_engine(root: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
     (root / "templates" / "a.html").write_text("<p>hi</p>")
     settings = load_settings(
         project_dir=root,
-        environ={"TAILORMAIL_SECRET": "s"},
+        environ={"TAILORMAIL_SECRET": "s" * 32},
         overrides={
             "database_url": f"sqlite:///{root}/t.db",
             "delivery": {"backend": "memory"},

@@ -77,7 +77,7 @@ class Kit:
         }
         settings = load_settings(
             project_dir=root,
-            environ={"TAILORMAIL_SECRET": "s"},
+            environ={"TAILORMAIL_SECRET": "s" * 32},
             overrides={
                 "database_url": f"sqlite:///{root}/t.db",
                 "delivery": {"backend": "memory"},
@@ -390,7 +390,7 @@ def test_a_bad_webhook_option_fails_at_start_up_naming_it(tmp_path: Path) -> Non
     ):
         settings = load_settings(
             project_dir=tmp_path,
-            environ={"TAILORMAIL_SECRET": "s"},
+            environ={"TAILORMAIL_SECRET": "s" * 32},
             overrides={
                 "database_url": f"sqlite:///{tmp_path}/t.db",
                 "plugins": {"webhooks": table},
@@ -404,7 +404,7 @@ def test_an_unconfigured_provider_answers_404(tmp_path: Path) -> None:
     (tmp_path / "config" / "campaigns").mkdir(parents=True)
     settings = load_settings(
         project_dir=tmp_path,
-        environ={"TAILORMAIL_SECRET": "s"},
+        environ={"TAILORMAIL_SECRET": "s" * 32},
         overrides={"database_url": f"sqlite:///{tmp_path}/t.db"},
     )
     with (

@@ -40,6 +40,7 @@ class LoggedDecision:
     sent_at: datetime | None = None
     policy: str | None = None
     arm: str | None = None
+    shadow_pmf: dict[str, float] | None = None  # apprentice mode: the policy's own pmf
 
 
 def usable(row: LedgerRow) -> bool:
@@ -64,6 +65,7 @@ def from_row(row: LedgerRow, reward: float, today: Iterable[Variant] = ()) -> Lo
         sent_at=row.sent_at,
         policy=row.policy,
         arm=row.arm,
+        shadow_pmf=dict(row.shadow["pmf"]) if row.shadow and row.shadow.get("pmf") else None,
     )
 
 

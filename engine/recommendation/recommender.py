@@ -118,24 +118,41 @@ class CampaignRecommender:
             ask *= 2
 
 
+def _kinds_but(db: SAEngine, kinds: list[str] | None, dropped: str) -> list[str]:
+    """``kinds`` (None: every stored kind) without ``dropped``."""
+    if kinds is None:
+        table = InteractionRow.__table__  # type: ignore[attr-defined]
+        with session_scope(db) as session:
+            kinds = [str(k) for k in session.scalars(select(table.c.kind).distinct())]
+    return [kind for kind in kinds if kind != dropped]
+
+
 def campaign_recommender(
-    engine: Engine, campaign: Campaign, run_id: str | None = None
+    engine: Engine, campaign: Campaign, run_id: str | None = None, *, email_clicks: bool = True
 ) -> CampaignRecommender:
-    """The campaign's recipe, fitted once per data change and shared by the run's workers."""
+    """The campaign's recipe, fitted once per data change and shared by the run's workers.
+
+    ``email_clicks=False`` builds the same recipe and filters as if no click inside an email
+    had ever been stored (what the demo compares the content loop against).
+    """
+    weight = campaign.email_click_weight if email_clicks else 0.0
     stored = fit_or_reuse(
         engine,
         campaign.recipe.name,
         campaign.recipe.params,
         run_id,
-        kind_weights={EMAIL_CLICK: campaign.email_click_weight},
+        kind_weights={EMAIL_CLICK: weight},
     )
     filters: FilterConfig = campaign.filters
     pm: pluggy.PluginManager = engine.pm
+    kinds = filters.interacted_kinds()
+    if not email_clicks and kinds != []:
+        kinds = _kinds_but(engine.db, kinds, EMAIL_CLICK)
     return CampaignRecommender(
         stored.recipe,
         catalogue={item.item_id: item for item in load_items(engine.db)},
         filters=filters,
-        seen=interacted_items(engine.db, filters.interacted_kinds()),
+        seen=interacted_items(engine.db, kinds),
         hook=pm.hook.filter_items,
         hook_args={"engine": engine, "campaign": campaign},
         fit=stored,

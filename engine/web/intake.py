@@ -120,7 +120,9 @@ class _Store:
         if event is not None:
             entry["event"] = repr(event)
         self.rejected.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with self.rejected.open("a", encoding="utf-8") as handle:
+        # Owner-only, like the event logs: a rejected record may hold an address.
+        fd = os.open(self.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
 
 

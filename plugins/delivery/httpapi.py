@@ -190,6 +190,11 @@ class HTTPBackend(DeliveryBackend):
         self._lock = threading.Lock()
         self._not_before = 0.0  # the provider said: no request before this time
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Validate a ``[delivery.<name>]`` table without building the backend."""
+        parse_options(cls.name, cls.Options, options)
+
     # -- what a provider implements ---------------------------------------------------
     @property
     def batch_limit(self) -> int:

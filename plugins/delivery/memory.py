@@ -25,6 +25,7 @@ class MemoryBackend(DeliveryBackend):
     """
 
     name = "memory"
+    reports_handover = True
 
     def __init__(self, engine: Engine | None = None, fail_for: Iterable[str] = (), **unknown: Any):
         if unknown:
@@ -41,7 +42,7 @@ class MemoryBackend(DeliveryBackend):
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Record each message; addresses in ``fail_for`` fail permanently."""
-        return [self._send_one(message) for message in messages]
+        return self.send_each(messages, self._send_one)
 
     def _send_one(self, message: Message) -> SendResult:
         try:

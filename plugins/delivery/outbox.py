@@ -31,10 +31,13 @@ class OutboxBackend(DeliveryBackend):
 
     ``path`` is relative to the project directory (to the working directory without an
     engine). Writing is atomic, so a reader never sees half a message, and idempotent per
-    send id, so a resumed run never leaves two files for one send.
+    send id, so a resumed run never leaves two files for one send. A send whose outcome
+    is unknown (the worker died while writing) is reconciled from the folder: its file is
+    there (sent) or it is not (never written: sent again), so delivery is exactly-once.
     """
 
     name = "outbox"
+    reports_handover = True
 
     def __init__(self, engine: Engine | None = None, path: str = "outbox", **unknown: Any):
         if unknown:
@@ -50,7 +53,19 @@ class OutboxBackend(DeliveryBackend):
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Write every message; a file-system error is a temporary failure for that message."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return [self._write(message) for message in messages]
+        return self.send_each(messages, self._write)
+
+    def reconcile(self, send_ids: Sequence[int]) -> dict[int, SendResult]:
+        """Sent if the send's file is in the folder, else never written (sent again)."""
+        answers = {}
+        for send_id in send_ids:
+            name = eml_name(send_id)
+            if (self.folder / name).is_file():
+                answers[send_id] = SendResult(send_id, SendStatus.SENT, provider_id=name)
+            else:
+                error = f"{name} is not in {self.folder}: never written"
+                answers[send_id] = SendResult(send_id, SendStatus.TEMPORARY_FAILURE, error=error)
+        return answers
 
     def _write(self, message: Message) -> SendResult:
         try:

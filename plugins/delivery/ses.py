@@ -13,7 +13,7 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -43,6 +43,9 @@ class SESOptions(HTTPOptions):
 
     region: str = "us-east-1"
     configuration_set: str | None = None
+    # "env": the three variables below; "aws": botocore's own chain (profiles, SSO,
+    # container and instance roles), refreshed as temporary credentials expire.
+    credentials: Literal["env", "aws"] = "env"
     access_key_id_env: str = "AWS_ACCESS_KEY_ID"
     secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
     session_token_env: str | None = None  # for temporary credentials (AWS_SESSION_TOKEN)
@@ -60,12 +63,25 @@ class SESBackend(HTTPBackend):
         super().__init__(engine, **kwargs)
         try:
             from botocore.auth import SigV4Auth
-            from botocore.credentials import Credentials
         except ImportError:
             raise ConfigError(
                 "delivery.ses needs botocore to sign requests: pip install 'tailormail[ses]'"
             ) from None
         options = self.options
+        self.signer = SigV4Auth(self._credentials(), "ses", options.region)
+        endpoint = options.endpoint_url or f"https://email.{options.region}.amazonaws.com"
+        self.url = endpoint.rstrip("/") + "/v2/email/outbound-emails"
+
+    def _credentials(self) -> Any:
+        from botocore.credentials import Credentials
+        from botocore.session import get_session
+
+        options = self.options
+        if options.credentials == "aws":
+            found = get_session().get_credentials()
+            if found is None:
+                raise ConfigError("delivery.ses.credentials: botocore found no AWS credentials")
+            return found
         key = secret_from(self.name, "access_key_id_env", options.access_key_id_env)
         secret = secret_from(self.name, "secret_access_key_env", options.secret_access_key_env)
         token = (
@@ -73,14 +89,11 @@ class SESBackend(HTTPBackend):
             if options.session_token_env
             else None
         )
-        credentials = Credentials(
+        return Credentials(
             key.get_secret_value(),
             secret.get_secret_value(),
             token.get_secret_value() if token else None,
         )
-        self.signer = SigV4Auth(credentials, "ses", options.region)
-        endpoint = options.endpoint_url or f"https://email.{options.region}.amazonaws.com"
-        self.url = endpoint.rstrip("/") + "/v2/email/outbound-emails"
 
     def payload(self, message: Message) -> bytes:
         """The ``SendEmail`` JSON body (``ValueError`` for a bad header)."""

@@ -25,7 +25,7 @@ from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from plugins.delivery.dkim import DKIMOptions, DKIMSigner
-from plugins.delivery.mime import build_mime, envelope_address, mime_bytes
+from plugins.delivery.mime import envelope_address, format_message_id, message_bytes
 from plugins.delivery.options import BackendOptions, parse_options
 from plugins.delivery.ratelimit import RateLimit
 from plugins.delivery.smtp_connection import (
@@ -95,6 +95,7 @@ class SMTPBackend(DeliveryBackend):
     """
 
     name = "smtp"
+    reports_handover = True  # each message, right before its SMTP transaction
 
     sleep: Callable[[float], None] = staticmethod(time.sleep)
     """How the backend waits between retries (tests replace it to record the waits)."""
@@ -169,7 +170,7 @@ class SMTPBackend(DeliveryBackend):
                     index, message = pending.popleft()  # atomic: each message taken once
                 except IndexError:
                     return
-                results[index] = self._send_one(connection, message)
+                results[index] = self.handed(self._send_one(connection, message))
 
         try:
             self.open()
@@ -186,18 +187,17 @@ class SMTPBackend(DeliveryBackend):
 
     def _send_one(self, connection: SMTPConnection, message: Message) -> SendResult:
         try:
-            mime = build_mime(message)
-            data = mime_bytes(mime)
+            data = message_bytes(message)
             if self.signer is not None:
                 data = self.signer.sign(data)
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
-        message_id = str(mime["Message-ID"])
+        message_id = format_message_id(message.message_id)
         sender = envelope_address(message.from_address)
         recipient = envelope_address(message.to_address)
         attempt = 0
         while True:
-            refusal = self._attempt(connection, sender, recipient, data)
+            refusal = self._attempt(connection, message, sender, recipient, data)
             if refusal is None:
                 return SendResult(message.send_id, SendStatus.SENT, provider_id=message_id)
             if attempt >= self.options.retries or not self._retryable(refusal):
@@ -208,7 +208,12 @@ class SMTPBackend(DeliveryBackend):
             self.sleep(self._backoff(attempt))
 
     def _attempt(
-        self, connection: SMTPConnection, sender: str, recipient: str, data: bytes
+        self,
+        connection: SMTPConnection,
+        message: Message,
+        sender: str,
+        recipient: str,
+        data: bytes,
     ) -> Refusal | None:
         if self._down is not None:
             return self._down
@@ -224,6 +229,7 @@ class SMTPBackend(DeliveryBackend):
             options = ["SMTPUTF8", "BODY=8BITMIME"]
         if self.rate is not None:
             self.rate.acquire()
+        self.handing_over(message)  # with the transport from here until its answer
         return connection.deliver(sender, recipient, data, options)
 
     @staticmethod

@@ -1,0 +1,259 @@
+"""The hand-over journal: one append-only local file per worker, recording for each message
+"handing it to the transport" just before it goes and its outcome right after.
+
+Why: the database learns a batch's outcomes only when the batch is recorded, so a worker
+killed in the middle of a batch would leave the whole batch ambiguous. The journal narrows
+that to the messages actually with the transport: a message with a hand-over record and no
+outcome is in flight (``unknown``); one with an outcome has it; one with no record never
+reached the transport and is sent again.
+
+Cost: each record is one ``os.write`` (its bytes are with the OS before the message goes,
+so they survive a SIGKILL of the worker); a syncer thread ``fdatasync``s the file in groups
+every ``sync_interval`` (5 ms). A power cut can lose the unsynced tail, so the file names
+the boot it was written in (Linux ``boot_id``): after a reboot, a missing record proves
+nothing and those rows are ``unknown``, as without a journal. After each batch is recorded
+in the database the file is cut back to its header, so it stays one batch long.
+
+The worker holds an exclusive ``flock`` on its file while it lives; the kernel drops it when
+the process dies, however it dies, which is how another worker on the host tells a dead
+worker's journal from a live one (``adopt``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.types import Message, SendResult, SendStatus
+
+SYNC_INTERVAL = 0.005  # seconds between group commits
+SUFFIX = ".journal"
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
+def boot_id() -> str | None:
+    """This machine's boot id (Linux), or None where the system does not tell."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class JournalState:
+    """What a journal says about the messages of the batch it covers.
+
+    ``complete``: the file is known to hold every record written (same boot), so a message
+    with no record never reached the transport.
+    """
+
+    complete: bool
+    handed: set[int] = field(default_factory=set)
+    outcomes: dict[int, SendResult] = field(default_factory=dict)
+
+
+def _outcome_line(result: SendResult) -> bytes:
+    fields = [result.send_id, str(result.status), result.provider_id, result.error]
+    return b"O " + json.dumps(fields + [result.rejected]).encode() + b"\n"
+
+
+def parse(data: bytes) -> JournalState:
+    """The state recorded in a journal's bytes (a torn last line is ignored)."""
+    lines = data.split(b"\n")
+    try:
+        header = json.loads(lines[0])
+        boot = header["boot"]
+    except (ValueError, KeyError, TypeError):
+        return JournalState(complete=False)  # torn header: trust nothing but outcomes
+    state = JournalState(complete=boot is not None and boot == boot_id())
+    for line in lines[1:-1]:  # the part after the last newline may be torn
+        kind, _, rest = line.partition(b" ")
+        try:
+            if kind == b"H":
+                state.handed.add(int(rest))
+            elif kind == b"O":
+                send_id, status, provider_id, error, rejected = json.loads(rest)
+                state.outcomes[send_id] = SendResult(
+                    send_id, SendStatus(status), provider_id, error, bool(rejected)
+                )
+        except ValueError:
+            state.complete = False  # a damaged line: missing records prove nothing
+    return state
+
+
+class Journal:
+    """A worker's journal: ``handing_over`` and ``outcome`` append, ``reset`` cuts it back.
+
+    It is the ``HandoverObserver`` the engine gives the delivery backend (thread-safe, so a
+    backend with a connection pool may report from several threads).
+    """
+
+    def __init__(self, directory: Path, tag: str, *, sync_interval: float = SYNC_INTERVAL):
+        """The journal ``<directory>/<tag>.journal``; nothing is opened until ``open``."""
+        self.path = directory / f"{tag}{SUFFIX}"
+        self.sync_interval = sync_interval
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._header = b""
+        self._dirty = False
+        self._state = JournalState(complete=True)
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+
+    def open(self) -> Journal:
+        """Create the file, lock it for this process's life, write the header."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._fd = os.open(self.path, _OPEN_FLAGS, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._header = json.dumps({"boot": boot_id(), "pid": os.getpid()}).encode() + b"\n"
+        os.ftruncate(self._fd, 0)
+        self._write(self._header)
+        os.fsync(self._fd)
+        _fsync_directory(self.path.parent)
+        self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
+        self._syncer.start()
+        return self
+
+    # -- the HandoverObserver side --------------------------------------------------------
+    def handing_over(self, message: Message) -> None:
+        """Record that ``message`` goes to the transport now (before it goes)."""
+        with self._lock:
+            self._write(b"H %d\n" % message.send_id)
+            self._state.handed.add(message.send_id)
+
+    def outcome(self, result: SendResult) -> None:
+        """Record how the transport answered for one message."""
+        with self._lock:
+            self._write(_outcome_line(result))
+            self._state.outcomes[result.send_id] = result
+
+    # -- the ledger side ------------------------------------------------------------------
+    def state(self) -> JournalState:
+        """What this journal holds since the last ``reset`` (a copy)."""
+        with self._lock:
+            return JournalState(True, set(self._state.handed), dict(self._state.outcomes))
+
+    def reset(self) -> None:
+        """The batch is recorded in the database: cut the file back to its header."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            os.ftruncate(self._fd, len(self._header))
+            self._state = JournalState(complete=True)
+
+    def sync(self) -> None:
+        """Flush what was written to the disk (what the syncer does every interval)."""
+        with self._lock:
+            if self._fd < 0 or not self._dirty:
+                return
+            self._dirty = False
+            # A duplicate descriptor: the slow fdatasync runs outside the lock, so the
+            # send path never waits for the disk.
+            fd = os.dup(self._fd)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self, *, discard: bool = True) -> None:
+        """Stop the syncer, delete the file (``discard``: all settled), then drop the lock.
+
+        Without ``discard`` the file stays, unlocked, for a later worker to adopt.
+        """
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
+        with self._lock:
+            if self._fd < 0:
+                return
+            if discard:
+                self.path.unlink(missing_ok=True)
+            else:
+                os.fsync(self._fd)
+            os.close(self._fd)  # releases the flock
+            self._fd = -1
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._dirty = True
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.sync_interval):
+            with suppress(OSError):
+                self.sync()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Liveness:
+    """What the host says about another worker's journal."""
+
+    LIVE = "live"  # locked by a living process
+    DEAD = "dead"  # unlocked: its process is gone
+    MISSING = "missing"  # no such file here (another project, or deleted)
+
+
+@contextmanager
+def adopt(directory: Path, tag: str) -> Iterator[tuple[str, JournalState | None]]:
+    """Lock a dead worker's journal for the duration: yields its liveness and, if dead, its
+    state. On leaving, a dead journal is deleted (the caller settled its rows)."""
+    path = directory / f"{tag}{SUFFIX}"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield Liveness.MISSING, None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield Liveness.LIVE, None
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # closed cleanly (or adopted) between our open and our lock
+            yield Liveness.MISSING, None
+            return
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+        yield Liveness.DEAD, parse(data)
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def dead_journals(directory: Path) -> list[str]:
+    """The tags of the journals under ``directory`` whose workers are gone."""
+    if not directory.is_dir():
+        return []
+    tags = []
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tags.append(path.name.removesuffix(SUFFIX))
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    return tags

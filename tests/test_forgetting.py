@@ -1,0 +1,140 @@
+"""Forgetting a person on request, and everyone's old data on schedule (issue 5 item 19)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import Project
+from sqlmodel import col, select
+
+from engine import EventType, TrackingEvent
+from engine.app import Engine
+from engine.db import session_scope
+from engine.errors import ConfigError
+from engine.events import record_event
+from engine.forgetting import ERASED, UnknownRecipientError, apply_retention, forget
+from engine.importer import import_file
+from engine.models import (
+    CampaignSuppressionRow,
+    EventRow,
+    ForgottenAddressRow,
+    InteractionRow,
+    LedgerRow,
+    RecipeFitRow,
+    RecipientRow,
+    RewardRow,
+    SuppressionRow,
+    utcnow,
+)
+from engine.pipeline import run_campaign
+from engine.rewards import join_rewards
+
+HUMAN = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
+
+
+def rows(engine: Engine, model: Any, *where: Any) -> list[Any]:
+    with session_scope(engine.db) as session:
+        return list(session.scalars(select(model).where(*where)).all())
+
+
+def sent_with_a_click(project: Project, engine: Engine) -> LedgerRow:
+    """Seed, send run r1, store a click and a campaign unsubscribe on u001's email."""
+    project.seed(engine, people=4)
+    events = project.root / "events.csv"
+    events.write_text("user_id,item_id,timestamp\nu001,i1,1709294400\nu002,i2,1709294400\n")
+    import_file(engine.db, "interactions", events)
+    run_campaign(engine, "alerts", run_id="r1")
+    [row] = rows(engine, LedgerRow, col(LedgerRow.recipient_id) == "u001")
+    assert row.id is not None and row.sent_at is not None
+    click = TrackingEvent(EventType.CLICK, row.id, row.sent_at, url=row.links[0], user_agent=HUMAN)  # type: ignore[index]
+    record_event(engine, click)
+    with session_scope(engine.db) as session:
+        session.add(CampaignSuppressionRow(email=row.email, campaign="other", send_id=row.id))
+    return row
+
+
+@pytest.mark.parametrize("who", ["u001", "USER1@example.com"])
+def test_forget_erases_a_person_and_keeps_what_learning_needs(project: Project, who: str) -> None:
+    engine = project.engine(backend="memory")
+    row = sent_with_a_click(project, engine)
+    assert rows(engine, RecipeFitRow)  # the run stored the recipe's fit
+
+    summary = forget(engine, who)
+
+    assert summary.recipient_ids == ("u001",) and summary.addresses == 1
+    assert rows(engine, RecipientRow, col(RecipientRow.id) == "u001") == []
+    assert [i.user_id for i in rows(engine, InteractionRow)] == ["u002"]
+    assert rows(engine, CampaignSuppressionRow) == [] and rows(engine, RecipeFitRow) == []
+    [erased] = rows(engine, LedgerRow, col(LedgerRow.id) == row.id)
+    assert erased.email == ERASED and erased.recipient_id.startswith("erased:")
+    assert erased.decision_id != row.decision_id
+    assert (erased.context, erased.items, erased.links, erased.message_id) == (None,) * 4
+    # The decision stays, as logged: learning and evaluation still have it.
+    assert (erased.variant, erased.probability, erased.pmf, erased.offered) == (
+        row.variant,
+        row.probability,
+        row.pmf,
+        row.offered,
+    )
+    [event] = rows(engine, EventRow, col(EventRow.send_id) == row.id)
+    assert (event.type, event.user_agent, event.url) == ("click", None, None)
+    others = rows(engine, LedgerRow, col(LedgerRow.recipient_id) == "u002")
+    assert others and others[0].context is not None  # nobody else is touched
+
+    # The reward is still joined once the window closes.
+    join_rewards(engine, now=utcnow() + timedelta(hours=2))
+    [reward] = rows(engine, RewardRow, col(RewardRow.send_id) == row.id)
+    assert reward.reward == 1.0
+
+    # Only a keyed hash of the address is kept: imported again, they are never mailed.
+    [kept] = rows(engine, ForgottenAddressRow)
+    assert "user1" not in kept.address_hash and kept.address_hash.startswith("hmac-sha256:")
+    assert not any("user1@" in str(s.email) for s in rows(engine, SuppressionRow))
+    project.seed(engine, people=4)
+    summary2 = run_campaign(engine, "alerts", run_id="r2")
+    assert (summary2.sent, summary2.skipped) == (3, 1)
+    [skip] = rows(
+        engine, LedgerRow, col(LedgerRow.run_id) == "r2", col(LedgerRow.status) == "skipped"
+    )
+    assert skip.recipient_id == "u001" and "forgotten" in (skip.skip_reason or "")
+    assert "user1@example.com" not in {m.to_address for m in engine.memory_outbox[-3:]}
+    assert forget(engine, "user1@example.com").ledger_rows == 1  # the skip row of r2
+    assert forget(engine, "user1@example.com").already  # asked again: nothing left
+
+
+def test_forget_of_nobody_is_an_error_naming_it(sqlite_project: Project) -> None:
+    engine = sqlite_project.engine()
+    with pytest.raises(UnknownRecipientError, match="'nobody@example.com'"):
+        forget(engine, "nobody@example.com")
+    assert rows(engine, ForgottenAddressRow) == []
+
+
+def test_retention_anonymizes_old_rows_only(sqlite_project: Project) -> None:
+    engine = sqlite_project.engine(retention="30d")
+    row = sent_with_a_click(sqlite_project, engine)
+    assert apply_retention(engine) is not None
+    [kept] = rows(engine, LedgerRow, col(LedgerRow.id) == row.id)
+    assert kept.email == row.email and kept.context == row.context  # younger than 30 days
+
+    summary = apply_retention(engine, now=utcnow() + timedelta(days=31))
+    assert summary is not None and summary.ledger_rows == 4 and summary.events == 1
+    erased = rows(engine, LedgerRow)
+    assert {r.email for r in erased} == {ERASED}
+    assert all(r.context is None and r.variant for r in erased)
+    [event] = rows(engine, EventRow)
+    assert event.user_agent is None
+    # People are still subscribed: retention erases old data, not the recipients.
+    assert len(rows(engine, RecipientRow)) == 4 and rows(engine, ForgottenAddressRow) == []
+    again = apply_retention(engine, now=utcnow() + timedelta(days=31))
+    assert again is not None and again.ledger_rows == 0
+
+
+def test_a_retention_shorter_than_what_it_would_erase_stops_start_up(
+    sqlite_project: Project,
+) -> None:
+    with pytest.raises(ConfigError, match=r"retention: 30m must be longer than .*attribution"):
+        sqlite_project.engine(retention="30m")
+    with pytest.raises(ConfigError, match=r"retention: 2d must be longer than frequency_cap"):
+        sqlite_project.engine(retention="2d", frequency_cap="7d")
