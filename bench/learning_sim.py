@@ -169,7 +169,7 @@ def run_policy(
     chosen: list[float] = []
     best: list[float] = []
     result: dict[str, Any] = {"params": params}
-    settings = load_settings(directory, environ={"TAILORMAIL_SECRET": "learning-bench"})
+    settings = load_settings(directory, environ={"TAILORMAIL_SECRET": "learning-bench-" + "x" * 32})
     clock = SimulatedClock(START)
     with use_clock(clock), Engine(settings=settings, plugins=[BenchPlugin()]) as engine:
         import_file(engine.db, "recipients", directory / "people.csv")
