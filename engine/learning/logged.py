@@ -9,6 +9,7 @@ order, so evaluating either gives the same estimates.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,14 +70,15 @@ def from_row(row: LedgerRow, reward: float, today: Iterable[Variant] = ()) -> Lo
     )
 
 
-def from_ledger(engine: Engine, campaign: str) -> list[LoggedDecision]:
-    """Every usable rewarded decision of ``campaign``, oldest first (as ``export`` writes)."""
+def from_ledger(engine: Engine, campaign: str, newest: int | None = None) -> list[LoggedDecision]:
+    """Every usable rewarded decision of ``campaign``, oldest first (as ``export`` writes),
+    or only the ``newest`` ones (read in chunks, so memory stays bounded by ``newest``)."""
     today = engine.campaign(campaign).variant_list
-    return [
-        from_row(row, reward, today)
-        for row, reward in rewarded_decisions(engine, campaign)
-        if usable(row)
-    ]
+    kept: deque[LoggedDecision] = deque(maxlen=newest)
+    for row, reward in rewarded_decisions(engine, campaign):
+        if usable(row):
+            kept.append(from_row(row, reward, today))
+    return list(kept)
 
 
 def _from_jsonl(record: dict[str, Any]) -> LoggedDecision:

@@ -39,9 +39,8 @@ if TYPE_CHECKING:
 def learning_policies(campaign: Campaign) -> set[str]:
     """The policies whose logged decisions teach the campaign's policy."""
     names = {campaign.policy.name}
-    baseline = getattr(campaign, "baseline", None)
-    if baseline is not None:
-        names.add(str(baseline.policy_name))
+    if campaign.baseline is not None:
+        names.add(campaign.baseline.policy_name)
     return names
 
 
