@@ -180,3 +180,21 @@ def test_the_cli_stops_a_send_on_an_unknown_audience_key(tmp_path: Path) -> None
         assert tailormail("import", kind, name, cwd=project).returncode == 0
     fails(tailormail("send", "weekly-picks", cwd=project), "'contry'", "attributes: ")
     assert not (project / "outbox").exists()
+
+
+def test_a_scheduled_run_with_an_unknown_audience_key_stops_and_is_marked_failed(
+    sqlite_project: Project,
+) -> None:
+    from datetime import UTC, datetime
+
+    from engine.scheduler import run_scheduled
+
+    sqlite_project.add_campaign("filtered", extra='audience = { segmnt = "a" }')
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=4)
+    with pytest.raises(ConfigError, match="'segmnt'.*attributes: first_name, segment"):
+        run_scheduled(engine, "filtered", now=datetime(2030, 1, 7, 9, 0, 30, tzinfo=UTC))
+    assert mailed(engine) == [] and ledger_emails(engine) == []
+    with Session(engine.db) as session:
+        runs = session.exec(select(RunRow)).all()
+    assert [(r.status, "segmnt" in (r.error or "")) for r in runs] == [("failed", True)]
