@@ -132,16 +132,16 @@ class VowpalWabbitPolicy:
     # What ``tailormail train`` tries, each entry applied alone to the champion's settings
     # (engine.learning.challengers): exploration, learning rate, interactions, cb_type.
     search_space: tuple[dict[str, Any], ...] = (
-        {"exploration": "epsilon"},
+        {"exploration": "squarecb"},
         {"exploration": "bag"},
-        {"gamma_scale": 3.0},
-        {"gamma_scale": 30.0},
+        {"epsilon": 0.02},
+        {"epsilon": 0.2},
         {"learning_rate": 0.03},
         {"learning_rate": 0.5},
         {"interactions": ["UA", "UUA"]},
         {"interactions": []},
-        {"exploration": "epsilon", "cb_type": "dr"},
-        {"exploration": "epsilon", "cb_type": "ips"},
+        {"cb_type": "dr"},
+        {"cb_type": "mtr"},
     )
 
     def __init__(
