@@ -48,7 +48,7 @@ class DeliverySettings(_Strict):
     # How long a worker's claim on its ledger rows lasts unless renewed (every third of it);
     # a dead worker's rows are taken over after it (at once on the same host).
     lease_seconds: int = Field(default=60, ge=3)
-    # Each sending worker's hand-over journal (one batch long, deleted when it stops).
+    # Each sending worker's hand-over journal (about 1 MB at most, deleted when it stops).
     journal_dir: str = "journal"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

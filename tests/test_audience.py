@@ -198,3 +198,39 @@ def test_a_scheduled_run_with_an_unknown_audience_key_stops_and_is_marked_failed
     with Session(engine.db) as session:
         runs = session.exec(select(RunRow)).all()
     assert [(r.status, "segmnt" in (r.error or "")) for r in runs] == [("failed", True)]
+
+
+def test_the_unknown_key_check_lists_the_attributes_on_both_databases(varied: Engine) -> None:
+    varied.check_audience(campaign_with('{ plan = "pro", phone = { exists = false } }'))
+    with pytest.raises(ConfigError) as error:
+        varied.check_audience(campaign_with('{ plan = "pro", pLan = "x" }'))
+    assert str(error.value) == (
+        "campaign 'f': audience filter on 'pLan', an attribute no recipient has "
+        "(attributes: age, country, name, phone, plan)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cell", "stored"),
+    [
+        ("42", 42),
+        ("-3", -3),
+        ("9.5", 9.5),
+        ("0", 0),
+        ("0.25", 0.25),
+        ("0042", "0042"),  # a ZIP code keeps its zeros
+        ("+33612345678", "+33612345678"),
+        ("1e3", "1e3"),
+        ("1234567890123456", "1234567890123456"),  # 16 digits: an id, not a quantity
+        ("12.", "12."),
+        ("true", "true"),
+        (" 7", " 7"),
+    ],
+)
+def test_csv_cells_that_spell_plain_numbers_are_stored_as_numbers(
+    cell: str, stored: object
+) -> None:
+    from engine.importer import csv_scalar
+
+    value = csv_scalar(cell)
+    assert value == stored and type(value) is type(stored)

@@ -116,6 +116,11 @@ def train_challengers(
         report.skipped = f"champion {champion.version} is pinned by a rollback; release it first"
         return report
     base = (champion.settings if champion else None) or configured_settings(campaign)
+    if candidates is None:
+        candidates = search_settings(engine, base)
+        if not candidates:
+            report.skipped = f"the {base['name']!r} policy lists no settings to search"
+            return report
     decisions = from_ledger(engine, campaign.name, newest=TRAIN_WINDOW)
     if len(decisions) < MIN_DECISIONS:
         report.skipped = f"{len(decisions)} rewarded decisions; training needs {MIN_DECISIONS}"
@@ -126,7 +131,7 @@ def train_challengers(
     model = offpolicy.RewardModel.fit(train)
     reference = offpolicy.target_pmfs(_trained(engine, base, train), holdout)
     report.baseline = offpolicy.estimates(holdout, reference, model)["dr"]
-    for settings in search_settings(engine, base) if candidates is None else candidates:
+    for settings in candidates:
         pmfs = offpolicy.target_pmfs(_trained(engine, settings, train), holdout)
         report.outcomes.append(
             Outcome(
