@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := engine plugins tests bench examples
 
-.PHONY: demo test install lint typecheck unit clean
+.PHONY: demo test install lint typecheck unit clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tailormail needs Python 3.11+"'
@@ -33,5 +33,12 @@ unit: install
 
 test: lint typecheck unit
 
+# Mutation testing of the critical modules (docs/testing.md): about an hour on 2 cores,
+# not part of `make test` or CI. Results accumulate in mutants/; a rerun resumes.
+mutate: install
+	$(BIN)/pip install --quiet 'mutmut>=3.8,<4'
+	timeout 4000 $(BIN)/mutmut run --max-children 2 || test $$? -eq 124
+	$(BIN)/python tests/mutation_report.py
+
 clean:
-	rm -rf $(VENV) demo-run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-run mutants .mypy_cache .ruff_cache .pytest_cache

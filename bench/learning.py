@@ -133,7 +133,7 @@ def report(
             "regret": result["regret"],
             "params": result.get("params", {}),
             "seconds": result.get("seconds", 0.0),
-        } | ({"winner": result["winner"]} if "winner" in result else {})
+        } | ({"test": result["test"]} if "test" in result else {})
         notes = result.get("note", "")
         table.add_row(
             name,
@@ -144,6 +144,9 @@ def report(
             notes,
         )
     console.print(table)
+    for name, result in results.items():
+        if "test" in result:  # when the A/B test dropped variants and named its winner
+            console.print(f"{name}: {result['note']}")
     vw_regrets = [v["regret"] for k, v in policies.items() if k == "vw" or k.startswith("vw_")]
     figures: dict[str, Any] = {
         "recipients": args.recipients,

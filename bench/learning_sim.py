@@ -61,7 +61,7 @@ POLICIES: dict[str, tuple[str, dict[str, Any]]] = {  # benchmark key -> (policy,
     "abtest": ("abtest", {}),
     "thompson": ("thompson", {}),
     "vw": ("vw", {}),  # the defaults: nothing tuned
-    "vw_epsilon": ("vw", {"epsilon": 0.05, "cb_type": "dm"}),
+    "vw_squarecb": ("vw", {"exploration": "squarecb"}),  # SquareCB over mtr, rate 0.1
     "vw_bag": (  # the demo's former hand-tuned settings
         "vw",
         {"exploration": "bag", "epsilon": 0.05, "learning_rate": 0.05, "cb_type": "dm"},
@@ -169,7 +169,7 @@ def run_policy(
     chosen: list[float] = []
     best: list[float] = []
     result: dict[str, Any] = {"params": params}
-    settings = load_settings(directory, environ={"TAILORMAIL_SECRET": "learning-bench"})
+    settings = load_settings(directory, environ={"TAILORMAIL_SECRET": "learning-bench-" + "x" * 32})
     clock = SimulatedClock(START)
     with use_clock(clock), Engine(settings=settings, plugins=[BenchPlugin()]) as engine:
         import_file(engine.db, "recipients", directory / "people.csv")
@@ -200,8 +200,8 @@ def run_policy(
             record_events(engine, events)
             clock.advance(timedelta(hours=23))
             join_rewards(engine, campaign="bench")
-            if policy == "abtest" and "winner" not in result:
-                _note_winner(engine, result, day, len(chosen))
+            if policy == "abtest":
+                _note_test(engine, result, day, len(chosen))
             if progress is not None:
                 progress[name] = day + 1
     result.update(summarize(chosen, best, days))
@@ -209,12 +209,19 @@ def run_policy(
     return result
 
 
-def _note_winner(engine: Engine, result: dict[str, Any], day: int, sends: int) -> None:
+def _note_test(engine: Engine, result: dict[str, Any], day: int, sends: int) -> None:
+    """Record when the A/B test dropped variants and named its winner."""
     champion = engine.champion(engine.campaign("bench"))
     state = json.loads(champion.blob) if champion is not None else {}
+    events = result.setdefault("test", {})
+    for variant in state.get("dropped", {}):
+        events.setdefault(f"dropped {variant}", {"day": day + 1, "after_sends": sends})
     if state.get("winner"):
-        result["winner"] = {"variant": state["winner"], "day": day + 1, "after_sends": sends}
-        result["note"] = f"winner {state['winner']!r} named on day {day + 1} after {sends:,} sends"
+        events.setdefault(f"winner {state['winner']}", {"day": day + 1, "after_sends": sends})
+    notes = [f"{what} on day {e['day']} ({e['after_sends']:,} sends)" for what, e in events.items()]
+    if not any(what.startswith("winner") for what in events):
+        notes.append(f"no winner after {sends:,} sends")
+    result["note"] = "; ".join(notes)
 
 
 def summarize(chosen: Sequence[float], best: Sequence[float], days: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ so such an address is rejected where it enters (the import), never at send time.
 from __future__ import annotations
 
 import re
-from email.utils import parseaddr
+from email.utils import getaddresses
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -55,7 +55,7 @@ def check_sender(value: str) -> str:
     """A ``From`` value (``addr`` or ``Name <addr>``) safe for a header, or ``ValueError``."""
     if _CONTROL.search(value):
         raise ValueError("contains a control character (CR, LF, tab...): header injection")
-    _name, address = parseaddr(value)
-    if not address or not _ADDRESS.fullmatch(address):
-        raise ValueError(f"{value!r} is not an email address (use addr or 'Name <addr>')")
+    found = getaddresses([value])
+    if len(found) != 1 or not _ADDRESS.fullmatch(found[0][1]) or " " in value.split("<")[-1]:
+        raise ValueError(f"{value!r} is not one email address (use addr or 'Name <addr>')")
     return value

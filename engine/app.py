@@ -195,12 +195,24 @@ class Engine:
         """An unfitted recipe for ``campaign``."""
         return self.recipes.get(campaign.recipe.name)(**campaign.recipe.params)
 
-    def make_policy(self, campaign: Campaign) -> Policy:
+    def make_policy(self, campaign: Campaign, version: str | None = None) -> Policy:
         """The campaign's policy as it decides now: its champion model, with the settings
-        that model was trained with, or a fresh policy when there is none yet."""
-        from engine.learning.versions import champion_policy
+        that model was trained with, or a fresh policy when there is none yet.
 
-        return champion_policy(self, campaign)
+        With ``version`` (what a run pinned when it started), that model: every worker of
+        a run decides with the same one, whatever is promoted meanwhile (``""`` pins the
+        fresh policy of a campaign that had no model yet).
+        """
+        from engine.learning.versions import champion_policy, version_policy
+
+        if version is None:
+            return champion_policy(self, campaign)
+        return version_policy(self, campaign, version)
+
+    def champion_version(self, campaign: Campaign) -> str:
+        """The version a run starting now decides with (``""``: no model yet)."""
+        row = self.champion(campaign)
+        return row.version if row is not None else ""
 
     def champion(self, campaign: Campaign) -> ModelVersionRow | None:
         """The newest champion model of ``campaign`` for its configured policy."""
@@ -228,13 +240,18 @@ class Engine:
         return [r for page in self.audience_pages(campaign) for r in page]
 
     def audience_pages(
-        self, campaign: Campaign, page_size: int = 1000, ids: Sequence[str] | None = None
+        self,
+        campaign: Campaign,
+        page_size: int = 1000,
+        ids: Sequence[str] | None = None,
+        bounds: tuple[str, str | None] = ("", None),
     ) -> Iterator[list[Recipient]]:
         """The campaign's audience streamed from the database, filtered there, by id order.
 
-        With ``ids``, only those recipients, when they are still in the audience.
+        With ``ids``, only those recipients, when they are still in the audience; with
+        ``bounds`` (after, until], one shard's range of ids.
         """
-        return stream_audience(self.db, campaign.audience, page_size, ids)
+        return stream_audience(self.db, campaign.audience, page_size, ids, bounds)
 
     def audience_size(self, campaign: Campaign) -> int:
         """How many recipients the campaign's audience filter selects."""

@@ -224,12 +224,15 @@ def stream_audience(
     audience: Mapping[str, Any],
     page_size: int,
     ids: Sequence[str] | None = None,
+    bounds: tuple[str, str | None] = ("", None),
 ) -> Iterator[list[Recipient]]:
     """The recipients ``audience`` selects, ordered by id, one page of ``page_size`` at a time.
 
     Keyset pagination (``id > last``), so each page is an index range scan and memory
     holds one page. With ``ids``, only those recipients (the ones still in the audience).
+    ``bounds`` (after, until) keeps ids with ``after < id <= until``: one shard of a run.
     """
+    after, until = bounds
     stmt = (
         select(_ID, _EMAIL, _ATTRIBUTES)
         .where(audience_clause(audience, db.dialect.name))
@@ -239,7 +242,8 @@ def stream_audience(
     )
     if ids is not None:
         stmt = stmt.where(_ID.in_(sorted(ids)))
-    after = ""
+    if until is not None:
+        stmt = stmt.where(until >= _ID)
     while True:
         with db.connect() as conn:
             rows = conn.execute(stmt, {"after": after}).all()
@@ -249,3 +253,26 @@ def stream_audience(
         if len(rows) < page_size:
             return
         after = rows[-1][0]
+
+
+def shard_bounds(
+    db: SAEngine, audience: Mapping[str, Any], shard_size: int
+) -> list[tuple[str, str | None]]:
+    """Keyset ranges ``(after, until]`` of the audience, about ``shard_size`` ids each.
+
+    The boundaries are every ``shard_size``-th id in id order, read as ids only; the last
+    range is open-ended, so recipients imported while the run goes on still fall in one.
+    """
+    stmt = select(_ID).where(audience_clause(audience, db.dialect.name)).order_by(_ID)
+    cuts: list[str] = []
+    last = None
+    with db.connect() as conn:
+        for position, (rid,) in enumerate(conn.execute(stmt), start=1):
+            last = rid
+            if position % shard_size == 0:
+                cuts.append(rid)
+    if cuts and cuts[-1] == last:  # no empty shard after the last id
+        cuts.pop()
+    starts = ["", *cuts]
+    ends: list[str | None] = [*cuts, None]
+    return list(zip(starts, ends, strict=True))

@@ -220,13 +220,16 @@ def runs(
         return
     table = Table(title="runs" + (f" of {campaign}" if campaign else ""))
     statuses = ("sent", "skipped", "deferred", "failed", "unknown", "pending")
-    for column in ("run", "status", *statuses, "started", "finished"):
+    for column in ("run", "status", *statuses, "workers", "model", "started", "finished"):
         table.add_column(column, justify="right" if column in statuses else "left")
     for info in found:
+        shards = f" / {info.shards} shards" if info.shards else ""
         table.add_row(
             Text(info.run_id),
             info.status,
             *(str(info.counts.get(status, 0)) for status in statuses),
+            f"{info.workers}{shards}",
+            Text(info.model_version or "-"),
             f"{info.started_at:%Y-%m-%d %H:%M:%S}",
             f"{info.finished_at:%Y-%m-%d %H:%M:%S}" if info.finished_at else "",
         )

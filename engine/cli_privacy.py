@@ -45,8 +45,8 @@ def forget(
 
 
 def retention(project: ProjectOption = None) -> None:
-    """Anonymize ledger rows and events older than the ``retention`` setting now (under
-    ``tailormail serve`` a daily job does this)."""
+    """Anonymize ledger rows and events older than the retention setting, now (under
+    'tailormail serve' an hourly job does it)."""
     from engine.errors import ConfigError
     from engine.forgetting import apply_retention
 

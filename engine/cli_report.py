@@ -21,9 +21,12 @@ if TYPE_CHECKING:
     from engine.rewards import RewardJoinSummary
 
 
-def _ci(estimate: Estimate, percent: bool = False) -> str:
-    f = "{:+.1%}" if percent else "{:.4f}"
-    return f"{f.format(estimate.value)} [{f.format(estimate.ci_low)}, {f.format(estimate.ci_high)}]"
+def _ci(estimate: Estimate, points: bool = False) -> str:
+    """``value [low, high]``; ``points`` shows a rate difference in percentage points."""
+    if points:
+        figures = (100 * estimate.value, 100 * estimate.ci_low, 100 * estimate.ci_high)
+        return "{:+.1f} [{:+.1f}, {:+.1f}] points".format(*figures)
+    return f"{estimate.value:.4f} [{estimate.ci_low:.4f}, {estimate.ci_high:.4f}]"
 
 
 def _when(moment: datetime) -> str:
@@ -65,7 +68,6 @@ def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) 
 def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
     """Write the PNG of CTR per variant over runs; None when nothing is rewarded yet."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import date2num
     from matplotlib.figure import Figure
 
     from engine.learning.report import ctr_over_runs
@@ -76,11 +78,16 @@ def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
     figure = Figure(figsize=(8, 4.8), dpi=110, layout="tight")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    starts = sorted({when for points in series.values() for when, _ in points})
+    position = {when: index for index, when in enumerate(starts)}
     for variant, points in sorted(series.items()):
-        when = [float(date2num(p[0])) for p in points]  # type: ignore[no-untyped-call]
-        axes.plot(when, [p[1] for p in points], marker="o", label=variant)
-    axes.xaxis_date()
-    axes.set(title=f"{campaign}: CTR per variant per run", xlabel="run", ylabel="CTR")
+        x = [position[when] for when, _ in points]
+        axes.plot(x, [ctr for _, ctr in points], marker="o", label=variant)
+    step = max(1, len(starts) // 12)  # at most a dozen labels
+    ticks = list(range(0, len(starts), step))
+    axes.set_xticks(ticks, [f"{starts[i]:%m-%d %H:%M}" for i in ticks])
+    axes.set(title=f"{campaign}: CTR per variant per run", xlabel="run (start, UTC)")
+    axes.set(ylabel="CTR of rewarded sends", ylim=(0, None))
     axes.yaxis.set_major_formatter(lambda value, _pos: f"{value:.0%}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
@@ -114,7 +121,7 @@ def print_learning_report(engine: Engine, campaign: str, console: Console, png: 
             Text(
                 f"lift against the control group: CTR {lift.treatment.ctr:.1%} "
                 f"(n={lift.treatment.n}) vs {lift.control.ctr:.1%} (n={lift.control.n}): "
-                f"{_ci(lift.ctr, percent=True)}{relative}; "
+                f"{_ci(lift.ctr, points=True)}{relative}; "
                 f"mean reward {_ci(lift.reward)}"
             )
         )
@@ -127,14 +134,19 @@ def print_learning_report(engine: Engine, campaign: str, console: Console, png: 
             table.add_row(Text(label), _ci(estimate))
         console.print(table)
     models = history(engine, campaign)
-    if models:
-        table = Table(title="model versions over time")
+    changes = [r for r in models if (r.decision or "promoted").startswith(("promoted", "pinned"))]
+    if changes:
+        table = Table(title="champion over time")
         for column in ("when", "version", "kind", "decision"):
             table.add_column(column)
-        for row in models[-10:]:
+        for row in changes[-10:]:
             when = f"{row.created_at:%Y-%m-%d %H:%M}"
             table.add_row(when, Text(row.version), row.kind or "online", row.decision or "")
         console.print(table)
+        refused = sum(1 for r in models if r.decision in ("not promoted", "rolled back"))
+        console.print(
+            Text(f"{refused} trained models were not promoted or rolled back (`tailormail models`)")
+        )
     console.print(Text(waiting_line(engine, campaign)))
     chart = ctr_chart(engine, campaign, png)
     if chart is not None:

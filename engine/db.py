@@ -71,7 +71,11 @@ def make_db(url: str, *, echo: bool = False) -> SAEngine:
             )
             event.listen(db, "connect", _sqlite_pragmas)
         else:
-            db = create_engine(url, echo=echo, pool_pre_ping=True)
+            options: dict[str, Any] = {}
+            if parsed.get_driver_name() == "psycopg2":
+                # An UPDATE per batch (the ledger's) in pages, not one round trip per row.
+                options["executemany_mode"] = "values_plus_batch"
+            db = create_engine(url, echo=echo, pool_pre_ping=True, **options)
     except NoSuchModuleError:
         raise DatabaseError(
             f"database_url {shown}: unknown kind of database {parsed.drivername!r}; "

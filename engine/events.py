@@ -12,11 +12,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from engine.db import insert_ignore, session_scope
+from engine.ledger.reconcile import settle_unknown
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,
@@ -68,47 +69,9 @@ def unknown_outcome(event: TrackingEvent) -> str | None:
 
 
 def _settle_unknown(session: Session, found: Sequence[tuple[int, TrackingEvent]]) -> None:
-    """unknown -> sent | failed for the sends these stored events are about (one statement).
-
-    Only rows still ``unknown`` change, so a later event never rewrites a settled outcome.
-    """
-    wanted = sorted({send_id for send_id, _ in found})
-    unknown: set[int] = set()
-    for start in range(0, len(wanted), _CHUNK):  # most events are about settled sends
-        query = (
-            select(col(LedgerRow.id))
-            .where(col(LedgerRow.id).in_(wanted[start : start + _CHUNK]))
-            .where(col(LedgerRow.status) == LedgerStatus.UNKNOWN)
-        )
-        unknown.update(row_id for row_id in session.scalars(query) if row_id is not None)
-    table = LedgerRow.__table__  # type: ignore[attr-defined]
-    changes = []
-    for send_id, event in found:
-        if send_id not in unknown:
-            continue
-        status = unknown_outcome(event)
-        failed = status == LedgerStatus.FAILED
-        changes.append(
-            {
-                "b_id": send_id,
-                "b_status": status,
-                "b_sent_at": None if failed else as_utc(event.timestamp),
-                "b_error": "hard bounce reported after an unknown outcome" if failed else None,
-            }
-        )
-    if not changes:
-        return
-    stmt = (
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .where(table.c.status == LedgerStatus.UNKNOWN)
-        .values(
-            status=bindparam("b_status"),
-            sent_at=bindparam("b_sent_at"),
-            error=bindparam("b_error"),
-        )
-    )
-    session.execute(stmt, changes)
+    """Let these stored events settle the sends still ``unknown`` (a ledger transition)."""
+    outcomes = [(send_id, unknown_outcome(e), e.timestamp) for send_id, e in found]
+    settle_unknown(session, [(i, status, at) for i, status, at in outcomes if status])
 
 
 def _provider_id_spellings(provider_message_id: str) -> list[str]:

@@ -102,6 +102,9 @@ class RunRow(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     error: str | None = None  # why a failed run stopped
+    # The model every worker of the run decides with ("" = a fresh policy), pinned at start.
+    model_version: str | None = Field(default=None, max_length=64)
+    shards: int | None = None  # how many shards worker processes sent (None: one process)
 
 
 class LedgerRow(SQLModel, table=True):

@@ -26,6 +26,7 @@ from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
+from engine.shards import run_shards
 from engine.types import (
     Item,
     Message,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from engine.app import Engine
 
 Progress = Callable[[int, int], None]
+Deliver = Callable[[list["LedgerRow"], dict[str, "Recipient"]], None]
 log = logging.getLogger(__name__)
 
 
@@ -136,7 +138,7 @@ class CampaignRun:
         """
         if self.policy is not None:
             return
-        self.policy = self.engine.make_policy(self.campaign)
+        self.policy = self.engine.make_policy(self.campaign, self.ledger.model_version())
         self.arms = Arms(self.campaign, self.policy, baseline_policy(self.engine, self.campaign))
         items = load_items(self.engine.db)
         if not items and self.campaign.items_per_email:
@@ -347,21 +349,19 @@ class CampaignRun:
         engine, campaign = self.engine, self.campaign
         engine.check_audience(campaign)  # a filter typo stops the run, naming the key
         self.summary.audience = engine.audience_size(campaign)
+        self.ledger.pin_model(engine.champion_version(campaign))
+        if engine.settings.workers.executor != "inline" and (
+            self.summary.audience > engine.settings.workers.shard_size
+        ):
+            run_shards(self, progress)
+            self.ledger.recover()  # rows of shard workers that died settle now
         retry = self._reclaim_deferred(self._still_in_audience)
         self.summary.retried = len(retry)
         size = engine.settings.delivery.batch_size
-        total, finished = len(retry) + self.summary.audience, 0
+        total = len(retry) + self.summary.audience
         with ExitStack() as stack:
-            delivery: list[Any] = []  # backend and executor, opened for the first send
-
-            def deliver(rows: list[LedgerRow], people: dict[str, Recipient]) -> None:
-                if not delivery:
-                    settings = engine.settings
-                    executor = engine.executor(settings.executor, **settings.executor_options)
-                    delivery.append(stack.enter_context(engine.make_backend()))
-                    delivery.append(stack.enter_context(executor))
-                self._deliver(rows, people, *delivery)
-
+            deliver = self._delivery(stack)
+            finished = 0
             for start in range(0, len(retry), size):
                 if self._paused():
                     return self.summary
@@ -372,22 +372,69 @@ class CampaignRun:
                 finished += len(chunk)
                 if progress:
                     progress(finished, total)
-            # One page of the audience in memory at a time, streamed in id order.
-            for page in engine.audience_pages(campaign, size):
-                if self._paused():
-                    return self.summary
-                done = self._done_among(page)
-                todo = [r for r in page if r.recipient_id not in done]
-                self.summary.already_done += len(page) - len(todo)
-                if todo:
-                    self._prepare_models(todo[0])  # before the backend opens: may refuse
-                    owned = self._claim(self._decide(todo))
-                    deliver(owned, {r.recipient_id: r for r in todo})
-                finished += len(page)
-                if progress:
-                    progress(finished, total)
+            if not self._send_pages(deliver, progress, finished, total):
+                return self.summary
         self._close_run("finished")
         return self.summary
+
+    def execute_shard(self, bounds: tuple[str, str | None]) -> RunSummary:
+        """Send the part of an open run whose recipient ids fall in ``bounds`` (after,
+        until]: a shard, run by a worker process while the run's coordinator waits.
+
+        Idempotent through the ledger: a shard run twice (a retried or duplicated task)
+        sends nobody twice, and a shard whose worker died is resumed where it stopped.
+        """
+        self.ledger.join()
+        try:
+            with ExitStack() as stack:
+                self._send_pages(self._delivery(stack), None, 0, 0, bounds)
+        finally:
+            self.ledger.leave()
+        return self.summary
+
+    def _delivery(
+        self, stack: ExitStack
+    ) -> Callable[[list[LedgerRow], dict[str, Recipient]], None]:
+        """A ``deliver(rows, people)`` that opens the backend and executor at its first
+        call (a run with nothing to send opens neither) and closes them with ``stack``."""
+        engine = self.engine
+        delivery: list[Any] = []
+
+        def deliver(rows: list[LedgerRow], people: dict[str, Recipient]) -> None:
+            if not delivery:
+                settings = engine.settings
+                executor = engine.executor(settings.executor, **settings.executor_options)
+                delivery.append(stack.enter_context(engine.make_backend()))
+                delivery.append(stack.enter_context(executor))
+            self._deliver(rows, people, *delivery)
+
+        return deliver
+
+    def _send_pages(
+        self,
+        deliver: Deliver,
+        progress: Progress | None,
+        finished: int,
+        total: int,
+        bounds: tuple[str, str | None] = ("", None),
+    ) -> bool:
+        """Decide and send every recipient in ``bounds`` without a row yet, one page of
+        the audience in memory at a time, streamed in id order; False when paused."""
+        size = self.engine.settings.delivery.batch_size
+        for page in self.engine.audience_pages(self.campaign, size, bounds=bounds):
+            if self._paused():
+                return False
+            done = self._done_among(page)
+            todo = [r for r in page if r.recipient_id not in done]
+            self.summary.already_done += len(page) - len(todo)
+            if todo:
+                self._prepare_models(todo[0])  # before the backend opens: may refuse
+                owned = self._claim(self._decide(todo))
+                deliver(owned, {r.recipient_id: r for r in todo})
+            finished += len(page)
+            if progress:
+                progress(finished, total)
+        return True
 
     def _paused(self) -> bool:
         """True (and the run closed as ``paused``) when the campaign paused itself."""

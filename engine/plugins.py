@@ -19,6 +19,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.deliverability",
     "plugins.rewards",
     "plugins.executors",
+    "plugins.celery_workers",
     "plugins.policies.uniform",
     "plugins.policies.vw",
     "plugins.policies.thompson",

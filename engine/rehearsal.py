@@ -59,8 +59,8 @@ def _recipient(engine: Engine, campaign: Campaign, recipient_id: str | None) -> 
             )
         found = Recipient(row.id, row.email, dict(row.attributes or {}))
         return found
-    for person in engine.audience(campaign):
-        return person
+    for page in engine.audience_pages(campaign, page_size=1):  # one row read, not the list
+        return page[0]
     raise RehearsalError(
         f"campaign {campaign.name!r} has nobody in its audience to render for; "
         "import recipients first (`tailormail import recipients FILE`)"

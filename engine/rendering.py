@@ -6,6 +6,7 @@ are sandboxed, HTML is autoescaped and the subject cannot smuggle extra headers.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -255,6 +256,7 @@ def is_html_template(name: str | None) -> bool:
     return not is_text_template(name)
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of the name, asked once per message
 def text_sibling(name: str) -> str:
     """The text part's template for the body ``name``: ``.txt`` in place of ``.html``
     (``.htm``, ``.xhtml``), else before a ``.j2``/``.jinja`` suffix, else appended.
@@ -417,31 +419,30 @@ _TEXT_SKIPPED = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _TEXT_LINK = re.compile(r"<a(\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*)?>(.*?)</a\s*>", re.I | re.DOTALL)
-_TEXT_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
-_WHITESPACE = re.compile(r"\s+")
-_TEXT_BLOCKS = frozenset(
-    {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol"}
-    | {"blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "figure"}
+_ATTRS = r"(?:[^>\"']|\"[^\"]*\"|'[^']*')*"
+_TEXT_BLOCKS = (
+    "p|div|section|article|header|footer|table|tr|ul|ol|blockquote|pre|h[1-6]|hr|address|figure"
 )
-_TEXT_BREAKS = {
-    **dict.fromkeys(_TEXT_BLOCKS, "\n\n"),
-    "br": "\n",
-    "li": "\n- ",
-    "td": " ",
-    "th": " ",
-}
+# Constant replacements, no Python call per tag: block tags (start or end) make a
+# paragraph break, <br> a line break, <li> a bullet, a cell a space, any other tag nothing.
+_TEXT_TAGS = (
+    (re.compile(rf"</?(?:{_TEXT_BLOCKS})\b{_ATTRS}>", re.IGNORECASE), "\n\n"),
+    (re.compile(rf"<br\b{_ATTRS}>", re.IGNORECASE), "\n"),
+    (re.compile(rf"<li\b{_ATTRS}>", re.IGNORECASE), "\n- "),
+    (re.compile(rf"<t[dh]\b{_ATTRS}>", re.IGNORECASE), " "),
+    (re.compile(rf"</?[a-zA-Z][a-zA-Z0-9]*{_ATTRS}>"), ""),
+)
 
 
-def _tag_break(match: re.Match[str]) -> str:
-    name = match.group(2).lower()
-    if match.group(1):  # an end tag
-        return "\n\n" if name in _TEXT_BLOCKS else ""
-    return _TEXT_BREAKS.get(name, "")
+def _tags_to_breaks(fragment: str) -> str:
+    for pattern, replacement in _TEXT_TAGS:
+        fragment = pattern.sub(replacement, fragment)
+    return fragment
 
 
 def _text_link(match: re.Match[str]) -> str:
     # Still HTML (escaped) here: the whole body is unescaped once, at the end.
-    label = _TEXT_TAG.sub(_tag_break, match.group(2))
+    label = _tags_to_breaks(match.group(2))
     found = _HREF.search(match.group(1) or "")
     if found is None:
         return label
@@ -456,9 +457,15 @@ def _text_link(match: re.Match[str]) -> str:
 
 def html_to_text(body: str) -> str:
     """A plain-text alternative of ``body``: readable text, each link's URL in brackets."""
-    body = _WHITESPACE.sub(" ", _TEXT_SKIPPED.sub("", body))
+    body = " ".join(_TEXT_SKIPPED.sub("", body).split())
     body = _TEXT_LINK.sub(_text_link, body)
-    body = html.unescape(_TEXT_TAG.sub(_tag_break, body))
-    lines = [" ".join(line.split()) for line in body.splitlines()]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    body = html.unescape(_tags_to_breaks(body))
+    # Collapse what entities brought back (&nbsp;), trim every line, at most one blank line.
+    body = _LINE_EDGES.sub("\n", _SPACES.sub(" ", body))
+    text = _BLANK_LINES.sub("\n\n", body).strip()
     return text + "\n" if text else ""
+
+
+_SPACES = re.compile(r"[^\S\n]+")
+_LINE_EDGES = re.compile(r" ?\n ?")
+_BLANK_LINES = re.compile(r"\n{3,}")

@@ -44,6 +44,9 @@ class RunInfo:
     finished_at: datetime | None
     error: str | None
     counts: dict[str, int] = field(default_factory=dict)
+    shards: int | None = None  # how many shards workers sent (None: one process)
+    workers: int = 0  # how many workers wrote its ledger rows
+    model_version: str | None = None  # the model the run decides with ("": a fresh policy)
 
 
 def list_runs(engine: Engine, campaign: str | None = None, limit: int = 20) -> list[RunInfo]:
@@ -63,8 +66,25 @@ def list_runs(engine: Engine, campaign: str | None = None, limit: int = 20) -> l
             )
             for run_id, status, n in session.execute(grouped).all():
                 counts[run_id][status] = int(n)
+            owners = (
+                select(col(LedgerRow.run_id), func.count(func.distinct(col(LedgerRow.owner))))
+                .where(col(LedgerRow.run_id).in_(ids))
+                .group_by(col(LedgerRow.run_id))
+            )
+            workers = {run_id: int(n) for run_id, n in session.execute(owners).all()}
     return [
-        RunInfo(r.id, r.campaign, r.status, r.started_at, r.finished_at, r.error, counts[r.id])
+        RunInfo(
+            r.id,
+            r.campaign,
+            r.status,
+            r.started_at,
+            r.finished_at,
+            r.error,
+            counts[r.id],
+            r.shards,
+            workers.get(r.id, 0) if ids else 0,
+            r.model_version,
+        )
         for r in rows
     ]
 

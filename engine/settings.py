@@ -48,7 +48,7 @@ class DeliverySettings(_Strict):
     # How long a worker's claim on its ledger rows lasts unless renewed (every third of it);
     # a dead worker's rows are taken over after it (at once on the same host).
     lease_seconds: int = Field(default=60, ge=3)
-    # Each sending worker's hand-over journal (one batch long, deleted when it stops).
+    # Each sending worker's hand-over journal (about 1 MB at most, deleted when it stops).
     journal_dir: str = "journal"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -77,6 +77,29 @@ class SchedulerSettings(_Strict):
     leader_ttl_seconds: float = Field(default=15.0, gt=0)
 
 
+class CelerySettings(_Strict):
+    """The Celery executor: broker, result backend, queue (``tailormail worker`` reads it)."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    queue: str = "tailormail"
+    # An unacknowledged shard of a worker that died goes to another after this long.
+    visibility_timeout_seconds: int = Field(default=300, ge=1)
+
+
+class WorkersSettings(_Strict):
+    """Where the shards of a large run are sent: ``inline`` (this process, no shards),
+    ``local`` (a process pool on this machine) or ``celery`` (``tailormail worker``s)."""
+
+    executor: str = "inline"
+    processes: int = Field(default=0, ge=0)  # local pool size; 0: one per core
+    shard_size: int = Field(default=5000, ge=1)  # recipients per shard
+    # The coordinator stops waiting for shards after this long without ledger progress
+    # and sends what is left itself (a late shard then finds it done).
+    stall_seconds: float = Field(default=120.0, gt=0)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+
+
 class Settings(_Strict):
     """Everything an ``Engine`` needs to start; paths are relative to ``project_dir``."""
 
@@ -95,6 +118,7 @@ class Settings(_Strict):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     web: WebSettings = Field(default_factory=WebSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    workers: WorkersSettings = Field(default_factory=WorkersSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     frequency_cap: timedelta | None = None  # across all campaigns; each campaign has its own
     # Ledger rows and events older than this are anonymized by a daily job (docs/guide.md).

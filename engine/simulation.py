@@ -242,6 +242,7 @@ class Reader:
         self._parser = BytesParser(policy=policy.default)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="reader")
         self._requests: list[futures.Future[None]] = []
+        self._later: list[tuple[str, str, int]] = []  # a reader's second and further items
         self._coins: dict[str, random.Random] = {}
 
     def poll(self, *, wait: bool = False) -> dict[str, ReadCounts]:
@@ -253,6 +254,8 @@ class Reader:
             self.seen.add(name)
             campaign, read = self._read(self.outbox / name)
             counts.setdefault(campaign, ReadCounts()).add(read)
+        later, self._later = self._later, []
+        self._requests += [self._pool.submit(self._request, *request) for request in later]
         if wait:
             futures.wait(self._requests)
         for request in [f for f in self._requests if f.done()]:
@@ -295,7 +298,8 @@ class Reader:
         for request in requests:
             if not request[1].startswith(("http://", "https://")):
                 raise ValueError(f"{path.name}: not an http(s) URL: {request[1]!r}")
-            self._requests.append(self._pool.submit(self._request, *request))
+        self._requests.append(self._pool.submit(self._request, *requests[0]))
+        self._later.extend(requests[1:])  # further items after every email's first click
         return markers["campaign"], read
 
     def _request(self, method: str, url: str, status: int) -> None:

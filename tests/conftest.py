@@ -27,6 +27,7 @@ from engine.app import Engine
 from engine.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-0123456789-0123456789-01"  # what Project engines sign with
 PG_ADMIN_URL = os.environ.get(
     "TAILORMAIL_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
@@ -145,7 +146,7 @@ class Project:
         delivery = {"backend": backend} | overrides.pop("delivery", {})
         settings = load_settings(
             project_dir=self.root,
-            environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
+            environ={"TAILORMAIL_SECRET": TEST_SECRET},
             overrides={"database_url": self.db_url, "delivery": delivery} | overrides,
         )
         return Engine(settings=settings, plugins=plugins, load_entry_points=False)

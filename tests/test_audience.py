@@ -180,3 +180,57 @@ def test_the_cli_stops_a_send_on_an_unknown_audience_key(tmp_path: Path) -> None
         assert tailormail("import", kind, name, cwd=project).returncode == 0
     fails(tailormail("send", "weekly-picks", cwd=project), "'contry'", "attributes: ")
     assert not (project / "outbox").exists()
+
+
+def test_a_scheduled_run_with_an_unknown_audience_key_stops_and_is_marked_failed(
+    sqlite_project: Project,
+) -> None:
+    from datetime import UTC, datetime
+
+    from engine.scheduler import run_scheduled
+
+    sqlite_project.add_campaign("filtered", extra='audience = { segmnt = "a" }')
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=4)
+    with pytest.raises(ConfigError, match="'segmnt'.*attributes: first_name, segment"):
+        run_scheduled(engine, "filtered", now=datetime(2030, 1, 7, 9, 0, 30, tzinfo=UTC))
+    assert mailed(engine) == [] and ledger_emails(engine) == []
+    with Session(engine.db) as session:
+        runs = session.exec(select(RunRow)).all()
+    assert [(r.status, "segmnt" in (r.error or "")) for r in runs] == [("failed", True)]
+
+
+def test_the_unknown_key_check_lists_the_attributes_on_both_databases(varied: Engine) -> None:
+    varied.check_audience(campaign_with('{ plan = "pro", phone = { exists = false } }'))
+    with pytest.raises(ConfigError) as error:
+        varied.check_audience(campaign_with('{ plan = "pro", pLan = "x" }'))
+    assert str(error.value) == (
+        "campaign 'f': audience filter on 'pLan', an attribute no recipient has "
+        "(attributes: age, country, name, phone, plan)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cell", "stored"),
+    [
+        ("42", 42),
+        ("-3", -3),
+        ("9.5", 9.5),
+        ("0", 0),
+        ("0.25", 0.25),
+        ("0042", "0042"),  # a ZIP code keeps its zeros
+        ("+33612345678", "+33612345678"),
+        ("1e3", "1e3"),
+        ("1234567890123456", "1234567890123456"),  # 16 digits: an id, not a quantity
+        ("12.", "12."),
+        ("true", "true"),
+        (" 7", " 7"),
+    ],
+)
+def test_csv_cells_that_spell_plain_numbers_are_stored_as_numbers(
+    cell: str, stored: object
+) -> None:
+    from engine.importer import csv_scalar
+
+    value = csv_scalar(cell)
+    assert value == stored and type(value) is type(stored)

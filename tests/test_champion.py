@@ -201,3 +201,15 @@ def test_a_challenger_ahead_only_by_chance_is_not_promoted(tmp_path: Path) -> No
     assert row.decision == "not promoted" and not row.blob
     assert "the lower bound is not above zero" in (row.reason or "")
     engine.close()
+
+
+def test_training_says_why_it_trained_nothing(sqlite_project: Project) -> None:
+    engine = sqlite_project.engine()
+    report = train_challengers(engine, engine.campaign("alerts"))  # uniform: no search space
+    assert report.skipped == "the 'uniform' policy lists no settings to search"
+    sqlite_project.add_campaign("fresh", policy="vw")
+    engine = sqlite_project.engine()
+    report = train_challengers(engine, engine.campaign("fresh"))
+    assert report.skipped == "0 rewarded decisions; training needs 100"
+    assert versions(engine, "fresh") == []
+    engine.close()

@@ -232,7 +232,7 @@ def _edit(path: Path, old: str, new: str) -> None:
         ("items_per_email", 'from_address = "a@b.example\\r\\nBcc: x@y.example"\nitems_per_email',
          "'from_address': contains a control character"),
         ("items_per_email", 'from_address = "alerts at shop"\nitems_per_email',
-         "'from_address': 'alerts at shop' is not an email address"),
+         "'from_address': 'alerts at shop' is not one email address"),
         ("items_per_email", 'subject_prefix = "[Shop]\\nBcc: x@y.example"\nitems_per_email',
          "'subject_prefix': contains a control character"),
     ],
@@ -257,7 +257,8 @@ def test_a_campaign_value_that_cannot_work_stops_start_up(
         ("tracking_base_url", "https://", "is not an absolute http:// or https:// URL"),
         ("tracking_base_url", "ftp://t.example.com", "is not an absolute http:// or https:// URL"),
         ("from_address", "Shop <shop@x.example>\nBcc: all@x.example", "control character"),
-        ("from_address", "shop", "'shop' is not an email address"),
+        ("from_address", "shop", "'shop' is not one email address"),
+        ("from_address", "a@x.example, b@x.example", "is not one email address"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_start_up_naming_the_key(

@@ -12,6 +12,7 @@ from conftest import Project
 
 from engine.errors import ConfigError
 from engine.learning.lift import measured_lift
+from engine.learning.report import value_summary
 
 # Everyone clicks b three times as often as a: uniform earns 10%, the fixed a 5%.
 B_BETTER = {"a": {"a": 0.05, "b": 0.15}, "b": {"a": 0.05, "b": 0.15}}
@@ -67,6 +68,10 @@ def test_apprentice_mode_logs_the_policy_in_shadow_and_teaches_it(project: Proje
     send_and_reward(engine, "shadowed", runs=1, rng=random.Random(2), start=1)
     later = ledger(engine, "shadowed-r1")
     assert {r.shadow["model_version"] for r in later if r.shadow} == {model.version}
+    # The report estimates what the policy in shadow would have earned acting.
+    values = value_summary(engine, engine.campaign("shadowed"))
+    shadow = values["policy in shadow (estimated)"]
+    assert shadow.n == 80 and shadow.ci_low <= shadow.value <= shadow.ci_high
     engine.close()
 
 

@@ -217,7 +217,7 @@ def test_runs_shows_the_pause_and_resume_lifts_it(sqlite_project: Project) -> No
         complain(engine, row)
     run_campaign(engine, "alerts", run_id="r2")  # stops at once: paused
 
-    def tailormail(*args: str) -> subprocess.CompletedProcess[str]:
+    def tailormail(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
         env = clean | {
             "TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01",
@@ -225,9 +225,12 @@ def test_runs_shows_the_pause_and_resume_lifts_it(sqlite_project: Project) -> No
         }
         command = [sys.executable, "-m", "engine", "--project", str(sqlite_project.root), *args]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == expect and "Traceback" not in done.stderr, done.stderr
         return done
 
+    refused = tailormail("send", "alerts", expect=1).stderr
+    assert "campaign alerts paused itself: complaint rate 20.00%" in refused
+    assert "Resume with `tailormail resume alerts`" in refused
     listed = tailormail("runs").stdout
     assert "campaign alerts PAUSED since" in listed
     assert "complaint rate 20.00% over its last 10 sends" in listed

@@ -216,3 +216,10 @@ def test_read_outbox_decodes_links_split_by_quoted_printable(tmp_path: Path) -> 
     (shown,) = read_outbox(tmp_path)
     assert shown.links == [long_link]
     assert shown.to == "ann@example.org"
+
+
+def test_outbox_keeps_a_utf8_address_readable(tmp_path: Path) -> None:
+    OutboxBackend(None, path=str(tmp_path)).send([make_message(4, to="Zoë <zoë@example.org>")])
+    raw = (tmp_path / "00000004.eml").read_bytes()
+    assert "<zoë@example.org>".encode() in raw  # raw UTF-8 (RFC 6532), not unknown-8bit
+    assert b"unknown-8bit" not in raw

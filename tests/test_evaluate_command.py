@@ -103,7 +103,7 @@ def test_train_models_and_rollback_as_a_user_runs_them(tmp_path: Path) -> None:
     trained = tailormail("train", "learn", cwd=root)
     assert trained.returncode == 0, trained.stderr
     assert "champion's settings (retrained)" in trained.stdout
-    for tried in ("exploration='epsilon'", "interactions=['UA', 'UUA']", "learning_rate=0.5"):
+    for tried in ("exploration='squarecb'", "interactions=['UA', 'UUA']", "learning_rate=0.5"):
         assert tried in trained.stdout
 
     back = tailormail("rollback", "learn", "learn-vw-v1", cwd=root)

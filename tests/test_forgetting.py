@@ -138,3 +138,27 @@ def test_a_retention_shorter_than_what_it_would_erase_stops_start_up(
         sqlite_project.engine(retention="30m")
     with pytest.raises(ConfigError, match=r"retention: 2d must be longer than frequency_cap"):
         sqlite_project.engine(retention="2d", frequency_cap="7d")
+
+
+def test_the_forget_command_asks_first_then_says_what_it_erased(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=2)
+    engine.close()
+    config = sqlite_project.root / "config" / "tailormail.toml"
+    config.write_text(f'database_url = "{sqlite_project.db_url}"\n')
+    monkeypatch.setenv("TAILORMAIL_SECRET", "test-secret-0123456789-0123456789-01")
+    runner = CliRunner()
+    args = ["--project", str(sqlite_project.root), "forget", "u001"]
+    declined = runner.invoke(app, args, input="n\n")
+    assert declined.exit_code == 1 and "Erase everything about 'u001'?" in declined.output
+    assert len(rows(engine, RecipientRow)) == 2
+    done = runner.invoke(app, [*args, "--yes"])
+    assert done.exit_code == 0, done.output
+    assert "Forgot u001 (u001): 1 address(es) kept only as a keyed hash" in done.output
+    assert [r.id for r in rows(engine, RecipientRow)] == ["u000"]

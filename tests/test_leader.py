@@ -66,10 +66,13 @@ def test_a_dead_leader_loses_the_lock_and_a_standby_takes_it(db_url: str) -> Non
     # The leader stalls: no renewal. PostgreSQL: its connection dies; SQLite: the lease ages.
     lock = a.lock
     if hasattr(lock, "_drop"):
-        lock._drop()
+        lock._drop()  # PostgreSQL releases the lock once it sees the connection gone
     else:
         time.sleep(0.8)
-    assert b.step() is True
+    deadline = time.monotonic() + 15  # a standby retries every round; it wins soon
+    while not b.step() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b.leading
     # The old leader notices at its next round and stops acting before doing anything.
     assert a.step() is False and first.deposed == 1
     assert b.step() is True

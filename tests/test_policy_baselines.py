@@ -150,3 +150,15 @@ def test_abtest_rejects_bad_parameters() -> None:
 def test_builtin_baselines_are_registered() -> None:
     assert isinstance(engine.policy("thompson", segment="device"), ThompsonPolicy)
     assert isinstance(engine.policy("abtest", confidence=0.99), ABTestPolicy)
+
+
+def test_abtest_drops_a_clear_loser_while_two_leaders_stay_tied() -> None:
+    policy = ABTestPolicy()
+    simulate_abtest(policy, {"plain": 0.02, "urgent": 0.06, "digest": 0.06}, 30, seed=4)
+    assert policy.winner is None and set(policy.dropped) == {"plain"}
+    pmf = policy.choose({}, THREE, seed=1).pmf
+    share = 0.1 / 3
+    assert pmf == pytest.approx({"plain": share, "urgent": 0.45 + share, "digest": 0.45 + share})
+    restored = ABTestPolicy()
+    restored.load(policy.save())
+    assert restored.dropped == policy.dropped

@@ -246,3 +246,21 @@ def test_ranking_scores_kept_by_fit_equal_fresh_scores() -> None:
         assert recipe.score(user, catalogue[:3]) == fresh.score(user, catalogue[:3])
         ranked = sorted(catalogue[:20], key=lambda i: -fresh.score(user, [i])[i])
         assert recipe.rerank(user, ranked, 20) == ranked
+
+
+def test_ranking_from_pools_ranked_at_fit_equals_asking_the_source() -> None:
+    interactions, items, users = synthetic(120)
+    fast = RankingRecipe(candidates_from="sims", pool=12)
+    slow = RankingRecipe(candidates_from="sims", pool=12)
+    fast._source.answer_depth = 10  # type: ignore[union-attr]  # short: big excludes fall back
+    for recipe in (fast, slow):
+        fit_recipe(recipe, interactions, items, users)
+    slow._pools = []  # every answer asks the source and scores afresh
+    assert any(len(ranked) for ranked, _ in fast._pools)
+    rng = random.Random(11)
+    catalogue = [item.item_id for item in items]
+    for user in [f"u{n}" for n in range(0, 120, 7)] + ["nobody"]:
+        for size in (0, 4, 25):
+            exclude = set(rng.sample(catalogue, size))
+            for k in (0, 1, 5, 15):
+                assert fast.recommend(user, k, exclude) == slow.recommend(user, k, exclude)

@@ -52,10 +52,10 @@ def test_report_shows_lift_values_models_waiting_rewards_and_a_chart(tmp_path: P
     done = tailormail("report", "held", "--png", "chart.png", cwd=project.root)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "lift against the control group" in out
+    assert "lift against the control group" in out and " points" in out
     for label in ("as sent", "uniform split (estimated)", "control group (measured)"):
         assert label in out
-    assert "champion held-vw-v" in out and "model versions over time" in out
+    assert "champion held-vw-v" in out and "champion over time" in out
     assert "300 decisions wait for their attribution window; the next closes" in out
     assert (project.root / "chart.png").read_bytes().startswith(b"\x89PNG")
 

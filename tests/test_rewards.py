@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from conftest import Project
 from sqlmodel import Session, select
 
+import engine.rewards
 from engine import EventType, TrackingEvent, hookimpl
+from engine.app import Engine
 from engine.events import record_event
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, utcnow
 from engine.pipeline import run_campaign
@@ -44,6 +47,7 @@ def test_rewards_wait_for_the_window_then_default_to_no_click(project: Project) 
     later = utcnow() + timedelta(hours=2)
     summary = join_rewards(engine, campaign="learning", now=later)
     assert summary.rewarded == {"learning": 10}
+    assert summary.total_reward == {"learning": 1.0} and summary.replayed == 0
     values = rewards(engine)
     assert values[rows[0].id] == 1.0  # type: ignore[index]
     assert values[rows[1].id] == 0.0  # type: ignore[index]
@@ -89,3 +93,34 @@ def test_a_reward_plugin_replaces_the_default_function(sqlite_project: Project) 
     values = rewards(engine)
     assert values[rows[2].id] == 2.0  # type: ignore[index]
     assert sorted(values.values()) == [-0.1, -0.1, -0.1, 2.0]
+
+
+def test_rewards_are_joined_in_chunks_each_row_once(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine.rewards, "CHUNK", 2)  # five rows: three chunks
+    eng = sqlite_project.engine()
+    sqlite_project.seed(eng, people=5)
+    run_campaign(eng, "alerts", run_id="r1")
+    later = utcnow() + timedelta(hours=2)
+    assert join_rewards(eng, now=later, learn=False).rewarded == {"alerts": 5}
+    assert sorted(rewards(eng)) == [r.id for r in sent_rows(eng)]
+    assert join_rewards(eng, now=later, learn=False).rewarded == {"alerts": 0}
+
+
+class EngineAware:
+    """A reward function that reads the engine it is given (its settings, say)."""
+
+    @staticmethod
+    @hookimpl
+    def reward(engine, campaign, events):  # type: ignore[no-untyped-def]
+        assert isinstance(engine, Engine)
+        return 0.5 if engine.settings.from_address and campaign.name == "alerts" else None
+
+
+def test_the_reward_hook_gets_the_engine_and_the_campaign(sqlite_project: Project) -> None:
+    eng = sqlite_project.engine(plugins=[EngineAware()])
+    sqlite_project.seed(eng, people=2)
+    run_campaign(eng, "alerts", run_id="r1")
+    join_rewards(eng, now=utcnow() + timedelta(hours=2), learn=False)
+    assert sorted(rewards(eng).values()) == [0.5, 0.5]

@@ -404,3 +404,33 @@ def test_a_busy_greeting_is_retried_and_a_refused_login_defers_the_batch(
     assert [r.status for r in results] == [SendStatus.TEMPORARY_FAILURE] * 2
     assert all(r.error == "535 5.7.8 authentication failed" for r in results)
     assert not any(r.rejected for r in results)
+
+
+def test_the_pool_sends_over_its_connections_in_parallel() -> None:
+    import asyncio
+    import contextlib
+
+    class Rendezvous(Mailbox):
+        """Holds each DATA until two transactions are in DATA at once (or 5 s pass)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inside = self.most = 0
+            self.together: asyncio.Event | None = None
+
+        async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+            self.together = self.together or asyncio.Event()
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            if self.inside >= 2:
+                self.together.set()
+            with contextlib.suppress(TimeoutError):  # sequential: the assertion says so
+                await asyncio.wait_for(self.together.wait(), timeout=5)
+            self.inside -= 1
+            return await super().handle_DATA(server, session, envelope)
+
+    handler = Rendezvous()
+    with serve(handler) as port, backend(port, pool_size=4) as smtp:
+        results = smtp.send([make_message(i) for i in range(8)])
+    assert [r.status for r in results] == [SendStatus.SENT] * 8
+    assert handler.most >= 2  # two connections were mid-transaction at the same moment

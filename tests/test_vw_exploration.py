@@ -102,8 +102,9 @@ def test_softmax_follows_lambda() -> None:
 
 @pytest.mark.parametrize("size", [2, 5])
 def test_bagging_votes_in_steps_of_one_over_the_ensemble_size(size: int) -> None:
-    # VW's own learning rate (0.5): the bags of a gentler one agree too soon to show it.
-    with trained(exploration="bag", ensemble_size=size, epsilon=0.0, learning_rate=None) as policy:
+    # VW's own settings (mtr, rate 0.5): the bags of a gentler regression agree too soon.
+    settings = {"learning_rate": None, "cb_type": "mtr"}
+    with trained(exploration="bag", ensemble_size=size, epsilon=0.0, **settings) as policy:
         assert option(policy, "bag") == str(size)
         assert float(option(policy, "epsilon") or "nan") == 0.0
         shapes = pmfs(policy)
@@ -132,27 +133,34 @@ def test_cover_is_not_epsilon_greedy() -> None:
         assert all(sum(pmf) == pytest.approx(1.0, abs=1e-5) for pmf in shapes.values())
 
 
-def test_squarecb_is_the_default_and_follows_gamma_scale() -> None:
-    with trained() as default, trained(gamma_scale=1000.0) as greedy:
-        assert option(default, "squarecb") == "" and option(default, "epsilon") is None
-        assert float(option(default, "gamma_scale") or "nan") == 10.0
-        assert float(option(default, "learning_rate") or "nan") == 0.1
-        gentle, sharp = pmfs(default)["a"], pmfs(greedy)["a"]
+def test_the_defaults_are_epsilon_greedy_over_a_direct_method_regression() -> None:
+    with VowpalWabbitPolicy() as policy:
+        assert option(policy, "epsilon") == "0.05" and option(policy, "cb_type") == "dm"
+        assert option(policy, "learning_rate") == "0.1" and option(policy, "squarecb") is None
+        assert (policy.min_probability, policy.new_variant_examples) == (0.01, 100)
+
+
+def test_squarecb_follows_gamma_scale() -> None:
+    with (
+        trained(exploration="squarecb") as gentle_policy,
+        trained(exploration="squarecb", gamma_scale=1000.0) as greedy,
+    ):
+        assert option(gentle_policy, "squarecb") == "" and option(gentle_policy, "epsilon") is None
+        assert option(gentle_policy, "cb_type") == "mtr"  # the only one squarecb takes
+        assert float(option(gentle_policy, "gamma_scale") or "nan") == 10.0
+        gentle, sharp = pmfs(gentle_policy)["a"], pmfs(greedy)["a"]
         assert gentle.index(max(gentle)) == 0 and sharp.index(max(sharp)) == 0
         assert max(sharp) > max(gentle)  # a larger gamma exploits more
         assert not epsilon_greedy_shaped(gentle, 0.05)
 
 
-def test_an_epsilon_alone_means_epsilon_greedy() -> None:
-    policy = VowpalWabbitPolicy(epsilon=0.1)
-    assert option(policy, "epsilon") == "0.1" and option(policy, "squarecb") is None
-    policy.close()
+def test_bad_exploration_settings_name_the_key() -> None:
     with pytest.raises(ConfigError, match="epsilon has no effect"):
         VowpalWabbitPolicy(exploration="squarecb", epsilon=0.1)
     with pytest.raises(ConfigError, match="cb_type"):
-        VowpalWabbitPolicy(cb_type="dm")  # squarecb regresses with mtr only
+        VowpalWabbitPolicy(exploration="squarecb", cb_type="dm")  # it regresses with mtr only
     with pytest.raises(ConfigError, match="cb_type"):
-        VowpalWabbitPolicy(exploration="epsilon", cb_type="magic")
+        VowpalWabbitPolicy(cb_type="magic")
     with pytest.raises(ConfigError, match="power_t"):
         VowpalWabbitPolicy(power_t=2)
     with pytest.raises(ConfigError, match="min_probability"):

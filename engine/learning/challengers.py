@@ -10,7 +10,7 @@ most recent held-out slice (``HOLDOUT_SHARE`` of the rewarded decisions): the st
 champion has already learned from that slice, so only a retrained one compares fairly. A
 candidate is promoted only when the lower bound of its paired DR difference against the
 champion's settings is above zero; the best lower bound wins. The promoted model is then
-trained on every rewarded decision. Every candidate gets an audit row, promoted or not.
+trained on all of those decisions. Every candidate gets an audit row, promoted or not.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 HOLDOUT_SHARE = 0.2
 MIN_DECISIONS = 100
 """Fewer rewarded decisions than this cannot tell settings apart: nothing is trained."""
+TRAIN_WINDOW = 100_000
+"""Challengers learn from the newest this many rewarded decisions (memory stays bounded)."""
 
 
 @dataclass
@@ -114,7 +116,12 @@ def train_challengers(
         report.skipped = f"champion {champion.version} is pinned by a rollback; release it first"
         return report
     base = (champion.settings if champion else None) or configured_settings(campaign)
-    decisions = from_ledger(engine, campaign.name)
+    if candidates is None:
+        candidates = search_settings(engine, base)
+        if not candidates:
+            report.skipped = f"the {base['name']!r} policy lists no settings to search"
+            return report
+    decisions = from_ledger(engine, campaign.name, newest=TRAIN_WINDOW)
     if len(decisions) < MIN_DECISIONS:
         report.skipped = f"{len(decisions)} rewarded decisions; training needs {MIN_DECISIONS}"
         return report
@@ -124,7 +131,7 @@ def train_challengers(
     model = offpolicy.RewardModel.fit(train)
     reference = offpolicy.target_pmfs(_trained(engine, base, train), holdout)
     report.baseline = offpolicy.estimates(holdout, reference, model)["dr"]
-    for settings in search_settings(engine, base) if candidates is None else candidates:
+    for settings in candidates:
         pmfs = offpolicy.target_pmfs(_trained(engine, settings, train), holdout)
         report.outcomes.append(
             Outcome(
@@ -174,7 +181,7 @@ def challenge_with_configured(engine: Engine, campaign: Campaign) -> TrainReport
     settings = configured_settings(campaign)
     report = train_challengers(engine, campaign, [settings], kind="settings")
     if report.skipped and not report.skipped.startswith("champion"):
-        decisions = from_ledger(engine, campaign.name)
+        decisions = from_ledger(engine, campaign.name, newest=TRAIN_WINDOW)
         policy = _trained(engine, settings, decisions)
         version = record(
             engine,

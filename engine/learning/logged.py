@@ -9,6 +9,7 @@ order, so evaluating either gives the same estimates.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ class LoggedDecision:
     sent_at: datetime | None = None
     policy: str | None = None
     arm: str | None = None
+    shadow_pmf: dict[str, float] | None = None  # apprentice mode: the policy's own pmf
 
 
 def usable(row: LedgerRow) -> bool:
@@ -64,17 +66,19 @@ def from_row(row: LedgerRow, reward: float, today: Iterable[Variant] = ()) -> Lo
         sent_at=row.sent_at,
         policy=row.policy,
         arm=row.arm,
+        shadow_pmf=dict(row.shadow["pmf"]) if row.shadow and row.shadow.get("pmf") else None,
     )
 
 
-def from_ledger(engine: Engine, campaign: str) -> list[LoggedDecision]:
-    """Every usable rewarded decision of ``campaign``, oldest first (as ``export`` writes)."""
+def from_ledger(engine: Engine, campaign: str, newest: int | None = None) -> list[LoggedDecision]:
+    """Every usable rewarded decision of ``campaign``, oldest first (as ``export`` writes),
+    or only the ``newest`` ones (read in chunks, so memory stays bounded by ``newest``)."""
     today = engine.campaign(campaign).variant_list
-    return [
-        from_row(row, reward, today)
-        for row, reward in rewarded_decisions(engine, campaign)
-        if usable(row)
-    ]
+    kept: deque[LoggedDecision] = deque(maxlen=newest)
+    for row, reward in rewarded_decisions(engine, campaign):
+        if usable(row):
+            kept.append(from_row(row, reward, today))
+    return list(kept)
 
 
 def _from_jsonl(record: dict[str, Any]) -> LoggedDecision:

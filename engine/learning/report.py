@@ -67,6 +67,11 @@ def value_summary(engine: Engine, campaign: Campaign) -> dict[str, Estimate]:
         model = offpolicy.RewardModel.fit(decisions)
         uniform = offpolicy.uniform_pmfs(decisions)
         values["uniform split (estimated)"] = offpolicy.estimates(decisions, uniform, model)["dr"]
+        shadowed = [d for d in decisions if d.shadow_pmf]
+        if shadowed:  # apprentice mode: what the policy would have earned acting
+            pmfs = [dict(d.shadow_pmf or {}) for d in shadowed]
+            label = "policy in shadow (estimated)"
+            values[label] = offpolicy.estimates(shadowed, pmfs, model)["dr"]
         champion = engine.champion(campaign)
         if champion is not None:
             pmfs = offpolicy.target_pmfs(champion_policy(engine, campaign), decisions)

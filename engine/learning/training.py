@@ -4,9 +4,12 @@ Every batch of new rewards teaches a copy of the champion (same settings, more d
 update is a new version evaluated against its parent off-policy on that batch (the paired
 DR difference of their values); when the difference's upper bound is below zero the update
 is clearly worse and is rolled back automatically: the parent stays champion and the audit
-table says why. Rows decided by another policy (say a policy the campaign used before) are
-marked as seen but teach nothing, unless that policy is the campaign's baseline (control
-group, apprentice mode), whose logged decisions the policy learns from.
+table says why. The update has learned that batch, which tilts the comparison its way, so
+what is rolled back is only what is worse even so.
+
+Rows decided by another policy (say a policy the campaign used before) are marked as seen
+but teach nothing, unless that policy is the campaign's baseline (control group,
+apprentice mode), whose logged decisions the policy learns from.
 """
 
 from __future__ import annotations
@@ -39,9 +42,8 @@ if TYPE_CHECKING:
 def learning_policies(campaign: Campaign) -> set[str]:
     """The policies whose logged decisions teach the campaign's policy."""
     names = {campaign.policy.name}
-    baseline = getattr(campaign, "baseline", None)
-    if baseline is not None:
-        names.add(str(baseline.policy_name))
+    if campaign.baseline is not None:
+        names.add(campaign.baseline.policy_name)
     return names
 
 

@@ -56,6 +56,26 @@ def champion_policy(engine: Engine, campaign: Campaign) -> Policy:
     return policy
 
 
+def version_policy(engine: Engine, campaign: Campaign, version: str) -> Policy:
+    """The policy of model ``version`` of ``campaign`` (``""``: a fresh one, configured as
+    the campaign file says); falls back to the champion when that version is gone."""
+    if version == "":
+        return build_policy(engine, configured_settings(campaign))
+    with session_scope(engine.db) as session:
+        row = session.scalars(
+            select(ModelVersionRow)
+            .where(col(ModelVersionRow.campaign) == campaign.name)
+            .where(col(ModelVersionRow.version) == version)
+            .order_by(col(ModelVersionRow.id).desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return champion_policy(engine, campaign)
+    policy = build_policy(engine, row.settings or configured_settings(campaign), row.blob)
+    policy.model_version = row.version
+    return policy
+
+
 @dataclass
 class Training:
     """What one training found, before it is written to the audit table."""

@@ -1,8 +1,13 @@
 """The send ledger: every state change of a ledger row, in one place.
 
 One row per (run, recipient), unique, inserted before its message is rendered. A row
-changes state only through ``RunLedger``'s named transitions, each guarded on the state
-it leaves and, while a worker holds the row, on that worker (its lease):
+changes state only here, through named transitions (``RunLedger``'s methods, the
+settling in ``recovery``, ``reconcile.settle_unknown``), each guarded on the state it
+leaves and, while a worker holds the row, on that worker (its lease). The modules:
+``transitions`` (``RunLedger``), ``recovery`` (settling stopped or dead workers' rows,
+reconciling unknown ones from the backend), ``reconcile`` (unknown ones from provider
+events), ``journal`` (the hand-over journal), ``lease`` (workers, leases), ``statements``
+(the guarded SQL).
 
 ```
  (none) --claim--> skipped                                  (final: no decision logged)
@@ -16,6 +21,7 @@ it leaves and, while a worker holds the row, on that worker (its lease):
                     +--settle--> deferred     +--settle--> deferred (journal: never handed)
                                               +--settle--> sent | failed (journal: answered)
  unknown --reconcile_unknown--> sent | deferred        (a backend that can tell: outbox)
+ unknown --settle_unknown-----> sent | failed          (a provider's event: reconcile.py)
 ```
 
 - ``pending``: claimed under a worker's lease (owner and expiry), not yet with the
@@ -39,6 +45,16 @@ from __future__ import annotations
 
 from engine.ledger.journal import Journal, JournalState
 from engine.ledger.lease import Worker
-from engine.ledger.transitions import STATUS_FOR, Fate, RunLedger, fate
+from engine.ledger.recovery import Fate, fate
+from engine.ledger.statements import STATUS_FOR
+from engine.ledger.transitions import RunLedger
 
-__all__ = ["STATUS_FOR", "Fate", "Journal", "JournalState", "RunLedger", "Worker", "fate"]
+__all__ = [
+    "STATUS_FOR",
+    "Fate",
+    "Journal",
+    "JournalState",
+    "RunLedger",
+    "Worker",
+    "fate",
+]

@@ -11,8 +11,9 @@ Cost: each record is one ``os.write`` (its bytes are with the OS before the mess
 so they survive a SIGKILL of the worker); a syncer thread ``fdatasync``s the file in groups
 every ``sync_interval`` (5 ms). A power cut can lose the unsynced tail, so the file names
 the boot it was written in (Linux ``boot_id``): after a reboot, a missing record proves
-nothing and those rows are ``unknown``, as without a journal. After each batch is recorded
-in the database the file is cut back to its header, so it stays one batch long.
+nothing and those rows are ``unknown``, as without a journal. Once a batch is recorded in
+the database its records only concern rows no longer held (ignored on recovery), and the
+file is cut back to its header whenever it passes ``CUT_BYTES``.
 
 The worker holds an exclusive ``flock`` on its file while it lives; the kernel drops it when
 the process dies, however it dies, which is how another worker on the host tells a dead
@@ -33,6 +34,7 @@ from pathlib import Path
 from engine.types import Message, SendResult, SendStatus
 
 SYNC_INTERVAL = 0.005  # seconds between group commits
+CUT_BYTES = 1 << 20  # ``reset`` cuts the file back once it is this long
 SUFFIX = ".journal"
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
@@ -59,8 +61,17 @@ class JournalState:
 
 
 def _outcome_line(result: SendResult) -> bytes:
-    fields = [result.send_id, str(result.status), result.provider_id, result.error]
-    return b"O " + json.dumps(fields + [result.rejected]).encode() + b"\n"
+    provider = result.provider_id
+    if (
+        result.status is SendStatus.SENT
+        and result.error is None
+        and provider  # the common case, cheaply: "S <send id> <provider id>"
+        and provider.isprintable()
+        and " " not in provider
+    ):
+        return f"S {result.send_id} {provider}\n".encode()
+    fields = [result.send_id, str(result.status), provider, result.error, result.rejected]
+    return b"O " + json.dumps(fields).encode() + b"\n"
 
 
 def parse(data: bytes) -> JournalState:
@@ -77,6 +88,10 @@ def parse(data: bytes) -> JournalState:
         try:
             if kind == b"H":
                 state.handed.add(int(rest))
+            elif kind == b"S":
+                number, _, provider = rest.decode().partition(" ")
+                send_id = int(number)
+                state.outcomes[send_id] = SendResult(send_id, SendStatus.SENT, provider)
             elif kind == b"O":
                 send_id, status, provider_id, error, rejected = json.loads(rest)
                 state.outcomes[send_id] = SendResult(
@@ -101,6 +116,7 @@ class Journal:
         self._lock = threading.Lock()
         self._fd = -1
         self._header = b""
+        self._size = 0
         self._dirty = False
         self._state = JournalState(complete=True)
         self._stop = threading.Event()
@@ -140,12 +156,15 @@ class Journal:
             return JournalState(True, set(self._state.handed), dict(self._state.outcomes))
 
     def reset(self) -> None:
-        """The batch is recorded in the database: cut the file back to its header."""
+        """The batch is recorded in the database: forget it (and cut the file back to its
+        header once it is long; records of rows no longer held are ignored anyway)."""
         with self._lock:
             if self._fd < 0:
                 return
-            os.ftruncate(self._fd, len(self._header))
             self._state = JournalState(complete=True)
+            if self._size >= CUT_BYTES:
+                os.ftruncate(self._fd, len(self._header))
+                self._size = len(self._header)
 
     def sync(self) -> None:
         """Flush what was written to the disk (what the syncer does every interval)."""
@@ -184,6 +203,7 @@ class Journal:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
+        self._size += len(data)
         self._dirty = True
 
     def _sync_loop(self) -> None:

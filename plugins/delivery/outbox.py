@@ -13,7 +13,7 @@ from engine import hookimpl
 from engine.errors import ConfigError
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from engine.web.tokens import TEST_SEND_ID
-from plugins.delivery.mime import build_mime
+from plugins.delivery.mime import message_bytes
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -69,7 +69,7 @@ class OutboxBackend(DeliveryBackend):
 
     def _write(self, message: Message) -> SendResult:
         try:
-            data = build_mime(message).as_bytes()
+            data = message_bytes(message)
         except ValueError as exc:
             return SendResult(message.send_id, SendStatus.PERMANENT_FAILURE, error=str(exc))
         name = eml_name(message.send_id)

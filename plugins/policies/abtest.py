@@ -1,17 +1,20 @@
 """The ``abtest`` policy: the A/B test a team would run, as a policy.
 
-A uniform split until a sequential test names a winner, then the winner for everyone with
-an exploration share kept for the others. The test is the mixture sequential probability
-ratio test (mSPRT) of Johari, Pekelis and Walsh, "Always valid inference" (2017), on the
-difference of two click rates: its p-values stay valid however often they are looked at,
-so checking after every reward batch is sound. The leader (highest rate) is the winner
-once its always-valid p-value against every other variant is below
-``(1 - confidence) / (K - 1)`` (Bonferroni over the K - 1 comparisons).
+A uniform split over the variants still in the test; a variant the sequential test shows
+worse than the leader leaves it (keeping only its exploration share), and the last one
+left is the winner, for everyone, with the exploration share kept for the others. The
+test is the mixture sequential probability ratio test (mSPRT) of Johari, Pekelis and
+Walsh, "Always valid inference" (2017), on the difference of two click rates: its
+p-values stay valid however often they are looked at, so checking after every reward
+batch is sound. A variant leaves once its always-valid p-value against the leader
+(highest rate) is below ``(1 - confidence) / (K - 1)`` (Bonferroni over the K - 1
+comparisons with the leader).
 
 Defaults, fixed before any benchmark was run and not tuned on it:
 
 - ``confidence = 0.95``;
-- ``explore = 0.10``: after the winner, 10% of sends stay uniform over all variants;
+- ``explore = 0.10``: once a variant has left the test, 10% of sends stay uniform over
+  all variants (the rest is split over the variants still in, or all on the winner);
 - ``mixing_sd = 0.01``: the mSPRT's normal mixture over the difference of rates, centred
   on 0 with a standard deviation of one percentage point (the size of lift that matters at
   email click rates);
@@ -91,6 +94,7 @@ class ABTestPolicy:
         self.successes: dict[str, int] = {}
         self.winner: str | None = None
         self.decided_after: int | None = None  # decisions learned when the winner was named
+        self.dropped: dict[str, int] = {}  # variant -> decisions learned when it left
         # Always-valid p-value of each pair of variants ("a|b", sorted): a running minimum.
         self.p_values: dict[str, float] = {}
 
@@ -102,14 +106,15 @@ class ABTestPolicy:
     def choose(
         self, context: Context, variants: Sequence[Variant], *, seed: int | None = None
     ) -> Decision:
-        """Uniform while testing; after the winner, ``1 - explore`` on it plus exploration."""
+        """Uniform over the variants still in the test; exploration for those that left."""
         keys = variant_keys(variants, "abtest")
-        share = 1.0 / len(keys)
-        if self.winner in keys:
-            pmf = {key: self.explore * share for key in keys}
-            pmf[self.winner] += 1.0 - self.explore
+        live = [self.winner] if self.winner in keys else [k for k in keys if k not in self.dropped]
+        if not live or len(live) == len(keys):
+            pmf = dict.fromkeys(keys, 1.0 / len(keys))
         else:
-            pmf = dict.fromkeys(keys, share)
+            pmf = dict.fromkeys(keys, self.explore / len(keys))
+            for key in live:
+                pmf[key] += (1.0 - self.explore) / len(live)
         return decide(pmf, seed, self.name, self.model_version)
 
     def learn(self, feedback: Iterable[Feedback]) -> None:
@@ -137,11 +142,16 @@ class ABTestPolicy:
                 )
                 pair = f"{first}|{second}"
                 self.p_values[pair] = min(self.p_values.get(pair, 1.0), 1.0 / ratio)
-        leader = max(keys, key=self.rate)
+        live = [key for key in keys if key not in self.dropped]
+        leader = max(live, key=self.rate)
         threshold = (1.0 - self.confidence) / (len(keys) - 1)
-        if all(self.p_value(leader, other) < threshold for other in keys if other != leader):
+        learned = sum(self.trials.values())
+        for other in live:
+            if other != leader and self.p_value(leader, other) < threshold:
+                self.dropped[other] = learned
+        if len([key for key in live if key not in self.dropped]) == 1:
             self.winner = leader
-            self.decided_after = sum(self.trials.values())
+            self.decided_after = learned
 
     def p_value(self, first: str, second: str) -> float:
         """The always-valid p-value that variants ``first`` and ``second`` differ."""
@@ -155,6 +165,7 @@ class ABTestPolicy:
             "successes": self.successes,
             "winner": self.winner,
             "decided_after": self.decided_after,
+            "dropped": self.dropped,
             "p_values": self.p_values,
         }
         return json.dumps(state, sort_keys=True).encode()
@@ -171,6 +182,7 @@ class ABTestPolicy:
         self.successes = {str(k): int(v) for k, v in state["successes"].items()}
         self.winner = state.get("winner")
         self.decided_after = state.get("decided_after")
+        self.dropped = {str(k): int(v) for k, v in state.get("dropped", {}).items()}
         self.p_values = {str(k): float(v) for k, v in state.get("p_values", {}).items()}
 
 

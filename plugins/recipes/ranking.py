@@ -14,7 +14,7 @@ import engine
 from engine import hookimpl
 from engine.hookspecs import RecipeFactory
 from engine.types import Interaction, Item, Recipe, Recipient
-from plugins.recipes.base import check_positive
+from plugins.recipes.base import ScoredRecipe, check_positive
 from plugins.recipes.personalize import PersonalizeRecipe
 
 
@@ -51,6 +51,7 @@ class RankingRecipe(PersonalizeRecipe):
         self.pool = int(pool)
         self._source: Recipe | None = None
         self._kept: list[tuple[np.ndarray, np.ndarray, bool]] = []
+        self._pools: list[tuple[np.ndarray, np.ndarray]] = []
         if self.candidates is None:
             # Built now, so a misspelled recipe name fails when the campaign loads.
             self._source = engine.recipe(
@@ -70,16 +71,59 @@ class RankingRecipe(PersonalizeRecipe):
             from engine.recommendation.fits import fit_recipe
 
             fit_recipe(self._source, events, catalogue, people)
-        self._kept = [self._keep(self.user_scores(user)) for user in self.history.user_index]
+        self._kept, self._pools = [], []
+        for user in self.history.user_index:
+            scores = self.user_scores(user)
+            self._kept.append(self._keep(scores))
+            self._pools.append(self._pool_of(user, scores))
+
+    def _pool_of(self, user_id: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The source's ranked answers for ``user_id`` (our item indices) and their scores;
+        empty when the source ranks no list at fit (then ``recommend`` asks it each time)."""
+        source = self._source
+        answers = getattr(source, "_answers", None)
+        if not isinstance(source, ScoredRecipe) or not answers:
+            return np.zeros(0, dtype=np.int32), np.zeros(0)
+        row = source.history.user_index.get(user_id)
+        if row is None:
+            return np.zeros(0, dtype=np.int32), np.zeros(0)
+        ours = self.history.item_index
+        ranked = np.asarray([ours[source.history.item_ids[i]] for i in answers[row]], np.int32)
+        return ranked, scores[ranked]
+
+    def _from_pool(
+        self, user_id: str, k: int, excluded: set[str] | frozenset[str]
+    ) -> list[str] | None:
+        """The answer from the pool ranked at fit, or None when it is too short for it."""
+        row = self.history.user_index.get(user_id)
+        pools = getattr(self, "_pools", [])  # absent from fits stored by earlier releases
+        if row is None or row >= len(pools) or not len(pools[row][0]):
+            return None
+        ranked, scores = pools[row]
+        ids, want = self.history.item_ids, max(self.pool, k)
+        pool: list[int] = []  # what the source answers: its ranking minus ``exclude``
+        for place, index in enumerate(ranked[: want + len(excluded)].tolist()):
+            if ids[index] not in excluded:
+                pool.append(place)
+                if len(pool) == want:
+                    break
+        else:
+            return None
+        chosen = np.asarray(pool)
+        order = np.argsort(-scores[chosen], kind="stable")[:k]
+        return [ids[i] for i in ranked[chosen[order]].tolist()]
 
     def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[str]:
         """The user's best ``k`` candidates outside ``exclude``."""
         excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
-        if self._source is not None:
-            pool = self._source.recommend(user_id, max(self.pool, k), exclude=excluded)
-        else:
-            pool = self.candidates or []
-        return self.rerank(user_id, pool, k, excluded)
+        if self._source is None:
+            return self.rerank(user_id, self.candidates or [], k, excluded)
+        fast = self._from_pool(user_id, k, excluded) if k > 0 else []
+        if fast is not None:
+            return fast
+        # A recipe's answer is already unique and outside ``exclude``.
+        pool = self._source.recommend(user_id, max(self.pool, k), exclude=excluded)
+        return self._ordered(user_id, list(dict.fromkeys(pool)), k)
 
     def _keep(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """The nonzero scores (item indices sorted), at most ``kept_scores`` of the best."""
@@ -125,8 +169,11 @@ class RankingRecipe(PersonalizeRecipe):
     ) -> list[str]:
         """``candidates`` (minus ``exclude``) best first for ``user_id``; the first ``k``."""
         skip = exclude if isinstance(exclude, set | frozenset) else set(exclude)
-        unique = [c for c in dict.fromkeys(candidates) if c not in skip]
-        order = np.argsort(-self._scores(user_id, unique), kind="stable")  # ties: given order
+        return self._ordered(user_id, [c for c in dict.fromkeys(candidates) if c not in skip], k)
+
+    def _ordered(self, user_id: str, unique: list[str], k: int | None) -> list[str]:
+        """``unique`` best first for ``user_id`` (ties keep their order); the first ``k``."""
+        order = np.argsort(-self._scores(user_id, unique), kind="stable")
         chosen = order if k is None else order[:k]
         return [unique[n] for n in chosen.tolist()]
 

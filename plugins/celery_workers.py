@@ -1,0 +1,143 @@
+"""The ``celery`` executor and ``tailormail worker``: a run's shards on Celery workers.
+
+With ``workers.executor = "celery"`` a large run's coordinator sends each shard as a
+``tailormail.run_shard`` task to the broker (Redis by default), and ``tailormail worker``
+processes on any machine that reaches the database and the broker send them. Tasks are
+acknowledged late and rejected when their worker is lost, so a shard whose worker dies is
+delivered again (after ``visibility_timeout_seconds`` on Redis); the ledger makes a
+repeated shard send nobody twice. Only ``run_shard`` can be sent: the broker never carries
+code or a callable's name.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from engine import hookimpl
+from engine.cli_support import ProjectOption, open_engine
+from engine.errors import ConfigError
+from engine.shards import run_shard
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from engine.settings import CelerySettings, WorkersSettings
+
+TASK = "tailormail.run_shard"
+
+
+def celery_app(config: CelerySettings) -> Celery:
+    """A Celery app for ``config`` with the shard task registered."""
+    try:
+        from celery import Celery
+    except ImportError as exc:  # an optional dependency
+        raise ConfigError(
+            "workers.executor = 'celery' needs Celery: pip install 'tailormail[celery]'"
+        ) from exc
+    app = Celery("tailormail", broker=config.broker_url, backend=config.result_backend)
+    app.conf.update(
+        task_acks_late=True,  # a shard is acknowledged once sent, not when received
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a worker holds one shard it is not working on
+        task_default_queue=config.queue,
+        broker_transport_options={"visibility_timeout": config.visibility_timeout_seconds},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=86400,
+    )
+    app.task(name=TASK)(run_shard)
+    return app
+
+
+class CeleryExecutor(Executor):
+    """``submit(run_shard, ...)`` sends a task; its future completes with the task."""
+
+    def __init__(self, workers: WorkersSettings) -> None:
+        self.app = celery_app(workers.celery)
+        self.queue = workers.celery.queue
+        self._waiting: list[tuple[Any, Future[Any]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="tailormail-celery", daemon=True)
+        self._poller.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Send ``run_shard(*args)`` to the workers (any other callable is refused)."""
+        if fn is not run_shard:
+            raise TypeError("the celery executor runs shards of a run (run_shard) only")
+        result = self.app.send_task(TASK, args=list(args), kwargs=kwargs, queue=self.queue)
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        with self._lock:
+            self._waiting.append((result, future))
+        return future
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                waiting = list(self._waiting)
+            for result, future in waiting:
+                try:
+                    if not result.ready():
+                        continue
+                    if result.successful():
+                        future.set_result(result.result)
+                    else:
+                        future.set_exception(RuntimeError(f"shard failed: {result.result!r}"))
+                except Exception as exc:  # the result backend is unreachable: keep trying
+                    if isinstance(exc, ConnectionError):
+                        continue
+                    future.set_exception(exc)
+                with self._lock:
+                    self._waiting.remove((result, future))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop following the tasks (tasks already sent still run on the workers)."""
+        if wait:
+            while True:
+                with self._lock:
+                    if not self._waiting:
+                        break
+                self._stop.wait(0.2)
+        self._stop.set()
+        self._poller.join(timeout=5)
+
+
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(help="Shards sent at once (processes; 0: one per core).")
+    ] = 0,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
+    project: ProjectOption = None,
+) -> None:
+    """Start a Celery worker that sends the shards of large runs (workers.executor = celery)."""
+    import os
+
+    with open_engine(project) as engine:
+        config = engine.settings.workers.celery
+        os.environ["TAILORMAIL_PROJECT"] = str(engine.settings.project_dir)
+    app = celery_app(config)
+    argv = ["worker", f"--pool={pool}", "-Q", config.queue, "--loglevel=INFO"]
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    app.worker_main(argv)
+
+
+@hookimpl
+def register_executors(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register ``celery``."""
+    register("celery", CeleryExecutor)
+
+
+@hookimpl
+def register_commands(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register ``tailormail worker``."""
+    register("worker", worker)
