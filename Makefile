@@ -28,8 +28,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Three pytest workers on two cores: most tests wait on subprocesses, servers and sockets.
+PYTEST_WORKERS ?= 3
+
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 test: lint typecheck unit
 
