@@ -202,13 +202,14 @@ def floor(size: int, direct: bool = False) -> dict[str, float]:
 
 
 # -- the orchestration ----------------------------------------------------------------------
-def child(*args: str) -> dict[str, float]:
+def child(*args: str, env: dict[str, str] | None = None) -> dict[str, float]:
     """Run this script as ``--child ...`` in a fresh interpreter; its last line is JSON."""
     done = subprocess.run(
         [sys.executable, __file__, "--child", *args],
         capture_output=True,
         text=True,
         check=False,
+        env=os.environ | (env or {}),
     )
     if done.returncode != 0:
         raise SystemExit(f"bench child {args} failed:\n{done.stderr[-3000:]}")
@@ -216,11 +217,49 @@ def child(*args: str) -> dict[str, float]:
     return result
 
 
-def measure(workdir: Path, database_url: str, size: int, backend: str) -> dict[str, float]:
-    """Seed ``size`` recipients in one subprocess, run the campaign in another."""
+def measure(
+    workdir: Path, database_url: str, size: int, backend: str, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Seed ``size`` recipients in one subprocess, run the campaign in another (``env``:
+    settings for the run, ``TAILORMAIL_*`` variables)."""
     root = workdir / f"{backend}-{size}-{uuid.uuid4().hex[:6]}"
     child("seed", str(root), database_url, backend, str(size))
-    return child("run", str(root), database_url, backend, str(size))
+    return child("run", str(root), database_url, backend, str(size), env=env)
+
+
+def sharded(processes: int, size: int) -> dict[str, str]:
+    """Settings for a run split into 8 shards on a local pool of ``processes``."""
+    return {
+        "TAILORMAIL_WORKERS__EXECUTOR": "local",
+        "TAILORMAIL_WORKERS__PROCESSES": str(processes),
+        "TAILORMAIL_WORKERS__SHARD_SIZE": str(max(size // 8, 1)),
+    }
+
+
+def measure_celery(workdir: Path, database_url: str, size: int, workers: int) -> dict[str, float]:
+    """The same run on ``workers`` Celery worker processes (``tailormail worker``, Redis)."""
+    root = workdir / f"celery-{size}-{uuid.uuid4().hex[:6]}"
+    child("seed", str(root), database_url, "null", str(size))
+    queue = f"tm-bench-{uuid.uuid4().hex[:8]}"
+    env = {
+        "TAILORMAIL_WORKERS__EXECUTOR": "celery",
+        "TAILORMAIL_WORKERS__SHARD_SIZE": str(max(size // 8, 1)),
+        "TAILORMAIL_WORKERS__CELERY__QUEUE": queue,
+    }
+    command = [sys.executable, "-m", "engine", "worker", "-p", str(root), "--pool", "solo"]
+    procs = [
+        subprocess.Popen(
+            command, env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(workers)
+    ]
+    try:
+        return child("run", str(root), database_url, "null", str(size), env=env)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
 
 
 def postgres_database() -> tuple[str, Any]:
@@ -250,6 +289,10 @@ def main() -> None:
     parser.add_argument("--postgres", default="100000", help="sizes on PostgreSQL ('' skips)")
     parser.add_argument("--outbox", type=int, default=10000, help="outbox run size (0 skips)")
     parser.add_argument("--floor", type=int, default=20000, help="floor loop recipients")
+    parser.add_argument(
+        "--workers", type=int, default=100000, help="sharded run size on PostgreSQL (0 skips)"
+    )
+    parser.add_argument("--celery", type=int, default=2, help="Celery workers (0 skips)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -296,6 +339,24 @@ def report(args: argparse.Namespace) -> None:
                 drop()
             figures.setdefault("postgres", {})[str(size)] = result
             rows.append((f"PostgreSQL, null backend, {size:,}", result))
+        if args.workers > 0:
+            size = args.workers
+            for processes in (1, 2):
+                url, drop = postgres_database()
+                try:
+                    result = measure(workdir, url, size, "null", sharded(processes, size))
+                finally:
+                    drop()
+                figures.setdefault("workers", {})[str(processes)] = result
+                rows.append((f"PostgreSQL, {processes} local worker(s), {size:,}", result))
+            if args.celery > 0:
+                url, drop = postgres_database()
+                try:
+                    result = measure_celery(workdir, url, size, args.celery)
+                finally:
+                    drop()
+                figures.setdefault("celery", {})[str(args.celery)] = result
+                rows.append((f"PostgreSQL, {args.celery} Celery workers, {size:,}", result))
         if args.outbox > 0:
             url = f"sqlite:///{workdir}/outbox-{args.outbox}.db"
             result = measure(workdir, url, args.outbox, "outbox")

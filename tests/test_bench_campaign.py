@@ -33,7 +33,9 @@ def bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_campaign_bench_writes_every_key(tmp_path: Path) -> None:
-    table, figures = bench(tmp_path, "--sqlite", "60", "--postgres", "", "--outbox", "30")
+    table, figures = bench(
+        tmp_path, "--sqlite", "60", "--postgres", "", "--outbox", "30", "--workers", "0"
+    )
     assert "ratio to floor" in table and "SQLite, null backend" in table
     run = figures["sqlite"]["60"]
     assert run["emails_per_s"] > 0 and run["emails_per_cpu_s"] > 0 and run["peak_rss_mb"] > 0
@@ -43,5 +45,10 @@ def test_campaign_bench_writes_every_key(tmp_path: Path) -> None:
 
 def test_campaign_bench_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     # postgres_url skips the test without a server; the bench makes its own database.
-    _, figures = bench(tmp_path, "--sqlite", "", "--postgres", "40", "--outbox", "0")
+    _, figures = bench(
+        tmp_path, "--sqlite", "", "--postgres", "40", "--outbox", "0", "--workers", "80"
+    )
     assert figures["postgres"]["40"]["emails_per_s"] > 0 and "sqlite" not in figures
+    for key in ("workers.1", "workers.2", "celery.2"):  # sharded runs: every one sent all
+        group, n = key.split(".")
+        assert figures[group][n]["emails_per_s"] > 0
