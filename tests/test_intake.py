@@ -116,3 +116,24 @@ def test_a_line_nobody_can_read_is_kept_aside_and_the_rest_is_stored(engine: Eng
     # Issue 5 item 15: whatever the spool holds is readable by its owner only.
     for path in (directory, *directory.iterdir()):
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_a_stopped_servers_log_survives_a_replay_while_the_database_is_down(
+    engine: Engine,
+) -> None:
+    from sqlalchemy import create_engine
+
+    directory = spool_dir(engine)
+    dead, tag = writer(directory, 10, "kill")
+    assert dead.wait(30) == -9
+    real = engine.db
+    # A database that refuses connections (nothing listens on port 1).
+    engine.db = create_engine("postgresql+psycopg2://nobody@127.0.0.1:1/down")
+    try:
+        assert store_orphans(engine) == 0  # nothing stored, and nothing dropped
+    finally:
+        engine.db.dispose()
+        engine.db = real
+    assert list(directory.glob(f"{tag}.*.log")) != []
+    assert store_orphans(engine) == 10  # the database is back: every event arrives
+    assert sorted(e.send_id or 0 for e in clicks(engine)) == list(range(1, 11))
