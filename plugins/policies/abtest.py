@@ -26,14 +26,13 @@ The context is ignored: an A/B test picks one winner for everyone.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.errors import ConfigError
 from engine.hookspecs import PolicyFactory
+from engine.policy_state import dump_state, load_state
 from engine.sampling import decide, variant_keys
 
 FORMAT = "tailormail-abtest/1"
@@ -168,16 +167,11 @@ class ABTestPolicy:
             "dropped": self.dropped,
             "p_values": self.p_values,
         }
-        return json.dumps(state, sort_keys=True).encode()
+        return dump_state(state)
 
     def load(self, data: bytes) -> None:
         """Restore a state written by ``save``."""
-        try:
-            state: Any = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"abtest policy: not a saved abtest policy ({exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError("abtest policy: not a saved abtest policy")
+        state = load_state(data, "abtest", FORMAT)
         self.trials = {str(k): int(v) for k, v in state["trials"].items()}
         self.successes = {str(k): int(v) for k, v in state["successes"].items()}
         self.winner = state.get("winner")

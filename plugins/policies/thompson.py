@@ -16,13 +16,13 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.errors import ConfigError
 from engine.hookspecs import PolicyFactory
+from engine.policy_state import dump_state, load_state
 from engine.sampling import decide, variant_keys
 
 FORMAT = "tailormail-thompson/2"
@@ -121,16 +121,11 @@ class ThompsonPolicy:
             "segment": list(self.segment),
             "counts": self.counts,
         }
-        return json.dumps(state, sort_keys=True).encode()
+        return dump_state(state)
 
     def load(self, data: bytes) -> None:
         """Restore the counts written by ``save``; the priors stay as configured."""
-        try:
-            state: Any = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"thompson policy: not a saved thompson policy ({exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError("thompson policy: not a saved thompson policy")
+        state = load_state(data, "thompson", FORMAT)
         if list(state.get("segment", [])) != list(self.segment):
             return  # segmented differently now: start afresh rather than mix segments up
         self.counts = {

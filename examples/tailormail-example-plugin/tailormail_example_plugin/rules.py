@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from engine import Context, Decision, Feedback, Variant
+from engine.policy_state import load_state
 from engine.sampling import decide, variant_keys
 
 FORMAT = "tailormail-first-match/1"
@@ -91,10 +92,5 @@ class FirstMatchPolicy:
 
     def load(self, data: bytes) -> None:
         """Restore the count written by ``save``."""
-        try:
-            state: Any = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"first_match policy: not a saved first_match policy ({exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError("first_match policy: not a saved first_match policy")
+        state = load_state(data, "first_match", FORMAT)
         self.feedback_seen = int(state["feedback_seen"])
