@@ -82,11 +82,15 @@ class Engine:
         self.make_backend()  # unknown options fail here, naming the option
         self._check_other_backend_options(backend)
         configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
-        if self.settings.executor not in self.executors:
-            raise ConfigError(
-                f"executor: unknown executor {self.settings.executor!r} "
-                f"(available: {', '.join(self.executors.names())})"
-            )
+        for key, name in (
+            ("executor", self.settings.executor),
+            ("workers.executor", self.settings.workers.executor),
+        ):
+            if name not in self.executors:
+                raise ConfigError(
+                    f"{key}: unknown executor {name!r} "
+                    f"(available: {', '.join(self.executors.names())})"
+                )
         templates = self.settings.path(self.settings.templates_dir)
         self._check_retention()
         for campaign in self.campaigns.values():

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import TEST_SECRET, Project
+from conftest import TEST_SECRET, Project, stop_processes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -168,14 +168,7 @@ def test_two_celery_workers_send_a_run_once_even_when_one_is_killed(
         coordinator.join(timeout=240)
         assert not coordinator.is_alive(), "the run did not finish"
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(workers)
     assert "error" not in outcome, outcome
     rows = _ledger(engine, "celery-run")
     statuses = {s: sum(1 for r in rows if r.status == s) for s in {r.status for r in rows}}
@@ -192,3 +185,10 @@ def test_two_celery_workers_send_a_run_once_even_when_one_is_killed(
     files = list((project.root / "outbox").glob("*.eml"))
     assert len(files) == sent  # each sent message is in the outbox once
     assert "tailormail.run_shard" in logs[1].read_text()  # the survivor worked shards
+
+
+def test_a_mistyped_shard_executor_stops_start_up_naming_the_key(
+    sqlite_project: Project,
+) -> None:
+    with pytest.raises(ConfigError, match=r"workers.executor: unknown executor 'celerey'"):
+        sqlite_project.engine(workers={"executor": "celerey"})
