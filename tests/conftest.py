@@ -209,3 +209,18 @@ def sample_project(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "config", target / "config")
     shutil.copytree(ROOT / "templates", target / "templates")
     return target
+
+
+def stop_processes(procs: list[Any]) -> None:
+    """SIGTERM every process still running, wait for each, SIGKILL any that hangs."""
+    import signal
+    import subprocess
+
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

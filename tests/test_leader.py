@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Project
+from conftest import Project, stop_processes
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
@@ -159,14 +159,7 @@ def test_two_serve_processes_and_four_web_processes_act_as_one_scheduler(
         before = len(_finished_runs(db_url))
         _wait(lambda: len(_finished_runs(db_url)) >= before + 2, 60, "runs by the new leader")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
     texts = [log.read_text() for log in logs]
     for web in texts[2:]:  # the web tier never schedules
         assert "scheduler: off" in web and "leader" not in web and "starts run" not in web
