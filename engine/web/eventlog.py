@@ -173,10 +173,10 @@ class Tail:
     once the caller has stored what they held.
     """
 
-    def __init__(self, log: EventLog) -> None:
-        """A cursor at the start of ``log``."""
+    def __init__(self, log: EventLog, start: int = 0) -> None:
+        """A cursor at the start of segment ``start`` of ``log``."""
         self.log = log
-        self._segment = 0
+        self._segment = start
         self._offset = 0
         self._finished: list[Path] = []
 

@@ -1,12 +1,14 @@
-"""Click intake: the request path appends to the local log; a writer thread stores behind it.
+"""Click intake: the request path appends to the local log; a writer stores behind it.
 
 The handlers call ``Intake.record``: one ``os.write`` and the reader has their answer. A
 background thread tails the log and batch-inserts its events into the database (each
 with a dedupe key, so a replay after a crash stores nothing twice), then deletes the
 segments it stored. While the database is down the log simply grows; the writer retries
 every second at most, so once the database answers again an unsubscribe is applied within
-about ``RETRY_CAP + 1`` seconds. Logs left by dead processes are adopted and stored by any
-live writer and by the reward job (``store_orphans``).
+about ``RETRY_CAP + 1`` seconds (``engine.web.writer``). The writer runs on a thread, or
+(``Intake(..., project_dir=...)``, as ``serve`` runs it) in a child process of its own.
+Logs left by dead processes are adopted and stored by any live writer and by the reward
+job (``store_orphans``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from engine.clock import utcnow
 from engine.events import record_events
 from engine.types import EventType, TrackingEvent
 from engine.web.eventlog import SEGMENT_BYTES, EventLog, Tail, orphans, read_lines
+from engine.web.writer import Writer, WriterProcess
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_LINES = 2000
-RETRY_CAP = 1.0  # seconds between attempts while the database is down
-ADOPT_INTERVAL = 5.0  # seconds between looks for logs of dead processes
 REJECTED_FILE = "rejected.jsonl"
 # Rebuilding a TrackingEvent from a record: short keys keep the log small.
 _FIELDS = {"s": "send_id", "u": "url", "a": "user_agent", "b": "bot", "m": "machine", "d": "data"}
@@ -63,7 +63,7 @@ def decode(line: bytes) -> tuple[int, TrackingEvent, str]:
         raise ValueError(f"not an intake record: {exc}") from exc
 
 
-def _transient(exc: Exception) -> bool:
+def transient(exc: Exception) -> bool:
     """True for "the database is not answering" (retry), False for a bad record."""
     if isinstance(exc, OperationalError):
         return True
@@ -105,7 +105,7 @@ class _Store:
         try:
             record_events(self.engine, items)
         except Exception as exc:
-            if _transient(exc):
+            if transient(exc):
                 raise
             if len(items) == 1:  # this one record is what the database refuses
                 event, key = items[0]
@@ -143,7 +143,7 @@ def store_orphans(engine: Engine, own_tag: str | None = None) -> int:
                 stored += len(lines)
                 path.unlink()
         except Exception as exc:
-            if not _transient(exc):
+            if not transient(exc):
                 raise
             log.warning("the log of a stopped server waits for the database: %s", exc)
             break
@@ -153,40 +153,70 @@ def store_orphans(engine: Engine, own_tag: str | None = None) -> int:
 
 
 class Intake:
-    """One process's event log and the writer thread that stores it in the database."""
+    """One process's event log and the writer (a thread, or a child process) storing it."""
 
     def __init__(
-        self, engine: Engine, directory: Path | None = None, *, segment_bytes: int = SEGMENT_BYTES
+        self,
+        engine: Engine,
+        directory: Path | None = None,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        project_dir: Path | None = None,
     ) -> None:
-        """Prepare the intake; the log opens on ``start`` (or on the first record)."""
+        """Prepare the intake; the log opens on ``start`` (or on the first record).
+
+        With ``project_dir`` the writer runs in a child process that builds its own engine
+        from that project and the environment (so only for an engine built that way).
+        """
         self.engine = engine
         self.directory = directory or spool_dir(engine)
         self.segment_bytes = segment_bytes
+        self.project_dir = project_dir
         self._store = _Store(engine)
         self._log: EventLog | None = None
         self._pid = 0
         self._seq = 0
         self._stored = 0
         self._done = threading.Condition()
+        self._append = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._writer: threading.Thread | None = None
+        self._writer: Writer | None = None
+        self._thread: threading.Thread | None = None
+        self._process: WriterProcess | None = None
         self._start_lock = threading.Lock()
-        self.database_ok = True
+
+    @property
+    def database_ok(self) -> bool:
+        """False while the writer thread finds the database unreachable."""
+        return self._writer is None or self._writer.database_ok
 
     def start(self) -> Intake:
         """Open a fresh log and start the writer (again after a fork or a ``stop``)."""
         with self._start_lock:
             if self._log is not None and self._pid == os.getpid():
                 return self
-            self._log = EventLog(self.directory, segment_bytes=self.segment_bytes).open()
+            self._log = event_log = EventLog(self.directory, segment_bytes=self.segment_bytes)
+            event_log.open()
             self._pid = os.getpid()
             self._seq = self._stored = 0
             self._stopping.clear()
-            self._writer = threading.Thread(
-                target=self._run, args=(self._log,), name="intake-writer", daemon=True
+            if self.project_dir is not None:
+                self._process = WriterProcess(self.project_dir, self._stored_up_to)
+                self._process.start(self.directory, event_log.tag)
+                return self
+            self._writer = Writer(
+                Tail(event_log),
+                self._store.lines,
+                self._stored_up_to,
+                lambda: store_orphans(self.engine, event_log.tag),
+                stopping=self._stopping,
+                wake=self._wake,
             )
-            self._writer.start()
+            self._thread = threading.Thread(
+                target=self._writer.run, name="intake-writer", daemon=True
+            )
+            self._thread.start()
         return self
 
     def record(
@@ -202,12 +232,18 @@ class Intake:
             event_log = self.start()._log
             assert event_log is not None
         fields["send_id"] = send_id
-        with self._done:  # numbered and written in one step, so the log is in seq order
+        with self._append:  # numbered and written in one step, so the log is in seq order
             seq = self._seq + 1
             key = dedupe_key or f"log:{event_log.tag}:{seq}"
             event_log.append(encode(seq, key, kind, utcnow().timestamp(), fields))
             self._seq = seq
-        self._wake.set()
+        if self._thread is not None:
+            self._wake.set()
+
+    def _stored_up_to(self, seq: int) -> None:
+        with self._done:
+            self._stored = max(self._stored, seq)
+            self._done.notify_all()
 
     @property
     def pending(self) -> int:
@@ -224,59 +260,17 @@ class Intake:
     def stop(self, timeout: float = 5.0) -> None:
         """Store what remains (up to ``timeout``), then close; leftovers wait in the log."""
         with self._start_lock:
-            writer, event_log = self._writer, self._log
-            if writer is None or event_log is None or self._pid != os.getpid():
+            event_log = self._log
+            if event_log is None or self._pid != os.getpid():
                 return
             self.drain(timeout)
             self._stopping.set()
             self._wake.set()
-            writer.join(timeout)
-            event_log.close(discard=self.pending == 0 and not writer.is_alive())
-            self._log = self._writer = None
-
-    # -- the writer thread ----------------------------------------------------------------
-    def _run(self, event_log: EventLog) -> None:
-        tail = Tail(event_log)
-        next_adopt = 0.0
-        while not self._stopping.is_set():
-            lines = tail.read()
-            if lines:
-                last = self._store_until_done(lines)
-                if last is None:
-                    return  # stopping while the database is down: the log keeps them
-                tail.release()
-                with self._done:
-                    self._stored = max(self._stored, last)
-                    self._done.notify_all()
-                continue
-            if self.database_ok and time.monotonic() >= next_adopt:
-                next_adopt = time.monotonic() + ADOPT_INTERVAL
-                self._adopt(event_log.tag)
-            self._wake.wait(0.05)
-            self._wake.clear()
-
-    def _store_until_done(self, lines: list[bytes]) -> int | None:
-        delay = 0.05
-        while True:
-            try:
-                last = self._store.lines(lines)
-            except Exception as exc:
-                if not _transient(exc):
-                    log.exception("the intake writer failed; retrying")
-                elif self.database_ok:
-                    log.warning("database unreachable; events wait in the intake log: %s", exc)
-                self.database_ok = False
-                if self._stopping.wait(delay):
-                    return None
-                delay = min(delay * 2, RETRY_CAP)
-                continue
-            if not self.database_ok:
-                log.warning("database reachable again; the intake log is being stored")
-            self.database_ok = True
-            return last
-
-    def _adopt(self, own_tag: str) -> None:
-        try:
-            store_orphans(self.engine, own_tag)
-        except Exception:
-            log.exception("could not store the log of a stopped server")
+            alive = False
+            if self._process is not None:
+                self._process.stop(timeout)
+            if self._thread is not None:
+                self._thread.join(timeout)
+                alive = self._thread.is_alive()
+            event_log.close(discard=self.pending == 0 and not alive)
+            self._log = self._writer = self._thread = self._process = None

@@ -70,7 +70,10 @@ def serve(
 
     ``sock``, when given, is an already listening socket (inherited from a parent).
     """
-    server = uvicorn.Server(_config(create_app(engine), log_level, host=host, port=port))
+    # The database writer runs in a child process, off this process's GIL.
+    intake = Intake(engine, project_dir=engine.settings.project_dir)
+    app = create_app(engine, intake)
+    server = uvicorn.Server(_config(app, log_level, host=host, port=port))
     server.run(sockets=[sock] if sock is not None else None)
 
 
