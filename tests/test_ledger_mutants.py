@@ -18,9 +18,9 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from engine.app import Engine
-from engine.ledger import Journal, RunLedger
+from engine.ledger import Journal, RunLedger, transitions
 from engine.ledger.reconcile import HARD_BOUNCE_ERROR, settle_unknown
-from engine.ledger.recovery import NEVER_LEFT
+from engine.ledger.recovery import IN_FLIGHT, NEVER_LEFT
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 
@@ -159,11 +159,44 @@ def test_close_settles_the_rows_it_holds_and_only_its_run(
     other_run.close("done")
 
 
+def test_close_settles_handed_over_rows_from_the_journal(engine: Engine, ledger: RunLedger) -> None:
+    held = claimed(ledger, 3)
+    messages = ledger.hand_over([message(r.id or 0, n) for n, r in enumerate(held)])
+    ledger.journal.handing_over(messages[0])
+    ledger.journal.outcome(SendResult(messages[0].send_id, SendStatus.SENT, provider_id="p0"))
+    ledger.journal.handing_over(messages[1])  # with the transport when the worker stops
+    ledger.close("failed", "stopped")
+    after = rows(engine)
+    assert [(after[f"u{n}"].status, after[f"u{n}"].error) for n in range(3)] == [
+        (LedgerStatus.SENT, None),
+        (LedgerStatus.UNKNOWN, IN_FLIGHT),
+        (LedgerStatus.DEFERRED, NEVER_LEFT),  # the journal is complete: it never left
+    ]
+    assert after["u0"].provider_id == "p0"
+    assert not ledger.journal.path.exists()
+
+
+def test_a_failed_settle_keeps_the_journal_for_whoever_recovers(
+    ledger: RunLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise ConnectionError("database gone")
+
+    monkeypatch.setattr(transitions, "settle", refuse)
+    with pytest.raises(ConnectionError):
+        ledger.leave()
+    assert ledger.journal.path.exists()
+
+
 def test_pin_model_keeps_the_first_version(ledger: RunLedger) -> None:
     assert ledger.model_version() is None
     assert ledger.pin_model("v1") == "v1"
     assert ledger.pin_model("v2") == "v1"
     assert ledger.model_version() == "v1"
+
+
+def test_pin_model_without_a_run_row_answers_empty(engine: Engine) -> None:
+    assert RunLedger(engine, "never-opened", "alerts").pin_model("v1") == ""
 
 
 def test_pin_model_touches_only_its_run(engine: Engine, ledger: RunLedger) -> None:
@@ -360,7 +393,12 @@ def test_reclaim_deferred_takes_this_runs_deferred_rows_back(
     held = claimed(ledger, 3)
     ids = [r.id or 0 for r in held]
     set_rows(
-        engine, [ids[0], ids[1], theirs[0].id or 0], status="deferred", error="421", owner=OTHER
+        engine,
+        [ids[0], ids[1], theirs[0].id or 0],
+        status="deferred",
+        error="421",
+        owner=OTHER,
+        lease_expires=None,
     )
     before = utcnow()
     back = ledger.reclaim_deferred()
@@ -369,8 +407,8 @@ def test_reclaim_deferred_takes_this_runs_deferred_rows_back(
         ("u1", LedgerStatus.PENDING, None, ledger.owner),
     ]
     assert all(r.variant == "a" for r in back)
-    expiry = as_utc(back[0].lease_expires)
-    assert expiry is not None and expiry > before
+    expiries = [as_utc(r.lease_expires) for r in back]
+    assert all(e is not None and e > before for e in expiries)
     after = rows(engine)
     assert (after["u9"].status, after["u9"].error) == (LedgerStatus.DEFERRED, "421")
     assert after["u2"].status == LedgerStatus.PENDING
@@ -429,7 +467,7 @@ def test_renewing_moves_the_expiry_of_held_rows_only(engine: Engine, ledger: Run
     ledger.hand_over([message(ids[3], 3)])
     set_rows(engine, [ids[2]], owner=OTHER)
     later = utcnow() + timedelta(days=1)
-    ledger._renew(later)
+    ledger.keeper._renew(later)  # what the keeper's thread calls every third of the lease
     after = rows(engine)
     assert as_utc(after["u0"].lease_expires) == later
     assert as_utc(after["u3"].lease_expires) == later
