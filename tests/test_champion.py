@@ -21,6 +21,7 @@ from champion_kit import (
 from conftest import Project
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
+from engine.learning import training
 from engine.learning.challengers import train_challengers
 from engine.learning.versions import rollback
 from engine.models import utcnow
@@ -145,6 +146,24 @@ def test_a_clearly_worse_update_is_rolled_back_automatically(
     assert engine.champion(campaign).version == first.version  # type: ignore[union-attr]
     run_campaign(engine, "online", run_id="after-rollback")
     assert {r.model_version for r in ledger(engine, "after-rollback")} == {first.version}
+    engine.close()
+
+
+def test_an_update_is_checked_on_the_newest_slice_of_its_batch(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check's cost must not grow with the batch: it reads the newest CHECK_SLICE.
+    monkeypatch.setattr(training, "CHECK_SLICE", 120)
+    project.add_campaign("online", policy="breaking")
+    engine = project.engine(plugins=[BreakingPlugin()])
+    project.seed(engine, people=300)
+    rng = random.Random(5)
+    send_and_reward(engine, "online", runs=1, rng=rng, learn=True, table=B_WINS)
+    send_and_reward(engine, "online", runs=1, rng=rng, learn=True, start=1, table=B_WINS)
+    first, broken = versions(engine, "online")
+    assert (broken.decision, broken.n_eval, broken.n_feedback) == ("rolled back", 120, 300)
+    assert "newest 120" in (broken.reason or "")
+    assert (broken.data_last_id or 0) - (broken.data_first_id or 0) == 299  # learned all 300
     engine.close()
 
 

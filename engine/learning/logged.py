@@ -14,7 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlmodel import col
 
 from engine.errors import TailormailError
 from engine.export import rewarded_decisions
@@ -44,12 +46,45 @@ class LoggedDecision:
     shadow_pmf: dict[str, float] | None = None  # apprentice mode: the policy's own pmf
 
 
-def usable(row: LedgerRow) -> bool:
+class DecisionFields(Protocol):
+    """The ledger columns a logged decision is made of: a ``LedgerRow``, or a row selected
+    with ``DECISION_COLUMNS`` (learning reads no more than these)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def decision_id(self) -> str: ...
+    @property
+    def variant(self) -> str | None: ...
+    @property
+    def probability(self) -> float | None: ...
+    @property
+    def pmf(self) -> dict[str, float] | None: ...
+    @property
+    def offered(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def context(self) -> dict[str, Any] | None: ...
+    @property
+    def policy(self) -> str | None: ...
+    @property
+    def sent_at(self) -> datetime | None: ...
+    @property
+    def arm(self) -> str | None: ...
+    @property
+    def shadow(self) -> dict[str, Any] | None: ...
+
+
+_DECISION_NAMES = "id decision_id variant probability pmf offered context policy sent_at arm shadow"
+DECISION_COLUMNS = tuple(col(getattr(LedgerRow, name)) for name in _DECISION_NAMES.split())
+"""What ``from_row`` reads: selecting these, not whole rows, skips the rendered links."""
+
+
+def usable(row: DecisionFields) -> bool:
     """True when the row logged a pmf holding its chosen variant (off-policy needs both)."""
     return bool(row.pmf) and row.variant in (row.pmf or {}) and bool(row.probability)
 
 
-def from_row(row: LedgerRow, reward: float, today: Iterable[Variant] = ()) -> LoggedDecision:
+def from_row(row: DecisionFields, reward: float, today: Iterable[Variant] = ()) -> LoggedDecision:
     """The logged decision of one ledger row; old rows without offered variants use
     ``today`` restricted to the pmf's keys (what the policy saw then)."""
     keys = list(row.pmf or {})

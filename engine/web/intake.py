@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from engine.clock import utcnow
 from engine.events import record_events
 from engine.types import EventType, TrackingEvent
 from engine.web.eventlog import SEGMENT_BYTES, EventLog, Tail, orphans, read_lines
@@ -204,7 +205,7 @@ class Intake:
         with self._done:  # numbered and written in one step, so the log is in seq order
             seq = self._seq + 1
             key = dedupe_key or f"log:{event_log.tag}:{seq}"
-            event_log.append(encode(seq, key, kind, time.time(), fields))
+            event_log.append(encode(seq, key, kind, utcnow().timestamp(), fields))
             self._seq = seq
         self._wake.set()
 
