@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             for name in args.names
         }
-        while not all(f.done() for f in futures.values()):
-            wait(futures.values(), timeout=0.5, return_when=FIRST_COMPLETED)
+        while len(results) < len(futures):
+            # Only the running ones: a finished future would make this wait a busy loop.
+            pending = [f for f in futures.values() if not f.done()]
+            wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for name, bar in bars.items():
                 progress.update(bar, completed=days_done.get(name, 0))
             for name, future in futures.items():

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from engine.app import Engine
+from engine.ledger.lease import LeaseKeeper
 from engine.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +189,24 @@ class Project:
 
         import_file(engine.db, "recipients", self.write_people(people))
         import_file(engine.db, "items", self.write_items(items))
+
+
+@pytest.fixture(autouse=True)
+def _stop_lease_keepers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stop every ledger lease keeper a test started and left running (a test that ends
+    on an exception may leave one): its thread would otherwise renew leases during later
+    tests, and under mutmut race its stats collection ("Set changed size")."""
+    started: list[LeaseKeeper] = []
+    start = LeaseKeeper.start
+
+    def recording_start(keeper: LeaseKeeper) -> None:
+        started.append(keeper)
+        start(keeper)
+
+    monkeypatch.setattr(LeaseKeeper, "start", recording_start)
+    yield
+    for keeper in started:
+        keeper.stop()
 
 
 @pytest.fixture

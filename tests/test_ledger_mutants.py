@@ -1,0 +1,539 @@
+"""Every ledger transition, in process on SQLite, with the exact rows it leaves.
+
+The end-to-end ledger tests (``test_ledger_recovery.py``, ``test_crash_precision.py``)
+kill workers in subprocesses, which mutation testing cannot map to the code they run;
+these tests drive ``RunLedger`` and ``reconcile.settle_unknown`` directly, one transition
+at a time, so each mutant of ``engine/ledger`` meets a test that names the row it breaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from conftest import Project
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from engine.app import Engine
+from engine.ledger import Journal, RunLedger, transitions
+from engine.ledger.reconcile import HARD_BOUNCE_ERROR, settle_unknown
+from engine.ledger.recovery import IN_FLIGHT, NEVER_LEFT
+from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
+from engine.types import DeliveryBackend, Message, SendResult, SendStatus
+
+OTHER = "elsewhere.example/1-beef"
+
+
+@pytest.fixture
+def engine(sqlite_project: Project) -> Engine:
+    return sqlite_project.engine()
+
+
+@pytest.fixture
+def ledger(engine: Engine) -> Iterator[RunLedger]:
+    ledger = RunLedger(engine, "r1", "alerts")
+    ledger.open(None, [])
+    yield ledger
+    ledger.keeper.stop()
+
+
+def row(run_id: str, n: int, status: str = LedgerStatus.PENDING) -> dict[str, Any]:
+    """A ledger row as the pipeline claims it (variant ``a``), for recipient ``u<n>``."""
+    return {
+        "run_id": run_id,
+        "campaign": "alerts",
+        "recipient_id": f"u{n}",
+        "email": f"u{n}@example.com",
+        "decision_id": f"{run_id}-u{n}",
+        "status": status,
+        "variant": "a" if status == LedgerStatus.PENDING else None,
+        "skip_reason": None if status == LedgerStatus.PENDING else "suppressed (bounce)",
+    }
+
+
+def message(send_id: int, n: int = 0) -> Message:
+    return Message(
+        send_id,
+        f"<{send_id}@test>",
+        "a@example.com",
+        f"u{n}@example.com",
+        "s",
+        "<p>h</p>",
+        "t",
+        metadata={"links": [f"https://x.example/{send_id}"], "link_items": [["i1", 0]]},
+    )
+
+
+def rows(engine: Engine) -> dict[str, LedgerRow]:
+    """The ledger by recipient id."""
+    with Session(engine.db) as session:
+        return {r.recipient_id: r for r in session.exec(select(LedgerRow)).all()}
+
+
+def run_row(engine: Engine, run_id: str = "r1") -> RunRow:
+    with Session(engine.db) as session:
+        found = session.get(RunRow, run_id)
+        assert found is not None
+        return found
+
+
+def set_rows(engine: Engine, ids: list[int], **values: Any) -> None:
+    with Session(engine.db) as session:
+        session.execute(update(LedgerRow).where(col(LedgerRow.id).in_(ids)).values(**values))
+        session.commit()
+
+
+def claimed(ledger: RunLedger, n: int) -> list[LedgerRow]:
+    owned, _ = ledger.claim([row(ledger.run_id, i) for i in range(n)])
+    return sorted(owned, key=lambda r: r.recipient_id)
+
+
+# -- open, close, the run row ----------------------------------------------------------------
+
+
+def test_open_marks_a_failed_run_running_again_and_syncs_its_variants(engine: Engine) -> None:
+    first = RunLedger(engine, "r1", "alerts")
+    when = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+    variant = {"campaign": "alerts", "key": "a", "template": "t/a.html", "features": {}}
+    first.open(when, [variant | {"subject": "s1"}])
+    first.close("failed", "boom")
+    assert (run_row(engine).status, run_row(engine).error) == ("failed", "boom")
+    assert run_row(engine).finished_at is not None
+
+    again = RunLedger(engine, "r1", "alerts")
+    again.open(when, [variant | {"subject": "s2"}])
+    run = run_row(engine)
+    assert (run.campaign, run.status, run.error, run.finished_at) == (
+        "alerts",
+        "running",
+        None,
+        None,
+    )
+    assert as_utc(run.scheduled_for) == when
+    with Session(engine.db) as session:
+        variants = [(v.key, v.subject) for v in session.exec(select(VariantRow)).all()]
+    assert variants == [("a", "s2")]
+    again.close("done")
+
+
+def test_open_without_a_schedule_leaves_it_empty(engine: Engine) -> None:
+    ledger = RunLedger(engine, "adhoc", "alerts")
+    ledger.open(None, [])
+    assert run_row(engine, "adhoc").scheduled_for is None
+    ledger.close("done")
+
+
+def test_close_marks_the_run_and_cuts_a_long_error(engine: Engine) -> None:
+    ledger = RunLedger(engine, "r1", "alerts")
+    ledger.open(None, [])
+    ledger.close("failed", "x" * 2001 + "tail")
+    run = run_row(engine)
+    assert (run.status, run.error) == ("failed", "x" * 2000)
+    assert run.finished_at is not None and run.started_at <= run.finished_at
+
+
+def test_close_without_an_error_stores_none(engine: Engine) -> None:
+    ledger = RunLedger(engine, "r1", "alerts")
+    ledger.open(None, [])
+    ledger.close("done")
+    assert (run_row(engine).status, run_row(engine).error) == ("done", None)
+
+
+def test_close_settles_the_rows_it_holds_and_only_its_run(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    other_run = RunLedger(engine, "r2", "alerts")
+    other_run.open(None, [])
+    mine = claimed(ledger, 2)
+    theirs, _ = other_run.claim([row("r2", 5)])
+    ledger.close("done")
+    after = rows(engine)
+    assert [(after[r.recipient_id].status, after[r.recipient_id].error) for r in mine] == [
+        (LedgerStatus.DEFERRED, NEVER_LEFT)
+    ] * 2
+    assert after["u0"].lease_expires is None
+    assert after["u5"].status == LedgerStatus.PENDING and theirs[0].owner == other_run.owner
+    other_run.close("done")
+
+
+def test_close_settles_handed_over_rows_from_the_journal(engine: Engine, ledger: RunLedger) -> None:
+    held = claimed(ledger, 3)
+    messages = ledger.hand_over([message(r.id or 0, n) for n, r in enumerate(held)])
+    ledger.journal.handing_over(messages[0])
+    ledger.journal.outcome(SendResult(messages[0].send_id, SendStatus.SENT, provider_id="p0"))
+    ledger.journal.handing_over(messages[1])  # with the transport when the worker stops
+    ledger.close("failed", "stopped")
+    after = rows(engine)
+    assert [(after[f"u{n}"].status, after[f"u{n}"].error) for n in range(3)] == [
+        (LedgerStatus.SENT, None),
+        (LedgerStatus.UNKNOWN, IN_FLIGHT),
+        (LedgerStatus.DEFERRED, NEVER_LEFT),  # the journal is complete: it never left
+    ]
+    assert after["u0"].provider_id == "p0"
+    assert not ledger.journal.path.exists()
+
+
+def test_a_failed_settle_keeps_the_journal_for_whoever_recovers(
+    ledger: RunLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise ConnectionError("database gone")
+
+    monkeypatch.setattr(transitions, "settle", refuse)
+    with pytest.raises(ConnectionError):
+        ledger.leave()
+    assert ledger.journal.path.exists()
+
+
+def test_pin_model_keeps_the_first_version(ledger: RunLedger) -> None:
+    assert ledger.model_version() is None
+    assert ledger.pin_model("v1") == "v1"
+    assert ledger.pin_model("v2") == "v1"
+    assert ledger.model_version() == "v1"
+
+
+def test_pin_model_without_a_run_row_answers_empty(engine: Engine) -> None:
+    assert RunLedger(engine, "never-opened", "alerts").pin_model("v1") == ""
+
+
+def test_pin_model_touches_only_its_run(engine: Engine, ledger: RunLedger) -> None:
+    other = RunLedger(engine, "r2", "alerts")
+    other.open(None, [])
+    other.pin_model("theirs")
+    assert ledger.pin_model("mine") == "mine"
+    assert other.model_version() == "theirs"
+    other.close("done")
+
+
+def test_record_shards_and_progress(engine: Engine, ledger: RunLedger) -> None:
+    other = RunLedger(engine, "r2", "alerts")
+    other.open(None, [])
+    other.claim([row("r2", 9)])
+    assert ledger.rows_written() == 0
+    ledger.record_shards(3)
+    assert run_row(engine).shards == 3 and run_row(engine, "r2").shards is None
+    claimed(ledger, 3)
+    assert ledger.rows_written() == 3
+    assert ledger.recipients_done(["u0", "u2", "u7", "u9"]) == {"u0", "u2"}
+    other.close("done")
+
+
+# -- claim ------------------------------------------------------------------------------------
+
+
+def test_claim_inserts_pending_rows_under_the_lease_and_skipped_ones_without(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    before = utcnow()
+    owned, skipped = ledger.claim([row("r1", 0), row("r1", 1, LedgerStatus.SKIPPED), row("r1", 2)])
+    assert skipped == 1
+    assert sorted((r.recipient_id, r.status, r.owner) for r in owned) == [
+        ("u0", LedgerStatus.PENDING, ledger.owner),
+        ("u2", LedgerStatus.PENDING, ledger.owner),
+    ]
+    stored = rows(engine)
+    assert {r.recipient_id: r.id for r in owned} == {"u0": stored["u0"].id, "u2": stored["u2"].id}
+    assert stored["u1"].status == LedgerStatus.SKIPPED and stored["u1"].lease_expires is None
+    lease = timedelta(seconds=engine.settings.delivery.lease_seconds)
+    expires = as_utc(stored["u0"].lease_expires)
+    assert expires is not None and before + lease <= expires <= utcnow() + lease
+    assert all(r.lease_expires is not None and r.variant == "a" for r in owned)
+
+
+def test_claim_returns_none_of_the_rows_another_worker_inserted_first(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    other = RunLedger(engine, "r1", "alerts")
+    other.open(None, [])
+    first, _ = other.claim([row("r1", 0), row("r1", 1, LedgerStatus.SKIPPED)])
+    owned, skipped = ledger.claim([row("r1", 0), row("r1", 1, LedgerStatus.SKIPPED), row("r1", 2)])
+    assert [r.recipient_id for r in first] == ["u0"]
+    assert ([r.recipient_id for r in owned], skipped) == (["u2"], 0)
+    assert rows(engine)["u0"].owner == other.owner
+    other.keeper.stop()
+
+
+# -- hand_over --------------------------------------------------------------------------------
+
+
+def test_hand_over_moves_held_pending_rows_with_links_and_message_id(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    held = claimed(ledger, 4)
+    ids = [r.id for r in held]
+    assert all(isinstance(i, int) for i in ids)
+    set_rows(engine, [ids[1]], owner=OTHER)  # taken over by another worker
+    set_rows(engine, [ids[2]], status=LedgerStatus.SENT)  # finalized elsewhere
+    messages = [message(r.id or 0, i) for i, r in enumerate(held)]
+    moved = ledger.hand_over(messages)
+    assert [m.send_id for m in moved] == [ids[0], ids[3]]
+    after = rows(engine)
+    assert [after[f"u{i}"].status for i in range(4)] == [
+        LedgerStatus.HANDED_OVER,
+        LedgerStatus.PENDING,
+        LedgerStatus.SENT,
+        LedgerStatus.HANDED_OVER,
+    ]
+    assert (after["u0"].links, after["u0"].link_items, after["u0"].message_id) == (
+        [f"https://x.example/{ids[0]}"],
+        [["i1", 0]],
+        f"<{ids[0]}@test>",
+    )
+    assert (after["u1"].links, after["u1"].message_id) == (None, None)
+    assert (after["u2"].links, after["u2"].message_id) == (None, None)
+    assert after["u3"].message_id == f"<{ids[3]}@test>"
+    assert after["u0"].lease_expires is not None
+
+
+def test_hand_over_renews_the_lease_of_the_rows_it_moves(engine: Engine, ledger: RunLedger) -> None:
+    (held,) = claimed(ledger, 1)
+    stale = datetime(2020, 1, 1, tzinfo=UTC)
+    set_rows(engine, [held.id or 0], lease_expires=stale)
+    before = utcnow()
+    ledger.hand_over([message(held.id or 0)])
+    expiry = as_utc(rows(engine)["u0"].lease_expires)
+    assert expiry is not None and expiry > before
+
+
+def test_hand_over_stores_no_link_items_when_there_are_none(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    (held,) = claimed(ledger, 1)
+    bare = Message(held.id or 0, "<m@test>", "a@example.com", "u0@example.com", "s", "h", "t")
+    assert ledger.hand_over([bare]) == [bare]
+    after = rows(engine)["u0"]
+    assert (after.links, after.link_items, after.message_id) == (None, None, "<m@test>")
+
+
+def test_hand_over_of_nothing_is_nothing(ledger: RunLedger) -> None:
+    assert ledger.hand_over([]) == []
+
+
+# -- record -----------------------------------------------------------------------------------
+
+
+def test_record_writes_each_outcome_on_the_rows_it_handed_over(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    held = claimed(ledger, 5)
+    ids = [r.id or 0 for r in held]
+    ledger.hand_over([message(i, n) for n, i in enumerate(ids[:4])])
+    set_rows(engine, [ids[3]], owner=OTHER)
+    results = [
+        SendResult(ids[0], SendStatus.SENT, provider_id="p0"),
+        SendResult(ids[1], SendStatus.TEMPORARY_FAILURE, error="421 later"),
+        SendResult(ids[2], SendStatus.PERMANENT_FAILURE, error="550 no"),
+        SendResult(ids[3], SendStatus.SENT, provider_id="p3"),  # not this worker's now
+        SendResult(ids[4], SendStatus.SENT, provider_id="p4"),  # never handed over
+    ]
+    before = utcnow()
+    assert ledger.record(results) == ["sent", "deferred", "failed", "sent", "sent"]
+    after = rows(engine)
+    assert [
+        (after[f"u{n}"].status, after[f"u{n}"].provider_id, after[f"u{n}"].error) for n in range(5)
+    ] == [
+        (LedgerStatus.SENT, "p0", None),
+        (LedgerStatus.DEFERRED, None, "421 later"),
+        (LedgerStatus.FAILED, None, "550 no"),
+        (LedgerStatus.HANDED_OVER, None, None),
+        (LedgerStatus.PENDING, None, None),
+    ]
+    sent_at = as_utc(after["u0"].sent_at)
+    assert sent_at is not None and before <= sent_at <= utcnow()
+    assert after["u1"].sent_at is None and after["u2"].sent_at is None
+    assert [after[f"u{n}"].lease_expires for n in range(3)] == [None] * 3
+    assert after["u3"].lease_expires is not None and after["u4"].lease_expires is not None
+
+
+def test_record_an_unknown_outcome_and_a_long_error(engine: Engine, ledger: RunLedger) -> None:
+    (held,) = claimed(ledger, 1)
+    ledger.hand_over([message(held.id or 0)])
+    ledger.record([SendResult(held.id or 0, SendStatus.UNKNOWN, error="e" * 2001 + "tail")])
+    after = rows(engine)["u0"]
+    assert (after.status, after.error, after.sent_at) == (LedgerStatus.UNKNOWN, "e" * 2000, None)
+
+
+def test_record_of_nothing_is_nothing(ledger: RunLedger) -> None:
+    assert ledger.record([]) == []
+
+
+# -- fail -------------------------------------------------------------------------------------
+
+
+def test_fail_marks_only_held_pending_rows_failed(engine: Engine, ledger: RunLedger) -> None:
+    held = claimed(ledger, 5)
+    ids = [r.id or 0 for r in held]
+    ledger.hand_over([message(ids[1], 1)])
+    set_rows(engine, [ids[2]], owner=OTHER)
+    ledger.fail(ids[:4], "f" * 2001 + "tail")
+    after = rows(engine)
+    assert [after[f"u{n}"].status for n in range(5)] == [
+        LedgerStatus.FAILED,
+        LedgerStatus.HANDED_OVER,
+        LedgerStatus.PENDING,
+        LedgerStatus.FAILED,
+        LedgerStatus.PENDING,  # held, pending, not named
+    ]
+    assert (after["u0"].error, after["u0"].lease_expires) == ("f" * 2000, None)
+    assert (after["u1"].error, after["u2"].error) == (None, None)
+
+
+# -- reclaim_deferred -------------------------------------------------------------------------
+
+
+def test_reclaim_deferred_takes_this_runs_deferred_rows_back(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    other_run = RunLedger(engine, "r2", "alerts")
+    other_run.open(None, [])
+    theirs, _ = other_run.claim([row("r2", 9)])
+    held = claimed(ledger, 3)
+    ids = [r.id or 0 for r in held]
+    set_rows(
+        engine,
+        [ids[0], ids[1], theirs[0].id or 0],
+        status="deferred",
+        error="421",
+        owner=OTHER,
+        lease_expires=None,
+    )
+    before = utcnow()
+    back = ledger.reclaim_deferred()
+    assert sorted((r.recipient_id, r.status, r.error, r.owner) for r in back) == [
+        ("u0", LedgerStatus.PENDING, None, ledger.owner),
+        ("u1", LedgerStatus.PENDING, None, ledger.owner),
+    ]
+    assert all(r.variant == "a" for r in back)
+    expiries = [as_utc(r.lease_expires) for r in back]
+    assert all(e is not None and e > before for e in expiries)
+    after = rows(engine)
+    assert (after["u9"].status, after["u9"].error) == (LedgerStatus.DEFERRED, "421")
+    assert after["u2"].status == LedgerStatus.PENDING
+    other_run.keeper.stop()
+
+
+def test_reclaim_with_nothing_deferred_is_nothing(ledger: RunLedger) -> None:
+    claimed(ledger, 1)
+    assert ledger.reclaim_deferred() == []
+
+
+# -- transmit -------------------------------------------------------------------------------
+
+
+class BatchBackend(DeliveryBackend):
+    """A backend that does not report each hand-over: what the journal said when it sent."""
+
+    name = "batch"
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.batches: list[tuple[list[int], set[int]]] = []
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.batches.append(([m.send_id for m in messages], set(self.journal.state().handed)))
+        return [SendResult(m.send_id, SendStatus.SENT, provider_id="b") for m in messages]
+
+
+def test_transmit_journals_a_batch_backends_hand_over_before_send_and_its_outcomes(
+    ledger: RunLedger,
+) -> None:
+    held = claimed(ledger, 2)
+    messages = ledger.hand_over([message(r.id or 0, n) for n, r in enumerate(held)])
+    backend = BatchBackend(ledger.journal)
+    results = ledger.transmit(backend, messages)
+    ids = [m.send_id for m in messages]
+    assert backend.batches == [(ids, set(ids))]
+    assert sorted(ledger.journal.state().outcomes) == sorted(ids)
+    assert [r.send_id for r in results] == ids
+
+
+def test_transmit_of_nothing_sends_nothing(ledger: RunLedger) -> None:
+    backend = BatchBackend(ledger.journal)
+    assert ledger.transmit(backend, []) == []
+    assert backend.batches == []
+
+
+# -- the lease --------------------------------------------------------------------------------
+
+
+def test_renewing_moves_the_expiry_of_held_rows_only(engine: Engine, ledger: RunLedger) -> None:
+    held = claimed(ledger, 4)
+    ids = [r.id or 0 for r in held]
+    ledger.hand_over([message(ids[1], 1)])
+    ledger.record([SendResult(ids[1], SendStatus.SENT)])
+    ledger.hand_over([message(ids[3], 3)])
+    set_rows(engine, [ids[2]], owner=OTHER)
+    later = utcnow() + timedelta(days=1)
+    ledger.keeper._renew(later)  # what the keeper's thread calls every third of the lease
+    after = rows(engine)
+    assert as_utc(after["u0"].lease_expires) == later
+    assert as_utc(after["u3"].lease_expires) == later
+    assert after["u1"].lease_expires is None
+    assert as_utc(after["u2"].lease_expires) != later
+
+
+# -- reconcile.settle_unknown -----------------------------------------------------------------
+
+
+def test_settle_unknown_applies_the_first_event_to_unknown_rows_only(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    held = claimed(ledger, 4)
+    ids = [r.id or 0 for r in held]
+    set_rows(engine, ids[:3], status=LedgerStatus.UNKNOWN, lease_expires=None)
+    set_rows(engine, [ids[3]], status=LedgerStatus.DEFERRED)
+    opened = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
+    later = opened + timedelta(hours=1)
+    with Session(engine.db) as session:
+        settled = settle_unknown(
+            session,
+            [
+                (ids[0], LedgerStatus.SENT, opened),
+                (ids[0], LedgerStatus.FAILED, later),  # a second event: too late
+                (ids[1], LedgerStatus.FAILED, opened),
+                (ids[2], LedgerStatus.DEFERRED, opened),  # not an outcome it applies
+                (ids[3], LedgerStatus.SENT, opened),  # not unknown
+            ],
+        )
+        session.commit()
+    assert settled == 2
+    after = rows(engine)
+    assert (after["u0"].status, as_utc(after["u0"].sent_at), after["u0"].error) == (
+        LedgerStatus.SENT,
+        opened,
+        None,
+    )
+    assert (after["u1"].status, after["u1"].sent_at, after["u1"].error) == (
+        LedgerStatus.FAILED,
+        None,
+        HARD_BOUNCE_ERROR,
+    )
+    assert after["u2"].status == LedgerStatus.UNKNOWN
+    assert (after["u3"].status, after["u3"].sent_at) == (LedgerStatus.DEFERRED, None)
+
+
+def test_settle_unknown_with_nothing_unknown_writes_nothing(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    (held,) = claimed(ledger, 1)
+    with Session(engine.db) as session:
+        assert settle_unknown(session, [(held.id or 0, LedgerStatus.SENT, utcnow())]) == 0
+        assert settle_unknown(session, []) == 0
+    assert rows(engine)["u0"].status == LedgerStatus.PENDING
+
+
+def test_settle_unknown_finds_rows_beyond_the_first_chunk(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    held = claimed(ledger, 1001)
+    ids = sorted(r.id or 0 for r in held)
+    set_rows(engine, ids, status=LedgerStatus.UNKNOWN, lease_expires=None)
+    now = utcnow()
+    with Session(engine.db) as session:
+        settled = settle_unknown(session, [(i, LedgerStatus.SENT, now) for i in ids])
+        session.commit()
+    assert settled == 1001
+    assert {r.status for r in rows(engine).values()} == {LedgerStatus.SENT}
