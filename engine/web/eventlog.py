@@ -167,7 +167,7 @@ class EventLog:
 
 
 class Tail:
-    """Reads one live log's segments in order as they grow (the writer thread's cursor).
+    """Reads one live log's segments in order as they grow (the writer's cursor).
 
     ``read`` returns whole lines only; ``release`` deletes the segments read to their end,
     once the caller has stored what they held.

@@ -188,7 +188,8 @@ class Intake:
 
     @property
     def database_ok(self) -> bool:
-        """False while the writer thread finds the database unreachable."""
+        """False while the writer thread finds the database unreachable (a writer process
+        says so in its own log)."""
         return self._writer is None or self._writer.database_ok
 
     def start(self) -> Intake:
