@@ -8,6 +8,7 @@ at a time, so each mutant of ``engine/ledger`` meets a test that names the row i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ from sqlmodel import Session, col, select
 
 from engine.app import Engine
 from engine.ledger import Journal, RunLedger, transitions
+from engine.ledger.journal import JournalState, boot_id, parse
+from engine.ledger.lease import expired
 from engine.ledger.reconcile import HARD_BOUNCE_ERROR, settle_unknown
 from engine.ledger.recovery import IN_FLIGHT, NEVER_LEFT
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
@@ -537,3 +540,34 @@ def test_settle_unknown_finds_rows_beyond_the_first_chunk(
         session.commit()
     assert settled == 1001
     assert {r.status for r in rows(engine).values()} == {LedgerStatus.SENT}
+
+
+# -- the journal's bytes and the lease's end --------------------------------------------------
+
+
+def test_a_journal_parses_from_its_first_record_and_trusts_only_this_boot() -> None:
+    header = json.dumps({"boot": boot_id(), "pid": 1}).encode()
+    state = parse(
+        header
+        + b"\nH 5\nS 5 p-5\nH 6\nO "
+        + json.dumps([6, "temporary_failure", None, "421", False]).encode()
+        + b"\nH 7"
+    )
+    assert state == JournalState(
+        complete=boot_id() is not None,
+        handed={5, 6},  # the torn last line (H 7) is not read
+        outcomes={
+            5: SendResult(5, SendStatus.SENT, "p-5"),
+            6: SendResult(6, SendStatus.TEMPORARY_FAILURE, None, "421", False),
+        },
+    )
+    other_boot = json.dumps({"boot": "another-boot", "pid": 1}).encode()
+    assert parse(other_boot + b"\nH 5\n") == JournalState(complete=False, handed={5})
+    assert parse(b'{"boot": nu') == JournalState(complete=False)  # torn header
+
+
+def test_a_lease_is_over_at_the_moment_it_expires() -> None:
+    now = utcnow()
+    assert expired(now, now)
+    assert not expired(now + timedelta(seconds=1), now)
+    assert expired(None, now)
