@@ -565,6 +565,8 @@ def test_a_journal_parses_from_its_first_record_and_trusts_only_this_boot() -> N
     other_boot = json.dumps({"boot": "another-boot", "pid": 1}).encode()
     assert parse(other_boot + b"\nH 5\n") == JournalState(complete=False, handed={5})
     assert parse(b'{"boot": nu') == JournalState(complete=False)  # torn header
+    damaged = parse(header + b"\nH 5\nH five\nH 6\n")  # a line it cannot read
+    assert damaged == JournalState(complete=False, handed={5, 6})
 
 
 def test_a_lease_is_over_at_the_moment_it_expires() -> None:
