@@ -638,9 +638,14 @@ def test_recover_settles_only_dead_or_unknown_holders_and_counts_them(
         lease_expires=utcnow() + timedelta(hours=1),
     )
     set_rows(engine, [strange[0].id or 0], owner="garbage")
-    assert ledger.recover() == 1  # only the unparsable owner's row: settled as legacy
+    old_rows, _ = ledger.claim([row("r1", 8)])
+    other_run = RunLedger(engine, "r2", "alerts")
+    old_elsewhere, _ = other_run.claim([row("r2", 9)])
+    set_rows(engine, [old_rows[0].id or 0, old_elsewhere[0].id or 0], owner=None)  # pre-lease
+    assert ledger.recover() == 2  # the unparsable owner's row and this run's pre-lease row
     after = rows(engine)
     assert (after["u7"].status, after["u7"].error) == (LedgerStatus.UNKNOWN, LEGACY)
+    assert (after["u8"].status, after["u9"].status) == (LedgerStatus.UNKNOWN, LedgerStatus.PENDING)
     assert [after[u].status for u in ("u0", "u1", "u2")] == [LedgerStatus.PENDING] * 3
     set_rows(engine, [r.id or 0 for r in remote], lease_expires=utcnow() - timedelta(seconds=1))
     assert ledger.recover() == 1
