@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from engine.audience import shard_bounds
 from engine.errors import ConfigError
 from engine.models import LedgerRow, LedgerStatus, RunRow
 from engine.pipeline import run_campaign
-from engine.shards import run_shard, shard_payload
+from engine.shards import run_shard, shard_payload, worker_engine
 
 SECRET = TEST_SECRET
 
@@ -56,7 +57,10 @@ def test_shard_bounds_cover_the_audience_once(sqlite_project: Project) -> None:
 @pytest.mark.slow
 def test_a_local_process_pool_sends_each_recipient_once(project: Project) -> None:
     workers = {"executor": "local", "processes": 2, "shard_size": 40}
-    engine = project.engine("outbox", workers=workers, delivery={"batch_size": 15})
+    # A duration in the settings (as the sample project has) must reach the workers too.
+    engine = project.engine(
+        "outbox", workers=workers, delivery={"batch_size": 15}, frequency_cap="1h"
+    )
     project.seed(engine, people=200)
     summary = run_campaign(engine, "alerts", run_id="big")
     rows = _ledger(engine, "big")
@@ -67,6 +71,17 @@ def test_a_local_process_pool_sends_each_recipient_once(project: Project) -> Non
         run = session.get(RunRow, "big")
     assert run is not None and (run.status, run.shards) == ("finished", 5)
     assert len(list((project.root / "outbox").glob("*.eml"))) == 200
+
+
+def test_a_worker_builds_the_coordinators_settings_durations_included(
+    sqlite_project: Project,
+) -> None:
+    engine = sqlite_project.engine(frequency_cap="1d", retention="90d", workers={"processes": 3})
+    worker = worker_engine(shard_payload(engine))
+    assert worker.settings.model_dump(exclude={"secret"}) == engine.settings.model_dump(
+        exclude={"secret"}
+    )
+    assert worker.settings.frequency_cap == timedelta(days=1)
 
 
 def test_a_worker_with_another_secret_refuses_the_shard(
@@ -82,8 +97,6 @@ def test_a_worker_with_another_secret_refuses_the_shard(
 def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
     sqlite_project: Project,
 ) -> None:
-    from datetime import timedelta
-
     from engine.models import utcnow
     from engine.rewards import join_rewards
 
