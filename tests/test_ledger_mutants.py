@@ -652,3 +652,15 @@ def test_recover_settles_only_dead_or_unknown_holders_and_counts_them(
     assert rows(engine)["u2"].status == LedgerStatus.DEFERRED
     live.keeper.stop()
     live.journal.close()
+
+
+def test_a_local_worker_without_a_journal_is_settled_by_its_lease(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    gone = Worker.new().host + "/0-gone"  # this host, but no journal file: lease decides
+    held, _ = ledger.claim([row("r1", 0)])
+    set_rows(engine, [held[0].id or 0], owner=gone, lease_expires=utcnow() + timedelta(hours=1))
+    assert ledger.recover() == 0
+    set_rows(engine, [held[0].id or 0], lease_expires=utcnow() - timedelta(seconds=1))
+    assert ledger.recover() == 1
+    assert rows(engine)["u0"].status == LedgerStatus.DEFERRED
