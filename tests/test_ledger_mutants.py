@@ -176,7 +176,7 @@ def test_close_settles_handed_over_rows_from_the_journal(engine: Engine, ledger:
         (LedgerStatus.UNKNOWN, IN_FLIGHT),
         (LedgerStatus.DEFERRED, NEVER_LEFT),  # the journal is complete: it never left
     ]
-    assert after["u0"].provider_id == "p0"
+    assert after["u0"].provider_id == "p0" and after["u0"].sent_at is not None
     assert not ledger.journal.path.exists()
 
 
@@ -651,7 +651,15 @@ def test_recover_settles_only_dead_or_unknown_holders_and_counts_them(
     assert ledger.recover() == 1
     assert rows(engine)["u2"].status == LedgerStatus.DEFERRED
     live.keeper.stop()
-    live.journal.close()
+    live.journal.close()  # discards by default
+    assert not live.journal.path.exists()
+
+
+def test_closing_a_journal_twice_or_after_its_file_went_is_quiet(ledger: RunLedger) -> None:
+    ledger.journal.path.unlink()
+    ledger.journal.close()
+    ledger.journal.close()
+    assert not ledger.journal.path.exists()
 
 
 def test_a_local_worker_without_a_journal_is_settled_by_its_lease(
