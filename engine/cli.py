@@ -158,7 +158,12 @@ def send(
             def advance(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            summary = run_campaign(engine, campaign, run_id=run_id, progress=advance)
+            def shards(done: int, total: int) -> None:
+                bar.update(task, description=f"sending {campaign} (shards {done}/{total})")
+
+            summary = run_campaign(
+                engine, campaign, run_id=run_id, progress=advance, shard_progress=shards
+            )
         groups = run_breakdown(engine, summary.run_id)
     table = Table(title=f"run {summary.run_id}")
     columns = (

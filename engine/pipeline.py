@@ -330,22 +330,26 @@ class CampaignRun:
         self._record(messages, results)
 
     def execute(
-        self, scheduled_for: datetime | None = None, progress: Progress | None = None
+        self,
+        scheduled_for: datetime | None = None,
+        progress: Progress | None = None,
+        shard_progress: Progress | None = None,
     ) -> RunSummary:
         """Run (or resume) to the end; returns counts for this call.
 
-        A run that stops on an error is marked ``failed`` with the reason, never left
-        ``running``.
+        ``progress(rows, audience)`` as rows are written; ``shard_progress(done, shards)``
+        as shards finish, when the run is split into shards. A run that stops on an error
+        is marked ``failed`` with the reason, never left ``running``.
         """
         self._open_run(scheduled_for)
         try:
-            return self._execute(progress)
+            return self._execute(progress, shard_progress)
         except BaseException as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self._close_run("failed", reason)
             raise
 
-    def _execute(self, progress: Progress | None) -> RunSummary:
+    def _execute(self, progress: Progress | None, shard_progress: Progress | None) -> RunSummary:
         engine, campaign = self.engine, self.campaign
         engine.check_audience(campaign)  # a filter typo stops the run, naming the key
         self.summary.audience = engine.audience_size(campaign)
@@ -353,7 +357,7 @@ class CampaignRun:
         if engine.settings.workers.executor != "inline" and (
             self.summary.audience > engine.settings.workers.shard_size
         ):
-            run_shards(self, progress)
+            run_shards(self, progress, shard_progress)
             self.ledger.recover()  # rows of shard workers that died settle now
         retry = self._reclaim_deferred(self._still_in_audience)
         self.summary.retried = len(retry)
@@ -463,6 +467,7 @@ def run_campaign(
     run_id: str | None = None,
     scheduled_for: datetime | None = None,
     progress: Progress | None = None,
+    shard_progress: Progress | None = None,
 ) -> RunSummary:
     """Run campaign ``name`` as run ``run_id`` (created, or resumed when it exists).
 
@@ -473,4 +478,4 @@ def run_campaign(
     if run_id is None:
         run_id = run_id_for(campaign.name, scheduled_for) if scheduled_for else manual_run_id(name)
     run = CampaignRun(engine, campaign, run_id)
-    return run.execute(scheduled_for=scheduled_for, progress=progress)
+    return run.execute(scheduled_for, progress, shard_progress)

@@ -108,10 +108,13 @@ def _add(summary: RunSummary, counts: dict[str, Any]) -> None:
         summary.variants[key] = summary.variants.get(key, 0) + int(n)
 
 
-def run_shards(run: CampaignRun, progress: Progress | None) -> None:
+def run_shards(
+    run: CampaignRun, progress: Progress | None, shard_progress: Progress | None = None
+) -> None:
     """Coordinate run ``run``'s shards on the configured executor, adding their counts to
-    the run's summary; returns when every shard finished, or when the ledger has not
-    moved for ``workers.stall_seconds`` (the caller then sends what is left)."""
+    the run's summary and reporting ``shard_progress(done, shards)``; returns when every
+    shard finished, or when the ledger has not moved for ``workers.stall_seconds`` (the
+    caller then sends what is left)."""
     engine = run.engine
     workers = engine.settings.workers
     bounds = shard_bounds(engine.db, run.campaign.audience, workers.shard_size)
@@ -127,10 +130,12 @@ def run_shards(run: CampaignRun, progress: Progress | None) -> None:
         log.info("run %s: %d shards on %s", run.run_id, len(futures), workers.executor)
         seen, moved = -1, time.monotonic()
         while True:
-            _done, pending = wait(futures, timeout=0.5)
+            done, pending = wait(futures, timeout=0.5)
             rows = run.ledger.rows_written()
             if progress:
                 progress(rows, run.summary.audience)
+            if shard_progress:
+                shard_progress(len(done), len(futures))
             if not pending:
                 break
             if rows != seen:

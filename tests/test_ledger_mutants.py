@@ -8,6 +8,7 @@ at a time, so each mutant of ``engine/ledger`` meets a test that names the row i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +20,11 @@ from sqlmodel import Session, col, select
 
 from engine.app import Engine
 from engine.ledger import Journal, RunLedger, transitions
+from engine.ledger import journal as journal_module
+from engine.ledger.journal import JournalState, boot_id, parse
+from engine.ledger.lease import Worker, expired
 from engine.ledger.reconcile import HARD_BOUNCE_ERROR, settle_unknown
-from engine.ledger.recovery import IN_FLIGHT, NEVER_LEFT
+from engine.ledger.recovery import IN_FLIGHT, LEGACY, NEVER_LEFT, Fate, fate
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 
@@ -172,7 +176,7 @@ def test_close_settles_handed_over_rows_from_the_journal(engine: Engine, ledger:
         (LedgerStatus.UNKNOWN, IN_FLIGHT),
         (LedgerStatus.DEFERRED, NEVER_LEFT),  # the journal is complete: it never left
     ]
-    assert after["u0"].provider_id == "p0"
+    assert after["u0"].provider_id == "p0" and after["u0"].sent_at is not None
     assert not ledger.journal.path.exists()
 
 
@@ -537,3 +541,134 @@ def test_settle_unknown_finds_rows_beyond_the_first_chunk(
         session.commit()
     assert settled == 1001
     assert {r.status for r in rows(engine).values()} == {LedgerStatus.SENT}
+
+
+# -- the journal's bytes and the lease's end --------------------------------------------------
+
+
+def test_a_journal_parses_from_its_first_record_and_trusts_only_this_boot() -> None:
+    header = json.dumps({"boot": boot_id(), "pid": 1}).encode()
+    state = parse(
+        header
+        + b"\nH 5\nS 5 p-5\nH 6\nO "
+        + json.dumps([6, "temporary_failure", None, "421", False]).encode()
+        + b"\nH 7"
+    )
+    assert state == JournalState(
+        complete=boot_id() is not None,
+        handed={5, 6},  # the torn last line (H 7) is not read
+        outcomes={
+            5: SendResult(5, SendStatus.SENT, "p-5"),
+            6: SendResult(6, SendStatus.TEMPORARY_FAILURE, None, "421", False),
+        },
+    )
+    other_boot = json.dumps({"boot": "another-boot", "pid": 1}).encode()
+    assert parse(other_boot + b"\nH 5\n") == JournalState(complete=False, handed={5})
+    assert parse(b'{"boot": nu') == JournalState(complete=False)  # torn header
+    damaged = parse(header + b"\nH 5\nH five\nH 6\n")  # a line it cannot read
+    assert damaged == JournalState(complete=False, handed={5, 6})
+
+
+def test_a_lease_is_over_at_the_moment_it_expires() -> None:
+    now = utcnow()
+    assert expired(now, now)
+    assert not expired(now + timedelta(seconds=1), now)
+    assert expired(None, now)
+
+
+def test_every_kind_of_outcome_reads_back_from_the_journal_file(ledger: RunLedger) -> None:
+    answers = [
+        SendResult(1, SendStatus.SENT, "p-1"),
+        SendResult(2, SendStatus.SENT, "has space"),
+        SendResult(3, SendStatus.SENT),
+        SendResult(4, SendStatus.SENT, "p-4", "warning"),
+        SendResult(5, SendStatus.PERMANENT_FAILURE, None, "550 no", True),
+        SendResult(6, SendStatus.TEMPORARY_FAILURE, "p-6", "421 later"),
+        SendResult(7, SendStatus.UNKNOWN),
+    ]
+    for result in answers:
+        ledger.journal.outcome(result)
+    ledger.journal.sync()
+    lines = ledger.journal.path.read_bytes().split(b"\n")[1:-1]
+    assert lines[0] == b"S 1 p-1" and all(line.startswith(b"O [") for line in lines[1:])
+    state = parse(ledger.journal.path.read_bytes())
+    assert state.outcomes == {r.send_id: r for r in answers}
+
+
+def test_reset_cuts_a_long_journal_back_to_its_header(
+    ledger: RunLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "CUT_BYTES", 64)
+    header = ledger.journal.path.read_bytes()
+    for n in range(20):
+        ledger.journal.handing_over(message(n))
+    ledger.journal.reset()
+    ledger.journal.handing_over(message(99))
+    ledger.journal.sync()
+    assert ledger.journal.path.read_bytes() == header + b"H 99\n"
+
+
+def test_an_owner_id_names_a_worker_only_with_a_host_and_a_tag() -> None:
+    assert Worker.parse("mail-1.example/77-cafe") == Worker("mail-1.example", "77-cafe")
+    assert Worker.parse("odd/host/77-cafe") == Worker("odd/host", "77-cafe")
+    assert [Worker.parse(bad) for bad in ("garbage", "/77-cafe", "mail-1.example/")] == [None] * 3
+
+
+def test_a_rows_fate_when_its_worker_stops() -> None:
+    failed = SendResult(1, SendStatus.PERMANENT_FAILURE, None, "550 no")
+    state = JournalState(complete=True, handed={1, 2}, outcomes={1: failed})
+    assert fate(LedgerStatus.PENDING, 1, None) == Fate(LedgerStatus.DEFERRED, NEVER_LEFT)
+    assert fate(LedgerStatus.PENDING, 1, None, legacy=True) == Fate(LedgerStatus.UNKNOWN, LEGACY)
+    assert fate(LedgerStatus.HANDED_OVER, 1, state) == Fate(LedgerStatus.FAILED, "550 no", failed)
+    assert fate(LedgerStatus.HANDED_OVER, 2, state) == Fate(LedgerStatus.UNKNOWN, IN_FLIGHT)
+
+
+def test_recover_settles_only_dead_or_unknown_holders_and_counts_them(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    live = RunLedger(engine, "r1", "alerts")  # another worker of this host, alive
+    live.join()
+    live.claim([row("r1", 0), row("r1", 1)])
+    remote, _ = ledger.claim([row("r1", 2)])  # handed to a worker on another host below
+    strange, _ = ledger.claim([row("r1", 7)])
+    set_rows(
+        engine,
+        [r.id or 0 for r in remote],
+        owner=OTHER,
+        lease_expires=utcnow() + timedelta(hours=1),
+    )
+    set_rows(engine, [strange[0].id or 0], owner="garbage")
+    old_rows, _ = ledger.claim([row("r1", 8)])
+    other_run = RunLedger(engine, "r2", "alerts")
+    old_elsewhere, _ = other_run.claim([row("r2", 9)])
+    set_rows(engine, [old_rows[0].id or 0, old_elsewhere[0].id or 0], owner=None)  # pre-lease
+    assert ledger.recover() == 2  # the unparsable owner's row and this run's pre-lease row
+    after = rows(engine)
+    assert (after["u7"].status, after["u7"].error) == (LedgerStatus.UNKNOWN, LEGACY)
+    assert (after["u8"].status, after["u9"].status) == (LedgerStatus.UNKNOWN, LedgerStatus.PENDING)
+    assert [after[u].status for u in ("u0", "u1", "u2")] == [LedgerStatus.PENDING] * 3
+    set_rows(engine, [r.id or 0 for r in remote], lease_expires=utcnow() - timedelta(seconds=1))
+    assert ledger.recover() == 1
+    assert rows(engine)["u2"].status == LedgerStatus.DEFERRED
+    live.keeper.stop()
+    live.journal.close()  # discards by default
+    assert not live.journal.path.exists()
+
+
+def test_closing_a_journal_twice_or_after_its_file_went_is_quiet(ledger: RunLedger) -> None:
+    ledger.journal.path.unlink()
+    ledger.journal.close()
+    ledger.journal.close()
+    assert not ledger.journal.path.exists()
+
+
+def test_a_local_worker_without_a_journal_is_settled_by_its_lease(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    gone = Worker.new().host + "/0-gone"  # this host, but no journal file: lease decides
+    held, _ = ledger.claim([row("r1", 0)])
+    set_rows(engine, [held[0].id or 0], owner=gone, lease_expires=utcnow() + timedelta(hours=1))
+    assert ledger.recover() == 0
+    set_rows(engine, [held[0].id or 0], lease_expires=utcnow() - timedelta(seconds=1))
+    assert ledger.recover() == 1
+    assert rows(engine)["u0"].status == LedgerStatus.DEFERRED

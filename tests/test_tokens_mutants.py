@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.web.tokens import _MAX_TAIL, TokenData, Tokens
+from engine.web.tokens import _MAX_TAIL, LegacyTokens, TokenData, Tokens, _head
 
 SECRET = b"golden-secret"
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -63,3 +63,16 @@ def test_a_link_of_exactly_the_longest_length_is_tracked(tokens: Tokens) -> None
     assert data is not None and data.url == url
     with pytest.raises(ValueError, match="too long"):
         tokens.click(7, 0, url + "a")
+
+
+def test_an_empty_secret_is_refused_saying_so() -> None:
+    with pytest.raises(ValueError, match="^the tracking secret must not be empty$"):
+        Tokens(b"")
+    with pytest.raises(ValueError, match="^the tracking secret must not be empty$"):
+        LegacyTokens(b"")
+
+
+def test_an_authentic_open_token_with_bytes_after_its_id_fails(tokens: Tokens) -> None:
+    # Only the key's holder can seal one; still, the open format has nothing after the id.
+    assert tokens.verify(tokens._seal(_head("open", 7)), "open") == TokenData("open", 7)
+    assert tokens.verify(tokens._seal(_head("open", 7) + b"x"), "open") is None
