@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -343,3 +344,38 @@ def test_two_servers_on_one_project_keep_their_own_logs_and_no_token_is_logged(
     for path in [*paths, unsubscribe]:
         token = path.rsplit("/", 1)[1]
         assert token[:12] not in output  # not even a prefix of a token
+
+
+# -- the writer process ------------------------------------------------------------------
+def writer_children(pid: int) -> list[int]:
+    """The live processes ``pid`` started (the server's intake writer), from any thread."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_killed_writer_process_is_restarted_and_stores_every_click(
+    sqlite_project: Project, listener: socket.socket
+) -> None:
+    server = TrackingProcess(sqlite_project, listener)
+    engine = sent_campaign(sqlite_project, server.url, people=2)
+    paths = click_paths(engine)[:4]
+    server.start()
+    assert server.child is not None
+    pid = server.child.pid
+    wait_for(lambda: len(writer_children(pid)) == 1, "the writer process")
+    [writer] = writer_children(pid)  # the database writer runs apart
+    http = httpx.Client(base_url=server.url, headers={"user-agent": HUMAN_UA}, trust_env=False)
+    assert http.get(paths[0]).status_code == 302
+    wait_for(lambda: len(stored_clicks(engine)) == 1, "the first click stored")
+    os.kill(writer, signal.SIGKILL)
+    for path in paths[1:]:  # acknowledged while no writer runs: they wait in the log
+        assert http.get(path).status_code == 302
+    wanted = {clicked(engine, path) for path in paths}
+    wait_for(lambda: set(stored_clicks(engine)) == wanted, "the restarted writer to store them")
+    assert writer not in writer_children(pid)
+    server.stop()
+    assert sorted(stored_clicks(engine)) == sorted(wanted)
+    assert list(spool_dir(engine).iterdir()) == []
