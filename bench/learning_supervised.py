@@ -21,7 +21,7 @@ from engine import Feedback, Variant
 from plugins.policies.vw import VowpalWabbitPolicy
 
 CLASSES = 10
-PASSES = 3  # three shuffles of the data; accuracy and speed over all of them
+PASSES = 5  # five shuffles of the data; accuracy over all of them, speed of the fastest
 
 
 def _digits(seed: int) -> list[tuple[list[float], int]]:
@@ -80,9 +80,11 @@ def _via_plain_vw(
 
 
 def supervised_check(seed: int = 1) -> dict[str, float]:
-    """Accuracy of both loops over ``PASSES`` one-pass runs, and the speed ratio."""
+    """Accuracy of both loops over ``PASSES`` one-pass runs, and the speed ratio of their
+    fastest passes (the pass least disturbed by other work on a shared machine)."""
     params: dict[str, Any] = {"seed": seed, "new_variant_examples": 0}  # defaults otherwise
-    totals = {"policy": [0, 0.0], "plain": [0, 0.0]}
+    correct_of = {"policy": 0, "plain": 0}
+    fastest = {"policy": float("inf"), "plain": float("inf")}
     examples = 0
     for run in range(PASSES):
         data = _digits(seed + run)
@@ -90,16 +92,18 @@ def supervised_check(seed: int = 1) -> dict[str, float]:
         correct, seconds, args = _via_policy(data, seeds, params)
         floor = VowpalWabbitPolicy.__init__.__kwdefaults__["min_probability"]  # type: ignore[index]
         plain_correct, plain_seconds = _via_plain_vw(data, seeds, args, floor)
-        totals["policy"][0] += correct
-        totals["policy"][1] += seconds
-        totals["plain"][0] += plain_correct
-        totals["plain"][1] += plain_seconds
+        for loop, hits, elapsed in (
+            ("policy", correct, seconds),
+            ("plain", plain_correct, plain_seconds),
+        ):
+            correct_of[loop] += hits
+            fastest[loop] = min(fastest[loop], elapsed / len(data))
         examples += len(data)
     return {
         "examples": float(examples),
-        "policy_accuracy": totals["policy"][0] / examples,
-        "reference_accuracy": totals["plain"][0] / examples,
-        "policy_examples_per_second": examples / totals["policy"][1],
-        "reference_examples_per_second": examples / totals["plain"][1],
-        "speed_ratio": totals["plain"][1] / totals["policy"][1],
+        "policy_accuracy": correct_of["policy"] / examples,
+        "reference_accuracy": correct_of["plain"] / examples,
+        "policy_examples_per_second": 1.0 / fastest["policy"],
+        "reference_examples_per_second": 1.0 / fastest["plain"],
+        "speed_ratio": fastest["plain"] / fastest["policy"],
     }
