@@ -9,6 +9,7 @@ at a time, so each mutant of ``engine/ledger`` meets a test that names the row i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -660,6 +661,63 @@ def test_closing_a_journal_twice_or_after_its_file_went_is_quiet(ledger: RunLedg
     ledger.journal.close()
     ledger.journal.close()
     assert not ledger.journal.path.exists()
+
+
+def test_a_second_close_of_a_journal_closes_no_other_descriptor(ledger: RunLedger) -> None:
+    ledger.journal.close()
+    saved = os.dup(1)  # a closed journal that closed descriptor 1 would take stdout with it
+    try:
+        ledger.journal.close()
+        stdout_open = _is_open(1)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert stdout_open
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_dead_journal_stays_while_its_worker_holds_rows_of_another_run(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    dead = RunLedger(engine, "r2", "alerts")  # this host, run r2; dies below
+    dead.open(None, [])
+    held = claimed(dead, 4)
+    messages = dead.hand_over([message(r.id or 0, n) for n, r in enumerate(held[:3])])
+    dead.journal.handing_over(messages[0])
+    dead.journal.outcome(SendResult(messages[0].send_id, SendStatus.SENT, provider_id="p0"))
+    dead.journal.handing_over(messages[1])  # with the transport when the worker died
+    dead.keeper.stop()
+    dead.journal.close(discard=False)  # what its death leaves: the file, unlocked
+    empty = Journal(ledger.journal_dir, "0-empty").open()  # a dead worker holding nothing
+    empty.close(discard=False)
+
+    assert ledger.recover() == 0  # run r1: none of its rows were the dead workers'
+    assert dead.journal.path.exists()  # the evidence r2's recovery needs
+    assert not empty.path.exists()
+    before = rows(engine)
+    assert [(before[f"u{n}"].status, before[f"u{n}"].owner) for n in range(4)] == [
+        (LedgerStatus.HANDED_OVER, dead.owner)
+    ] * 3 + [(LedgerStatus.PENDING, dead.owner)]
+
+    heir = RunLedger(engine, "r2", "alerts")
+    assert heir.recover() == 4
+    after = rows(engine)
+    assert [(after[f"u{n}"].status, after[f"u{n}"].error) for n in range(4)] == [
+        (LedgerStatus.SENT, None),
+        (LedgerStatus.UNKNOWN, IN_FLIGHT),
+        (LedgerStatus.DEFERRED, NEVER_LEFT),  # handed over, never journaled: never left
+        (LedgerStatus.DEFERRED, NEVER_LEFT),
+    ]
+    assert after["u0"].provider_id == "p0"
+    assert {(r.owner, r.lease_expires) for r in after.values()} == {(dead.owner, None)}
+    assert not dead.journal.path.exists()
 
 
 def test_a_local_worker_without_a_journal_is_settled_by_its_lease(
