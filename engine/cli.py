@@ -183,6 +183,11 @@ def send(
     if summary.variants:
         shares = ", ".join(f"{k}: {n}" for k, n in sorted(summary.variants.items()))
         console.print(f"variants sent: {shares}")
+    for reason, count in summary.shard_errors.items():
+        print_warning(
+            f"{count} of {summary.shards} shards failed on their workers ({reason}); "
+            "this process sent their recipients itself"
+        )
     for group in groups:
         shown = ", ".join(group.addresses) + (", ..." if group.count > len(group.addresses) else "")
         console.print(

@@ -77,6 +77,10 @@ class RunSummary:
     unknown: int = 0
     variants: dict[str, int] = field(default_factory=dict)
     paused: str | None = None  # why the run stopped early: its campaign paused itself
+    shards: int = 0  # shards submitted to workers (0: this process sent the run alone)
+    # Why shards failed on their workers, with how many failed so (this process then
+    # sent their recipients itself): never silent, a failing worker setup shows here.
+    shard_errors: dict[str, int] = field(default_factory=dict)
 
 
 def run_id_for(campaign: str, scheduled_for: datetime) -> str:

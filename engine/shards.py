@@ -119,6 +119,7 @@ def run_shards(
     workers = engine.settings.workers
     bounds = shard_bounds(engine.db, run.campaign.audience, workers.shard_size)
     run.ledger.record_shards(len(bounds))
+    run.summary.shards = len(bounds)
     payload = shard_payload(engine)
     executor = engine.executor(workers.executor, workers=workers)
     stalled = False
@@ -155,6 +156,9 @@ def run_shards(
             try:
                 _add(run.summary, future.result())
             except Exception as exc:  # the coordinator sends what the shard left
-                log.warning("run %s: a shard failed (%s: %s)", run.run_id, type(exc).__name__, exc)
+                reason = f"{type(exc).__name__}: {exc}"
+                errors = run.summary.shard_errors
+                errors[reason] = errors.get(reason, 0) + 1
+                log.warning("run %s: a shard failed (%s)", run.run_id, reason)
     finally:
         executor.shutdown(wait=not stalled, cancel_futures=True)

@@ -80,6 +80,24 @@ def test_a_local_process_pool_sends_each_recipient_once(project: Project) -> Non
     assert len(list((project.root / "outbox").glob("*.eml"))) == 200
 
 
+@pytest.mark.slow
+def test_shards_that_fail_on_their_workers_are_reported_and_their_recipients_still_sent(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workers = {"executor": "local", "processes": 2, "shard_size": 40}
+    engine = project.engine("outbox", workers=workers, delivery={"batch_size": 15})
+    project.seed(engine, people=120)
+    # The pool's processes start after this: each has another secret and refuses its shard.
+    monkeypatch.setenv("TAILORMAIL_SECRET", "another-secret-" + "x" * 30)
+    summary = run_campaign(engine, "alerts", run_id="refused")
+    rows = _ledger(engine, "refused")
+    assert len(rows) == 120 and {r.status for r in rows} == {LedgerStatus.SENT}
+    assert len({r.owner for r in rows}) == 1  # the coordinator sent them all
+    (reason, count), *others = summary.shard_errors.items()
+    assert (count, summary.shards, others) == (3, 3, [])
+    assert reason.startswith("ConfigError: this worker's link secret differs")
+
+
 def test_a_worker_builds_the_coordinators_settings_durations_included(
     sqlite_project: Project,
 ) -> None:
