@@ -21,11 +21,12 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
 )
 
 from engine.addresses import check_sender
-from engine.durations import duration_field
+from engine.durations import duration_field, format_duration
 from engine.errors import ConfigError
 from engine.secret import checked_env_secret, read_secret_file
 
@@ -137,6 +138,13 @@ class Settings(_Strict):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return duration_field(value)
+
+    @field_serializer("frequency_cap", "retention", when_used="json")
+    def _duration_json(self, value: timedelta | None) -> str | None:
+        # The settings' own spelling ("1d"), not pydantic's ISO 8601 ("P1D"), which the
+        # validator above does not read: settings dumped as JSON (a shard's payload for
+        # its worker) load back as they were.
+        return None if value is None else format_duration(value)
 
     @field_validator("tracking_base_url")
     @classmethod

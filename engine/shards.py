@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from concurrent.futures import Future, wait
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,27 +42,9 @@ def shard_payload(engine: Engine) -> dict[str, Any]:
     """What a worker needs to build the same engine: the settings as JSON, without the
     secret (a worker takes it from its own environment or the project's secret file),
     plus a fingerprint of it, so a worker with another secret refuses to sign links."""
-    settings = engine.settings
-    payload: dict[str, Any] = _portable(
-        settings.model_dump(exclude={"secret"}),
-        settings.model_dump(mode="json", exclude={"secret"}),
-    )
+    payload = engine.settings.model_dump(mode="json", exclude={"secret"})
     payload["secret_check"] = secret_check(engine.secret)
     return payload
-
-
-def _portable(python: Any, jsonable: Any) -> Any:
-    """``jsonable`` (the settings as pydantic's JSON mode dumps them) with every duration
-    as a number of seconds: JSON mode writes ISO 8601 ("P1D"), which the settings' own
-    duration fields ("90s", "3d" or seconds) do not read back."""
-    if isinstance(python, timedelta):
-        return python.total_seconds()
-    if isinstance(python, dict) and isinstance(jsonable, dict):
-        pairs = zip(python.values(), jsonable.items(), strict=True)
-        return {key: _portable(value, plain) for value, (key, plain) in pairs}
-    if isinstance(python, list | tuple) and isinstance(jsonable, list):
-        return [_portable(value, plain) for value, plain in zip(python, jsonable, strict=True)]
-    return jsonable
 
 
 def worker_engine(payload: dict[str, Any]) -> Engine:
