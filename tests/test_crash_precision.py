@@ -170,8 +170,10 @@ def test_sigkill_at_random_moments_costs_at_most_the_messages_in_flight(
         process = start_send(sqlite_project, *run)
         run = ("--run", "crashy")
         # Once it has sent a random number more, at a random instant: rendering, writing
-        # to the database, or anywhere in an SMTP transaction.
-        kill_after(handler, process, handler.count() + rng.randint(1, 120), rng.uniform(0, 0.25))
+        # to the database, or anywhere in an SMTP transaction. A message takes a
+        # millisecond or two, so 50 ms spreads the instant over many of them while ten
+        # kills (at most 120 + 50 ms of sending each) stay well short of the audience.
+        kill_after(handler, process, handler.count() + rng.randint(1, 120), rng.uniform(0, 0.05))
         per_kill.append(in_flight_at_death(engine, sqlite_project))
 
     final = start_send(sqlite_project, *run)
