@@ -26,7 +26,7 @@ from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
-from engine.shards import run_shards
+from engine.shards import ROW_COUNTS, run_shards
 from engine.types import (
     Item,
     Message,
@@ -109,6 +109,11 @@ class CampaignRun:
         self.recipe: Recipe | None = None
         self.items: dict[str, Item] = {}
         self.ledger = RunLedger(engine, run_id, campaign.name)
+        # Rows this call already counted, so the sweep does not count them "already done"
+        # again: by recipient (retried or refused deferred rows), and by number (the rows
+        # of the shards that reported back, found again by the coordinator's sweep).
+        self._counted: set[str] = set()
+        self._shard_rows = 0
 
     # -- preparation --------------------------------------------------------------------
     def _open_run(self, scheduled_for: datetime | None) -> None:
@@ -305,6 +310,7 @@ class CampaignRun:
         rows = self.ledger.reclaim_deferred()
         if not rows:
             return []
+        self._counted.update(r.recipient_id for r in rows)
         people = lookup([r.recipient_id for r in rows])
         present = list(people.values())
         reasons = self.engine.ineligible(self.campaign, present)
@@ -362,6 +368,7 @@ class CampaignRun:
             self.summary.audience > engine.settings.workers.shard_size
         ):
             run_shards(self, progress, shard_progress)
+            self._shard_rows = sum(getattr(self.summary, name) for name in ROW_COUNTS)
             self.ledger.recover()  # rows of shard workers that died settle now
         retry = self._reclaim_deferred(self._still_in_audience)
         self.summary.retried = len(retry)
@@ -400,6 +407,14 @@ class CampaignRun:
             self.ledger.leave()
         return self.summary
 
+    def _count_done(self, page: Sequence[Recipient], done: set[str]) -> None:
+        """Add the rows of ``page`` found done to ``already_done``, except those this call
+        has counted already (see ``__init__``): rows written before it began."""
+        found = len({r.recipient_id for r in page} & done - self._counted)
+        theirs = min(found, self._shard_rows)
+        self._shard_rows -= theirs
+        self.summary.already_done += found - theirs
+
     def _delivery(
         self, stack: ExitStack
     ) -> Callable[[list[LedgerRow], dict[str, Recipient]], None]:
@@ -434,7 +449,7 @@ class CampaignRun:
                 return False
             done = self._done_among(page)
             todo = [r for r in page if r.recipient_id not in done]
-            self.summary.already_done += len(page) - len(todo)
+            self._count_done(page, done)
             if todo:
                 self._prepare_models(todo[0])  # before the backend opens: may refuse
                 owned = self._claim(self._decide(todo))

@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_COUNTS = ("already_done", "skipped", "sent", "deferred", "failed", "unknown")
 _ENGINES: dict[str, Engine] = {}
+
+# The counts of a run's summary that together cover each ledger row it saw once
+# (``retried`` rows are counted again by their new outcome).
+ROW_COUNTS = ("already_done", "skipped", "sent", "deferred", "failed", "unknown")
 
 
 def secret_check(secret: bytes) -> str:
@@ -83,7 +86,7 @@ def run_shard(
 
 
 def _add(summary: RunSummary, counts: dict[str, Any]) -> None:
-    for name in _COUNTS:
+    for name in ROW_COUNTS:
         setattr(summary, name, getattr(summary, name) + int(counts.get(name, 0)))
     for key, n in counts.get("variants", {}).items():
         summary.variants[key] = summary.variants.get(key, 0) + int(n)

@@ -125,6 +125,7 @@ def test_a_killed_workers_rows_settle_from_its_journal(project: Project) -> None
     assert {rows[never_handed].status, rows[pending].status} == {LedgerStatus.SENT}
     assert rows[never_handed].variant == rows[pending].variant == "a"
     assert summary.retried == 2 and summary.sent == 2 + 3
+    assert summary.already_done == len(rows) - 5  # each row in one count, the retried too
     assert sorted(delivered_to(engine)) == sorted(set(rows) - {sent, failed, in_flight})
     assert not list((project.root / "journal").glob("*.journal"))  # adopted, gone
 

@@ -71,7 +71,9 @@ def test_a_local_process_pool_sends_each_recipient_once(project: Project) -> Non
     )
     rows = _ledger(engine, "big")
     assert len(rows) == 200 and {r.status for r in rows} == {LedgerStatus.SENT}
-    assert summary.sent == 200  # the shards' counts reach the coordinator's summary
+    # The shards' counts reach the coordinator's summary, and the rows they wrote are
+    # not counted again as "already done" by its sweep after them.
+    assert (summary.sent, summary.already_done) == (200, 0)
     assert len({r.owner for r in rows}) >= 2  # more than one worker process sent
     with Session(engine.db) as session:
         run = session.get(RunRow, "big")
@@ -93,6 +95,7 @@ def test_shards_that_fail_on_their_workers_are_reported_and_their_recipients_sti
     rows = _ledger(engine, "refused")
     assert len(rows) == 120 and {r.status for r in rows} == {LedgerStatus.SENT}
     assert len({r.owner for r in rows}) == 1  # the coordinator sent them all
+    assert (summary.sent, summary.already_done) == (120, 0)
     (reason, count), *others = summary.shard_errors.items()
     assert (count, summary.shards, others) == (3, 3, [])
     assert reason.startswith("ConfigError: this worker's link secret differs")
