@@ -22,13 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-
 from engine.clock import utcnow
 from engine.events import record_events
 from engine.types import EventType, TrackingEvent
 from engine.web.eventlog import SEGMENT_BYTES, EventLog, Tail, orphans, read_lines
-from engine.web.writer import Writer, WriterProcess
+from engine.web.writer import Writer, WriterProcess, transient
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -61,13 +59,6 @@ def decode(line: bytes) -> tuple[int, TrackingEvent, str]:
         return int(record["q"]), event, str(record["k"])
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not an intake record: {exc}") from exc
-
-
-def transient(exc: Exception) -> bool:
-    """True for "the database is not answering" (retry), False for a bad record."""
-    if isinstance(exc, OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def spool_dir(engine: Engine) -> Path:

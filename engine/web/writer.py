@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+
 from engine.web.eventlog import Tail, segment_paths
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,13 @@ WRITER_NICE = 10  # the child yields the CPU to the process answering clicks
 RESTART_DELAY = 1.0  # seconds before a dead writer process is started again
 
 StoreLines = Callable[[Sequence[bytes]], int]
+
+
+def transient(exc: Exception) -> bool:
+    """True for "the database is not answering" (retry), False for a bad record."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class Writer:
@@ -79,8 +88,6 @@ class Writer:
             self.wake.clear()
 
     def _store_until_done(self, lines: list[bytes]) -> int | None:
-        from engine.web.intake import transient
-
         delay = 0.05
         while True:
             try:
@@ -117,13 +124,16 @@ class LogFiles:
     def segment(self) -> int:
         """The newest segment: the appender creates it only after its last write to the
         one before, so every older segment is complete."""
-        paths = segment_paths(self.directory, self.tag)
-        return int(paths[-1].name.split(".")[-2]) if paths else 0
+        return self._numbers()[-1]
 
     def first_segment(self) -> int:
         """The oldest segment still on disk (the ones before it were stored and deleted)."""
+        return self._numbers()[0]
+
+    def _numbers(self) -> list[int]:
+        """The segment numbers on disk, oldest first ([0] when there is none yet)."""
         paths = segment_paths(self.directory, self.tag)
-        return int(paths[0].name.split(".")[-2]) if paths else 0
+        return [int(path.name.split(".")[-2]) for path in paths] or [0]
 
 
 class WriterProcess:
