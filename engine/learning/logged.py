@@ -74,8 +74,11 @@ class DecisionFields(Protocol):
     def shadow(self) -> dict[str, Any] | None: ...
 
 
-_DECISION_NAMES = "id decision_id variant probability pmf offered context policy sent_at arm shadow"
-DECISION_COLUMNS = tuple(col(getattr(LedgerRow, name)) for name in _DECISION_NAMES.split())
+DECISION_COLUMNS = tuple(
+    col(getattr(LedgerRow, name))
+    for name, member in vars(DecisionFields).items()
+    if isinstance(member, property)
+)
 """What ``from_row`` reads: selecting these, not whole rows, skips the rendered links."""
 
 
