@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,11 +25,12 @@ from engine.app import Engine
 from engine.ledger import Journal, RunLedger, transitions
 from engine.ledger import journal as journal_module
 from engine.ledger.journal import JournalState, boot_id, parse
-from engine.ledger.lease import Worker, expired
+from engine.ledger.lease import LeaseKeeper, Worker, expired
 from engine.ledger.reconcile import HARD_BOUNCE_ERROR, settle_unknown
 from engine.ledger.recovery import IN_FLIGHT, LEGACY, NEVER_LEFT, Fate, fate
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
+from plugins.delivery.outbox import eml_name
 
 OTHER = "elsewhere.example/1-beef"
 
@@ -730,3 +733,109 @@ def test_a_local_worker_without_a_journal_is_settled_by_its_lease(
     set_rows(engine, [held[0].id or 0], lease_expires=utcnow() - timedelta(seconds=1))
     assert ledger.recover() == 1
     assert rows(engine)["u0"].status == LedgerStatus.DEFERRED
+
+
+def test_a_dead_journal_whose_rows_all_settled_is_deleted(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    # A worker dies after its last outcome is recorded, before it discards its journal:
+    # every row it owns is final, so the journal holds nothing anyone needs any more.
+    dead = RunLedger(engine, "r2", "alerts")
+    dead.open(None, [])
+    held = claimed(dead, 2)
+    messages = dead.hand_over([message(r.id or 0, n) for n, r in enumerate(held)])
+    dead.record([SendResult(m.send_id, SendStatus.SENT, provider_id="p") for m in messages])
+    dead.keeper.stop()
+    dead.journal.close(discard=False)
+    assert {(r.owner, r.status) for r in rows(engine).values()} == {(dead.owner, LedgerStatus.SENT)}
+    assert ledger.recover() == 0
+    assert not dead.journal.path.exists()  # not kept for rows that are all sent
+
+
+# -- reconcile_unknown: unknown -> sent | deferred, from what the backend knows ----------------
+
+
+def outbox_engine(project: Project) -> Engine:
+    return project.engine("outbox")
+
+
+def test_reconcile_unknown_settles_this_runs_unknown_rows_from_the_outbox(
+    sqlite_project: Project,
+) -> None:
+    engine = outbox_engine(sqlite_project)
+    ledger = RunLedger(engine, "r1", "alerts")
+    ledger.open(None, [])
+    try:
+        held = claimed(ledger, 3)
+        ids = [r.id or 0 for r in held]
+        ledger.hand_over([message(ids[2], 2)])
+        ledger.record([SendResult(ids[2], SendStatus.SENT, provider_id="kept")])
+        set_rows(engine, ids[:2], status=LedgerStatus.UNKNOWN, error=IN_FLIGHT)
+        other = RunLedger(engine, "r2", "alerts")
+        elsewhere, _ = other.claim([row("r2", 5)])
+        set_rows(engine, [elsewhere[0].id or 0], status=LedgerStatus.UNKNOWN, error=IN_FLIGHT)
+        folder = engine.settings.path("outbox")
+        folder.mkdir()
+        for send_id in (ids[0], ids[2], elsewhere[0].id or 0):  # all but ids[1] were written
+            (folder / eml_name(send_id)).write_bytes(b"Subject: s\r\n\r\nbody\r\n")
+
+        before = utcnow()
+        assert ledger.reconcile_unknown() == 2  # this run's two unknown rows, no more
+        after = rows(engine)
+        assert (after["u0"].status, after["u0"].provider_id) == (
+            LedgerStatus.SENT,
+            eml_name(ids[0]),
+        )
+        assert after["u0"].sent_at is not None and as_utc(after["u0"].sent_at) >= before
+        assert (after["u1"].status, after["u1"].sent_at) == (LedgerStatus.DEFERRED, None)
+        assert "never written" in (after["u1"].error or "")
+        assert (after["u2"].status, after["u2"].provider_id) == (LedgerStatus.SENT, "kept")
+        assert after["u5"].status == LedgerStatus.UNKNOWN  # another run's row is its own
+        assert ledger.reconcile_unknown() == 0  # nothing unknown is left in r1
+    finally:
+        ledger.keeper.stop()
+
+
+def test_reconcile_unknown_settles_nothing_with_a_backend_that_cannot_tell(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    held = claimed(ledger, 1)
+    set_rows(engine, [held[0].id or 0], status=LedgerStatus.UNKNOWN, error=IN_FLIGHT)
+    assert ledger.reconcile_unknown() == 0  # the memory backend knows nothing afterwards
+    assert rows(engine)["u0"].status == LedgerStatus.UNKNOWN
+
+
+# -- the lease keeper ---------------------------------------------------------------------------
+
+
+def test_the_lease_keeper_renews_before_each_lease_runs_out_until_stopped() -> None:
+    renewals: list[tuple[datetime, datetime]] = []  # (when, the new expiry)
+    beat = threading.Event()
+
+    def renew(expiry: datetime) -> None:
+        renewals.append((utcnow(), expiry))
+        beat.set()
+
+    keeper = LeaseKeeper(timedelta(seconds=3), renew)
+    started = utcnow()
+    keeper.start()
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == "ledger-lease"]
+        assert thread.daemon  # a worker that ends without stopping it still exits
+        deadline = time.monotonic() + 60
+        while len(renewals) < 3:
+            assert time.monotonic() < deadline, "the keeper never renewed"
+            beat.wait(1)
+            beat.clear()
+    finally:
+        keeper.stop()
+    assert not [t for t in threading.enumerate() if t.name == "ledger-lease"]
+    count = len(renewals)
+    time.sleep(1.5)
+    assert len(renewals) == count  # stopped: no beat after stop
+    # Every renewal comes before the expiry the one before it set (the first before the
+    # lease taken at start ran out), and sets a full lease from its own moment.
+    expiries = [started + keeper.lease] + [expiry for _, expiry in renewals]
+    for (moment, expiry), previous in zip(renewals, expiries, strict=False):
+        assert moment < previous
+        assert abs(expiry - moment - keeper.lease) < timedelta(seconds=1)
