@@ -37,8 +37,8 @@ def forget(
         Text(
             f"Forgot {recipient} ({who}): {summary.addresses} address(es) kept only as a "
             f"keyed hash, {summary.ledger_rows} ledger rows and {summary.events} events "
-            f"anonymized, {summary.interactions} interactions and {summary.suppressions} "
-            "plain-text suppressions deleted."
+            f"anonymized, {summary.interactions} interactions, {summary.suppressions} "
+            f"plain-text suppressions and {summary.messages} stored messages deleted."
         ),
         soft_wrap=True,
     )
@@ -59,7 +59,8 @@ def retention(project: ProjectOption = None) -> None:
     console.print(
         Text(
             f"Anonymized {summary.ledger_rows} ledger rows and {summary.events} events "
-            f"from before {summary.cutoff:%Y-%m-%d %H:%M} UTC."
+            f"from before {summary.cutoff:%Y-%m-%d %H:%M} UTC; deleted {summary.messages} "
+            "stored messages."
         ),
         soft_wrap=True,
     )

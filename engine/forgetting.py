@@ -73,6 +73,7 @@ class ForgetSummary:
     interactions: int
     suppressions: int
     already: bool = False  # the address had been forgotten before: nothing left to erase
+    messages: int = 0  # stored copies of their emails the delivery backend erased (outbox)
 
 
 def forget(engine: Engine, who: str) -> ForgetSummary:
@@ -117,7 +118,13 @@ def forget(engine: Engine, who: str) -> ForgetSummary:
             [{"address_hash": address_hash(secret, a), "forgotten_at": now} for a in addresses],
         )
     return ForgetSummary(
-        tuple(ids), len(addresses), len(send_ids), events, interactions, suppressions
+        tuple(ids),
+        len(addresses),
+        len(send_ids),
+        events,
+        interactions,
+        suppressions,
+        messages=engine.make_backend().forget(send_ids),
     )
 
 
@@ -206,6 +213,7 @@ class RetentionSummary:
     cutoff: datetime
     ledger_rows: int
     events: int
+    messages: int = 0  # stored copies of those emails the delivery backend erased (outbox)
 
 
 def apply_retention(engine: Engine, now: datetime | None = None) -> RetentionSummary | None:
@@ -226,7 +234,8 @@ def apply_retention(engine: Engine, now: datetime | None = None) -> RetentionSum
         )
         send_ids = [send_id for send_id in session.scalars(stmt) if send_id is not None]
         events = _erase_sends(session, send_ids)
-    return RetentionSummary(cutoff, len(send_ids), events)
+    erased = engine.make_backend().forget(send_ids)
+    return RetentionSummary(cutoff, len(send_ids), events, erased)
 
 
 def forgotten(session: Session, secret: bytes, addresses: Iterable[str]) -> set[str]:

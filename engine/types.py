@@ -224,6 +224,15 @@ class DeliveryBackend:
         """
         return {}
 
+    def forget(self, send_ids: Sequence[int]) -> int:
+        """Erase the copies of these sends the transport keeps where tailormail can reach
+        them (``tailormail forget``, retention); returns how many it erased.
+
+        Called without ``open``: it must not need a connection. The default keeps
+        nothing; the ``outbox`` backend deletes the messages' files.
+        """
+        return 0
+
     def __enter__(self) -> DeliveryBackend:
         self.open()
         return self

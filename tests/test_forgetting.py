@@ -30,6 +30,7 @@ from engine.models import (
 )
 from engine.pipeline import run_campaign
 from engine.rewards import join_rewards
+from plugins.delivery.outbox import eml_name
 
 HUMAN = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
 
@@ -161,4 +162,25 @@ def test_the_forget_command_asks_first_then_says_what_it_erased(
     done = runner.invoke(app, [*args, "--yes"])
     assert done.exit_code == 0, done.output
     assert "Forgot u001 (u001): 1 address(es) kept only as a keyed hash" in done.output
+    assert "0 stored messages deleted" in done.output  # u001 was never sent anything
     assert [r.id for r in rows(engine, RecipientRow)] == ["u000"]
+
+
+def test_forget_and_retention_delete_the_stored_messages_of_the_outbox(
+    sqlite_project: Project,
+) -> None:
+    # An outbox file is the whole email: the address, the name, the picks, the links.
+    engine = sqlite_project.engine("outbox", retention="30d")
+    row = sent_with_a_click(sqlite_project, engine)
+    outbox = sqlite_project.root / "outbox"
+    assert row.id is not None and (outbox / eml_name(row.id)).is_file()
+    assert len(list(outbox.glob("*.eml"))) == 4
+
+    summary = forget(engine, "u001")
+
+    assert summary.messages == 1 and not (outbox / eml_name(row.id)).exists()
+    assert not any("user1@" in path.read_text() for path in outbox.glob("*.eml"))
+    assert len(list(outbox.glob("*.eml"))) == 3  # nobody else's
+    later = apply_retention(engine, now=utcnow() + timedelta(days=31))
+    assert later is not None and (later.ledger_rows, later.messages) == (3, 3)
+    assert list(outbox.glob("*.eml")) == []

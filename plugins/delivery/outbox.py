@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -66,6 +67,15 @@ class OutboxBackend(DeliveryBackend):
                 error = f"{name} is not in {self.folder}: never written"
                 answers[send_id] = SendResult(send_id, SendStatus.TEMPORARY_FAILURE, error=error)
         return answers
+
+    def forget(self, send_ids: Sequence[int]) -> int:
+        """Delete the files of these sends: a stored message holds the address and content."""
+        erased = 0
+        for send_id in send_ids:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / eml_name(send_id)).unlink()
+                erased += 1
+        return erased
 
     def _write(self, message: Message) -> SendResult:
         try:
