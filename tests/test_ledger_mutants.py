@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -839,3 +841,17 @@ def test_the_lease_keeper_renews_before_each_lease_runs_out_until_stopped() -> N
     for (moment, expiry), previous in zip(renewals, expiries, strict=False):
         assert moment < previous
         assert abs(expiry - moment - keeper.lease) < timedelta(seconds=1)
+
+
+def test_a_journal_is_private_to_its_user_in_a_folder_created_with_its_parents(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "state" / "journal"  # neither exists yet
+    journal = Journal(folder, "1-abcd").open()
+    try:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+        header = json.loads(journal.path.read_bytes().splitlines()[0])
+        assert header["boot"] == boot_id()
+    finally:
+        journal.close()
