@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -151,6 +152,16 @@ def session_scope(db: SAEngine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def lock_campaign(session: Session, campaign: str) -> None:
+    """Hold campaign ``campaign``'s lock until ``session``'s transaction ends (PostgreSQL:
+    a transaction advisory lock; SQLite has one writer at a time, which is the lock as soon
+    as the transaction has written)."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(b"tailormail campaign\0" + campaign.encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 def insert_ignore(

@@ -35,6 +35,10 @@ class PluginError(TailormailError):
     """A plugin misbehaved: a duplicate registration, an unknown name, a bad answer."""
 
 
+class CampaignBusyError(TailormailError):
+    """A run of the campaign is being sent by a live worker: one run at a time."""
+
+
 class DatabaseError(TailormailError):
     """The database cannot be used: a bad URL, a missing driver, an unreachable server."""
 

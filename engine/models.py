@@ -105,6 +105,9 @@ class RunRow(SQLModel, table=True):
     # The model every worker of the run decides with ("" = a fresh policy), pinned at start.
     model_version: str | None = Field(default=None, max_length=64)
     shards: int | None = None  # how many shards worker processes sent (None: one process)
+    # Renewed by every worker of the run with its lease: a running run whose heartbeat is
+    # older than a lease has no live worker (it was killed), so another run may start.
+    heartbeat_at: datetime | None = None
 
 
 class LedgerRow(SQLModel, table=True):

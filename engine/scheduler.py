@@ -21,6 +21,7 @@ from sqlmodel import col, select
 
 from engine.campaigns import cron_trigger
 from engine.db import session_scope
+from engine.errors import CampaignBusyError
 from engine.forgetting import apply_retention
 from engine.leader import Leadership
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
@@ -56,7 +57,11 @@ def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> Run
         log.warning("campaign %s fired with no tick in the last %s; skipped", name, grace)
         return None
     log.info("campaign %s: tick %s starts run %s", name, tick, run_id_for(name, tick))
-    summary = run_campaign(engine, name, run_id=run_id_for(name, tick), scheduled_for=tick)
+    try:
+        summary = run_campaign(engine, name, run_id=run_id_for(name, tick), scheduled_for=tick)
+    except CampaignBusyError as exc:  # the last tick's run is still sending
+        log.warning("campaign %s: tick %s skipped: %s", name, tick, exc)
+        return None
     log.info("campaign %s run %s: %s sent", name, summary.run_id, summary.sent)
     return summary
 
@@ -79,7 +84,10 @@ def retry_deferred(engine: Engine) -> list[RunSummary]:
         if name not in engine.campaigns:
             log.warning("run %s has deferred rows but campaign %s is gone", run_id, name)
             continue
-        summaries.append(run_campaign(engine, name, run_id=run_id))
+        try:
+            summaries.append(run_campaign(engine, name, run_id=run_id))
+        except CampaignBusyError as exc:  # retried on a later pass, once that run is done
+            log.info("run %s keeps its deferred rows for now: %s", run_id, exc)
     return summaries
 
 

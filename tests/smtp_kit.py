@@ -108,7 +108,7 @@ class Mailbox:
 
 
 @contextmanager
-def serve(handler: Mailbox, **kwargs: Any) -> Iterator[int]:
+def serve(handler: object, **kwargs: Any) -> Iterator[int]:
     """Run ``handler`` on an aiosmtpd server on loopback; yields its port."""
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 from conftest import ROOT, Project
-from smtp_kit import free_port
+from smtp_kit import serve
 from sqlmodel import Session as DBSession
 from sqlmodel import select
 
@@ -70,13 +69,8 @@ class Inbox:
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
     handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serve(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 def smtp_project(project: Project, port: int, people: int, pool: int = CONNECTIONS) -> Engine:

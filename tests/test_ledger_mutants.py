@@ -155,7 +155,7 @@ def test_close_without_an_error_stores_none(engine: Engine) -> None:
 def test_close_settles_the_rows_it_holds_and_only_its_run(
     engine: Engine, ledger: RunLedger
 ) -> None:
-    other_run = RunLedger(engine, "r2", "alerts")
+    other_run = RunLedger(engine, "r2", "digest")
     other_run.open(None, [])
     mine = claimed(ledger, 2)
     theirs, _ = other_run.claim([row("r2", 5)])
@@ -210,7 +210,7 @@ def test_pin_model_without_a_run_row_answers_empty(engine: Engine) -> None:
 
 
 def test_pin_model_touches_only_its_run(engine: Engine, ledger: RunLedger) -> None:
-    other = RunLedger(engine, "r2", "alerts")
+    other = RunLedger(engine, "r2", "digest")
     other.open(None, [])
     other.pin_model("theirs")
     assert ledger.pin_model("mine") == "mine"
@@ -219,7 +219,7 @@ def test_pin_model_touches_only_its_run(engine: Engine, ledger: RunLedger) -> No
 
 
 def test_record_shards_and_progress(engine: Engine, ledger: RunLedger) -> None:
-    other = RunLedger(engine, "r2", "alerts")
+    other = RunLedger(engine, "r2", "digest")
     other.open(None, [])
     other.claim([row("r2", 9)])
     assert ledger.rows_written() == 0
@@ -397,7 +397,7 @@ def test_fail_marks_only_held_pending_rows_failed(engine: Engine, ledger: RunLed
 def test_reclaim_deferred_takes_this_runs_deferred_rows_back(
     engine: Engine, ledger: RunLedger
 ) -> None:
-    other_run = RunLedger(engine, "r2", "alerts")
+    other_run = RunLedger(engine, "r2", "digest")
     other_run.open(None, [])
     theirs, _ = other_run.claim([row("r2", 9)])
     held = claimed(ledger, 3)
@@ -645,7 +645,7 @@ def test_recover_settles_only_dead_or_unknown_holders_and_counts_them(
     )
     set_rows(engine, [strange[0].id or 0], owner="garbage")
     old_rows, _ = ledger.claim([row("r1", 8)])
-    other_run = RunLedger(engine, "r2", "alerts")
+    other_run = RunLedger(engine, "r2", "digest")
     old_elsewhere, _ = other_run.claim([row("r2", 9)])
     set_rows(engine, [old_rows[0].id or 0, old_elsewhere[0].id or 0], owner=None)  # pre-lease
     assert ledger.recover() == 2  # the unparsable owner's row and this run's pre-lease row
@@ -691,7 +691,7 @@ def _is_open(fd: int) -> bool:
 def test_a_dead_journal_stays_while_its_worker_holds_rows_of_another_run(
     engine: Engine, ledger: RunLedger
 ) -> None:
-    dead = RunLedger(engine, "r2", "alerts")  # this host, run r2; dies below
+    dead = RunLedger(engine, "r2", "digest")  # this host, run r2; dies below
     dead.open(None, [])
     held = claimed(dead, 4)
     messages = dead.hand_over([message(r.id or 0, n) for n, r in enumerate(held[:3])])
@@ -711,7 +711,7 @@ def test_a_dead_journal_stays_while_its_worker_holds_rows_of_another_run(
         (LedgerStatus.HANDED_OVER, dead.owner)
     ] * 3 + [(LedgerStatus.PENDING, dead.owner)]
 
-    heir = RunLedger(engine, "r2", "alerts")
+    heir = RunLedger(engine, "r2", "digest")
     assert heir.recover() == 4
     after = rows(engine)
     assert [(after[f"u{n}"].status, after[f"u{n}"].error) for n in range(4)] == [
@@ -742,7 +742,7 @@ def test_a_dead_journal_whose_rows_all_settled_is_deleted(
 ) -> None:
     # A worker dies after its last outcome is recorded, before it discards its journal:
     # every row it owns is final, so the journal holds nothing anyone needs any more.
-    dead = RunLedger(engine, "r2", "alerts")
+    dead = RunLedger(engine, "r2", "digest")
     dead.open(None, [])
     held = claimed(dead, 2)
     messages = dead.hand_over([message(r.id or 0, n) for n, r in enumerate(held)])
@@ -773,7 +773,7 @@ def test_reconcile_unknown_settles_this_runs_unknown_rows_from_the_outbox(
         ledger.hand_over([message(ids[2], 2)])
         ledger.record([SendResult(ids[2], SendStatus.SENT, provider_id="kept")])
         set_rows(engine, ids[:2], status=LedgerStatus.UNKNOWN, error=IN_FLIGHT)
-        other = RunLedger(engine, "r2", "alerts")
+        other = RunLedger(engine, "r2", "digest")
         elsewhere, _ = other.claim([row("r2", 5)])
         set_rows(engine, [elsewhere[0].id or 0], status=LedgerStatus.UNKNOWN, error=IN_FLIGHT)
         folder = engine.settings.path("outbox")

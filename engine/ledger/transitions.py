@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm import Session, configure_mappers
 from sqlmodel import col
 
-from engine.db import insert_ignore, insert_returning, session_scope, upsert
+from engine.db import insert_ignore, insert_returning, lock_campaign, session_scope, upsert
+from engine.errors import CampaignBusyError
 from engine.ledger.journal import Journal
 from engine.ledger.lease import LeaseKeeper, Worker
 from engine.ledger.recovery import reconcile_unknown, recover, settle
@@ -51,23 +52,54 @@ class RunLedger:
 
     # -- the run ---------------------------------------------------------------------------
     def open(self, scheduled_for: datetime | None, variants: Sequence[dict[str, Any]]) -> None:
-        """Mark the run running, sync its variants, start this worker, settle dead ones."""
+        """Mark the run running, sync its variants, start this worker, settle dead ones.
+
+        Raises ``CampaignBusyError`` (and writes nothing) while another run of the
+        campaign has a live worker: two runs at once would each pass the frequency cap.
+        """
+        now = utcnow()
         with session_scope(self.db) as session:
             row = {
                 "id": self.run_id,
                 "campaign": self.campaign,
                 "scheduled_for": as_utc(scheduled_for) if scheduled_for else None,
                 "status": "running",
-                "started_at": utcnow(),
+                "started_at": now,
             }
+            # The insert is this transaction's first write: on SQLite it takes the write
+            # lock, and on PostgreSQL the campaign's lock is taken next, so of two runs
+            # opening at once the second checks only after the first has committed.
             insert_ignore(session, RunRow, [row])
+            lock_campaign(session, self.campaign)
+            self._refuse_if_busy(session, now)
             session.execute(
                 update(RunRow)
                 .where(col(RunRow.id) == self.run_id)
-                .values(status="running", error=None, finished_at=None)
+                .values(status="running", error=None, finished_at=None, heartbeat_at=now)
             )
             upsert(session, VariantRow, variants, key=["campaign", "key"])
         self.join()
+
+    def _refuse_if_busy(self, session: Session, now: datetime) -> None:
+        """Raise ``CampaignBusyError`` if another run of the campaign has a live worker."""
+        lease = self.keeper.lease
+        busy = session.execute(
+            select(col(RunRow.id), col(RunRow.heartbeat_at))
+            .where(col(RunRow.campaign) == self.campaign, col(RunRow.id) != self.run_id)
+            .where(col(RunRow.status) == "running", col(RunRow.heartbeat_at) > now - lease)
+            .order_by(col(RunRow.heartbeat_at).desc())
+        ).first()
+        if busy is not None:
+            other, beat = busy
+            ago = max((now - as_utc(beat)).total_seconds(), 0) if beat else 0.0
+            raise CampaignBusyError(
+                f"campaign {self.campaign!r} is being sent by run {other} (its workers were "
+                f"heard from {ago:.0f} s ago): one run of a campaign at a time, so nobody "
+                f"gets both. Wait for it to finish, or add this process to it with "
+                f"`tailormail send {self.campaign} --run {other}`. If its process is gone, "
+                f"this clears {lease.total_seconds():.0f} s after its last heartbeat "
+                "(delivery.lease_seconds)"
+            )
 
     def join(self) -> None:
         """Start this worker on an open run (``open`` calls it; a shard of a run opened
@@ -291,6 +323,9 @@ class RunLedger:
             .with_for_update(skip_locked=True)
         )
         with session_scope(self.db) as session:
+            session.execute(  # the run's heartbeat: a live worker sends it
+                update(RunRow).where(col(RunRow.id) == self.run_id).values(heartbeat_at=utcnow())
+            )
             ids = list(session.scalars(held).all())
             if ids:
                 session.execute(
