@@ -824,7 +824,7 @@ def test_the_lease_keeper_renews_before_each_lease_runs_out_until_stopped() -> N
     try:
         (thread,) = [t for t in threading.enumerate() if t.name == "ledger-lease"]
         assert thread.daemon  # a worker that ends without stopping it still exits
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 30
         while len(renewals) < 3:
             assert time.monotonic() < deadline, "the keeper never renewed"
             beat.wait(1)
@@ -855,3 +855,55 @@ def test_a_journal_is_private_to_its_user_in_a_folder_created_with_its_parents(
         assert header["boot"] == boot_id()
     finally:
         journal.close()
+
+
+def test_the_journal_syncs_each_write_to_disk_soon_after_and_survives_a_failed_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {t for t in threading.enumerate() if t.name == "journal-fsync"}
+    journal = Journal(tmp_path, "1-abcd").open()
+    inode = journal.path.stat().st_ino
+    synced: list[int] = []
+    failures = [OSError(5, "a disk hiccup")]  # the first sync after a write fails
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        if os.fstat(fd).st_ino == inode:
+            if failures:
+                raise failures.pop()
+            synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    def wait_for_syncs(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(synced) < n:
+            assert time.monotonic() < deadline, "the journal's syncer never synced"
+            time.sleep(journal.sync_interval)
+
+    try:
+        (syncer,) = {t for t in threading.enumerate() if t.name == "journal-fsync"} - before
+        assert syncer.daemon  # a worker that ends without closing it still exits
+        journal.handing_over(message(7))
+        deadline = time.monotonic() + 30
+        while failures:  # the syncer took the write and hit the failure
+            assert time.monotonic() < deadline, "the journal's syncer never tried"
+            time.sleep(journal.sync_interval)
+        journal.outcome(SendResult(7, SendStatus.SENT))
+        wait_for_syncs(1)  # the syncer outlived the failure and synced the next write
+        time.sleep(journal.sync_interval * 20)
+        assert len(synced) == 1  # nothing new written: nothing synced
+        journal.handing_over(message(8))
+        wait_for_syncs(2)
+    finally:
+        journal.close()
+    assert not syncer.is_alive()
+
+
+def test_a_journal_that_vanishes_during_the_scan_does_not_hide_the_next_dead_one(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / f"1-aaaa{journal_module.SUFFIX}").symlink_to(tmp_path / "gone")  # no file
+    Journal(tmp_path, "2-bbbb").open().close(discard=False)  # dead: unlocked, left behind
+    assert journal_module.dead_journals(tmp_path) == ["2-bbbb"]
