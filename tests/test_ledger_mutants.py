@@ -9,6 +9,7 @@ at a time, so each mutant of ``engine/ledger`` meets a test that names the row i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import threading
@@ -907,3 +908,45 @@ def test_a_journal_that_vanishes_during_the_scan_does_not_hide_the_next_dead_one
     (tmp_path / f"1-aaaa{journal_module.SUFFIX}").symlink_to(tmp_path / "gone")  # no file
     Journal(tmp_path, "2-bbbb").open().close(discard=False)  # dead: unlocked, left behind
     assert journal_module.dead_journals(tmp_path) == ["2-bbbb"]
+
+
+def test_a_failed_lease_renewal_is_logged_with_its_cause_and_the_next_beat_tries_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[datetime] = []
+
+    def renew(expiry: datetime) -> None:
+        calls.append(expiry)
+        if len(calls) == 1:
+            raise OSError("database unreachable")
+
+    LeaseKeeper(timedelta(seconds=3), renew).stop()  # never started: stopping is quiet
+    keeper = LeaseKeeper(timedelta(seconds=0.3), renew)
+    with caplog.at_level(logging.WARNING, logger="engine.ledger.lease"):
+        keeper.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(calls) < 2:
+                assert time.monotonic() < deadline, "the keeper gave up after a failure"
+                time.sleep(0.05)
+        finally:
+            keeper.stop()
+    [record] = [r for r in caplog.records if r.name == "engine.ledger.lease"]
+    assert record.getMessage() == "could not renew the ledger lease"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "database unreachable"
+
+
+def test_a_journal_never_opened_touches_no_descriptor(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, "1-abcd")
+    saved = os.dup(1)  # an unopened journal that took descriptor 1 for its own would close it
+    try:
+        journal.sync()
+        journal.reset()
+        journal.close()
+        stdout_open = _is_open(1)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert stdout_open
+    assert journal.state() == JournalState(complete=True)
+    assert not journal.path.exists()
