@@ -373,3 +373,30 @@ def test_item_url_errors_name_the_item(tmp_path: Path) -> None:
         )
     with pytest.raises(TemplateError, match="one of the email's items"):
         render(tmp_path, "<a href='{{ item_url({'id': 'x', 'url': 'https://a.example'}) }}'>x</a>")
+
+
+def test_plain_http_links_are_tracked_too_in_both_parts(tmp_path: Path) -> None:
+    email = render(
+        tmp_path,
+        '<p><a href="http://shop.example/a">a</a> <a href="HTTP://Shop.example/B">b</a></p>',
+        text="See http://shop.example/a and https://shop.example/c.",
+    )
+    assert email.links == [
+        "http://shop.example/a",
+        "HTTP://Shop.example/B",
+        "https://shop.example/c",
+    ]
+    assert "shop.example" not in email.html and "shop.example" not in email.text
+    html_targets = [TOKENS.verify(t, "click") for t in click_links(email.html)]
+    assert [d.url for d in html_targets if d] == ["http://shop.example/a", "HTTP://Shop.example/B"]
+    text_targets = [TOKENS.verify(t, "click") for t in click_links(email.text)]
+    assert [d.url for d in text_targets if d] == ["http://shop.example/a", "https://shop.example/c"]
+    assert re.match(r"See \S+/c/[\w-]+ and \S+/c/[\w-]+\.\n", email.text)  # "." stays text
+
+
+def test_the_open_pixel_goes_before_the_last_body_end(tmp_path: Path) -> None:
+    source = "<html><body><pre>&lt;/body&gt; written </body as text</pre><p>Hi</p></body></html>"
+    email = render(tmp_path, source)
+    pixel = f'<img src="{BASE}/o/{TOKENS.open(9)}" width="1" height="1" alt="">'
+    assert email.html.count(pixel) == 1
+    assert email.html.endswith(pixel + "</body></html>")
