@@ -126,8 +126,11 @@ def test_a_run_whose_workers_are_gone_stops_blocking_after_a_lease(engine: Engin
         beat = utcnow() - lease + timedelta(seconds=5)  # heard from 5 s before it lapses
         session.execute(update(RunRow).where(col(RunRow.id) == "r1").values(heartbeat_at=beat))
         session.commit()
-    with pytest.raises(CampaignBusyError, match=r"workers were heard from 5[456] s ago"):
+    with pytest.raises(CampaignBusyError, match=r"workers were heard from 5[456] s ago") as busy:
         RunLedger(engine, "r2", "alerts").open(None, [])
+    assert str(busy.value).endswith(
+        "this clears 60 s after its last heartbeat (delivery.lease_seconds)"
+    )
     with DBSession(engine.db) as session:
         stale = utcnow() - lease - timedelta(seconds=1)
         session.execute(update(RunRow).where(col(RunRow.id) == "r1").values(heartbeat_at=stale))
