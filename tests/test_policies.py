@@ -13,7 +13,7 @@ import engine
 from engine import Context, Decision, Feedback, Policy, Variant
 from engine.errors import ConfigError
 from engine.hookspecs import PolicyFactory
-from engine.sampling import normalize_pmf, sample_variant, seed_from_decision_id
+from engine.sampling import normalize_pmf, sample_variant, seed_from_decision_id, variant_keys
 from plugins.policies import uniform as uniform_plugin
 from plugins.policies import vw as vw_plugin
 from plugins.policies.uniform import UniformPolicy
@@ -71,11 +71,27 @@ def test_sample_variant_never_picks_a_zero_probability_key() -> None:
     assert {sample_variant(pmf, seed) for seed in range(500)} == {"y"}
 
 
-def test_normalize_pmf_rejects_bad_pmfs() -> None:
+def test_normalize_pmf_rejects_bad_pmfs_saying_why() -> None:
     assert normalize_pmf({"x": 2.0, "y": 2.0}) == {"x": 0.5, "y": 0.5}
-    for bad in ({}, {"x": 0.0}, {"x": -0.1, "y": 1.1}, {"x": float("nan")}):
-        with pytest.raises(ValueError):
+    for bad, why in (
+        ({}, "cannot sample from an empty pmf"),
+        ({"x": 0.0}, "every probability in the pmf is zero"),
+        ({"x": -0.1, "y": 1.1}, "probability of 'x' must be finite and >= 0, got -0.1"),
+        ({"x": float("nan")}, "probability of 'x' must be finite and >= 0, got nan"),
+    ):
+        with pytest.raises(ValueError) as error:
             normalize_pmf(bad)
+        assert str(error.value) == why
+
+
+def test_a_policy_without_variants_or_with_a_repeated_key_is_refused_by_name() -> None:
+    with pytest.raises(ValueError) as none:
+        variant_keys([], "vw")
+    assert str(none.value) == "vw policy: no variants to choose from"
+    with pytest.raises(ValueError) as twice:
+        variant_keys(VARIANTS + VARIANTS[:1], "uniform")
+    keys = [v.key for v in VARIANTS + VARIANTS[:1]]
+    assert str(twice.value) == f"uniform policy: duplicate variant keys in {keys!r}"
 
 
 def test_seed_from_decision_id_is_stable_across_processes() -> None:
