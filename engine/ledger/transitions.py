@@ -91,7 +91,8 @@ class RunLedger:
         ).first()
         if busy is not None:
             other, beat = busy
-            ago = max((now - as_utc(beat)).total_seconds(), 0) if beat else 0.0
+            assert beat is not None  # the query selects only runs heard from lately
+            ago = max((now - as_utc(beat)).total_seconds(), 0)  # another host's clock
             raise CampaignBusyError(
                 f"campaign {self.campaign!r} is being sent by run {other} (its workers were "
                 f"heard from {ago:.0f} s ago): one run of a campaign at a time, so nobody "
