@@ -1,7 +1,8 @@
 """Render a variant into an email: sandboxed Jinja2, text part, tracked links, headers.
 
 Templates come from campaign authors and variables from recipients, so both environments
-are sandboxed, HTML is autoescaped and the subject cannot smuggle extra headers.
+are sandboxed, HTML is autoescaped and the subject cannot smuggle extra headers. Only
+links the author wrote become tracked links (``engine.links``): a value never mints one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import functools
 import html
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,24 +21,25 @@ import pluggy
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import TemplateError
+from engine.links import (
+    HREF,
+    LinkMarks,
+    MessageLinks,
+    literal_links_extension,
+    rewrite_html,
+    rewrite_text,
+)
 from engine.types import Variant
 from engine.web.tokens import Tokens
 
 SUBJECT_MAX_LEN = 250
+_ALTERED_LINK = (
+    "a filter changed a link (item_url(), track_url() or a URL written in the template); "
+    "use it unchanged, and build the URL before passing it to track_url()"
+)
 # Says what the link offers: the page lets the reader stop this campaign or everything.
 UNSUBSCRIBE_TEXT = "Unsubscribe (this campaign or all our emails)"
-# Skip comments, scripts and styles whole; rewrite only the start tags of <a> elements.
-_HTML_LINKS = re.compile(
-    r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<a\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>",
-    re.IGNORECASE | re.DOTALL,
-)
-_HREF = re.compile(r"(?<=\s)href\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+))", re.I)
-_TEXT_URL = re.compile(r"https?://[^\s<>\"'\[\]]+", re.IGNORECASE)
-_TRAILING_PUNCTUATION = ".,;:!?'\""
 _STYLE_BLOCK = re.compile(r"<style\b", re.IGNORECASE)
-# Placeholders of ``item_url`` links before tracking (".invalid" never resolves, RFC 2606).
-_ITEM_LINK_BASE = "https://item-link.tailormail.invalid/"
-_ITEM_LINK = re.compile(re.escape(_ITEM_LINK_BASE) + r"\d+")
 
 
 @dataclass
@@ -79,6 +81,9 @@ class Renderer:
         self.subject_env = ImmutableSandboxedEnvironment(
             undefined=jinja2.StrictUndefined, autoescape=False
         )
+        # Marks the URLs written in each template's source as it compiles (once, cached).
+        self.marks = LinkMarks()
+        self.env.add_extension(literal_links_extension(self.marks, is_html_template))
         if pm is not None:
             pm.hook.prepare_jinja2_environment(env=self.env)
         # Plugin filters and globals work in subject lines too, without a second hook call.
@@ -89,42 +94,51 @@ class Renderer:
         self._missing: set[str] = set()  # text templates known not to exist, until ``check``
 
     def render(self, *, variant: Variant, variables: dict[str, Any], send_id: int) -> RenderedEmail:
-        """Render ``variant`` for one send; raises ``TemplateError`` naming the variant."""
+        """Render ``variant`` for one send; raises ``TemplateError`` naming the variant.
+
+        Only links the author wrote are tracked (see ``engine.links``); the text part made
+        from the HTML is made from the already tracked HTML and never rewritten again.
+        """
         campaign = str((variables.get("campaign") or {}).get("name", ""))
         unsubscribe_url = f"{self.base_url}/u/{self.tokens.unsubscribe(send_id, campaign)}"
-        item_links = ItemLinks(variables.get("items") or [])
-        context = {**variables, "unsubscribe_url": unsubscribe_url, "item_url": item_links.url}
-        subject = self._render_subject(variant, context)
+        links = MessageLinks(self.marks, variables.get("items") or [], unsubscribe_url)
+        context = {
+            **variables,
+            "unsubscribe_url": unsubscribe_url,
+            "item_url": links.item_url,
+            "track_url": links.track_url,
+        }
+        subject = links.untracked(self._render_subject(variant, context), html_part=False)
         body = self._render_template(variant, variant.template, context)
         text = self._render_text(variant, context)
-        if text is None:
-            text = html_to_text(body)
         if _STYLE_BLOCK.search(body):
             body = self._inline_css(variant, body)
 
-        indexes: dict[str, int] = {}  # identical URLs share one index (an item link: its key)
-
-        def track(url: str) -> str:
-            index = indexes.setdefault(url, len(indexes))
-            target = item_links.target(url)
+        def click(index: int) -> str:
             # The target travels in the token: the redirect needs no database.
-            return f"{self.base_url}/c/{self.tokens.click(send_id, index, target or url)}"
+            token = self.tokens.click(send_id, index, links.targets[index])
+            return f"{self.base_url}/c/{token}"
 
-        body, has_unsubscribe = _rewrite_html_links(body, track, unsubscribe_url)
-        if not has_unsubscribe:
-            body = _before_body_end(body, _unsubscribe_footer(unsubscribe_url))
-        text = _rewrite_text_links(text, track, unsubscribe_url)
+        body, has_unsubscribe = rewrite_html(body, links, click)
+        body = links.untracked(body, html_part=True)
+        if text is None:
+            text = html_to_text(body)
+        else:
+            text = links.untracked(rewrite_text(text, links, click), html_part=False)
         if unsubscribe_url not in text:
             text = f"{text.rstrip()}\n\n{UNSUBSCRIBE_TEXT}: {unsubscribe_url}\n"
-        body, text = item_links.untracked(body), item_links.untracked(text)
+        if not has_unsubscribe:
+            body = _before_body_end(body, _unsubscribe_footer(unsubscribe_url))
+        for part, name in ((subject, "subject"), (body, variant.template), (text, "text part")):
+            if self.marks.leaked(part):
+                raise self._error(variant, name, jinja2.TemplateRuntimeError(_ALTERED_LINK))
         pixel_url = html.escape(f"{self.base_url}/o/{self.tokens.open(send_id)}")
         body = _before_body_end(body, f'<img src="{pixel_url}" width="1" height="1" alt="">')
         headers = {
             "List-Unsubscribe": f"<{unsubscribe_url}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
         }
-        links = [item_links.target(url) or url for url in indexes]
-        return RenderedEmail(subject, body, text, links, headers, item_links.items_of(indexes))
+        return RenderedEmail(subject, body, text, links.targets, headers, links.link_items)
 
     def check(self, variants: Sequence[Variant], variables: dict[str, Any]) -> None:
         """Render every variant once (``send_id=0``); raise ``TemplateError`` on the first
@@ -277,123 +291,11 @@ def text_sibling(name: str) -> str:
     return path.with_name(stem + "".join(suffixes)).as_posix()
 
 
-class ItemLinks:
-    """``item_url(item)`` for one message: a link to an item that knows its position.
-
-    Each (position, URL) gets a placeholder URL that the link rewriting turns into its own
-    tracked link, so the same URL at two positions makes two links, and a click says which
-    item at which position drew it. Positions count from 0 in the email's ``items``.
-    """
-
-    def __init__(self, items: Sequence[Any]) -> None:
-        """Links for the message whose template variable ``items`` is ``items``."""
-        self.items = list(items)
-        self._keys: dict[tuple[int, str], str] = {}
-        self._links: dict[str, tuple[str, str, int]] = {}  # placeholder -> url, item, position
-
-    def url(self, item: Any, url: str | None = None) -> str:
-        """The template helper: the tracked link to ``item`` (its ``url`` unless given)."""
-        position = self._position(item)
-        item_id = str(item["id"])
-        target = url if url is not None else item.get("url")
-        if not isinstance(target, str) or not target.lower().startswith(("http://", "https://")):
-            raise ValueError(
-                f"item_url(): item {item_id!r} has no http(s) 'url' attribute "
-                "(import one with the catalogue, or call item_url(item, url))"
-            )
-        key = (position, target)
-        placeholder = self._keys.get(key)
-        if placeholder is None:
-            placeholder = self._keys[key] = f"{_ITEM_LINK_BASE}{len(self._keys)}"
-            self._links[placeholder] = (target, item_id, position)
-        return placeholder
-
-    def _position(self, item: Any) -> int:
-        for position, candidate in enumerate(self.items):
-            if candidate is item:
-                return position
-        item_id = item.get("id") if isinstance(item, Mapping) else None
-        for position, candidate in enumerate(self.items):
-            if item_id is not None and candidate.get("id") == item_id:
-                return position
-        raise ValueError("item_url() takes one of the email's items (for item in items)")
-
-    def _resolve(self, url: str) -> tuple[str, str, int] | None:
-        """URL, item and position of a placeholder (a suffix the template added is kept)."""
-        match = _ITEM_LINK.match(url) if url.startswith(_ITEM_LINK_BASE) else None
-        found = self._links.get(match.group(0)) if match else None
-        if match is None or found is None:
-            return None
-        return found[0] + url[match.end() :], found[1], found[2]
-
-    def target(self, url: str) -> str | None:
-        """The real URL behind a placeholder, or None for any other URL."""
-        found = self._resolve(url)
-        return found[0] if found else None
-
-    def items_of(self, links: Iterable[str]) -> list[tuple[str, int] | None]:
-        """Per tracked link, in index order: ``(item_id, position)`` or None."""
-        found = (self._resolve(url) for url in links)
-        return [(hit[1], hit[2]) if hit else None for hit in found]
-
-    def untracked(self, text: str) -> str:
-        """Put the real URL back where a placeholder was not a link (an ``<img src>``)."""
-        if not self._links or _ITEM_LINK_BASE not in text:
-            return text
-        return _ITEM_LINK.sub(lambda m: self._links.get(m.group(0), (m.group(0),))[0], text)
-
-
 def clean_subject(subject: str) -> str:
     """Collapse whitespace, drop control characters (no header injection), cap the length."""
     collapsed = " ".join(subject.split())
     printable = "".join(c for c in collapsed if unicodedata.category(c) != "Cc")
     return printable[:SUBJECT_MAX_LEN].rstrip()
-
-
-def _rewrite_html_links(
-    body: str, track: Callable[[str], str], unsubscribe_url: str
-) -> tuple[str, bool]:
-    """Point every http(s) ``<a href>`` at the click tracker; report an unsubscribe link."""
-    has_unsubscribe = False
-
-    def anchor(match: re.Match[str]) -> str:
-        nonlocal has_unsubscribe
-        tag = match.group(0)
-        if tag[:2].lower() != "<a":
-            return tag
-        href = _HREF.search(tag)
-        if href is None:
-            return tag
-        url = html.unescape(next(g for g in href.groups() if g is not None)).strip()
-        if url == unsubscribe_url:
-            has_unsubscribe = True
-            return tag
-        if not url.lower().startswith(("http://", "https://")):
-            return tag  # mailto:, tel:, #anchors and relative links stay as written
-        new = f'href="{html.escape(track(url))}"'
-        return tag[: href.start()] + new + tag[href.end() :]
-
-    return _HTML_LINKS.sub(anchor, body), has_unsubscribe
-
-
-def _rewrite_text_links(text: str, track: Callable[[str], str], unsubscribe_url: str) -> str:
-    """Point every http(s) URL of the text part at the click tracker."""
-
-    def url(match: re.Match[str]) -> str:
-        found = match.group(0)
-        # Sentence punctuation and an unbalanced closing parenthesis are not the URL's.
-        end = len(found)
-        while end and (
-            found[end - 1] in _TRAILING_PUNCTUATION
-            or (found[end - 1] == ")" and found[:end].count("(") < found[:end].count(")"))
-        ):
-            end -= 1
-        link, rest = found[:end], found[end:]
-        if not link or link == unsubscribe_url:
-            return found
-        return track(link) + rest
-
-    return _TEXT_URL.sub(url, text)
 
 
 def _before_body_end(body: str, snippet: str) -> str:
@@ -443,7 +345,7 @@ def _tags_to_breaks(fragment: str) -> str:
 def _text_link(match: re.Match[str]) -> str:
     # Still HTML (escaped) here: the whole body is unescaped once, at the end.
     label = _tags_to_breaks(match.group(2))
-    found = _HREF.search(match.group(1) or "")
+    found = HREF.search(match.group(1) or "")
     if found is None:
         return label
     href = next(g for g in found.groups() if g is not None).strip()

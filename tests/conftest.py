@@ -115,8 +115,8 @@ features = {{ layout = "cards" }}
 
 TEMPLATE = """<html><body data-layout="{key}">
 <p>Hi {{{{ recipient.first_name }}}}</p>
-<ul>{{% for item in items %}}<li><a href="{{{{ item.url }}}}">{{{{ item.title }}}}</a></li>
-{{% endfor %}}</ul>
+<ul>{{% for item in items %}}<li><a href="{{{{ track_url(item.url) }}}}">{{{{ item.title }}}}</a>
+</li>{{% endfor %}}</ul>
 <a href="https://example.com/about?a=1&amp;b=2">About</a>
 <a href="{{{{ unsubscribe_url }}}}">Unsubscribe</a>
 </body></html>

@@ -13,6 +13,7 @@ import pytest
 import engine.hookspecs
 from engine.errors import TemplateError
 from engine.hookspecs import PROJECT, hookimpl
+from engine.links import LinkMarks
 from engine.rendering import RenderedEmail, Renderer, html_to_text
 from engine.types import Variant
 from engine.web.tokens import TokenData, Tokens
@@ -61,7 +62,7 @@ def test_links_are_rewritten_deduplicated_and_unescaped(tmp_path: Path) -> None:
     email = render(
         tmp_path,
         """<html><body>
-        {% for item in items %}<a href="{{ item.url }}">{{ item.title }}</a>{% endfor %}
+        {% for item in items %}<a href="{{ track_url(item.url) }}">{{ item.title }}</a>{% endfor %}
         <a class="x" HREF='https://shop.example/tea?a=1&amp;b=2'>again</a>
         <a href=https://other.example/>bare</a>
         <a href="mailto:help@example.com">mail</a> <a href="#top">top</a>
@@ -137,7 +138,7 @@ def test_text_part_from_html(tmp_path: Path) -> None:
         <h1>Picks for {{ recipient.first_name }}</h1>
         <script>var x = "hidden";</script>
         <p>Fresh   items &amp; more:</p>
-        <ul>{% for item in items %}<li><a href="{{ item.url }}">{{ item.title }}</a></li>
+        <ul>{% for item in items %}<li><a href="{{ track_url(item.url) }}">{{ item.title }}</a></li>
         {% endfor %}</ul>
         <p><a href="mailto:help@example.com">Help</a></p>
         </body></html>""",
@@ -400,3 +401,108 @@ def test_the_open_pixel_goes_before_the_last_body_end(tmp_path: Path) -> None:
     pixel = f'<img src="{BASE}/o/{TOKENS.open(9)}" width="1" height="1" alt="">'
     assert email.html.count(pixel) == 1
     assert email.html.endswith(pixel + "</body></html>")
+
+
+EVIL = "https://evil.example/phish?x=1"
+
+
+def click_targets(email: RenderedEmail, part: str) -> list[str]:
+    decoded = [TOKENS.verify(t, "click") for t in click_links(getattr(email, part))]
+    return [d.url for d in decoded if d is not None]
+
+
+def test_urls_from_data_are_never_tracked(tmp_path: Path) -> None:
+    """Issue 17: a value (name, title, attribute) never becomes a tracked link."""
+    variables = VARS | {
+        "recipient": {"first_name": f"Ada {EVIL}", "website": EVIL},
+        "items": [{"id": "tea", "title": f"Tea, see {EVIL}", "url": "https://shop.example/tea"}],
+    }
+    source = (
+        "<p>Hi {{ recipient.first_name }}</p>"
+        '<p><a href="{{ recipient.website }}">site</a> '
+        "<a href='https://shop.example{{ recipient.website }}'>bent</a></p>"
+        '{% for item in items %}<a href="{{ item_url(item) }}">{{ item.title }}</a>{% endfor %}'
+        '<a href="https://shop.example/about">About</a>'
+    )
+    text = "Hi {{ recipient.first_name }} ({{ recipient.website }}): https://shop.example/help\n"
+    written = {
+        "https://shop.example/tea",
+        "https://shop.example/about",
+        "https://shop.example/help",
+    }
+    with_text = render(tmp_path, source, variables=variables, text=text)
+    (tmp_path / "weekly" / "a.txt").unlink()
+    derived = render(tmp_path, source, variables=variables)
+    for email in (with_text, derived):
+        assert set(email.links) <= written
+        for part in ("html", "text"):
+            assert set(click_targets(email, part)) <= written, part
+        assert f'<a href="{EVIL.replace("&", "&amp;")}">site</a>' in email.html
+        assert f"Hi Ada {EVIL.replace('&', '&amp;')}</p>" in email.html
+    assert with_text.text.startswith(f"Hi Ada {EVIL} ({EVIL}): {BASE}/c/")
+    assert f"Hi Ada {EVIL}" in derived.text and f"site [{EVIL}]" in derived.text
+    assert "tailormail.invalid" not in "".join(e.html + e.text for e in (with_text, derived))
+
+
+def test_the_text_part_made_from_html_is_not_rewritten_again(tmp_path: Path) -> None:
+    email = render(
+        tmp_path,
+        '<p>Visit https://shop.example/visible or <a href="https://shop.example/a">a</a></p>',
+    )
+    assert email.links == ["https://shop.example/a"]
+    (token,) = click_links(email.html)
+    assert f"a [{BASE}/c/{token}]" in email.text  # the HTML's own tracked link
+    assert "Visit https://shop.example/visible or" in email.text  # text, as in the HTML
+
+
+def test_a_literal_extended_by_data_is_not_tracked(tmp_path: Path) -> None:
+    """Only text written in the template may follow a link: a value may not bend it."""
+    source = (
+        "{% for item in items %}<a href='{{ item_url(item) }}{{ recipient.tail }}'>x</a>"
+        "<a href='{{ item_url(item) }}?ref=mail'>y</a>{% endfor %}"
+        "<a href='https://shop.example{{ recipient.tail }}'>z</a>"
+    )
+    variables = VARS | {"recipient": {"first_name": "Ada", "tail": ".evil.example/"}}
+    email = render(tmp_path, source, variables=variables | {"items": ITEMS[:1]})
+    assert email.links == ["https://shop.example/tea?ref=mail"]
+    assert "href='https://shop.example/tea.evil.example/'" in email.html
+    assert "href='https://shop.example.evil.example/'" in email.html
+
+
+def test_track_url_tracks_what_the_author_passes_and_leaves_other_values(
+    tmp_path: Path,
+) -> None:
+    source = (
+        '<a href="{{ track_url("https://shop.example/p/" ~ recipient.first_name) }}">p</a>'
+        '<a href="{{ track_url("mailto:help@example.com") }}">m</a>'
+        '<a href="{{ track_url(none) }}">n</a><a href="{{ track_url(unsubscribe_url) }}">u</a>'
+    )
+    email = render(tmp_path, source)
+    assert email.links == ["https://shop.example/p/Ada"]
+    assert 'href="mailto:help@example.com"' in email.html and 'href="None"' in email.html
+    assert f'href="{unsubscribe_url()}"' in email.html  # the unsubscribe link stays one
+
+
+def test_a_filter_that_alters_a_link_is_a_template_error(tmp_path: Path) -> None:
+    source = "{% for item in items %}<a href='{{ item_url(item) | upper }}'>x</a>{% endfor %}"
+    with pytest.raises(TemplateError, match=r"variant 'a' \(weekly/a.html\): a filter changed"):
+        render(tmp_path, source, variables=VARS | {"items": ITEMS[:1]})
+
+
+def test_literal_urls_are_found_once_per_template_not_per_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    mark = LinkMarks.mark
+
+    def counting(marks: LinkMarks, data: str, **kwargs: bool) -> str:
+        calls.append(data)
+        return mark(marks, data, **kwargs)
+
+    monkeypatch.setattr(LinkMarks, "mark", counting)
+    write(tmp_path, "weekly/a.html", '<a href="https://a.example/">a</a>{{ recipient.first_name }}')
+    renderer = Renderer(tmp_path, TOKENS, BASE)
+    variant = Variant("a", "s", "weekly/a.html")
+    emails = [renderer.render(variant=variant, variables=VARS, send_id=n) for n in range(3)]
+    assert calls == ['<a href="https://a.example/">a</a>']
+    assert [e.links for e in emails] == [["https://a.example/"]] * 3

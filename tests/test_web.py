@@ -69,7 +69,7 @@ subject = "Your picks"
 template = "t/a.html"
 """
 TEMPLATE = """<html><body><ul>
-{% for item in items %}<li><a href="{{ item.url }}">{{ item.title }}</a></li>{% endfor %}
+{% for item in items %}<li><a href="{{ track_url(item.url) }}">{{ item.title }}</a></li>{% endfor %}
 </ul><a href="{{ unsubscribe_url }}">Unsubscribe</a></body></html>
 """
 
