@@ -5,11 +5,12 @@ source (found in the Jinja token stream's literal data, never in the rendered te
 ``item_url(item)`` (catalogue URLs come from the operator's own imports) and
 ``track_url(url)``. While a template renders, each of them is a placeholder URL holding a
 random nonce that data cannot know. Afterwards an ``<a href>`` of the HTML part (or a URL
-of a ``.txt`` template) that is exactly a placeholder, or a placeholder followed by text
-written literally right after a ``{{ ... }}`` (``{{ item_url(item) }}?ref=mail``), becomes a
-tracked link. Everything else stays as rendered, autoescaped and untracked: a URL in a
-name, a title or any other value, ``href="{{ recipient.website }}"``, or a placeholder
-that data extended. No value can mint a redirect.
+of a ``.txt`` template) becomes a tracked link when it is exactly a placeholder, or a
+placeholder followed by text written literally right after a ``{{ ... }}`` that starts a
+path, query or fragment (``{{ item_url(item) }}?ref=mail``). Everything else stays as
+rendered, autoescaped and untracked: a URL in a name, a title or any other value,
+``href="{{ recipient.website }}"``, or a placeholder that data extended. No value can
+mint a redirect.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from jinja2.lexer import Token, TokenStream
 _URL = re.compile(r"https?://[^\s<>\"'\[\]]+", re.IGNORECASE)
 _URL_CHARS = re.compile(r"[^\s<>\"'\[\]]*")
 _TRAILING_PUNCTUATION = ".,;:!?'\""
+_SUFFIX_STARTS = ("/", "?", "#", "&")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class LinkMarks:
         if after_expression:
             run = _URL_CHARS.match(data)
             suffix = run.group(0) if run else ""
-            if suffix:
+            # Only a path, query or fragment: appended to any URL it cannot change the host.
+            if suffix[:1] in _SUFFIX_STARTS:
                 with self._lock:
                     self.suffixes.update({suffix, trim_url(suffix)})
                     if html_source:

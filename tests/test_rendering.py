@@ -461,12 +461,16 @@ def test_a_literal_extended_by_data_is_not_tracked(tmp_path: Path) -> None:
         "{% for item in items %}<a href='{{ item_url(item) }}{{ recipient.tail }}'>x</a>"
         "<a href='{{ item_url(item) }}?ref=mail'>y</a>{% endfor %}"
         "<a href='https://shop.example{{ recipient.tail }}'>z</a>"
+        # Text the author wrote after an expression, but not a path, query or fragment.
+        "<p>{{ recipient.first_name }}@evil.example</p>"
+        "{% for item in items %}<a href='{{ item_url(item) }}{{ recipient.at }}'>w</a>{% endfor %}"
     )
-    variables = VARS | {"recipient": {"first_name": "Ada", "tail": ".evil.example/"}}
-    email = render(tmp_path, source, variables=variables | {"items": ITEMS[:1]})
+    recipient = {"first_name": "Ada", "tail": ".evil.example/", "at": "@evil.example"}
+    email = render(tmp_path, source, variables=VARS | {"recipient": recipient, "items": ITEMS[:1]})
     assert email.links == ["https://shop.example/tea?ref=mail"]
     assert "href='https://shop.example/tea.evil.example/'" in email.html
     assert "href='https://shop.example.evil.example/'" in email.html
+    assert "href='https://shop.example/tea@evil.example'" in email.html
 
 
 def test_track_url_tracks_what_the_author_passes_and_leaves_other_values(
