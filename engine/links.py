@@ -67,7 +67,7 @@ class LinkMarks:
         """A fresh nonce, no literals yet."""
         self.nonce = secrets.token_hex(12)
         self.base = f"https://x{self.nonce}.tailormail.invalid/"
-        self.pattern = re.compile(re.escape(self.base) + r"[litu]\d+/")
+        self.pattern = re.compile(re.escape(self.base) + r"[liu]\d+/")
         self.in_text = re.compile(self.pattern.pattern + _URL_CHARS.pattern)
         self._leak = re.compile(self.nonce, re.IGNORECASE)
         self._lock = threading.Lock()  # templates compile in executor threads
