@@ -129,7 +129,12 @@ def _authentic(engine: Engine, task: object) -> ShardTask:
     extra = sorted(str(k)[:40] for k in set(task) - _FIELDS)
     missing = sorted(_FIELDS - set(task))
     if extra or missing:
-        raise ShardRefused(f"malformed task: unexpected fields {extra}, missing {missing}")
+        wrong = [
+            f"{what} fields {names}"
+            for what, names in (("unexpected", extra), ("missing", missing))
+            if names
+        ]
+        raise ShardRefused(f"malformed task: {', '.join(wrong)}")
     for name, kind in _TEXT.items():
         value = task[name]
         if not isinstance(value, kind) or (isinstance(value, str) and len(value) > _MAX_TEXT):

@@ -166,6 +166,32 @@ def test_a_worker_with_another_secret_refuses_the_shard(
     assert _ledger(engine, "r1") == []
 
 
+def test_a_shard_task_must_match_its_workers_plugins_and_its_runs_campaign_and_model(
+    sqlite_project: Project,
+) -> None:
+    import types
+
+    engine = sqlite_project.configure()
+    sqlite_project.seed(engine, people=5)
+    run = open_run(engine, "alerts", "r1")
+    extra = types.ModuleType("acme_plugin")  # a plugin only the coordinator has
+    coordinator = Engine(settings=engine.settings, plugins=[extra], load_entry_points=False)
+    worker = ShardHost.of(engine)
+    try:
+        with pytest.raises(ShardRefused, match=r"plugins differ .*\['acme_plugin==-'\]"):
+            run_shard(shard_task(coordinator, run), worker)
+        shard = ShardTask("r1", "other", "", None, run.ledger.model_version())
+        with pytest.raises(ShardRefused, match="run 'r1' is a run of campaign 'alerts'"):
+            run_shard(sign_task(engine, shard), worker)
+        shard = ShardTask("r1", "alerts", "", None, "vw-0001")
+        with pytest.raises(ShardRefused, match="run 'r1' pinned model None, the task names"):
+            run_shard(sign_task(engine, shard), worker)
+        assert _ledger(engine, "r1") == []  # nothing written by any refused task
+        assert run_shard(shard_task(engine, run), worker)["sent"] == 5  # the genuine one
+    finally:
+        run.ledger.close("finished")
+
+
 def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
     sqlite_project: Project,
 ) -> None:
