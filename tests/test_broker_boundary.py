@@ -39,8 +39,9 @@ from engine.shard_tasks import ShardTask, sign_task
 celery = pytest.importorskip("celery")
 redis = pytest.importorskip("redis")
 
-BROKER = "redis://127.0.0.1:6379/14"
-RESULTS = "redis://127.0.0.1:6379/15"
+# Databases of their own: no other test's worker answers this module's broadcasts.
+BROKER = "redis://127.0.0.1:6379/12"
+RESULTS = "redis://127.0.0.1:6379/13"
 CANARY = "canary-" + uuid.uuid4().hex  # the worker's "AWS secret": must never leave it
 PEOPLE = 12
 pytestmark = pytest.mark.slow
@@ -289,6 +290,8 @@ def test_a_worker_refuses_every_task_it_cannot_trust_and_still_sends_a_genuine_o
 ) -> None:
     for attack in ATTACKS:
         _refused(broker, attack)
+    # Remote control is off: no broker writer can ping, reconfigure or shut down a worker.
+    assert broker.attacker.control.ping(timeout=1.0) == []
     log = broker.log.read_text()
     assert "Traceback" not in log and CANARY not in log
     # The same worker sends a genuine task of an open run (of another campaign: one run
