@@ -42,6 +42,8 @@ class Engine:
         load_entry_points: bool = True,
     ) -> None:
         self.settings = settings or load_settings(project_dir, overrides=overrides)
+        self.load_entry_points = load_entry_points
+        """Whether installed plugins were loaded (a shard worker process loads the same)."""
         self.pm = make_plugin_manager(
             plugins, self.settings.disabled_plugins, load_entry_points=load_entry_points
         )

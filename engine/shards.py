@@ -2,26 +2,31 @@
 
 The run's coordinator (the process that runs ``tailormail send`` or the scheduler job)
 opens the run, pins its model version, cuts the audience into ranges of about
-``workers.shard_size`` ids and submits one ``run_shard`` per range to the configured
-executor (``local``: a process pool; ``celery``: ``tailormail worker`` processes). Each
-shard is a ledger worker of its own (lease, journal), so a retried or duplicated shard
-sends nobody twice and a dead worker's rows are settled by whoever comes next. After the
-shards, the coordinator sends whatever is left itself: nothing is lost when a shard is.
+``workers.shard_size`` ids and submits one signed ``run_shard`` task per range to the
+configured executor (``thread``: threads sharing the coordinator's engine; ``local``: a
+process pool; ``celery``: ``tailormail worker`` processes). A worker obeys only its own
+project: it builds its engine from its project directory and environment (handed to a
+pool's workers by their initializer, never in a task) and refuses any task that is not
+signed with the project secret, does not match it, or names a run that is not open
+(``engine.shard_tasks``). Each shard is a ledger worker of its own (lease, journal), so a
+retried or duplicated shard sends nobody twice and a dead worker's rows are settled by
+whoever comes next. After the shards, the coordinator sends whatever is left itself:
+nothing is lost when a shard is, or is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
+import threading
 import time
 from concurrent.futures import Future, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.audience import shard_bounds
 from engine.errors import ConfigError
+from engine.shard_tasks import ShardRefused, ShardTask, sign_task, verify_task
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -29,59 +34,83 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ENGINES: dict[str, Engine] = {}
-
 # The counts of a run's summary that together cover each ledger row it saw once
 # (``retried`` rows are counted again by their new outcome).
 ROW_COUNTS = ("already_done", "skipped", "sent", "deferred", "failed", "unknown")
 
 
-def secret_check(secret: bytes) -> str:
-    """A fingerprint of the link secret that does not reveal it."""
-    return hashlib.sha256(b"tailormail shard secret check\0" + secret).hexdigest()[:16]
+class ShardHost:
+    """Where a shard worker gets its engine: the coordinator's own engine in threads of its
+    process, or, in a process of its own (this object pickled: the engine stays behind),
+    an engine built once from the project directory and that process's environment."""
+
+    def __init__(
+        self, project_dir: Path, load_entry_points: bool = True, engine: Engine | None = None
+    ) -> None:
+        """``engine``: the coordinator's, shared by shards run in its own process."""
+        self.project_dir = project_dir
+        self.load_entry_points = load_entry_points
+        self._engine = engine
+        self._lock = threading.Lock()  # a threads pool's shards build one engine, not one each
+
+    @classmethod
+    def of(cls, engine: Engine) -> ShardHost:
+        """The host of ``engine``'s shards: its project, and itself in its own process."""
+        return cls(engine.settings.project_dir, engine.load_entry_points, engine)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"project_dir": self.project_dir, "load_entry_points": self.load_entry_points}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def engine(self) -> Engine:
+        """The engine this worker sends with (built at the first shard)."""
+        from engine.app import Engine
+
+        with self._lock:
+            if self._engine is None:
+                self._engine = Engine(
+                    project_dir=self.project_dir, load_entry_points=self.load_entry_points
+                )
+            return self._engine
 
 
-def shard_payload(engine: Engine) -> dict[str, Any]:
-    """What a worker needs to build the same engine: the settings as JSON, without the
-    secret (a worker takes it from its own environment or the project's secret file),
-    plus a fingerprint of it, so a worker with another secret refuses to sign links."""
-    payload = engine.settings.model_dump(mode="json", exclude={"secret"})
-    payload["secret_check"] = secret_check(engine.secret)
-    return payload
+_here = threading.local()
 
 
-def worker_engine(payload: dict[str, Any]) -> Engine:
-    """The engine for ``payload``'s settings, built once per worker process."""
-    from engine.app import Engine
-    from engine.settings import load_settings
-
-    key = json.dumps(payload, sort_keys=True)
-    engine = _ENGINES.get(key)
-    if engine is None:
-        overrides = {k: v for k, v in payload.items() if k not in ("project_dir", "secret_check")}
-        settings = load_settings(project_dir=Path(payload["project_dir"]), overrides=overrides)
-        engine = Engine(settings=settings)
-        if secret_check(engine.secret) != payload.get("secret_check"):
-            engine.close()
-            raise ConfigError(
-                "this worker's link secret differs from the coordinator's: give every "
-                "process of a project the same TAILORMAIL_SECRET (or secret file)"
-            )
-        _ENGINES[key] = engine
-    return engine
+def refuse(reason: str) -> NoReturn:
+    """Log a refused shard task in one line, naming why, and raise ``ShardRefused``."""
+    log.warning("refused a shard task: %s", reason)
+    raise ShardRefused(reason)
 
 
-def run_shard(
-    payload: dict[str, Any], campaign: str, run_id: str, after: str, until: str | None
-) -> dict[str, Any]:
-    """A worker's task: send run ``run_id``'s recipients with ``after < id <= until``.
+def serve_shards(host: ShardHost) -> None:
+    """A pool's initializer: this thread (a pool thread, or a pool process's) runs the
+    shards of ``host``'s project."""
+    _here.host = host
 
-    Returns the shard's counts (plain JSON, for any executor)."""
+
+def run_shard(task: object, host: ShardHost | None = None) -> dict[str, Any]:
+    """A worker's task: send the part of a run that the signed ``task`` names, with the
+    engine of ``host`` (default: the one ``serve_shards`` gave this thread).
+
+    Returns the shard's counts (plain JSON, for any executor). A task that fails its
+    checks is refused (``ShardRefused``, logged in one line) before anything is written.
+    """
     from engine.pipeline import CampaignRun
 
-    engine = worker_engine(payload)
-    run = CampaignRun(engine, engine.campaign(campaign), run_id)
-    summary = run.execute_shard((after, until))
+    host = host or getattr(_here, "host", None)
+    if host is None:
+        refuse("this worker serves no project: its pool did not run the shard initializer")
+    engine = host.engine()
+    try:
+        shard = verify_task(engine, task)
+        campaign = engine.campaign(shard.campaign)
+    except (ShardRefused, ConfigError) as exc:
+        refuse(str(exc))
+    run = CampaignRun(engine, campaign, shard.run_id)
+    summary = run.execute_shard((shard.after, shard.until))
     return dataclasses.asdict(summary)
 
 
@@ -104,14 +133,19 @@ def run_shards(
     bounds = shard_bounds(engine.db, run.campaign.audience, workers.shard_size)
     run.ledger.record_shards(len(bounds))
     run.summary.shards = len(bounds)
-    payload = shard_payload(engine)
-    executor = engine.executor(workers.executor, workers=workers)
+    pinned = run.ledger.model_version()
+    tasks = [
+        sign_task(engine, ShardTask(run.run_id, run.campaign.name, after, until, pinned))
+        for after, until in bounds
+    ]
+    # Each pool thread or process learns its project here, never from a task.
+    host = ShardHost.of(engine)
+    executor = engine.executor(
+        workers.executor, workers=workers, initializer=serve_shards, initargs=(host,)
+    )
     stalled = False
     try:
-        futures: list[Future[dict[str, Any]]] = [
-            executor.submit(run_shard, payload, run.campaign.name, run.run_id, after, until)
-            for after, until in bounds
-        ]
+        futures: list[Future[dict[str, Any]]] = [executor.submit(run_shard, t) for t in tasks]
         log.info("run %s: %d shards on %s", run.run_id, len(futures), workers.executor)
         seen, moved = -1, time.monotonic()
         while True:

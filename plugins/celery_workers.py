@@ -6,7 +6,12 @@ processes on any machine that reaches the database and the broker send them. Tas
 acknowledged late and rejected when their worker is lost, so a shard whose worker dies is
 delivered again (after ``visibility_timeout_seconds`` on Redis); the ledger makes a
 repeated shard send nobody twice. Only ``run_shard`` can be sent: the broker never carries
-code or a callable's name.
+code or a callable's name, and Celery's built-in tasks and remote control are off.
+
+The broker is a trust boundary (docs/security.md): a worker builds its engine from its
+own project (``-p PROJECT``) and environment, and a task only names a part of an open run,
+signed with the project secret (``engine.shard_tasks``). A task that fails its checks is
+refused in one log line and acknowledged, never retried; its coordinator reports it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import typer
 
 from engine import hookimpl
 from engine.cli_support import ProjectOption, open_engine
-from engine.errors import ConfigError
-from engine.shards import run_shard
+from engine.errors import ConfigError, TailormailError
+from engine.shard_tasks import ShardRefused
+from engine.shards import ShardHost, refuse, run_shard
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -31,8 +37,9 @@ if TYPE_CHECKING:
 TASK = "tailormail.run_shard"
 
 
-def celery_app(config: CelerySettings) -> Celery:
-    """A Celery app for ``config`` with the shard task registered."""
+def celery_app(config: CelerySettings, host: ShardHost | None = None) -> Celery:
+    """A Celery app for ``config``; with ``host`` (a worker's), the shard task registered
+    as the only task, sending with ``host``'s engine."""
     try:
         from celery import Celery
     except ImportError as exc:  # an optional dependency
@@ -51,15 +58,34 @@ def celery_app(config: CelerySettings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_expires=86400,
+        worker_enable_remote_control=False,  # no broker writer may shut down or reconfigure it
+        worker_send_task_events=False,
     )
-    app.task(name=TASK)(run_shard)
+    if host is not None:
+        _register_shard_task(app, host)
     return app
+
+
+def _register_shard_task(app: Celery, host: ShardHost) -> None:
+    """Register ``run_shard`` on ``host`` as the worker's only task."""
+
+    def shard_task(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if len(args) != 1 or kwargs:  # another shape: an older release's task, or forged
+            refuse(f"malformed task: {len(args)} arguments and {len(kwargs)} keyword arguments")
+        return run_shard(args[0], host)
+
+    # ``throws``: a refusal is logged by Celery as expected, in one line, not a traceback.
+    app.task(name=TASK, throws=(ShardRefused,))(shard_task)
+    app.finalize()
+    for name in [name for name in app.tasks if name != TASK]:
+        app.tasks.unregister(name)  # Celery's built-ins (chains, chords): not ours to run
 
 
 class CeleryExecutor(Executor):
     """``submit(run_shard, ...)`` sends a task; its future completes with the task."""
 
-    def __init__(self, workers: WorkersSettings) -> None:
+    def __init__(self, workers: WorkersSettings, **_pool: Any) -> None:
+        """``_pool`` (a pool's initializer) is not for here: workers load their project."""
         self.app = celery_app(workers.celery)
         self.queue = workers.celery.queue
         self._waiting: list[tuple[Any, Future[Any]]] = []
@@ -89,6 +115,8 @@ class CeleryExecutor(Executor):
                         continue
                     if result.successful():
                         future.set_result(result.result)
+                    elif isinstance(result.result, TailormailError):  # a refusal, as raised
+                        future.set_exception(result.result)
                     else:
                         future.set_exception(RuntimeError(f"shard failed: {result.result!r}"))
                 except Exception as exc:  # the result backend is unreachable: keep trying
@@ -117,13 +145,14 @@ def worker(
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
     project: ProjectOption = None,
 ) -> None:
-    """Start a Celery worker that sends the shards of large runs (workers.executor = celery)."""
-    import os
+    """Start a Celery worker that sends the shards of large runs (workers.executor = celery).
 
-    with open_engine(project) as engine:
+    It works for its own project only: the engine comes from ``-p PROJECT`` and this
+    process's environment, and a task names nothing but a part of an open run, signed."""
+    with open_engine(project) as engine:  # a broken project stops here, not at the first task
         config = engine.settings.workers.celery
-        os.environ["TAILORMAIL_PROJECT"] = str(engine.settings.project_dir)
-    app = celery_app(config)
+        host = ShardHost(engine.settings.project_dir)
+    app = celery_app(config, host)
     argv = ["worker", f"--pool={pool}", "-Q", config.queue, "--loglevel=INFO"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     if concurrency:

@@ -3,7 +3,10 @@
 
 Executors are ``concurrent.futures`` executors. The engine uses one to render and send a
 batch (``executor`` in the settings) and, for runs larger than ``workers.shard_size``,
-one to run shards (``workers.executor``: called with ``workers=`` the workers settings).
+one to run shards (``workers.executor``: called with ``workers=`` the workers settings and
+``initializer``/``initargs``, which each of its threads or processes must run once before
+its first shard: they tell it which project it works for, as ``concurrent.futures`` pools
+take them).
 """
 
 from __future__ import annotations
@@ -36,17 +39,41 @@ class InlineExecutor(Executor):
         return map(fn, *iterables)
 
 
-def thread_pool(max_workers: int = 4, workers: Any = None) -> ThreadPoolExecutor:
-    """A thread pool; rendering releases the GIL rarely, delivery often (network I/O)."""
-    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tailormail")
+def thread_pool(
+    max_workers: int = 0,
+    workers: Any = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> ThreadPoolExecutor:
+    """A pool of ``max_workers`` (or ``workers.processes``, else 4) threads; rendering
+    releases the GIL rarely, delivery often (network I/O). Shards run in its threads
+    share the coordinator's engine (its initializer hands it over)."""
+    size = max_workers or (workers.processes if workers is not None else 0) or 4
+    return ThreadPoolExecutor(
+        max_workers=size,
+        thread_name_prefix="tailormail",
+        initializer=initializer,
+        initargs=initargs,
+    )
 
 
-def local_pool(max_workers: int = 0, workers: Any = None) -> ProcessPoolExecutor:
+def local_pool(
+    max_workers: int = 0,
+    workers: Any = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> ProcessPoolExecutor:
     """A process pool of ``workers.processes`` (or ``max_workers``) processes, one per core
-    when 0. Processes are spawned, not forked: each builds its own engine and database
+    when 0. Processes are spawned, not forked: each builds its own engine from the project
+    directory its initializer names (and its own environment), with its own database
     connections, and inherits no lock or connection of the coordinator's."""
     size = max_workers or (workers.processes if workers is not None else 0) or os.cpu_count()
-    return ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=size,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer,
+        initargs=initargs,
+    )
 
 
 @hookimpl

@@ -11,6 +11,7 @@ the ``postgres`` marker, so ``pytest -m postgres`` selects them all.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import textwrap
@@ -123,6 +124,18 @@ TEMPLATE = """<html><body data-layout="{key}">
 """
 
 
+def toml_text(table: dict[str, Any], prefix: str = "") -> str:
+    """``table`` as TOML (strings, numbers, booleans, lists of them, nested tables)."""
+    lines, tables = [], []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            tables.append(toml_text(value, f"{prefix}{key}."))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")  # JSON scalars are TOML's
+    header = [f"[{prefix.rstrip('.')}]"] if prefix and lines else []
+    return "\n".join([*header, *lines, ""]) + "".join(tables)
+
+
 class Project:
     """A throwaway tailormail project on disk, with helpers to build engines for it."""
 
@@ -151,6 +164,16 @@ class Project:
             overrides={"database_url": self.db_url, "delivery": delivery} | overrides,
         )
         return Engine(settings=settings, plugins=plugins, load_entry_points=False)
+
+    def configure(self, backend: str = "memory", **settings: Any) -> Engine:
+        """Write ``settings`` (and this project's database and ``backend``) to
+        ``config/tailormail.toml`` and return the project's engine, as a command would open
+        it: shard workers build their engines from the project, never from a coordinator's
+        overrides (entry points off, as ``engine()``)."""
+        delivery = {"backend": backend} | settings.pop("delivery", {})
+        table = {"database_url": self.db_url, "delivery": delivery} | settings
+        (self.root / "config" / "tailormail.toml").write_text(toml_text(table))
+        return Engine(project_dir=self.root, load_entry_points=False)
 
     def write_people(self, n: int = 20) -> Path:
         """A recipients CSV with ``n`` people."""

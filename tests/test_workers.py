@@ -5,6 +5,7 @@ Celery workers on the Redis broker, each recipient exactly once, even when a wor
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -19,11 +20,13 @@ from conftest import TEST_SECRET, Project, stop_processes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from engine.app import Engine
 from engine.audience import shard_bounds
 from engine.errors import ConfigError
 from engine.models import LedgerRow, LedgerStatus, RunRow
-from engine.pipeline import run_campaign
-from engine.shards import run_shard, shard_payload, worker_engine
+from engine.pipeline import CampaignRun, run_campaign
+from engine.shard_tasks import ShardRefused, ShardTask, sign_task
+from engine.shards import ShardHost, run_shard
 
 SECRET = TEST_SECRET
 CELERY_RECIPIENTS = int(os.environ.get("TAILORMAIL_TEST_CELERY_RECIPIENTS", "2000"))
@@ -35,6 +38,20 @@ shows the issue's full-size run."""
 def shared_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every process of a project shares its link secret (workers inherit it)."""
     monkeypatch.setenv("TAILORMAIL_SECRET", SECRET)
+
+
+def open_run(engine: Engine, campaign: str, run_id: str) -> CampaignRun:
+    """Open (or resume) run ``run_id`` as its coordinator does, heartbeat and all; the
+    caller closes it with ``run.ledger.close(status)``."""
+    run = CampaignRun(engine, engine.campaign(campaign), run_id)
+    run._open_run(None)
+    return run
+
+
+def shard_task(engine: Engine, run: CampaignRun, after: str = "", until: str | None = None) -> dict:
+    """The signed task a coordinator sends for ``run``'s ids in (after, until]."""
+    pinned = run.ledger.model_version()
+    return sign_task(engine, ShardTask(run.run_id, run.campaign.name, after, until, pinned))
 
 
 def _ledger(engine: object, run_id: str) -> list[LedgerRow]:
@@ -60,8 +77,8 @@ def test_shard_bounds_cover_the_audience_once(sqlite_project: Project) -> None:
 @pytest.mark.slow
 def test_a_local_process_pool_sends_each_recipient_once(project: Project) -> None:
     workers = {"executor": "local", "processes": 2, "shard_size": 40}
-    # A duration in the settings (as the sample project has) must reach the workers too.
-    engine = project.engine(
+    # The workers read the project's config (a duration included) from its directory.
+    engine = project.configure(
         "outbox", workers=workers, delivery={"batch_size": 15}, frequency_cap="1h"
     )
     project.seed(engine, people=200)
@@ -87,7 +104,7 @@ def test_shards_that_fail_on_their_workers_are_reported_and_their_recipients_sti
     project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     workers = {"executor": "local", "processes": 2, "shard_size": 40}
-    engine = project.engine("outbox", workers=workers, delivery={"batch_size": 15})
+    engine = project.configure("outbox", workers=workers, delivery={"batch_size": 15})
     project.seed(engine, people=120)
     # The pool's processes start after this: each has another secret and refuses its shard.
     monkeypatch.setenv("TAILORMAIL_SECRET", "another-secret-" + "x" * 30)
@@ -98,28 +115,81 @@ def test_shards_that_fail_on_their_workers_are_reported_and_their_recipients_sti
     assert (summary.sent, summary.already_done) == (120, 0)
     (reason, count), *others = summary.shard_errors.items()
     assert (count, summary.shards, others) == (3, 3, [])
-    assert reason.startswith("ConfigError: this worker's link secret differs")
+    assert reason.startswith("ShardRefused: the task's MAC does not verify")
+    assert "same TAILORMAIL_SECRET" in reason
 
 
-def test_a_worker_builds_the_coordinators_settings_durations_included(
+@pytest.mark.slow
+def test_a_thread_pool_runs_every_shard_on_the_coordinators_own_engine(
     sqlite_project: Project,
 ) -> None:
-    engine = sqlite_project.engine(frequency_cap="1d", retention="90d", workers={"processes": 3})
-    worker = worker_engine(shard_payload(engine))
+    # 20 shards on 4 threads: each shard used to build an engine of its own in a
+    # module-global cache, without a lock, and some failed with KeyError: 'config'.
+    workers = {"executor": "thread", "processes": 4, "shard_size": 10}
+    engine = sqlite_project.configure("outbox", workers=workers, delivery={"batch_size": 5})
+    sqlite_project.seed(engine, people=200)
+    summary = run_campaign(engine, "alerts", run_id="threads")
+    assert (summary.shards, summary.shard_errors) == (20, {})
+    rows = _ledger(engine, "threads")
+    assert len(rows) == 200 and {r.status for r in rows} == {LedgerStatus.SENT}
+    assert len({r.owner for r in rows}) >= 4  # shards' own ledger workers, not the sweep
+
+
+def test_a_worker_process_builds_its_engine_from_its_own_project(
+    sqlite_project: Project,
+) -> None:
+    engine = sqlite_project.configure(frequency_cap="1d", retention="90d", workers={"processes": 3})
+    # What a spawned pool process receives from its initializer: the project, no engine.
+    host = pickle.loads(pickle.dumps(ShardHost.of(engine)))
+    worker = host.engine()
+    assert worker is not engine and host.engine() is worker  # built once per process
     assert worker.settings.model_dump(exclude={"secret"}) == engine.settings.model_dump(
         exclude={"secret"}
     )
     assert worker.settings.frequency_cap == timedelta(days=1)
+    assert ShardHost.of(engine).engine() is engine  # threads share the coordinator's
 
 
 def test_a_worker_with_another_secret_refuses_the_shard(
     sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = sqlite_project.engine()
-    payload = shard_payload(engine)
+    engine = sqlite_project.configure()
+    sqlite_project.seed(engine, people=5)
+    run = open_run(engine, "alerts", "r1")
+    task = shard_task(engine, run)
     monkeypatch.setenv("TAILORMAIL_SECRET", "another-secret-" + "x" * 30)
-    with pytest.raises(ConfigError, match="same TAILORMAIL_SECRET"):
-        run_shard(payload, "alerts", "r1", "", None)
+    try:
+        with pytest.raises(ShardRefused, match="same TAILORMAIL_SECRET"):
+            run_shard(task, ShardHost(sqlite_project.root, load_entry_points=False))
+    finally:
+        run.ledger.close("finished")
+    assert _ledger(engine, "r1") == []
+
+
+def test_a_shard_task_must_match_its_workers_plugins_and_its_runs_campaign_and_model(
+    sqlite_project: Project,
+) -> None:
+    import types
+
+    engine = sqlite_project.configure()
+    sqlite_project.seed(engine, people=5)
+    run = open_run(engine, "alerts", "r1")
+    extra = types.ModuleType("acme_plugin")  # a plugin only the coordinator has
+    coordinator = Engine(settings=engine.settings, plugins=[extra], load_entry_points=False)
+    worker = ShardHost.of(engine)
+    try:
+        with pytest.raises(ShardRefused, match=r"plugins differ .*\['acme_plugin==-'\]"):
+            run_shard(shard_task(coordinator, run), worker)
+        shard = ShardTask("r1", "other", "", None, run.ledger.model_version())
+        with pytest.raises(ShardRefused, match="run 'r1' is a run of campaign 'alerts'"):
+            run_shard(sign_task(engine, shard), worker)
+        shard = ShardTask("r1", "alerts", "", None, "vw-0001")
+        with pytest.raises(ShardRefused, match="run 'r1' pinned model None, the task names"):
+            run_shard(sign_task(engine, shard), worker)
+        assert _ledger(engine, "r1") == []  # nothing written by any refused task
+        assert run_shard(shard_task(engine, run), worker)["sent"] == 5  # the genuine one
+    finally:
+        run.ledger.close("finished")
 
 
 def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
@@ -146,7 +216,11 @@ def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
     run_campaign(engine, "learning", run_id="r1")  # r1's window: a second model
     second = join_rewards(engine, now=utcnow() + timedelta(hours=4)).model_versions.get("learning")
     assert second is not None and second != first
-    run_shard(shard_payload(engine), "learning", "r2", "", None)
+    resumed = open_run(engine, "learning", "r2")  # its coordinator is back, the shard valid
+    try:
+        run_shard(shard_task(engine, resumed), ShardHost.of(engine))
+    finally:
+        resumed.ledger.close("finished")
     late = [r for r in _ledger(engine, "r2") if r.recipient_id in ("u010", "u011")]
     assert len(late) == 2 and {r.model_version for r in late} == {first}
 
@@ -182,16 +256,7 @@ def test_two_celery_workers_send_a_run_once_even_when_one_is_killed(
         "queue": queue,
         "visibility_timeout_seconds": 5,
     }
-    (project.root / "config" / "tailormail.toml").write_text(
-        f'database_url = "{postgres_url}"\n'
-        '[delivery]\nbackend = "outbox"\nbatch_size = 50\nlease_seconds = 5\n'
-        '[workers]\nexecutor = "celery"\n'
-        f"shard_size = {shard_size}\nstall_seconds = 15\n"
-        "[workers.celery]\n"
-        + "".join(f'{k} = "{v}"\n' for k, v in celery.items() if isinstance(v, str))
-        + "visibility_timeout_seconds = 5\n"
-    )
-    engine = project.engine(
+    engine = project.configure(
         "outbox",
         workers={
             "executor": "celery",

@@ -43,7 +43,9 @@ class HTTPJSONOptions(HTTPOptions):
     """``[delivery.http_json]``: where to post, how to authenticate, how many per request."""
 
     url: str = Field(pattern=r"^https?://")
-    token_env: str | None = None  # sent as "Authorization: <auth_scheme> <token>"
+    # The variable whose value is sent as "Authorization: <auth_scheme> <token>". Any name:
+    # only the project's own config sets it, never a shard task (docs/security.md).
+    token_env: str | None = None
     auth_scheme: str = "Bearer"
     headers: dict[str, str] = Field(default_factory=dict)  # extra, non-secret headers
     batch_size: int = Field(default=10, ge=1, le=1000)
