@@ -38,18 +38,22 @@ def stored_forgetting_key(db: SAEngine) -> bytes | None:
         return bytes.fromhex(row.value) if row is not None else None
 
 
-def ensure_forgetting_key(db: SAEngine, secret: bytes) -> bytes:
+def ensure_forgetting_key(db: SAEngine, secret: bytes | None) -> bytes:
     """The database's key of forgotten addresses, stored first if there is none yet.
 
     ``secret`` (the link secret in use) only matters once, for a database that has
-    forgotten addresses hashed the old way; racing first starts agree on one key.
+    forgotten addresses hashed the old way; None (the secret that hashed them is lost)
+    stores a random key. Racing first starts agree on one key.
     """
     key = stored_forgetting_key(db)
     if key is not None:
         return key
     with session_scope(db) as session:
         hashed_before = session.scalar(select(col(ForgottenAddressRow.address_hash)).limit(1))
-        key = legacy_forgetting_key(secret) if hashed_before else secrets.token_bytes(32)
+        if hashed_before and secret is not None:
+            key = legacy_forgetting_key(secret)  # the old hashes keep matching
+        else:
+            key = secrets.token_bytes(32)
         row = {"name": KEY_NAME, "value": key.hex(), "created_at": utcnow()}
         insert_ignore(session, ProjectKeyRow, [row])
     stored = stored_forgetting_key(db)

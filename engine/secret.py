@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import ConfigError, TailormailError, TailormailWarning
+from engine.errors import ConfigError, TailormailWarning
 
 MIN_SECRET_BYTES = 32
 SECRET_ENV = "TAILORMAIL_SECRET"
@@ -151,5 +151,5 @@ def read_secret_file(path: Path) -> bytes:
     return read_secret_lines(path)[0]
 
 
-class SecretRotationError(TailormailError):
+class SecretRotationError(ConfigError):
     """A rotation that cannot be done here (the secret lives in the environment)."""
