@@ -178,7 +178,11 @@ class Settings(_Strict):
         return url
 
     def secret_bytes(self) -> bytes:
-        """The signing secret: ``TAILORMAIL_SECRET``, else the secret file (created once)."""
+        """The signing secret: ``TAILORMAIL_SECRET``, else the secret file (created once).
+
+        Low level: it creates a missing file whatever the database holds. The Engine loads
+        its secrets with ``engine.project_secret.load_project_secret``, which never does.
+        """
         if self.secret is not None:
             return self.secret.get_secret_value().encode()
         return read_secret_file(self.path(self.secret_file))
