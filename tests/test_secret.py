@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Project
 from sqlalchemy import delete
 from test_cli_commands import tailormail
 
@@ -22,6 +23,7 @@ from engine.forgetting import forget, forgotten
 from engine.importer import import_file
 from engine.models import ForgottenAddressRow, ProjectKeyRow
 from engine.pipeline import run_campaign
+from engine.project_secret import database_needs_secret
 from engine.scaffold import scaffold_project
 from engine.secret import MissingSecretError
 from engine.secret_rotation import rotate_secret
@@ -183,3 +185,13 @@ def test_a_new_project_still_creates_its_secret_on_first_use(tmp_path: Path) -> 
     with engine_for(tmp_path / "new") as engine:
         assert len(engine.secret) >= 32
     assert (tmp_path / "new" / ".tailormail-secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_database_probe_sees_sends_on_each_database(project: Project) -> None:
+    assert not database_needs_secret(project.db_url)  # nothing there yet
+    engine = project.engine()
+    assert not database_needs_secret(project.db_url)  # tables, no rows
+    project.seed(engine, people=2)
+    run_campaign(engine, "alerts", run_id="r1")
+    engine.close()
+    assert database_needs_secret(project.db_url)
