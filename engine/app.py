@@ -15,12 +15,16 @@ from sqlmodel import col, select
 
 from engine.audience import check_audience_keys, count_audience, stream_audience
 from engine.campaigns import Campaign, load_campaigns
+from engine.compliance import compliance_skips
 from engine.db import make_db, session_scope
 from engine.durations import format_duration
 from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
+from engine.forgetting_key import ensure_forgetting_key
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
+from engine.identifiers import SendRefs
 from engine.models import ModelVersionRow
 from engine.plugins import make_plugin_manager
+from engine.project_secret import load_project_secret
 from engine.registry import Registry, collect
 from engine.rendering import Renderer, is_text_template
 from engine.settings import Settings, load_settings
@@ -58,9 +62,14 @@ class Engine:
         self.campaigns: dict[str, Campaign] = load_campaigns(
             self.settings.path(self.settings.campaigns_dir)
         )
-        self.secret = self.settings.secret_bytes()
-        """The project secret (``TAILORMAIL_SECRET`` or the secret file), read once."""
-        self.tokens = Tokens(self.secret)
+        # Never created silently for a database that holds sends (engine.project_secret).
+        self.secrets = load_project_secret(self.settings)
+        """The project's secrets: the current one and those a rotation kept accepted."""
+        self.secret = self.secrets.current
+        """The current project secret (``TAILORMAIL_SECRET`` or the secret file), read once."""
+        self.tokens = Tokens(self.secret, self.secrets.previous)
+        self.send_refs = SendRefs(self.secret)
+        """Keyed references that stand for sends in headers and provider metadata."""
         self.renderer = Renderer(
             self.settings.path(self.settings.templates_dir),
             self.tokens,
@@ -69,6 +78,8 @@ class Engine:
         )
         self._validate()
         self.db: SAEngine = make_db(self.settings.resolved_database_url)
+        self.forgetting_key = ensure_forgetting_key(self.db, self.secret)
+        """The database's own key of forgotten addresses' hashes (not the link secret)."""
 
     # -- start-up checks -------------------------------------------------------------
     def _validate(self) -> None:
@@ -270,12 +281,15 @@ class Engine:
     def ineligible(self, campaign: Campaign, recipients: Sequence[Recipient]) -> dict[str, str]:
         """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason.
 
-        ``eligible_batch`` answers first (the first plugin's reason wins per recipient),
-        then ``eligible`` is asked about each recipient still in.
+        The core's compliance checks come first and cannot be turned off (suppressions,
+        unsubscribes, bounces, complaints, forgotten addresses: ``engine.compliance``);
+        then ``eligible_batch`` answers about the rest (the first plugin's reason wins per
+        recipient), then ``eligible`` is asked about each recipient still in.
         """
         hook = self.pm.hook
-        reasons: dict[str, str] = {}
-        for answer in hook.eligible_batch(engine=self, campaign=campaign, recipients=recipients):
+        reasons = compliance_skips(self, campaign, recipients)
+        rest = [r for r in recipients if r.recipient_id not in reasons]
+        for answer in hook.eligible_batch(engine=self, campaign=campaign, recipients=rest):
             for recipient_id, reason in answer.items():
                 if reason:
                     reasons.setdefault(recipient_id, str(reason))

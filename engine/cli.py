@@ -404,9 +404,10 @@ app.command()(retention)
 
 
 def _register_builtin_commands() -> None:
-    from engine import cli_learning
+    from engine import cli_learning, cli_secret
 
     cli_learning.register(app)
+    cli_secret.register(app)
 
 
 _register_builtin_commands()

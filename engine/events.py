@@ -81,9 +81,16 @@ def _provider_id_spellings(provider_message_id: str) -> list[str]:
 
 
 def _find_send(session: Session, event: TrackingEvent) -> LedgerRow | None:
-    """The ledger row ``event`` is about: by send id, else by the provider's message id."""
+    """The ledger row ``event`` is about: by send id (tracking links, and provider events
+    of mail sent before keyed references), by the keyed send reference the provider
+    echoed, else by the provider's message id."""
     if event.send_id is not None:
         row = session.get(LedgerRow, event.send_id)
+        if row is not None:
+            return row
+    if event.send_ref:
+        stmt = select(LedgerRow).where(col(LedgerRow.send_ref) == event.send_ref).limit(1)
+        row = session.scalars(stmt).first()
         if row is not None:
             return row
     if event.provider_message_id:

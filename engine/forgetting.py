@@ -55,9 +55,9 @@ class UnknownRecipientError(TailormailError):
     """``forget`` was given an id or address that tailormail holds nothing about."""
 
 
-def address_hash(secret: bytes, address: str) -> str:
-    """The keyed hash kept for a forgotten address: a match needs the project secret."""
-    key = hashlib.sha256(b"tailormail forgotten address v1\0" + secret).digest()
+def address_hash(key: bytes, address: str) -> str:
+    """The keyed hash kept for a forgotten address, under the database's own key
+    (``engine.forgetting_key``: losing or rotating the link secret changes nothing)."""
     digest = hmac.new(key, address_key(address).encode(), hashlib.sha256).hexdigest()
     return f"hmac-sha256:{digest}"
 
@@ -82,7 +82,7 @@ def forget(engine: Engine, who: str) -> ForgetSummary:
     An address that no recipient has now but that the ledger or the suppressions still
     hold is erased too. Raises ``UnknownRecipientError`` when nothing matches.
     """
-    secret = engine.secret
+    secret = engine.forgetting_key  # the database's own key, never the link secret
     with session_scope(engine.db) as session:
         ids, addresses = _identify(session, who.strip())
         if not ids and not addresses:
@@ -188,6 +188,7 @@ def _erase_sends(session: Session, send_ids: list[int]) -> int:
                     links=None,
                     link_items=None,
                     message_id=None,
+                    send_ref=None,
                     provider_id=None,
                     error=None,
                 )
@@ -238,9 +239,10 @@ def apply_retention(engine: Engine, now: datetime | None = None) -> RetentionSum
     return RetentionSummary(cutoff, len(send_ids), events, erased)
 
 
-def forgotten(session: Session, secret: bytes, addresses: Iterable[str]) -> set[str]:
-    """The lowercased ``addresses`` that were forgotten (their keyed hash is stored)."""
-    hashes = {address_hash(secret, a): address_key(a) for a in addresses}
+def forgotten(session: Session, key: bytes, addresses: Iterable[str]) -> set[str]:
+    """The lowercased ``addresses`` that were forgotten (their keyed hash is stored);
+    ``key`` is ``engine.forgetting_key``."""
+    hashes = {address_hash(key, a): address_key(a) for a in addresses}
     found: set[str] = set()
     keys = sorted(hashes)
     for start in range(0, len(keys), _CHUNK):

@@ -146,6 +146,9 @@ class LedgerRow(SQLModel, table=True):
     link_items: list[list[Any] | None] | None = Field(default=None, sa_column=Column(JSON))
     # Indexed: a provider event may name the send only by our Message-ID.
     message_id: str | None = Field(default=None, index=True, max_length=320)
+    # The keyed reference that leaves in headers and provider metadata (engine.identifiers);
+    # stored, so a provider event joins whatever the secret is now.
+    send_ref: str | None = Field(default=None, index=True, max_length=64)
     provider_id: str | None = Field(default=None, index=True, max_length=320)
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -234,6 +237,16 @@ class ForgottenAddressRow(SQLModel, table=True):
     __tablename__ = "forgotten_addresses"
     address_hash: str = Field(primary_key=True, max_length=80)
     forgotten_at: datetime = Field(default_factory=utcnow)
+
+
+class ProjectKeyRow(SQLModel, table=True):
+    """A key the database keeps for itself, independent of the link secret (the key of
+    forgotten addresses' hashes: see ``engine.forgetting_key``)."""
+
+    __tablename__ = "project_keys"
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=128)  # hex
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class CampaignSuppressionRow(SQLModel, table=True):

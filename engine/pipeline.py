@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from engine.types import (
     Variant,
 )
 from engine.variants import offered_variants
+from engine.web.tokens import TEST_SEND_ID
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -254,20 +256,25 @@ class CampaignRun:
         """Render ``variant`` for ``recipient`` into the message of send ``send_id``.
 
         The render stage on its own: previews and test sends (``engine.rehearsal``) use
-        it with ``TEST_SEND_ID``, whose links record nothing.
+        it with ``TEST_SEND_ID``, whose links record nothing. ``decision_id`` seeds the
+        sampling only; no header carries it.
         """
         variables = self.template_variables(recipient, item_ids, variant)
         email = self.engine.renderer.render(variant=variant, variables=variables, send_id=send_id)
         domain = self.engine.settings.from_address.rpartition("@")[2] or "tailormail.invalid"
+        send_ref = self.engine.send_refs.ref(send_id)  # keyed: no id or decision id leaves
+        # Test sends all share send id 0: a random part keeps their Message-IDs unique.
+        local = send_ref if send_id != TEST_SEND_ID else f"{send_ref}.{secrets.token_hex(8)}"
         message = Message(
             send_id=send_id,
-            message_id=f"<{decision_id}.{send_id}@{domain}>",
+            message_id=f"<{local}@{domain}>",
             from_address=self.campaign.from_address or self.engine.settings.from_address,
             to_address=recipient.email,
             subject=(self.campaign.subject_prefix + email.subject).strip(),
             html=email.html,
             text=email.text,
-            headers=dict(email.headers) | {"X-Tailormail-Send-Id": str(send_id)},
+            headers=dict(email.headers) | {"X-Tailormail-Send-Id": send_ref},
+            send_ref=send_ref,
             metadata={
                 "campaign": self.campaign.name,
                 "variant": variant.key,

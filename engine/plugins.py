@@ -9,13 +9,12 @@ from typing import Any
 import pluggy
 
 from engine import hookspecs
-from engine.errors import PluginError
+from engine.errors import ConfigError, PluginError
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.features",
     "plugins.features_history",
-    "plugins.eligibility",
-    "plugins.forgotten",
+    "plugins.frequency_caps",
     "plugins.deliverability",
     "plugins.rewards",
     "plugins.executors",
@@ -48,6 +47,25 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 
+CORE_CHECKS: dict[str, str] = {
+    "plugins.eligibility": "suppressions, unsubscribes, bounces and complaints",
+    "plugins.forgotten": "forgotten addresses",
+}
+"""Modules that once held compliance checks, now done by the core (``engine.compliance``)."""
+
+
+def check_disabled(disabled_plugins: Iterable[str]) -> None:
+    """Refuse a ``disabled_plugins`` list that names a module whose checks are compliance."""
+    for name in disabled_plugins:
+        if name in CORE_CHECKS:
+            raise ConfigError(
+                f"disabled_plugins: {name!r} cannot be disabled: {CORE_CHECKS[name]} are "
+                "checked by the core on every send and no setting turns that off; remove "
+                "it from disabled_plugins (to replace the frequency caps, disable "
+                "'plugins.frequency_caps' instead)"
+            )
+
+
 def make_plugin_manager(
     extra_plugins: Sequence[Any] = (),
     disabled_plugins: Iterable[str] = (),
@@ -56,12 +74,14 @@ def make_plugin_manager(
 ) -> pluggy.PluginManager:
     """A fresh manager: no module-global state, so two engines never share plugins.
 
-    ``disabled_plugins`` names built-in modules or entry-point names that must not load.
+    ``disabled_plugins`` names built-in modules or entry-point names that must not load
+    (never one that held compliance checks: ``ConfigError``, see ``check_disabled``).
     ``check_pending()`` at the end makes a misspelled hook implementation fail loudly.
     """
+    disabled = set(disabled_plugins)
+    check_disabled(sorted(disabled))
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    disabled = set(disabled_plugins)
     for name in disabled:
         pm.set_blocked(name)
     for dotted in DEFAULT_PLUGINS:

@@ -28,12 +28,12 @@ from pydantic import (
 from engine.addresses import check_sender
 from engine.durations import duration_field, format_duration
 from engine.errors import ConfigError
-from engine.secret import checked_env_secret, read_secret_file
+from engine.secret import checked_env_secret, previous_env_secrets, read_secret_file
 
 CONFIG_FILE = Path("config") / "tailormail.toml"
 ENV_PREFIX = "TAILORMAIL_"
 # Environment variables with the prefix that are not settings.
-RESERVED_ENV = {"TAILORMAIL_SECRET", "TAILORMAIL_PROJECT"}
+RESERVED_ENV = {"TAILORMAIL_SECRET", "TAILORMAIL_SECRET_PREVIOUS", "TAILORMAIL_PROJECT"}
 RESERVED_ENV_PREFIXES = ("TAILORMAIL_TEST_",)
 
 
@@ -111,6 +111,8 @@ class Settings(_Strict):
     templates_dir: str = "templates"
     campaigns_dir: str = "config/campaigns"
     secret: SecretStr | None = None
+    # Earlier secrets still accepted for links (TAILORMAIL_SECRET_PREVIOUS; see engine.secret).
+    secret_previous: list[SecretStr] = Field(default_factory=list)
     secret_file: str = ".tailormail-secret"
     spool_dir: str = "spool"  # the tracking server's local event logs
     disabled_plugins: list[str] = Field(default_factory=list)
@@ -176,7 +178,11 @@ class Settings(_Strict):
         return url
 
     def secret_bytes(self) -> bytes:
-        """The signing secret: ``TAILORMAIL_SECRET``, else the secret file (created once)."""
+        """The signing secret: ``TAILORMAIL_SECRET``, else the secret file (created once).
+
+        Low level: it creates a missing file whatever the database holds. The Engine loads
+        its secrets with ``engine.project_secret.load_project_secret``, which never does.
+        """
         if self.secret is not None:
             return self.secret.get_secret_value().encode()
         return read_secret_file(self.path(self.secret_file))
@@ -323,6 +329,11 @@ def load_settings(
             data = tomllib.loads(config_path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
+    if "secret_previous" in data:
+        raise ConfigError(
+            f"{config_path}: key 'secret_previous' must not hold secrets; set "
+            "TAILORMAIL_SECRET_PREVIOUS, or keep them as further lines of the secret file"
+        )
     from_env, env_sources = _env_overrides(environ)
     data = _merge(_lift_backend_tables(data), _lift_backend_tables(from_env))
     if overrides:
@@ -335,6 +346,10 @@ def load_settings(
             f"{config_path}: key 'secret' must not hold a secret; set TAILORMAIL_SECRET "
             "in the environment (or leave it unset to use the secret file)"
         )
+    if environ.get("TAILORMAIL_SECRET_PREVIOUS"):
+        data["secret_previous"] = [
+            s.decode() for s in previous_env_secrets(environ["TAILORMAIL_SECRET_PREVIOUS"])
+        ]
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

@@ -143,6 +143,9 @@ class Message:
     text: str
     headers: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The keyed reference that stands for the send outside (headers, provider metadata);
+    # the ledger id never leaves (engine.identifiers).
+    send_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -273,3 +276,5 @@ class TrackingEvent:
     machine: bool = False
     recipient_email: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    # The keyed send reference a provider echoed back (engine.identifiers), joined by lookup.
+    send_ref: str | None = None

@@ -292,7 +292,9 @@ def content_key(provider: str, event: TrackingEvent) -> str:
     message = (
         str(event.send_id)
         if event.send_id is not None
-        else (event.provider_message_id or "").strip().strip("<>") or event.recipient_email
+        else event.send_ref
+        or (event.provider_message_id or "").strip().strip("<>")
+        or event.recipient_email
     )
     fields = [
         message,

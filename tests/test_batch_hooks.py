@@ -118,8 +118,8 @@ def test_built_in_eligibility_costs_a_few_queries_per_batch_whatever_its_size(
         engine.ineligible(campaign, people[:4])
     with counted_statements(engine) as statements:
         reasons = engine.ineligible(campaign, people)
-    # Suppressions (both tables) and caps (both) in plugins.eligibility, forgotten
-    # addresses in plugins.forgotten: one query each, for 4 recipients as for 40.
+    # Forgotten addresses and suppressions (both tables) in the core's compliance check,
+    # caps (both) in plugins.frequency_caps: one query each, for 4 recipients as for 40.
     assert len(statements) == len(few) == 3, statements
     assert sum("suppressions" in s for s in statements) == 1
     assert sum("GROUP BY ledger.recipient_id" in s for s in statements) == 1

@@ -10,7 +10,7 @@ from sqlmodel import select
 from engine.db import session_scope
 from engine.models import LedgerRow, utcnow
 from engine.pipeline import run_campaign
-from plugins.eligibility import capped
+from plugins.frequency_caps import capped
 
 
 def skip_reasons(project_engine, run_id: str) -> set[str | None]:  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """The built-in eligibility at its edges: suppressions (everywhere, one campaign, letter
 case) and both frequency caps exactly at their period's end, asked in process.
 
-Written against the mutants of ``plugins/eligibility.py`` that ``test_eligibility.py``
+Written against the mutants of ``plugins/eligibility.py`` (now ``engine/compliance.py`` and
+``plugins/frequency_caps.py``) that ``test_eligibility.py``
 lets through (``make mutate``): each test names the edge a wrong comparison would move.
 """
 
@@ -15,9 +16,10 @@ from sqlmodel import Session
 
 from engine import Recipient
 from engine.app import Engine
+from engine.compliance import suppressed
 from engine.db import session_scope
 from engine.models import CampaignSuppressionRow, LedgerRow, LedgerStatus, SuppressionRow, utcnow
-from plugins.eligibility import capped, eligible_batch, suppressed
+from plugins.frequency_caps import capped
 
 NOW = utcnow().replace(microsecond=0)
 OWN = "frequency cap (capped: one email per 2h)"
@@ -150,7 +152,7 @@ def test_eligible_batch_matches_addresses_in_any_case_and_caps_the_rest(engine: 
         Recipient(recipient_id="u2", email="u2@example.com"),
         Recipient(recipient_id="u3", email="u3@example.com"),
     ]
-    assert eligible_batch(engine, engine.campaign("capped"), people) == {
+    assert engine.ineligible(engine.campaign("capped"), people) == {
         "u1": "suppressed (bounce)",
         "u2": OWN,
     }

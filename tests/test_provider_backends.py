@@ -347,7 +347,7 @@ def test_http_json_posts_batches_with_token_headers_and_per_message_results() ->
     assert "Idempotency-Key" not in request.headers
     messages = json.loads(request.content)["messages"]
     assert messages[1] == {
-        "send_id": 2,
+        "send_id": "2",  # built without a keyed reference: its id, as text
         "message_id": "<2.run7@tailormail.example>",
         "from": "Alerts <alerts@example.org>",
         "to": "bob@example.org",

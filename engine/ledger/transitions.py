@@ -224,6 +224,7 @@ class RunLedger:
                     "b_links": m.metadata.get("links"),
                     "b_link_items": m.metadata.get("link_items") or None,
                     "b_mid": m.message_id,
+                    "b_ref": m.send_ref,
                 }
                 for m in messages
                 if m.send_id in moved
@@ -236,6 +237,7 @@ class RunLedger:
                         links=bindparam("b_links"),
                         link_items=bindparam("b_link_items"),
                         message_id=bindparam("b_mid"),
+                        send_ref=bindparam("b_ref"),
                     ),
                     changes,
                 )

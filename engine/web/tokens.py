@@ -9,6 +9,9 @@ message always gets the same token, and two different plaintexts never share a n
 
 Version 1 (ids only, HMAC-signed, minted by earlier releases) still verifies, so links in
 inboxes keep working; their click target is looked up in the ledger.
+
+After a rotation (``tailormail secret rotate``) new tokens use the current secret, and a
+token is accepted when any of the current and previous secrets verifies it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import hmac
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -97,15 +101,18 @@ def _head(kind: str, send_id: int) -> bytes:
 
 
 class Tokens:
-    """Mints version 2 tokens; verifies version 2 and version 1 tokens."""
+    """Mints version 2 tokens with the current secret; verifies version 2 and version 1
+    tokens made with the current or any previous secret."""
 
-    def __init__(self, secret: bytes) -> None:
-        """``secret`` is the project secret; every web worker must share it."""
-        if not secret:
+    def __init__(self, secret: bytes, previous: Sequence[bytes] = ()) -> None:
+        """``secret`` is the project secret (every web worker must share it);
+        ``previous`` are the secrets it replaced, still accepted when verifying."""
+        if not secret or not all(previous):
             raise ValueError("the tracking secret must not be empty")
         self._aead = AESGCM(_derive(secret, b"tailormail token v2: AES-256-GCM key"))
         self._nonce_key = _derive(secret, b"tailormail token v2: synthetic nonce key")
         self._v1 = LegacyTokens(secret)
+        self._previous = [Tokens(old) for old in previous if old != secret]
 
     def click(self, send_id: int, link_index: int, url: str) -> str:
         """A token for the ``link_index``-th link (``url``) of the message of ``send_id``."""
@@ -131,6 +138,14 @@ class Tokens:
         raw = _b64decode(token)
         if raw is None:
             return None
+        for tokens in (self, *self._previous):
+            data = tokens._verify_raw(raw, kind)
+            if data is not None:
+                return data
+        return None
+
+    def _verify_raw(self, raw: bytes, kind: str) -> TokenData | None:
+        """The data of decoded token bytes ``raw`` if this secret made them."""
         if len(raw) == _V1_LENGTHS[kind]:
             return self._v1.verify_raw(raw, kind)
         if len(raw) < _V2_MIN or raw[:1] != _V2:

@@ -5,6 +5,7 @@ request, each ``{"send_id", "message_id", "from", "to", "subject", "html", "text
 "headers", "metadata"}``. A 2xx answer may carry ``{"results": [...]}`` in the same order,
 each ``{"id": "<provider id>", "status": "sent" | "failed" | "deferred", "error": "...",
 "rejected": false}``; without it every message counts as sent under our Message-ID.
+``send_id`` is the send's keyed reference (``engine.identifiers``), never the ledger id.
 
 With ``idempotency_header`` set (for example ``Idempotency-Key``), every request carries
 a key derived from its send ids, and a timeout or 5xx is retried with the same key: the
@@ -31,6 +32,7 @@ from plugins.delivery.httpapi import (
     secret_from,
 )
 from plugins.delivery.mime import format_message_id
+from plugins.webhooks.common import send_id_for
 
 _STATUSES = {
     "sent": SendStatus.SENT,
@@ -73,7 +75,7 @@ class HTTPJSONBackend(HTTPBackend):
     def payload(self, message: Message) -> dict[str, Any]:
         """One message as a JSON object."""
         return {
-            "send_id": message.send_id,
+            "send_id": send_id_for(message),
             "message_id": format_message_id(message.message_id),
             "from": message.from_address,
             "to": message.to_address,

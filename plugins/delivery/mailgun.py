@@ -3,8 +3,8 @@
 The message goes as the MIME we build (List-Unsubscribe and Message-ID included), one
 request per message: Mailgun's batch sending shares one body among its recipients, and
 every tailormail message has its own. Mailgun answers ``{"id": "<...>", "message":
-"Queued. Thank you."}``; the id is the Message-ID its events carry, and our send id
-travels as the user variable ``v:tailormail_send_id``.
+"Queued. Thank you."}``; the id is the Message-ID its events carry, and our send's keyed reference
+travels as the user variable ``v:tailormail_send_id`` (Mailgun shows it to recipients).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from engine import hookimpl
 from engine.types import Message, SendResult
 from plugins.delivery.httpapi import HTTPBackend, HTTPOptions, Outgoing, secret_from, sent_with_id
 from plugins.delivery.mime import build_mime
-from plugins.webhooks.common import SEND_ID_FIELD
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
 
 
 class MailgunOptions(HTTPOptions):
@@ -50,7 +50,7 @@ class MailgunBackend(HTTPBackend):
         recipient = parseaddr(message.to_address)[1]
         if not recipient:
             raise ValueError(f"not an email address: {message.to_address!r}")
-        return {"to": recipient, f"v:{SEND_ID_FIELD}": str(message.send_id)}, mime
+        return {"to": recipient, f"v:{SEND_ID_FIELD}": send_id_for(message)}, mime
 
     def build_request(self, client: httpx.Client, outgoing: Sequence[Outgoing]) -> httpx.Request:
         """multipart/form-data: ``to``, the variable, and ``message`` as a file upload."""

@@ -25,7 +25,7 @@ from plugins.delivery.httpapi import (
     results_for,
     secret_from,
 )
-from plugins.webhooks.common import SEND_ID_FIELD
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
 
 # Postmark's ErrorCode 406: the recipient hard-bounced, complained or unsubscribed before.
 _INACTIVE_RECIPIENT = 406
@@ -69,7 +69,7 @@ class PostmarkBackend(HTTPBackend):
             "HtmlBody": message.html,
             "TextBody": message.text,
             "MessageStream": self.options.message_stream,
-            "Metadata": {SEND_ID_FIELD: str(message.send_id)},
+            "Metadata": {SEND_ID_FIELD: send_id_for(message)},
         }
         if headers:
             body["Headers"] = [{"Name": name, "Value": value} for name, value in headers.items()]

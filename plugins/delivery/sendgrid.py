@@ -23,7 +23,7 @@ from plugins.delivery.httpapi import (
     checked_headers,
     secret_from,
 )
-from plugins.webhooks.common import SEND_ID_FIELD
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
 
 
 class SendGridOptions(HTTPOptions):
@@ -60,7 +60,7 @@ class SendGridBackend(HTTPBackend):
             "personalizations": [
                 {
                     "to": [_address(message.to_address)],
-                    "custom_args": {SEND_ID_FIELD: str(message.send_id)},
+                    "custom_args": {SEND_ID_FIELD: send_id_for(message)},
                 }
             ],
             "from": _address(message.from_address),

@@ -30,7 +30,7 @@ from plugins.delivery.httpapi import (
     sent_with_id,
 )
 from plugins.delivery.mime import build_mime
-from plugins.webhooks.common import SEND_ID_FIELD
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
 
 # SES error types about the account (quota, pause), not the message: try again later.
 _ACCOUNT_ERRORS = frozenset(
@@ -106,7 +106,7 @@ class SESBackend(HTTPBackend):
             "FromEmailAddress": sender,
             "Destination": {"ToAddresses": [recipient]},
             "Content": {"Raw": {"Data": base64.b64encode(raw).decode("ascii")}},
-            "EmailTags": [{"Name": SEND_ID_FIELD, "Value": str(message.send_id)}],
+            "EmailTags": [{"Name": SEND_ID_FIELD, "Value": send_id_for(message)}],
         }
         if self.options.configuration_set:
             body["ConfigurationSetName"] = self.options.configuration_set

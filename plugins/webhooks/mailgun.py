@@ -27,7 +27,7 @@ from engine.webhooks import (
     same,
     secret_from_env,
 )
-from plugins.webhooks.common import SEND_ID_FIELD, send_id_from
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 _TYPES = {
     "delivered": EventType.DELIVERED,
@@ -125,6 +125,7 @@ class MailgunWebhook(WebhookHandler):
             TrackingEvent(
                 type=kind,
                 send_id=send_id_from(variables.get(SEND_ID_FIELD)),
+                send_ref=send_ref_from(variables.get(SEND_ID_FIELD)),
                 timestamp=from_epoch(raw.get("timestamp")),
                 provider_event_id=optional_str(raw.get("id"), "id"),
                 provider_message_id=optional_str(message_headers.get("message-id"), "message-id"),

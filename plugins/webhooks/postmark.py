@@ -26,7 +26,7 @@ from engine.webhooks import (
     same,
     secret_from_env,
 )
-from plugins.webhooks.common import SEND_ID_FIELD, send_id_from
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 _HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
 _NOT_BOUNCES = {"AutoResponder", "Subscribe", "AddressChange", "OpenRelayTest", "InboundError"}
@@ -107,6 +107,7 @@ class PostmarkWebhook(WebhookHandler):
             TrackingEvent(
                 type=kind,
                 send_id=send_id_from(metadata.get(SEND_ID_FIELD)),
+                send_ref=send_ref_from(metadata.get(SEND_ID_FIELD)),
                 timestamp=from_iso(raw.get(time_field)),
                 provider_event_id=f"{record}:{bounce_id}" if bounce_id is not None else None,
                 provider_message_id=optional_str(raw.get("MessageID"), "MessageID"),

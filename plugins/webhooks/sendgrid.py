@@ -29,7 +29,7 @@ from engine.webhooks import (
     json_body,
     optional_str,
 )
-from plugins.webhooks.common import SEND_ID_FIELD, send_id_from
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -126,6 +126,7 @@ class SendGridWebhook(WebhookHandler):
         return TrackingEvent(
             type=kind,
             send_id=send_id_from(raw.get(SEND_ID_FIELD)),
+            send_ref=send_ref_from(raw.get(SEND_ID_FIELD)),
             timestamp=from_epoch(raw.get("timestamp")),
             provider_event_id=optional_str(raw.get("sg_event_id"), "sg_event_id"),
             # sg_message_id is the X-Message-Id of the send followed by ".filter...".

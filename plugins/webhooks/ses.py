@@ -37,7 +37,7 @@ from engine.webhooks import (
     json_body,
     optional_str,
 )
-from plugins.webhooks.common import SEND_ID_FIELD, send_id_from
+from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ class SESWebhook(WebhookHandler):
         common: dict[str, Any] = {
             "type": kind,
             "send_id": send_id_from(tags.get(SEND_ID_FIELD)),
+            "send_ref": send_ref_from(tags.get(SEND_ID_FIELD)),
             "timestamp": from_iso(section.get("timestamp") or mail.get("timestamp")),
             "provider_message_id": optional_str(mail.get("messageId"), "mail.messageId"),
             "url": optional_str(section.get("link"), "click.link"),

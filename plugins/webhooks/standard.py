@@ -32,7 +32,7 @@ from engine.webhooks import (
     same,
     secret_from_env,
 )
-from plugins.webhooks.common import send_id_from
+from plugins.webhooks.common import send_id_from, send_ref_from
 
 
 def decode_secret(secret: str) -> bytes:
@@ -114,6 +114,7 @@ class StandardWebhook(WebhookHandler):
             TrackingEvent(
                 type=kind,
                 send_id=send_id_from(data.get("send_id")),
+                send_ref=send_ref_from(data.get("send_id")),
                 timestamp=from_iso(raw.get("timestamp")),
                 provider_event_id=header(headers, "webhook-id"),
                 provider_message_id=optional_str(data.get("message_id"), "data.message_id"),

@@ -1,9 +1,10 @@
-"""Built-in eligibility: suppressed addresses, then the frequency caps.
+"""Built-in frequency caps: a replaceable plugin (disable ``plugins.frequency_caps`` and
+register your own ``eligible_batch`` to cap differently).
 
 Two caps: the campaign's own ``frequency_cap`` (at most one email of this campaign per
 period) and the settings' ``frequency_cap`` (at most one email of any campaign per
-period). A batch of recipients costs one query for both suppression tables and one for
-both caps.
+period), both answered by one query per batch. Suppressions and forgotten addresses are
+not here: the core checks them, always (``engine.compliance``).
 """
 
 from __future__ import annotations
@@ -12,50 +13,18 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import case, func, literal, union_all
+from sqlalchemy import case, func
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from engine import Recipient, hookimpl
 from engine.db import session_scope
 from engine.durations import format_duration
-from engine.models import (
-    CampaignSuppressionRow,
-    LedgerRow,
-    LedgerStatus,
-    SuppressionRow,
-    as_utc,
-    utcnow,
-)
+from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 
 if TYPE_CHECKING:
     from engine.app import Engine
     from engine.campaigns import Campaign
-
-
-def suppressed(session: Session, campaign: Campaign, emails: Collection[str]) -> dict[str, str]:
-    """The lower-cased ``emails`` that must not get ``campaign``, with the reason.
-
-    An address suppressed everywhere wins over an unsubscribe from this campaign only.
-    """
-    if not emails:
-        return {}
-    wanted = sorted(emails)
-    everywhere = select(
-        col(SuppressionRow.email), col(SuppressionRow.reason), literal(False)
-    ).where(col(SuppressionRow.email).in_(wanted))
-    this_campaign = (
-        select(col(CampaignSuppressionRow.email), literal(""), literal(True))
-        .where(col(CampaignSuppressionRow.email).in_(wanted))
-        .where(col(CampaignSuppressionRow.campaign) == campaign.name)
-    )
-    reasons: dict[str, str] = {}
-    for email, reason, campaign_only in session.execute(union_all(everywhere, this_campaign)):
-        if campaign_only:
-            reasons.setdefault(email, "unsubscribed from this campaign")
-        else:
-            reasons[email] = f"suppressed ({reason})"
-    return reasons
 
 
 def capped(
@@ -104,14 +73,7 @@ def _reason(label: str, period: timedelta) -> str:
 def eligible_batch(
     engine: Engine, campaign: Campaign, recipients: Sequence[Recipient]
 ) -> dict[str, str]:
-    """Skip suppressed addresses first (unsubscribes are honoured at once), then the caps.
-
-    An address suppressed for this campaign only is skipped here and mailed by the others.
-    """
-    emails = {r.recipient_id: r.email.lower() for r in recipients}
+    """Hold back the recipients a frequency cap covers (the core already skipped the
+    suppressed and forgotten ones)."""
     with session_scope(engine.db) as session:
-        blocked = suppressed(session, campaign, set(emails.values()))
-        reasons = {rid: blocked[email] for rid, email in emails.items() if email in blocked}
-        rest = [rid for rid in emails if rid not in reasons]
-        reasons.update(capped(session, engine, campaign, rest))
-    return reasons
+        return capped(session, engine, campaign, [r.recipient_id for r in recipients])
