@@ -62,9 +62,9 @@ def forget(
     if compaction is not None and not compaction.done:
         err.print(
             Text(
-                "the database's write-ahead log still holds erased data: another process "
-                "is reading the database (a running `tailormail serve`?). Stop it, then run "
-                "`tailormail forget --compact`."
+                "the erased data is not yet overwritten in the database file: another "
+                "process is reading the database (a running `tailormail serve`?). Stop it, "
+                "then run `tailormail forget --compact`."
             ),
             soft_wrap=True,
         )

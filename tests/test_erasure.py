@@ -25,7 +25,7 @@ from engine.app import Engine
 from engine.cli import app
 from engine.db import session_scope
 from engine.events import record_event
-from engine.ledger.journal import Journal
+from engine.ledger.journal import Journal, parse
 from engine.models import LedgerRow, utcnow
 from engine.rewards import join_rewards
 from engine.types import SendResult, SendStatus
@@ -189,6 +189,9 @@ def test_forget_leaves_no_byte_of_the_person_in_the_database_or_the_project(
         bystander.close()
     assert "Forgot" in output
     assert left == [], "\n".join(left)
+    # The dead worker's journal still reads: its outcome lines kept their length.
+    outcome = parse((root / "journal" / "dead-worker.journal").read_bytes()).outcomes[sent.id]
+    assert outcome.error is not None and outcome.error.startswith("550 5.1.1 <*****")
     # The others' data stays.
     assert (root / "outbox").is_dir() and len(list((root / "outbox").glob("*.eml"))) == 4
     assert b'"u001"' in export.read_bytes()
@@ -197,3 +200,33 @@ def test_forget_leaves_no_byte_of_the_person_in_the_database_or_the_project(
 def engine_rows(engine: Engine) -> list[LedgerRow]:
     with session_scope(engine.db) as session:
         return list(session.scalars(select(LedgerRow)).all())
+
+
+def test_previews_and_exports_are_the_owners_only_and_git_ignores_them(
+    sqlite_project: Project, tmp_path: Path
+) -> None:
+    from engine.export import export_to_file
+    from engine.rehearsal import render_variants, write_preview
+    from engine.scaffold import scaffold_project
+    from plugins.delivery.outbox import OutboxBackend
+
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=2)
+    folder = sqlite_project.root / "preview"
+    folder.mkdir()
+    (folder / "a.eml").write_text("an older preview")
+    (folder / "a.eml").chmod(0o644)
+    written = write_preview(render_variants(engine, "alerts", recipient_id="u001"), folder, engine)
+    export = sqlite_project.root / "exports" / "alerts.jsonl"
+    export.parent.mkdir()
+    export.write_text("")
+    export.chmod(0o644)
+    export_to_file(engine, "alerts", "jsonl", export)
+    OutboxBackend(engine, path="mail").open()
+    engine.close()
+
+    assert {oct(p.stat().st_mode & 0o777) for p in [*written, export]} == {"0o600"}
+    assert oct((sqlite_project.root / "mail").stat().st_mode & 0o777) == "0o700"
+    scaffold_project(tmp_path / "fresh")
+    ignored = (tmp_path / "fresh" / ".gitignore").read_text().split("\n")
+    assert {"outbox/", "preview/", "exports/", "spool/", "journal/", "*.db-wal"} <= set(ignored)

@@ -51,7 +51,7 @@ class OutboxBackend(DeliveryBackend):
     def open(self) -> None:
         """Create the folder, so a missing one fails here rather than per message, and
         register it: ``forget`` cleans it even after a switch to another backend."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.engine is not None:
             note(self.engine, OUTBOX, [self.folder])
 
@@ -64,7 +64,7 @@ class OutboxBackend(DeliveryBackend):
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Write every message; a file-system error is a temporary failure for that message."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.send_each(messages, self._write)
 
     def reconcile(self, send_ids: Sequence[int]) -> dict[int, SendResult]:
