@@ -1,7 +1,8 @@
 """Making what ``forget`` erased unrecoverable from a SQLite database file.
 
 SQLite leaves deleted and overwritten rows in the file's free space unless the connection
-that deletes has ``secure_delete`` on (``secure_delete``), and every transaction's pages
+that deletes has ``secure_delete`` on (every engine connection has: ``engine.db``; the
+erasing session says so again, ``secure_delete``), and every transaction's pages
 stay in the write-ahead log until a checkpoint copies them back and the log is cut to zero
 bytes (``compact``: ``wal_checkpoint(TRUNCATE)``). A reader in the middle of a transaction
 (a running ``tailormail serve``) keeps the checkpoint from completing: ``compact`` retries,

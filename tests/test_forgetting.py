@@ -276,16 +276,31 @@ def test_a_reader_that_blocks_the_checkpoint_is_named_and_forget_compact_finishe
 
 
 def test_a_reimported_person_leaves_no_stale_copy_in_the_database_file(
-    sqlite_project: Project,
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every update leaves the row's old version in the page's free space unless it is zeroed.
-    engine = sqlite_project.engine()
-    sqlite_project.seed(engine, people=3)
+    from sqlalchemy import event
+
+    import engine.db
+
+    # Debian builds SQLite with secure_delete on; most others (macOS, Python's own builds)
+    # do not: play one of those, on every connection the engine opens.
+    connect = engine.db.create_engine
+
+    def without_secure_delete(*args: Any, **kwargs: Any) -> Any:
+        created = connect(*args, **kwargs)
+        off = "PRAGMA secure_delete=OFF"
+        event.listen(created, "connect", lambda dbapi, _record: dbapi.execute(off))
+        return created
+
+    monkeypatch.setattr(engine.db, "create_engine", without_secure_delete)
+    project_engine = sqlite_project.engine()
+    sqlite_project.seed(project_engine, people=3)
     people = sqlite_project.root / "people.csv"
+    # Each update leaves the row's old version in the page's free space unless it is zeroed.
     for name in ("Zanzibarra", "Zanzibarra Longer", "Zanzibarra Even Longer Still"):
         people.write_text(f"id,email,first_name\nu001,zanzi@example.com,{name}\n")
-        import_file(engine.db, "recipients", people)
-    forget(engine, "u001")
-    engine.close()
+        import_file(project_engine.db, "recipients", people)
+    forget(project_engine, "u001")
+    project_engine.close()
     data = Path(sqlite_project.db_url.removeprefix("sqlite:///")).read_bytes()
     assert b"Zanzibarr" not in data and b"zanzi@" not in data
