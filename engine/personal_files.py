@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlmodel import col
 
-from engine.db import session_scope
+from engine.db import session_scope, upsert
 from engine.models import PersonalFileRow, utcnow
 
 if TYPE_CHECKING:
@@ -112,10 +112,9 @@ def note(engine: Engine, kind: str, paths: Iterable[Path], holder: str | None = 
     if not rows:
         return
     with session_scope(engine.db) as session:
-        # A rewritten file keeps one row: its latest holder (a new preview replaces the old).
-        names = [row["path"] for row in rows]
-        session.execute(delete(PersonalFileRow).where(col(PersonalFileRow.path).in_(names)))
-        session.execute(insert(PersonalFileRow), rows)
+        # A rewritten file keeps one row, with its latest holder (a new preview replaces the
+        # old); an upsert, so workers registering one outbox folder at once never collide.
+        upsert(session, PersonalFileRow, rows, key=["path"])
 
 
 def note_copies(
