@@ -134,8 +134,8 @@ def erase(engine: Engine, person: Person) -> int:
     for name, kind, holder in registered:
         path = Path(name)
         if not path.exists():
-            gone.append(name)
-        elif kind == OUTBOX:
+            continue  # deleted, or on another host: its row stays for a forget run there
+        if kind == OUTBOX:
             touched += _erase_emails(path, person)
         elif kind == EXPORT:
             touched += _drop_lines(path, person)
