@@ -317,7 +317,7 @@ def export(
     project: ProjectOption = None,
 ) -> None:
     """Export the rewarded decisions as a logged-bandit data set (JSONL or VW DSJSON)."""
-    from engine.export import FORMATS, export_decisions
+    from engine.export import FORMATS, export_decisions, export_to_file
 
     if format not in FORMATS:
         raise TailormailError(f"unknown format {format!r}: use {' or '.join(FORMATS)}")
@@ -325,8 +325,7 @@ def export(
         if output is None:
             count = export_decisions(engine, campaign, format, sys.stdout)
         else:
-            with output.open("w", encoding="utf-8") as handle:
-                count = export_decisions(engine, campaign, format, handle)
+            count = export_to_file(engine, campaign, format, output)
     err.print(f"exported {count} decisions of {campaign} as {format}")
 
 

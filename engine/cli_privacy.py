@@ -3,7 +3,7 @@ on schedule (see ``engine.forgetting``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,26 +11,76 @@ from rich.text import Text
 
 from engine.cli_support import ProjectOption, open_engine
 
+if TYPE_CHECKING:
+    from engine.forgetting import ForgetSummary
+
 console = Console()
+err = Console(stderr=True)
 
 
 def forget(
-    recipient: Annotated[str, typer.Argument(help="The recipient's id or email address.")],
+    recipient: Annotated[
+        str | None, typer.Argument(help="The recipient's id or email address.")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact",
+            help="Then VACUUM the SQLite database and empty its WAL (stop `serve` first); "
+            "alone, finishes an earlier forget that a running server kept from completing.",
+        ),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
-    """Erase a person's data; keep a keyed hash of their address so they are never mailed
-    again, and their decisions and rewards, tied to nobody, for learning."""
+    """Erase a person's data, in the database and in every file tailormail wrote; keep a
+    keyed hash of their address so they are never mailed again, and their decisions and
+    rewards, tied to nobody, for learning."""
+    from engine.errors import TailormailError
+    from engine.forgetting import compact_database
     from engine.forgetting import forget as erase
 
+    if recipient is None and not compact:
+        raise TailormailError(
+            "forget needs a recipient id or address (or --compact to finish an earlier one)"
+        )
     with open_engine(project) as engine:
-        if not yes:
-            typer.confirm(
-                f"Erase everything about {recipient!r}? This cannot be undone", abort=True
-            )
-        summary = erase(engine, recipient)
+        if recipient is not None:
+            if not yes:
+                typer.confirm(
+                    f"Erase everything about {recipient!r}? This cannot be undone", abort=True
+                )
+            summary = erase(engine, recipient)
+            _print_summary(recipient, summary)
+            compaction = summary.compaction
+        if compact:
+            compaction = compact_database(engine)
+            if compaction is None:
+                console.print("PostgreSQL: nothing to compact here (see docs/security.md)")
+            elif compaction.done:
+                console.print("database vacuumed; its write-ahead log is empty")
+    if compaction is not None and not compaction.done:
+        err.print(
+            Text(
+                "the erased data is not yet overwritten in the database file: another "
+                "process is reading the database (a running `tailormail serve`?). Stop it, "
+                "then run `tailormail forget --compact`."
+            ),
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+def _print_summary(recipient: str, summary: ForgetSummary) -> None:
+    files = f"{summary.messages} stored messages and {summary.files} other files"
     if summary.already:
-        console.print(Text(f"{recipient} was forgotten before: nothing is left to erase."))
+        console.print(
+            Text(
+                f"{recipient} was forgotten before: nothing is left to erase in the database; "
+                f"{files} erased."
+            ),
+            soft_wrap=True,
+        )
         return
     who = ", ".join(summary.recipient_ids) or "no recipient row"
     console.print(
@@ -38,7 +88,8 @@ def forget(
             f"Forgot {recipient} ({who}): {summary.addresses} address(es) kept only as a "
             f"keyed hash, {summary.ledger_rows} ledger rows and {summary.events} events "
             f"anonymized, {summary.interactions} interactions, {summary.suppressions} "
-            f"plain-text suppressions and {summary.messages} stored messages deleted."
+            f"plain-text suppressions and {summary.messages} stored messages deleted, "
+            f"{summary.files} other files (previews, test copies, exports, logs) cleaned."
         ),
         soft_wrap=True,
     )

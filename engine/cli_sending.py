@@ -41,7 +41,7 @@ def preview(
     with open_engine(project) as engine:
         messages = render_variants(engine, campaign, recipient_id=recipient, variant=variant)
         folder = out if out.is_absolute() else Path.cwd() / out
-        written = write_preview(messages, folder)
+        written = write_preview(messages, folder, engine)
     for message in messages:
         console.print(
             Text(f"{message.metadata['variant']}: {message.subject} (to {message.to_address})")

@@ -8,11 +8,14 @@ had, and the reward. That is everything off-policy evaluation and retraining nee
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from sqlmodel import col, select
 
+from engine import personal_files
 from engine.db import session_scope
 from engine.models import LedgerRow, RewardRow, VariantRow
 
@@ -128,3 +131,14 @@ def export_decisions(engine: Engine, campaign: str, fmt: str, out: IO[str]) -> i
         out.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
         count += 1
     return count
+
+
+def export_to_file(engine: Engine, campaign: str, fmt: str, path: Path) -> int:
+    """``export -o``: write the decisions to ``path``, owner-only (0600: it holds recipient
+    ids and contexts), registered so that ``forget`` removes a person's lines from it."""
+    engine.campaign(campaign)  # an unknown campaign creates no file
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    personal_files.note(engine, personal_files.EXPORT, [path])
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        return export_decisions(engine, campaign, fmt, handle)

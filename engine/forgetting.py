@@ -3,11 +3,15 @@
 ``forget`` erases what identifies one recipient: the recipient row, their interactions
 (and the stored recipe fits, caches that may hold them); in their ledger rows the
 address, the recipient id, the decision id, the context snapshot and the rendered data
-(items, links and their items, message and provider ids); in their events the user agents, URLs and
-provider metadata. What must stay, stays: the address as a keyed hash in
+(items, links and their items, message and provider ids); in their events, and in any
+event whose payload names their address or id (a provider event that matched no send),
+the user agents, URLs and provider metadata; every file tailormail wrote that holds them
+(``engine.personal_files``); on SQLite, the old page images of the WAL and the file's
+free space (``engine.compaction``). What must stay, stays: the address as a keyed hash in
 ``forgotten_addresses``, so the person is never mailed again even if a later import
-brings them back, and the decisions and rewards (variant, probability, pmf, offered
-variants, reward) that learning and evaluation need, now tied to nobody.
+brings them back, the decisions and rewards (variant, probability, pmf, offered
+variants, reward) that learning and evaluation need, now tied to nobody, and a row in
+``erasures`` saying that a forget happened, when, and how much it erased.
 
 ``apply_retention`` does the same to every ledger row (and its events) older than the
 ``retention`` setting; under ``tailormail serve`` the scheduler runs it every hour.
@@ -17,21 +21,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import String, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import Session as SQLModelSession
 from sqlmodel import col
 
+from engine import personal_files
 from engine.addresses import address_key
+from engine.compaction import Compaction, compact, secure_delete
 from engine.db import insert_ignore, session_scope
-from engine.errors import TailormailError
+from engine.errors import PluginError, TailormailError
 from engine.models import (
     CampaignSuppressionRow,
+    ErasureRow,
     EventRow,
     ForgottenAddressRow,
     InteractionRow,
@@ -62,6 +71,12 @@ def address_hash(key: bytes, address: str) -> str:
     return f"hmac-sha256:{digest}"
 
 
+def address_holder(engine: Engine, address: str) -> str:
+    """The keyed hash the files rendered for ``address`` are registered under (a preview,
+    a test copy: ``engine.personal_files``): its ``address_hash``."""
+    return address_hash(engine.forgetting_key, address)
+
+
 @dataclass(frozen=True)
 class ForgetSummary:
     """What ``forget`` erased: recipients, addresses hashed, rows touched per table."""
@@ -73,59 +88,132 @@ class ForgetSummary:
     interactions: int
     suppressions: int
     already: bool = False  # the address had been forgotten before: nothing left to erase
-    messages: int = 0  # stored copies of their emails the delivery backend erased (outbox)
+    messages: int = 0  # stored copies of their emails the delivery backends erased (outbox)
+    files: int = 0  # other files cleaned: previews, test copies, exports, spool, journals
+    compaction: Compaction | None = None  # SQLite: whether the WAL could be truncated
 
 
 def forget(engine: Engine, who: str) -> ForgetSummary:
     """Erase the recipient whose id or address is ``who`` (see the module docstring).
 
-    An address that no recipient has now but that the ledger or the suppressions still
-    hold is erased too. Raises ``UnknownRecipientError`` when nothing matches.
+    An address that no recipient has now but that the ledger, the suppressions or an
+    event's payload still hold is erased too. Raises ``UnknownRecipientError`` when
+    nothing matches. Asked again for an address already forgotten, it cleans the files
+    and the WAL again (``already``).
     """
+    who = who.strip()
     secret = engine.forgetting_key  # the database's own key, never the link secret
+    send_ids: list[int] = []
+    decisions: list[str] = []
     with session_scope(engine.db) as session:
-        ids, addresses = _identify(session, who.strip())
+        secure_delete(session)  # what this transaction overwrites is zeroed, not left free
+        ids, addresses = _identify(session, who)
         if not ids and not addresses:
-            hashed = address_hash(secret, who)
-            if "@" in who and session.get(ForgottenAddressRow, hashed) is not None:
-                return ForgetSummary((), 0, 0, 0, 0, 0, already=True)
-            raise UnknownRecipientError(
-                f"no recipient, ledger row or suppression has the id or address {who!r}"
+            if "@" not in who or not forgotten(session, secret, [who]):
+                raise UnknownRecipientError(
+                    f"no recipient, ledger row, suppression or event has the id or address {who!r}"
+                )
+            summary = ForgetSummary((), 0, 0, 0, 0, 0, already=True)
+            addresses = [address_key(who)]
+        else:
+            ledger = select(col(LedgerRow.id), col(LedgerRow.decision_id)).where(
+                or_(
+                    col(LedgerRow.recipient_id).in_(ids),
+                    func.lower(col(LedgerRow.email)).in_(addresses),
+                )
             )
-        ledger = select(col(LedgerRow.id)).where(
-            or_(
-                col(LedgerRow.recipient_id).in_(ids),
-                func.lower(col(LedgerRow.email)).in_(addresses),
-            )
-        )
-        send_ids = [send_id for send_id in session.scalars(ledger) if send_id is not None]
-        events = _erase_sends(session, send_ids)
-        interactions = _rowcount(
-            session.execute(delete(InteractionRow).where(col(InteractionRow.user_id).in_(ids)))
-        )
-        suppressions = 0
-        for table in (SuppressionRow, CampaignSuppressionRow):
-            suppressions += _rowcount(
-                session.execute(delete(table).where(func.lower(col(table.email)).in_(addresses)))
-            )
-        session.execute(delete(RecipientRow).where(col(RecipientRow.id).in_(ids)))
-        # Stored recipe fits are caches that may hold their interactions: refitted on use.
-        session.execute(delete(RecipeFitRow))
-        now = utcnow()
-        insert_ignore(
-            session,
-            ForgottenAddressRow,
-            [{"address_hash": address_hash(secret, a), "forgotten_at": now} for a in addresses],
-        )
-    return ForgetSummary(
+            for send_id, decision_id in session.execute(ledger).all():
+                send_ids.append(send_id)
+                decisions.append(decision_id)
+            summary = _erase_rows(session, secret, ids, addresses, send_ids)
+    person = personal_files.Person(
+        tuple(addresses),
         tuple(ids),
-        len(addresses),
-        len(send_ids),
-        events,
-        interactions,
-        suppressions,
-        messages=engine.make_backend().forget(send_ids),
+        tuple(decisions),
+        tuple(send_ids),
+        tuple(address_holder(engine, a) for a in addresses),
     )
+    summary = replace(
+        summary,
+        messages=erase_copies(engine, send_ids),
+        files=personal_files.erase(engine, person),
+    )
+    compaction = compact(engine)
+    _record(engine, summary, compaction)
+    return replace(summary, compaction=compaction)
+
+
+def _erase_rows(
+    session: SQLModelSession,
+    secret: bytes,
+    ids: list[str],
+    addresses: list[str],
+    send_ids: list[int],
+) -> ForgetSummary:
+    """Erase (or anonymize) the database rows of these ids, addresses and sends."""
+    events = _erase_sends(session, send_ids)
+    events += _strip_events(session, _naming_events(session, ids, addresses, send_ids))
+    interactions = _rowcount(
+        session.execute(delete(InteractionRow).where(col(InteractionRow.user_id).in_(ids)))
+    )
+    suppressions = 0
+    for table in (SuppressionRow, CampaignSuppressionRow):
+        suppressions += _rowcount(
+            session.execute(delete(table).where(func.lower(col(table.email)).in_(addresses)))
+        )
+    session.execute(delete(RecipientRow).where(col(RecipientRow.id).in_(ids)))
+    # Stored recipe fits are caches that may hold their interactions: refitted on use.
+    session.execute(delete(RecipeFitRow))
+    now = utcnow()
+    insert_ignore(
+        session,
+        ForgottenAddressRow,
+        [{"address_hash": address_hash(secret, a), "forgotten_at": now} for a in addresses],
+    )
+    return ForgetSummary(
+        tuple(ids), len(addresses), len(send_ids), events, interactions, suppressions
+    )
+
+
+def erase_copies(engine: Engine, send_ids: Sequence[int]) -> int:
+    """Let the configured backend and the ``outbox`` (whatever is configured now: copies
+    written before a switch stay otherwise) erase their copies of these sends."""
+    erased = 0
+    for name in sorted({engine.settings.delivery.backend, personal_files.OUTBOX}):
+        try:
+            backend = engine.make_backend(name)
+        except PluginError:  # no outbox plugin in this engine: it wrote no copies
+            continue
+        erased += backend.forget(send_ids)
+    return erased
+
+
+def _record(engine: Engine, summary: ForgetSummary, compaction: Compaction | None) -> None:
+    """Keep that a forget happened, when and how much it erased: numbers, nobody's name."""
+    with session_scope(engine.db) as session:
+        secure_delete(session)
+        session.add(
+            ErasureRow(
+                kind="forget",
+                recipients=len(summary.recipient_ids),
+                addresses=summary.addresses,
+                ledger_rows=summary.ledger_rows,
+                events=summary.events,
+                interactions=summary.interactions,
+                suppressions=summary.suppressions,
+                files=summary.messages + summary.files,
+                compacted=None if compaction is None else compaction.done,
+            )
+        )
+
+
+def compact_database(engine: Engine) -> Compaction | None:
+    """``forget --compact``: VACUUM and truncate the WAL (SQLite), and record that it ran."""
+    compaction = compact(engine, vacuum=True)
+    if compaction is not None:
+        with session_scope(engine.db) as session:
+            session.add(ErasureRow(kind="compact", compacted=compaction.done))
+    return compaction
 
 
 def _identify(session: Session, who: str) -> tuple[list[str], list[str]]:
@@ -147,6 +235,8 @@ def _identify(session: Session, who: str) -> tuple[list[str], list[str]]:
             func.lower(col(LedgerRow.email)) == key
         )
         ids.update(session.scalars(in_ledger.distinct()))
+    elif not ids and _naming_events(session, [who], [], []):
+        ids.add(who)  # an id only events hold (a provider's metadata)
     if ids or addresses:
         known = _known(session, ids, addresses)
         if not known:
@@ -167,7 +257,35 @@ def _known(session: Session, ids: set[str], addresses: set[str]) -> bool:
             select(func.count()).select_from(table).where(col(column).in_(sorted(values)))
         ):
             return True
-    return False
+    return bool(_naming_events(session, sorted(ids), sorted(addresses), []))
+
+
+def _like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _naming_events(
+    session: Session, ids: Sequence[str], addresses: Sequence[str], skip: Sequence[int]
+) -> list[int]:
+    """Events whose payload, URL or user agent names one of these addresses, or whose
+    payload has one of these ids as a value (a provider event that matched no send).
+    Those of the sends ``skip`` are left out (``_erase_sends`` strips them)."""
+    data = cast(col(EventRow.data), String)
+    conditions = []
+    for address in addresses:
+        for form in {address, json.dumps(address)[1:-1]}:
+            pattern = f"%{_like(form.lower())}%"
+            for column in (data, col(EventRow.url), col(EventRow.user_agent)):
+                conditions.append(func.lower(column).like(pattern, escape="\\"))
+    for recipient_id in ids:
+        conditions.append(data.like(f"%{_like(json.dumps(recipient_id))}%", escape="\\"))
+    if not conditions:
+        return []
+    stmt = select(col(EventRow.id), col(EventRow.send_id)).where(or_(*conditions))
+    left_out = set(skip)
+    found = session.execute(stmt).all()
+    return [i for i, send_id in found if i is not None and send_id not in left_out]
 
 
 def _erase_sends(session: Session, send_ids: list[int]) -> int:
@@ -193,8 +311,18 @@ def _erase_sends(session: Session, send_ids: list[int]) -> int:
                     error=None,
                 )
             )
+        events = select(col(EventRow.id)).where(col(EventRow.send_id).in_(chunk))
+        touched += _strip_events(session, list(session.scalars(events)))
+    return touched
+
+
+def _strip_events(session: Session, event_ids: list[int]) -> int:
+    """Drop the user agent, URL and payload of these events, but what rewards read."""
+    for start in range(0, len(event_ids), _CHUNK):
         rows = session.execute(
-            select(col(EventRow.id), col(EventRow.data)).where(col(EventRow.send_id).in_(chunk))
+            select(col(EventRow.id), col(EventRow.data)).where(
+                col(EventRow.id).in_(event_ids[start : start + _CHUNK])
+            )
         ).all()
         for event_id, data in rows:
             kept = {k: v for k, v in (data or {}).items() if k in _KEEP_EVENT_DATA}
@@ -203,8 +331,7 @@ def _erase_sends(session: Session, send_ids: list[int]) -> int:
                 .where(col(EventRow.id) == event_id)
                 .values(user_agent=None, url=None, data=kept)
             )
-        touched += len(rows)
-    return touched
+    return len(event_ids)
 
 
 @dataclass(frozen=True)
@@ -228,6 +355,7 @@ def apply_retention(engine: Engine, now: datetime | None = None) -> RetentionSum
         return None
     cutoff = (now or utcnow()) - retention
     with session_scope(engine.db) as session:
+        secure_delete(session)
         stmt = (
             select(col(LedgerRow.id))
             .where(col(LedgerRow.created_at) < cutoff)
@@ -235,7 +363,9 @@ def apply_retention(engine: Engine, now: datetime | None = None) -> RetentionSum
         )
         send_ids = [send_id for send_id in session.scalars(stmt) if send_id is not None]
         events = _erase_sends(session, send_ids)
-    erased = engine.make_backend().forget(send_ids)
+    erased = erase_copies(engine, send_ids)
+    if send_ids:
+        compact(engine, attempts=1)  # hourly under serve: the next pass retries
     return RetentionSummary(cutoff, len(send_ids), events, erased)
 
 

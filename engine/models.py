@@ -326,3 +326,34 @@ class SchedulerLeaseRow(SQLModel, table=True):
     owner: str = Field(max_length=200)
     expires_at: datetime
     acquired_at: datetime
+
+
+class ErasureRow(SQLModel, table=True):
+    """That a ``forget`` (or ``forget --compact``) happened, when, and how much it erased;
+    it names nobody (see ``engine.forgetting``)."""
+
+    __tablename__ = "erasures"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)  # "forget" or "compact"
+    erased_at: datetime = Field(default_factory=utcnow)
+    recipients: int = 0
+    addresses: int = 0
+    ledger_rows: int = 0
+    events: int = 0
+    interactions: int = 0
+    suppressions: int = 0
+    files: int = 0  # files deleted or rewritten (outbox copies, previews, exports, logs)
+    # Whether the SQLite WAL was truncated (no old page images left); None on PostgreSQL.
+    compacted: bool | None = None
+
+
+class PersonalFileRow(SQLModel, table=True):
+    """A file tailormail wrote that holds people's data, so ``forget`` finds it again:
+    a preview or a test copy (``holder``: the keyed hash of the address it was rendered
+    for), an export (``holder`` None: many people), an outbox folder (``kind`` outbox)."""
+
+    __tablename__ = "personal_files"
+    path: str = Field(primary_key=True, max_length=1024)
+    kind: str = Field(max_length=20)
+    holder: str | None = Field(default=None, index=True, max_length=80)
+    written_at: datetime = Field(default_factory=utcnow)

@@ -9,14 +9,17 @@ stay in memory and whose delivery stage only counts what would have been sent.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import personal_files
 from engine.db import session_scope
 from engine.errors import TailormailError
+from engine.forgetting import address_holder
 from engine.models import LedgerRow, LedgerStatus, RecipientRow
 from engine.pipeline import CampaignRun, RunSummary, decision_id_for
 from engine.runs import manual_run_id
@@ -90,19 +93,35 @@ def render_variants(
     return [run.compose(person, v, items, TEST_SEND_ID, decision_id) for v in variants]
 
 
-def write_preview(messages: Sequence[Message], directory: Path) -> list[Path]:
-    """Write each message as ``<variant>.html`` and ``<variant>.eml``; return the paths."""
+def write_preview(
+    messages: Sequence[Message], directory: Path, engine: Engine | None = None
+) -> list[Path]:
+    """Write each message as ``<variant>.html`` and ``<variant>.eml``; return the paths.
+
+    The files are the owner's only (0600): they hold a real recipient's address and email.
+    With ``engine``, they are registered for ``forget`` under the recipient's address.
+    """
     from plugins.delivery.mime import message_bytes
 
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     written = []
     for message in messages:
         key = str(message.metadata["variant"])
         html, eml = directory / f"{key}.html", directory / f"{key}.eml"
-        html.write_text(message.html, encoding="utf-8")
-        eml.write_bytes(message_bytes(message))
+        _write_private(html, message.html.encode())
+        _write_private(eml, message_bytes(message))
         written += [html, eml]
+        if engine is not None:
+            holder = address_holder(engine, message.to_address)
+            personal_files.note(engine, personal_files.PREVIEW, [html, eml], holder)
     return written
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an older preview file may have been written 0644
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def send_test(
@@ -114,6 +133,7 @@ def send_test(
     """
     if "@" not in address or any(c in address for c in "\r\n"):
         raise RehearsalError(f"--test-to: {address!r} is not an email address")
+    rendered = render_variants(engine, name, recipient_id=recipient_id)
     messages = [
         replace(
             message,
@@ -121,10 +141,15 @@ def send_test(
             subject=TEST_SUBJECT_PREFIX + message.subject,
             message_id=f"<test.{message.metadata['variant']}.{message.message_id.strip('<>')}>",
         )
-        for message in render_variants(engine, name, recipient_id=recipient_id)
+        for message in rendered
     ]
     with engine.make_backend() as backend:
-        return backend.send(messages)
+        results = backend.send(messages)
+    # A copy the backend kept (outbox) holds the person it was rendered for: registered
+    # under their address, so ``forget`` finds it (its text names them only by name).
+    holder = address_holder(engine, rendered[0].to_address)
+    personal_files.note_copies(engine, backend, results, holder)
+    return results
 
 
 @dataclass

@@ -46,6 +46,25 @@ COUNTRIES = ["FR", "DE", "GB", "US", "ES"]
 CATEGORIES = ["books", "music", "games", "garden", "kitchen"]
 
 
+GITIGNORE = "".join(
+    f"{line}\n"
+    for line in (
+        "# What tailormail writes that holds people's data or secrets: never commit it.",
+        "outbox/",  # every email sent through the outbox backend, test copies included
+        "preview/",  # previews: a real recipient's address and email
+        "exports/",  # where to put `tailormail export -o` files (recipient ids, contexts)
+        "spool/",  # the tracking server's event logs and rejected records
+        "journal/",  # hand-over journals: an outcome line may quote an SMTP answer
+        "*.db",
+        "*.db-wal",
+        "*.db-shm",
+        "*.db-journal",
+        ".tailormail-secret",
+    )
+)
+"""The generated project's ``.gitignore``."""
+
+
 def write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> Path:
     """Write ``header`` then ``rows`` as CSV; returns ``path``."""
     with path.open("w", newline="") as handle:
@@ -105,6 +124,6 @@ def scaffold_project(directory: Path, *, force: bool = False, seed: int = 1) -> 
     for name, (header, rows) in samples.items():
         written.append(write_csv(directory / name, header, rows))
     gitignore = directory / ".gitignore"
-    gitignore.write_text("outbox/\njournal/\n*.db\n*.db-wal\n*.db-shm\n.tailormail-secret\n")
+    gitignore.write_text(GITIGNORE)
     written.append(gitignore)
     return written

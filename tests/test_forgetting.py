@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -184,3 +185,122 @@ def test_forget_and_retention_delete_the_stored_messages_of_the_outbox(
     later = apply_retention(engine, now=utcnow() + timedelta(days=31))
     assert later is not None and (later.ledger_rows, later.messages) == (3, 3)
     assert list(outbox.glob("*.eml")) == []
+
+
+def unmatched_bounce(address: str) -> TrackingEvent:
+    """A provider's bounce naming ``address`` whose message id matches no send."""
+    return TrackingEvent(
+        EventType.BOUNCE,
+        None,
+        utcnow(),
+        provider_message_id="<sent-by-another-tool@mail.example>",
+        recipient_email=address,
+        data={"bounce_type": "soft", "reason": f"452 4.2.2 <{address}>: mailbox full"},
+    )
+
+
+def test_forget_finds_and_strips_events_that_name_the_person_without_a_send(
+    project: Project,
+) -> None:
+    engine = project.engine()
+    project.seed(engine, people=2)
+    record_event(engine, unmatched_bounce("Only_In.Events%1@example.org"), dedupe_key="std:e1")
+    record_event(engine, unmatched_bounce("user1@example.com"), dedupe_key="std:e2")
+    record_event(engine, unmatched_bounce("onlyXin.events%1@example.org"), dedupe_key="std:e3")
+
+    summary = forget(engine, "only_in.events%1@EXAMPLE.org")  # no recipient, no ledger row
+
+    assert (summary.recipient_ids, summary.addresses, summary.events) == ((), 1, 1)
+    stored = {e.dedupe_key: e for e in rows(engine, EventRow)}
+    # The event stays (its dedupe key makes a provider's retry a duplicate), naming nobody.
+    assert stored["std:e1"].data == {"bounce_type": "soft"}
+    assert "events%1" in str(stored["std:e3"].data)  # LIKE's _ and % are literal here
+    assert forget(engine, "u001").events == 1  # found through the address it carries
+    [e2] = rows(engine, EventRow, col(EventRow.dedupe_key) == "std:e2")
+    assert stored["std:e2"].data["_recipient_email"] == "user1@example.com"
+    assert (e2.data, e2.url, e2.user_agent) == ({"bounce_type": "soft"}, None, None)
+    with pytest.raises(UnknownRecipientError, match="event has the id or address"):
+        forget(engine, "nobody@example.org")
+
+
+def test_a_reader_that_blocks_the_checkpoint_is_named_and_forget_compact_finishes(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from engine import compaction
+    from engine.cli import app
+    from engine.models import ErasureRow
+
+    monkeypatch.setattr(compaction, "BUSY_MS", 50)  # each attempt waits 50 ms for readers
+    monkeypatch.setattr(compaction, "PAUSE", 0.01)
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=3)
+    run_campaign(engine, "alerts", run_id="r1")
+    engine.close()
+    database = sqlite_project.db_url.removeprefix("sqlite:///")
+    (sqlite_project.root / "config" / "tailormail.toml").write_text(
+        f'database_url = "{sqlite_project.db_url}"\n[delivery]\nbackend = "memory"\n'
+    )
+    monkeypatch.setenv("TAILORMAIL_SECRET", "test-secret-0123456789-0123456789-01")
+    runner = CliRunner()
+    args = ["--project", str(sqlite_project.root), "forget"]
+    reader = sqlite3.connect(database, isolation_level=None)  # a `serve` in mid-request
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM ledger").fetchone() == (3,)
+        blocked = runner.invoke(app, [*args, "user1@example.com", "--yes"])
+        assert blocked.exit_code == 1, blocked.output
+        assert "Forgot user1@example.com (u001)" in blocked.output
+        assert "another process is reading the database" in blocked.output
+        assert "run `tailormail forget --compact`" in blocked.output
+        # The erased pages wait in the WAL: the file still has the old ones.
+        assert b"user1@example.com" in Path(database).read_bytes()
+    finally:
+        reader.close()
+
+    done = runner.invoke(app, [*args, "--compact"])
+
+    assert done.exit_code == 0, done.output
+    assert "database vacuumed; its write-ahead log is empty" in done.output
+    wal = Path(database + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert b"user1@example.com" not in Path(database).read_bytes()
+    records = rows(engine, ErasureRow)
+    assert [(r.kind, r.compacted) for r in records] == [("forget", False), ("compact", True)]
+    assert (records[0].recipients, records[0].addresses, records[0].ledger_rows) == (1, 1, 1)
+    nothing = runner.invoke(app, args)
+    assert "forget needs a recipient id or address" in str(nothing.exception)  # main(): exit 2
+
+
+def test_a_reimported_person_leaves_no_stale_copy_in_the_database_file(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import event
+
+    import engine.db
+
+    # Debian builds SQLite with secure_delete on; most others (macOS, Python's own builds)
+    # do not: play one of those, on every connection the engine opens.
+    connect = engine.db.create_engine
+
+    def without_secure_delete(*args: Any, **kwargs: Any) -> Any:
+        created = connect(*args, **kwargs)
+        off = "PRAGMA secure_delete=OFF"
+        event.listen(created, "connect", lambda dbapi, _record: dbapi.execute(off))
+        return created
+
+    monkeypatch.setattr(engine.db, "create_engine", without_secure_delete)
+    project_engine = sqlite_project.engine()
+    sqlite_project.seed(project_engine, people=3)
+    people = sqlite_project.root / "people.csv"
+    # Each update leaves the row's old version in the page's free space unless it is zeroed.
+    for name in ("Zanzibarra", "Zanzibarra Longer", "Zanzibarra Even Longer Still"):
+        people.write_text(f"id,email,first_name\nu001,zanzi@example.com,{name}\n")
+        import_file(project_engine.db, "recipients", people)
+    forget(project_engine, "u001")
+    project_engine.close()
+    data = Path(sqlite_project.db_url.removeprefix("sqlite:///")).read_bytes()
+    assert b"Zanzibarr" not in data and b"zanzi@" not in data

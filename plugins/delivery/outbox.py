@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import hookimpl
 from engine.errors import ConfigError
+from engine.personal_files import OUTBOX, note
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from engine.web.tokens import TEST_SEND_ID
 from plugins.delivery.mime import message_bytes
@@ -48,12 +49,22 @@ class OutboxBackend(DeliveryBackend):
         self.folder = engine.settings.path(path) if engine is not None else Path(path)
 
     def open(self) -> None:
-        """Create the folder, so a missing one fails here rather than per message."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Create the folder, so a missing one fails here rather than per message, and
+        register it: ``forget`` cleans it even after a switch to another backend."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.engine is not None:
+            note(self.engine, OUTBOX, [self.folder])
+
+    def copy_path(self, result: SendResult) -> Path | None:
+        """The file this backend wrote for ``result`` (``engine.personal_files.KeepsCopies``:
+        a test copy is registered under the person it was rendered for)."""
+        if result.status is not SendStatus.SENT or not result.provider_id:
+            return None
+        return self.folder / result.provider_id
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Write every message; a file-system error is a temporary failure for that message."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.send_each(messages, self._write)
 
     def reconcile(self, send_ids: Sequence[int]) -> dict[int, SendResult]:
