@@ -404,9 +404,10 @@ app.command()(retention)
 
 
 def _register_builtin_commands() -> None:
-    from engine import cli_learning
+    from engine import cli_learning, cli_schedule
 
     cli_learning.register(app)
+    cli_schedule.register(app)
 
 
 _register_builtin_commands()
