@@ -104,20 +104,23 @@ def check(
         names = sorted(engine.campaigns)
         for name in names:
             engine.check_audience(engine.campaign(name))  # a filter typo is named here
+        campaigns = f"{len(names)} campaign{'' if len(names) == 1 else 's'}"
         console.print(
             Text(
-                f"configuration: ok ({len(names)} campaign(s), backend "
-                f"{settings.delivery.backend!r}, executor {settings.workers.executor!r})"
+                f"configuration: ok (settings, {campaigns}, plugins, templates, backend "
+                f"{settings.delivery.backend!r}, executor {settings.workers.executor!r}, "
+                "database)"
             ),
             soft_wrap=True,
         )
         for name in names:
             size = engine.audience_size(engine.campaign(name))
-            console.print(Text(f"  {name}: audience {size}"), soft_wrap=True)
+            console.print(Text(f"  {name}: audience of {size}"), soft_wrap=True)
         print_schedules(engine, names, count, _start(after, settings.scheduler.timezone))
         problems = [line for found in READINESS_CHECKS for line in found(engine)]
     for line in problems:
         console.print(Text(f"not ready for real mail: {line}"), soft_wrap=True)
+    console.print("nothing was sent.")
     if problems:
         raise typer.Exit(1)
 
