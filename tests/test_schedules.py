@@ -102,6 +102,7 @@ def test_nicknames_read_as_crontab() -> None:
     assert _fires("@daily", 2) == [START, START + timedelta(days=1)]
 
 
+@pytest.mark.filterwarnings("ignore::engine.schedule_notice.ScheduleChangeWarning")
 def test_the_scheduler_fires_campaigns_on_the_crontab_day(sqlite_project: Project) -> None:
     path = sqlite_project.root / "config" / "campaigns" / "alerts.toml"
     path.write_text(path.read_text().replace('"0 9 * * *"', '"0 9 * * 1-5"'))
@@ -149,28 +150,33 @@ def _engine_warnings(project: Project) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, ScheduleChangeWarning)]
 
 
-def test_numeric_weekday_schedules_are_announced_once_per_project(
+def _schedule(project: Project, name: str, schedule: str) -> None:
+    path = project.add_campaign(name)
+    path.write_text(path.read_text().replace('"0 9 * * *"', f'"{schedule}"'))
+
+
+def test_schedules_whose_days_changed_are_announced_once_per_project(
     sqlite_project: Project,
 ) -> None:
-    sqlite_project.add_campaign("weekdays")
-    sqlite_project.add_campaign("named")
-    root = sqlite_project.root / "config" / "campaigns"
-    for name, schedule in (("weekdays", "0 9 * * 1-5"), ("named", "0 9 * * mon")):
-        path = root / f"{name}.toml"
-        path.write_text(path.read_text().replace('"0 9 * * *"', f'"{schedule}"'))
+    # Names, `*` and the whole week meant the same days before: nothing to announce.
+    _schedule(sqlite_project, "named", "0 9 * * mon")
+    _schedule(sqlite_project, "week", "0 9 * * 0-6")
+    assert _engine_warnings(sqlite_project) == []
+    assert not (sqlite_project.root / NOTICES_FILE).exists()
+
+    _schedule(sqlite_project, "weekdays", "0 9 * * 1-5")
+    _schedule(sqlite_project, "either", "0 9 13 * fri")
     first = _engine_warnings(sqlite_project)
     assert len(first) == 1
     assert (
         "campaign 'weekdays': '0 9 * * 1-5' now fires on Monday, Tuesday, Wednesday, "
         "Thursday, Friday; it used to fire on Tuesday, Wednesday, Thursday, Friday, Saturday"
     ) in first[0]
-    assert "'named'" not in first[0] and "'alerts'" not in first[0]  # names meant the same
+    assert (
+        "campaign 'either': '0 9 13 * fri' now fires on day 13 of the month or any Friday; "
+        "it used to fire on day 13 of the month when it is a Friday"
+    ) in first[0]
+    for unchanged in ("'named'", "'week'", "'alerts'"):
+        assert unchanged not in first[0]
     assert (sqlite_project.root / NOTICES_FILE).is_file()
     assert _engine_warnings(sqlite_project) == []  # shown once
-
-
-def test_schedules_that_meant_the_same_are_not_announced(sqlite_project: Project) -> None:
-    path = sqlite_project.root / "config" / "campaigns" / "alerts.toml"
-    path.write_text(path.read_text().replace('"0 9 * * *"', '"0 9 * * 0-6"'))
-    assert _engine_warnings(sqlite_project) == []
-    assert not (sqlite_project.root / NOTICES_FILE).exists()
