@@ -173,10 +173,9 @@ def test_the_guides_schedule_view_and_check(tmp_path: Path, env: dict[str, str])
 
 
 def test_a_misspelled_time_zone_stops_every_command_at_start_up(
-    tmp_path: Path, env: dict[str, str]
+    sample_project: Path, env: dict[str, str]
 ) -> None:
-    project = tmp_path / "alerts"
-    assert tailormail("init", str(project), cwd=tmp_path, env=env).returncode == 0
+    project = sample_project  # the repository's config/ and templates/, as init writes them
     wrong = env | {"TAILORMAIL_SCHEDULER__TIMEZONE": "Europe/Pari"}
     for command in (["runs"], ["serve", "--port", env["TAILORMAIL_WEB__PORT"]]):
         done = tailormail(*command, cwd=project, env=wrong)
