@@ -27,6 +27,7 @@ from engine.plugins import make_plugin_manager
 from engine.project_secret import load_project_secret
 from engine.registry import Registry, collect
 from engine.rendering import Renderer, is_text_template
+from engine.schedule_notice import warn_changed_schedules
 from engine.settings import Settings, load_settings
 from engine.types import DeliveryBackend, Policy, Recipe, Recipient
 from engine.web.tokens import Tokens
@@ -77,6 +78,8 @@ class Engine:
             self.pm,
         )
         self._validate()
+        schedules = {name: campaign.schedule for name, campaign in self.campaigns.items()}
+        warn_changed_schedules(self.settings.project_dir, schedules)
         self.db: SAEngine = make_db(self.settings.resolved_database_url)
         self.forgetting_key = ensure_forgetting_key(self.db, self.secret)
         """The database's own key of forgotten addresses' hashes (not the link secret)."""

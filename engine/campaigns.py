@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +23,7 @@ from engine.audience import AudienceFilter
 from engine.durations import duration_field
 from engine.errors import ConfigError
 from engine.recommendation.filters import FilterConfig
+from engine.schedules import parse_schedule
 from engine.settings import format_validation_error
 from engine.types import Variant
 
@@ -30,22 +31,11 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def cron_trigger(schedule: str, timezone: str = "UTC") -> CronTrigger:
-    """The trigger of a crontab line: five fields, or six with seconds first
-    (``*/10 * * * * *`` fires every ten seconds), as Quartz and node-cron read them."""
-    fields = schedule.split()
-    if len(fields) == 6:
-        second, minute, hour, day, month, day_of_week = fields
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=day_of_week,
-            timezone=timezone,
-        )
-    return CronTrigger.from_crontab(schedule, timezone=timezone)
+def cron_trigger(schedule: str, timezone: str = "UTC") -> BaseTrigger:
+    """The trigger of a crontab line, read as crontab(5) reads it: five fields, or six
+    with seconds first (``*/10 * * * * *`` fires every ten seconds); see
+    ``engine.schedules``."""
+    return parse_schedule(schedule).trigger(timezone)
 
 
 class _Strict(BaseModel):
@@ -257,7 +247,7 @@ class Campaign(_Strict):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
-            cron_trigger(value)
+            parse_schedule(value)  # malformed or never firing: a start-up error
         return value
 
     @field_validator("audience")

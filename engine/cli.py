@@ -403,9 +403,10 @@ app.command()(retention)
 
 
 def _register_builtin_commands() -> None:
-    from engine import cli_learning, cli_secret
+    from engine import cli_learning, cli_schedule, cli_secret
 
     cli_learning.register(app)
+    cli_schedule.register(app)
     cli_secret.register(app)
 
 

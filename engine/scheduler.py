@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def latest_tick(trigger: CronTrigger, now: datetime, lookback: timedelta) -> datetime | None:
+def latest_tick(trigger: BaseTrigger, now: datetime, lookback: timedelta) -> datetime | None:
     """The last fire time of ``trigger`` at or before ``now`` (within ``lookback``)."""
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     tick: datetime | None = trigger.get_next_fire_time(None, now - lookback)

@@ -28,6 +28,7 @@ from pydantic import (
 from engine.addresses import check_sender
 from engine.durations import duration_field, format_duration
 from engine.errors import ConfigError
+from engine.schedules import check_timezone
 from engine.secret import checked_env_secret, previous_env_secrets, read_secret_file
 
 CONFIG_FILE = Path("config") / "tailormail.toml"
@@ -76,6 +77,11 @@ class SchedulerSettings(_Strict):
     # How long a dead leader's lease blocks a standby ``serve`` (SQLite; PostgreSQL's
     # advisory lock is released when the leader's connection closes).
     leader_ttl_seconds: float = Field(default=15.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)  # every command refuses a misspelled zone at start-up
 
 
 class CelerySettings(_Strict):

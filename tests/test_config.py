@@ -210,7 +210,8 @@ def test_unknown_backend_and_backend_option(sqlite_project: Project) -> None:
 def test_durations() -> None:
     assert parse_duration("90s").total_seconds() == 90
     assert parse_duration("3d").total_seconds() == 3 * 86400
-    assert parse_duration(5).total_seconds() == 5
+    with pytest.raises(ValueError, match="5 is a bare number; write a duration with its unit"):
+        parse_duration(5)
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("3 days")
 
