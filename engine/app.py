@@ -21,6 +21,7 @@ from engine.errors import ConfigError, PluginError, TailormailError, TemplateErr
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
 from engine.models import ModelVersionRow
 from engine.plugins import make_plugin_manager
+from engine.realmail import not_ready_message, real_mail_problems
 from engine.registry import Registry, collect
 from engine.rendering import Renderer, is_text_template
 from engine.settings import Settings, load_settings
@@ -79,7 +80,9 @@ class Engine:
         for name in self.settings.delivery.options:
             if name not in self.backends:
                 raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
-        self.make_backend()  # unknown options fail here, naming the option
+        problems = real_mail_problems(self.settings, self.make_backend(), self.campaigns.values())
+        if problems:  # make_backend above: unknown options fail there, naming the option
+            raise ConfigError(not_ready_message(backend, problems))
         self._check_other_backend_options(backend)
         configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
         for key, name in (
