@@ -84,7 +84,8 @@ class Engine:
         if problems:  # make_backend above: unknown options fail there, naming the option
             raise ConfigError(not_ready_message(backend, problems))
         self._check_other_backend_options(backend)
-        configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
+        # [plugins.webhooks.<provider>] checked here; secrets only where served.
+        configure_handlers(self)
         for key, name in (
             ("executor", self.settings.executor),
             ("workers.executor", self.settings.workers.executor),
@@ -178,6 +179,14 @@ class Engine:
         # The mistake may be in the environment, not in the file.
         variables = self.settings.env_variables(f"delivery.options.{backend}")
         return f" (set by {', '.join(variables)})" if variables else ""
+
+    def serve_webhooks(self) -> None:
+        """Load every provider webhook's secret; call it where the webhooks are served.
+
+        A missing secret is then a ``ConfigError`` naming its variable (other commands
+        start without it, their handlers disabled).
+        """
+        configure_handlers(self, served=True)
 
     # -- factories ----------------------------------------------------------------------
     def campaign(self, name: str) -> Campaign:

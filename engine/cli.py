@@ -349,6 +349,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_engine(project) as engine:
+        engine.serve_webhooks()  # a missing webhook secret stops serve before leadership
         host = host or engine.settings.web.host
         port = engine.settings.web.port if port is None else port
         service = LeaderScheduler(engine) if scheduler else None

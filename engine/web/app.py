@@ -193,6 +193,7 @@ def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
     Its lifespan starts the intake's writer and, at shutdown, stores what it can; without
     a lifespan (an ASGI test transport) the intake starts on its first event.
     """
+    engine.serve_webhooks()  # their secrets are needed here only, so checked here
     app = TrackingApp(engine, intake)
 
     @asynccontextmanager
