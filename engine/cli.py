@@ -213,9 +213,13 @@ def send(
 def runs(
     campaign: Annotated[str | None, typer.Argument(help="Only this campaign's runs.")] = None,
     limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
+    ids: Annotated[
+        bool, typer.Option("--ids", help="Print only the run ids, one per line.")
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """List the newest runs: status, ledger counts per status, start and finish times."""
+    from engine.cli_runs import print_runs
     from engine.cli_sending import paused_lines
     from engine.runs import list_runs
 
@@ -223,30 +227,13 @@ def runs(
         if campaign is not None:
             engine.campaign(campaign)
         found = list_runs(engine, campaign, limit=limit)
-        for line in paused_lines(engine, campaign):
+        for line in [] if ids else paused_lines(engine, campaign):
             console.print(line, soft_wrap=True)
     if not found:
-        console.print("no runs yet" + (f" of {campaign}" if campaign else ""))
+        if not ids:
+            console.print("no runs yet" + (f" of {campaign}" if campaign else ""))
         return
-    table = Table(title="runs" + (f" of {campaign}" if campaign else ""))
-    statuses = ("sent", "skipped", "deferred", "failed", "unknown", "pending")
-    for column in ("run", "status", *statuses, "workers", "model", "started", "finished"):
-        table.add_column(column, justify="right" if column in statuses else "left")
-    for info in found:
-        shards = f" / {info.shards} shards" if info.shards else ""
-        table.add_row(
-            Text(info.run_id),
-            info.status,
-            *(str(info.counts.get(status, 0)) for status in statuses),
-            f"{info.workers}{shards}",
-            Text(info.model_version or "-"),
-            f"{info.started_at:%Y-%m-%d %H:%M:%S}",
-            f"{info.finished_at:%Y-%m-%d %H:%M:%S}" if info.finished_at else "",
-        )
-    console.print(table)
-    for info in found:
-        if info.error:
-            console.print(Text(f"{info.run_id} {info.status}: {info.error}"), soft_wrap=True)
+    print_runs(console, found, "runs" + (f" of {campaign}" if campaign else ""), ids)
 
 
 @app.command()
