@@ -143,7 +143,10 @@ def send(
     if test_to is not None and dry_run:
         raise TailormailError("give either --test-to ADDRESS or --dry-run, not both")
     if recipient is not None and test_to is None:
-        raise TailormailError("--recipient goes with --test-to (or see `tailormail preview`)")
+        raise TailormailError(
+            f"--recipient goes with --test-to ADDRESS; to look without sending: "
+            f"`tailormail preview {campaign} --recipient {shlex.quote(recipient)}`"
+        )
     with open_engine(project) as engine:
         engine.campaign(campaign)  # an unknown name lists the configured ones
         if test_to is not None:
