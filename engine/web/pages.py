@@ -65,6 +65,24 @@ def done(scope: str, campaign: str | None) -> HTMLResponse:
     return page("Unsubscribed", body)
 
 
+def already(scope: str, campaign: str | None) -> HTMLResponse:
+    """``GET /u/…`` from someone unsubscribed already: say so; offer only what is left."""
+    if scope == "all":
+        body = (
+            "<p>You are already unsubscribed from all our emails. No further email will "
+            "be sent to this address; there is nothing more to do.</p>"
+        )
+    else:
+        body = (
+            f"<p>You are already unsubscribed from {_these(campaign)}. Our other emails "
+            "may still reach you.</p>"
+            '<form method="post" action="">'
+            + _button("all", "Stop all emails to this address too")
+            + "</form><p>Nothing changes until you choose.</p>"
+        )
+    return page("Already unsubscribed", body)
+
+
 def test_send(campaign: str | None) -> HTMLResponse:
     """The unsubscribe page of a test send or a preview: it works, and changes nothing."""
     body = (
