@@ -27,6 +27,7 @@ EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net")
 RESERVED_SUFFIXES = ("example", "invalid", "test", "localhost")
 # Names that only resolve inside a home or company network (RFC 6762, 8375, ICANN).
 PRIVATE_SUFFIXES = ("localhost", "local", "internal", "home.arpa")
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 
 
 def _under(name: str, suffixes: Iterable[str]) -> str | None:
@@ -37,9 +38,12 @@ def _under(name: str, suffixes: Iterable[str]) -> str | None:
 
 def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(host.strip("[]").split("%")[0])
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
     except ValueError:
         return None
+    # ::ffff:127.0.0.1 is 127.0.0.1 (Python 3.11's ipaddress does not say so itself).
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
 
 
 def is_this_machine(host: str) -> bool:
@@ -55,7 +59,9 @@ def unreachable_reason(host: str) -> str | None:
     if is_this_machine(host):
         return f"points at this machine ({host})"
     address = _literal(host)
-    if address is not None and (address.is_private or address.is_link_local):
+    if address is not None and (
+        address.is_private or address.is_link_local or address.is_reserved or address in _SHARED
+    ):
         return f"points at a private network address ({host})"
     suffix = _under(host, PRIVATE_SUFFIXES)
     if suffix is not None:

@@ -53,6 +53,7 @@ def test_smtp_to_another_host_names_both_keys_of_a_new_project(tmp_path: Path) -
         ("https://10.0.0.5", "points at a private network address (10.0.0.5)"),
         ("https://192.168.1.2:8025", "points at a private network address (192.168.1.2)"),
         ("https://[fe80::1]", "points at a private network address (fe80::1)"),
+        ("https://[::ffff:127.0.0.1]", "points at this machine (::ffff:127.0.0.1)"),
         ("https://tracking.internal", "private network name (tracking.internal, under .internal)"),
         ("https://t.example.org", "t.example.org, a domain reserved for examples"),
         ("http://t.mybiz.org", "is plain http://"),
