@@ -115,6 +115,12 @@ def real_mail_problems(
     """
     if settings.delivery.allow_test_addresses or not backend.reaches_other_machines():
         return []
+    return address_problems(settings, campaigns)
+
+
+def address_problems(settings: Settings, campaigns: Iterable[Campaign] = ()) -> list[str]:
+    """What real mail would refuse in these settings, whatever the backend and the staging
+    switch (for ``tailormail check``: is the project ready for real mail?)."""
     found = [
         _set_by(settings, "tracking_base_url", _tracking_problem(settings.tracking_base_url)),
         _set_by(settings, "from_address", _sender_problem("from_address", settings.from_address)),
