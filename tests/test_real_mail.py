@@ -16,7 +16,7 @@ from conftest import Project
 from test_unhappy_paths import fails, tailormail
 
 from engine.errors import ConfigError
-from engine.realmail import real_mail_problems
+from engine.realmail import address_problems, real_mail_problems
 from engine.settings import load_settings
 from plugins.delivery.outbox import OutboxBackend
 from plugins.delivery.smtp import SMTPBackend
@@ -80,6 +80,9 @@ def test_a_ready_project_a_local_backend_and_the_staging_switch_pass(tmp_path: P
     assert problems(tmp_path, **staging) == []
     loaded = load_settings(project_dir=tmp_path, environ={})
     assert real_mail_problems(loaded, OutboxBackend(None, path=str(tmp_path))) == []
+    # What `check` shows, whatever the backend: the defaults are not ready for real mail.
+    keys = [problem.split(":")[0] for problem in address_problems(loaded)]
+    assert keys == ["tracking_base_url", "from_address"]
 
 
 def test_the_environment_variable_that_set_a_key_is_named(tmp_path: Path) -> None:
