@@ -25,6 +25,7 @@ from engine.identifiers import SendRefs
 from engine.models import ModelVersionRow
 from engine.plugins import make_plugin_manager
 from engine.project_secret import load_project_secret
+from engine.realmail import not_ready_message, real_mail_problems
 from engine.registry import Registry, collect
 from engine.rendering import Renderer, is_text_template
 from engine.schedule_notice import warn_changed_schedules
@@ -95,9 +96,12 @@ class Engine:
         for name in self.settings.delivery.options:
             if name not in self.backends:
                 raise ConfigError(f"delivery.{name}: no backend named {name!r} is installed")
-        self.make_backend()  # unknown options fail here, naming the option
+        problems = real_mail_problems(self.settings, self.make_backend(), self.campaigns.values())
+        if problems:  # make_backend above: unknown options fail there, naming the option
+            raise ConfigError(not_ready_message(backend, problems))
         self._check_other_backend_options(backend)
-        configure_handlers(self)  # [plugins.webhooks.<provider>] checked here too
+        # [plugins.webhooks.<provider>] checked here; secrets only where served.
+        configure_handlers(self)
         for key, name in (
             ("executor", self.settings.executor),
             ("workers.executor", self.settings.workers.executor),
@@ -191,6 +195,14 @@ class Engine:
         # The mistake may be in the environment, not in the file.
         variables = self.settings.env_variables(f"delivery.options.{backend}")
         return f" (set by {', '.join(variables)})" if variables else ""
+
+    def serve_webhooks(self) -> None:
+        """Load every provider webhook's secret; call it where the webhooks are served.
+
+        A missing secret is then a ``ConfigError`` naming its variable (other commands
+        start without it, their handlers disabled).
+        """
+        configure_handlers(self, served=True)
 
     # -- factories ----------------------------------------------------------------------
     def campaign(self, name: str) -> Campaign:

@@ -143,7 +143,10 @@ def send(
     if test_to is not None and dry_run:
         raise TailormailError("give either --test-to ADDRESS or --dry-run, not both")
     if recipient is not None and test_to is None:
-        raise TailormailError("--recipient goes with --test-to (or see `tailormail preview`)")
+        raise TailormailError(
+            f"--recipient goes with --test-to ADDRESS; to look without sending: "
+            f"`tailormail preview {campaign} --recipient {shlex.quote(recipient)}`"
+        )
     with open_engine(project) as engine:
         engine.campaign(campaign)  # an unknown name lists the configured ones
         if test_to is not None:
@@ -213,9 +216,13 @@ def send(
 def runs(
     campaign: Annotated[str | None, typer.Argument(help="Only this campaign's runs.")] = None,
     limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
+    ids: Annotated[
+        bool, typer.Option("--ids", help="Print only the run ids, one per line.")
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """List the newest runs: status, ledger counts per status, start and finish times."""
+    from engine.cli_runs import print_runs
     from engine.cli_sending import paused_lines
     from engine.runs import list_runs
 
@@ -223,30 +230,13 @@ def runs(
         if campaign is not None:
             engine.campaign(campaign)
         found = list_runs(engine, campaign, limit=limit)
-        for line in paused_lines(engine, campaign):
+        for line in [] if ids else paused_lines(engine, campaign):
             console.print(line, soft_wrap=True)
     if not found:
-        console.print("no runs yet" + (f" of {campaign}" if campaign else ""))
+        if not ids:
+            console.print("no runs yet" + (f" of {campaign}" if campaign else ""))
         return
-    table = Table(title="runs" + (f" of {campaign}" if campaign else ""))
-    statuses = ("sent", "skipped", "deferred", "failed", "unknown", "pending")
-    for column in ("run", "status", *statuses, "workers", "model", "started", "finished"):
-        table.add_column(column, justify="right" if column in statuses else "left")
-    for info in found:
-        shards = f" / {info.shards} shards" if info.shards else ""
-        table.add_row(
-            Text(info.run_id),
-            info.status,
-            *(str(info.counts.get(status, 0)) for status in statuses),
-            f"{info.workers}{shards}",
-            Text(info.model_version or "-"),
-            f"{info.started_at:%Y-%m-%d %H:%M:%S}",
-            f"{info.finished_at:%Y-%m-%d %H:%M:%S}" if info.finished_at else "",
-        )
-    console.print(table)
-    for info in found:
-        if info.error:
-            console.print(Text(f"{info.run_id} {info.status}: {info.error}"), soft_wrap=True)
+    print_runs(console, found, "runs" + (f" of {campaign}" if campaign else ""), ids)
 
 
 @app.command()
@@ -348,6 +338,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_engine(project) as engine:
+        engine.serve_webhooks()  # a missing webhook secret stops serve before leadership
         host = host or engine.settings.web.host
         port = engine.settings.web.port if port is None else port
         service = LeaderScheduler(engine) if scheduler else None

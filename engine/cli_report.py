@@ -145,7 +145,10 @@ def print_learning_report(engine: Engine, campaign: str, console: Console, png: 
         console.print(table)
         refused = sum(1 for r in models if r.decision in ("not promoted", "rolled back"))
         console.print(
-            Text(f"{refused} trained models were not promoted or rolled back (`tailormail models`)")
+            Text(
+                f"{refused} trained models were not promoted or rolled back "
+                f"(`tailormail models {campaign}`)"
+            )
         )
     console.print(Text(waiting_line(engine, campaign)))
     chart = ctr_chart(engine, campaign, png)

@@ -23,9 +23,19 @@ console = Console()
 
 ReadinessCheck = Callable[["Engine"], list[str]]
 """A check of whether the project may send real mail: the problems it finds, one line each."""
-READINESS_CHECKS: list[ReadinessCheck] = []
-"""What ``check`` asks about real mail, in order (issue 18's "real mail needs real
-addresses" adds its checks here); each problem makes ``check`` exit 1."""
+
+
+def _real_addresses(engine: Engine) -> list[str]:
+    """The keys that real mail would refuse (``engine.realmail``), whatever the backend."""
+    from engine.realmail import address_problems
+
+    return address_problems(engine.settings, engine.campaigns.values())
+
+
+READINESS_CHECKS: list[ReadinessCheck] = [_real_addresses]
+"""What ``check`` asks about real mail, in order. A problem makes ``check`` exit 1 only
+when the configured backend sends real mail (staging, ``allow_test_addresses``); with a
+backend that keeps mail on this machine it is what to change before switching."""
 
 AfterOption = Annotated[
     str | None,
@@ -95,7 +105,7 @@ def check(
     """Run every start-up validation and show the next fire times; sends nothing.
 
     Exits 2 on a configuration error (the same one line any command would print), 1 when
-    the project is not ready for real mail, else 0.
+    the backend sends real mail (staging) while the project is not ready for it, else 0.
     """
     # Opening the engine is the start-up validation: settings, time zones, campaigns,
     # schedules, plugins, templates, backends, webhooks and the database (migrated).
@@ -118,10 +128,21 @@ def check(
             console.print(Text(f"  {name}: audience of {size}"), soft_wrap=True)
         print_schedules(engine, names, count, _start(after, settings.scheduler.timezone))
         problems = [line for found in READINESS_CHECKS for line in found(engine)]
+        real = engine.make_backend().reaches_other_machines()
     for line in problems:
         console.print(Text(f"not ready for real mail: {line}"), soft_wrap=True)
+    if not problems:
+        console.print("ready for real mail: links and senders are public addresses.")
+    elif not real:
+        backend = settings.delivery.backend
+        console.print(
+            Text(
+                f"(backend {backend!r} keeps mail on this machine: change these before real mail)"
+            ),
+            soft_wrap=True,
+        )
     console.print("nothing was sent.")
-    if problems:
+    if problems and real:
         raise typer.Exit(1)
 
 

@@ -58,7 +58,7 @@ def _recipient(engine: Engine, campaign: Campaign, recipient_id: str | None) -> 
         if row is None:
             raise RehearsalError(
                 f"unknown recipient {recipient_id!r} (no such id imported; "
-                "see `tailormail import recipients`)"
+                "see `tailormail import recipients FILE`)"
             )
         found = Recipient(row.id, row.email, dict(row.attributes or {}))
         return found

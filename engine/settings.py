@@ -52,6 +52,9 @@ class DeliverySettings(_Strict):
     lease_seconds: int = Field(default=60, ge=3)
     # Each sending worker's hand-over journal (about 1 MB at most, deleted when it stops).
     journal_dir: str = "journal"
+    # A backend that reaches other machines refuses loopback links and example.com senders
+    # (engine/realmail.py) unless this says so on purpose: a staging setup.
+    allow_test_addresses: bool = False
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -186,6 +186,14 @@ class DeliveryBackend:
     observer: HandoverObserver | None = None
     """Set by the engine before ``send``; ``None`` outside a campaign run."""
 
+    def reaches_other_machines(self) -> bool:
+        """True when messages leave this machine for real recipients (SMTP to another
+        host, a provider's API); then start-up refuses test addresses (engine.realmail).
+
+        The default is False: a backend that keeps mail here (a file, memory, a log).
+        """
+        return False
+
     def open(self) -> None:
         """Acquire resources (a connection); called on ``__enter__``."""
 

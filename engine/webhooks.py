@@ -128,10 +128,17 @@ class WebhookHandler:
             raise WebhookPayloadError(f"unreadable payload: {exc!r}") from exc
 
 
-def configure_handlers(engine: Engine) -> None:
+class MissingSecretError(ValueError):
+    """A handler's secret variable is unset: fatal only where the webhook is served."""
+
+
+def configure_handlers(engine: Engine, *, served: bool = False) -> None:
     """Validate and hand each handler its ``[plugins.webhooks.<provider>]`` table.
 
     A table for a provider with no handler, or a bad option, is a ``ConfigError`` naming it.
+    A missing secret (``MissingSecretError``) is one only when ``served``: a command that
+    does not answer webhooks (send, import, report) needs no webhook secret, and the
+    handler stays disabled in it.
     """
     tables = engine.plugin_options("webhooks")
     for provider in tables:
@@ -157,6 +164,12 @@ def configure_handlers(engine: Engine) -> None:
             raise ConfigError(message) from None
         try:
             handler.configure(options)
+        except MissingSecretError as exc:
+            if served:
+                raise ConfigError(
+                    f"plugins.webhooks.{provider}: {exc}; the server needs it to verify "
+                    f"POST /webhooks/{provider} (or remove the table to turn the webhook off)"
+                ) from exc
         except ValueError as exc:
             raise ConfigError(f"plugins.webhooks.{provider}: {exc}") from exc
 
@@ -202,10 +215,11 @@ def _claim_token(engine: Engine, key: str, body: bytes) -> None:
 
 # -- helpers for handlers -----------------------------------------------------------------
 def secret_from_env(variable: str) -> str:
-    """The secret in environment variable ``variable``; unset or empty fails at start-up."""
+    """The secret in environment variable ``variable``; unset or empty raises
+    ``MissingSecretError``, which stops the start-up of whatever serves the webhook."""
     value = os.environ.get(variable)
     if not value:
-        raise ValueError(f"environment variable {variable!r} is not set")
+        raise MissingSecretError(f"environment variable {variable!r} is not set")
     return value
 
 

@@ -575,6 +575,11 @@ def test_a_bad_backend_option_stops_the_engine_at_start_up(sqlite_project: Proje
     assert str(info.value).startswith("delivery.postmark.batch_size: Input should be")
 
 
+# A provider reaches other machines: these tests' loopback links and test senders are
+# allowed on purpose, as in a staging setup (docs/sending.md).
+STAGING = {"allow_test_addresses": True}
+
+
 class MockedPostmark:
     """Registers ``mocked_postmark``: the Postmark backend talking to a scripted provider."""
 
@@ -591,6 +596,22 @@ class MockedPostmark:
         )
 
 
+@pytest.mark.parametrize("factory", ALL)
+def test_every_provider_refuses_test_addresses_unless_staging(
+    sqlite_project: Project, factory: type[HTTPBackend]
+) -> None:
+    """Issue 18: a provider reaches other machines, so a new project's loopback links and
+    reserved sender stop start-up, naming both keys; the staging switch allows them."""
+    delivery = {factory.name: OPTIONS[factory]}
+    with pytest.raises(ConfigError) as info:
+        sqlite_project.engine(factory.name, delivery=delivery)
+    assert str(info.value).startswith(f"delivery.backend {factory.name!r} sends real mail")
+    assert "tracking_base_url: 'http://127.0.0.1:8025'" in str(info.value)
+    assert "from_address: 'alerts@tailormail.invalid'" in str(info.value)
+    with sqlite_project.engine(factory.name, delivery=delivery | STAGING) as engine:
+        assert engine.make_backend().reaches_other_machines()
+
+
 def test_postmark_inactive_recipient_is_suppressed_as_a_hard_bounce(
     sqlite_project: Project,
 ) -> None:
@@ -599,7 +620,7 @@ def test_postmark_inactive_recipient_is_suppressed_as_a_hard_bounce(
     engine = sqlite_project.engine(
         "mocked_postmark",
         plugins=[MockedPostmark(provider)],
-        delivery={"mocked_postmark": {"batch_size": 2}},
+        delivery={"mocked_postmark": {"batch_size": 2}} | STAGING,
     )
     sqlite_project.seed(engine, people=2)
     run_campaign(engine, "alerts", run_id="r1")
@@ -625,7 +646,8 @@ def test_provider_message_ids_join_webhook_events_to_the_ledger(
         environ={"TAILORMAIL_SECRET": "test-secret-0123456789-0123456789-01"},
         overrides={
             "database_url": sqlite_project.db_url,
-            "delivery": {"backend": "mocked_postmark", "mocked_postmark": {"batch_size": 3}},
+            "delivery": {"backend": "mocked_postmark", "mocked_postmark": {"batch_size": 3}}
+            | STAGING,
             "plugins": {"webhooks": {"postmark": hooks.options()}},
         },
     )
@@ -693,7 +715,7 @@ def test_a_504_leaves_the_batch_unknown_and_a_rerun_never_resends_it(
     engine = sqlite_project.engine(
         "mocked_postmark",
         plugins=[MockedPostmark(provider)],
-        delivery={"mocked_postmark": {"batch_size": 3}},
+        delivery={"mocked_postmark": {"batch_size": 3}} | STAGING,
     )
     sqlite_project.seed(engine, people=3)
     run_campaign(engine, "alerts", run_id="r1")

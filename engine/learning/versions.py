@@ -200,7 +200,7 @@ def rollback(engine: Engine, campaign: Campaign, version: str | None = None) -> 
         if current is None or current.parent is None:
             raise TailormailError(
                 f"campaign {campaign.name!r} has no earlier model to roll back to "
-                "(see `tailormail models`)"
+                f"(see `tailormail models {campaign.name}`)"
             )
         version = current.parent
     target = next((r for r in rows if r.version == version), None)
@@ -224,7 +224,8 @@ def rollback(engine: Engine, campaign: Campaign, version: str | None = None) -> 
             decision=f"pinned {version}",
             reason="rolled back by hand"
             + (f" from {current.version}" if current else "")
-            + "; its decisions log its version until `tailormail rollback --release`",
+            + "; its decisions log its version until "
+            + f"`tailormail rollback {campaign.name} --release`",
             role=AUDIT,
         ),
     )

@@ -31,6 +31,7 @@ from engine.types import EventType
 from engine.web import pages
 from engine.web.intake import Intake
 from engine.web.tokens import TEST_SEND_ID, TokenData
+from engine.web.unsubscribed import current_scope
 from engine.web.webhooks import read_limited, webhook
 
 if TYPE_CHECKING:
@@ -137,6 +138,9 @@ class TrackingApp:
             return _not_found()
         if data.send_id == TEST_SEND_ID:
             return pages.test_send(self._campaign_label(data))
+        scope = await current_scope(self.engine, data.send_id)  # bounded; None when unsure
+        if scope is not None:
+            return pages.already(scope, self._campaign_label(data))
         return pages.confirm(self._campaign_label(data))
 
     async def unsubscribe(self, request: Request) -> Response:
@@ -193,6 +197,7 @@ def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
     Its lifespan starts the intake's writer and, at shutdown, stores what it can; without
     a lifespan (an ASGI test transport) the intake starts on its first event.
     """
+    engine.serve_webhooks()  # their secrets are needed here only, so checked here
     app = TrackingApp(engine, intake)
 
     @asynccontextmanager

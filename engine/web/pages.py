@@ -47,22 +47,30 @@ def confirm(campaign: str | None) -> HTMLResponse:
     return page("Unsubscribe", body)
 
 
-def done(scope: str, campaign: str | None) -> HTMLResponse:
-    """The answer to a POST: exactly what will stop, and (for one campaign) the wider choice."""
+def _stopped(scope: str, campaign: str | None, were: str) -> str:
+    """What stopped for this address; after one campaign, the wider choice too."""
     if scope == "all":
-        body = (
-            "<p>You are unsubscribed from all our emails. No further email will be sent "
+        return (
+            f"<p>You are {were} from all our emails. No further email will be sent "
             "to this address.</p>"
         )
-    else:
-        body = (
-            f"<p>You are unsubscribed from {_these(campaign)}. Our other emails may still "
-            "reach you.</p>"
-            '<form method="post" action="">'
-            + _button("all", "Stop all emails to this address too")
-            + "</form>"
-        )
-    return page("Unsubscribed", body)
+    return (
+        f"<p>You are {were} from {_these(campaign)}. Our other emails may still "
+        "reach you.</p>"
+        '<form method="post" action="">'
+        + _button("all", "Stop all emails to this address too")
+        + "</form>"
+    )
+
+
+def done(scope: str, campaign: str | None) -> HTMLResponse:
+    """The answer to a POST: exactly what will stop, and (for one campaign) the wider choice."""
+    return page("Unsubscribed", _stopped(scope, campaign, "unsubscribed"))
+
+
+def already(scope: str, campaign: str | None) -> HTMLResponse:
+    """``GET /u/…`` from someone unsubscribed already: say so; offer only what is left."""
+    return page("Already unsubscribed", _stopped(scope, campaign, "already unsubscribed"))
 
 
 def test_send(campaign: str | None) -> HTMLResponse:

@@ -190,6 +190,10 @@ class HTTPBackend(DeliveryBackend):
         self._lock = threading.Lock()
         self._not_before = 0.0  # the provider said: no request before this time
 
+    def reaches_other_machines(self) -> bool:
+        """Always: a provider's API delivers to real recipients."""
+        return True
+
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
         """Validate a ``[delivery.<name>]`` table without building the backend."""

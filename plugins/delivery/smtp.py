@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from engine import hookimpl
 from engine.errors import ConfigError
+from engine.realmail import is_this_machine
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from plugins.delivery.dkim import DKIMOptions, DKIMSigner
 from plugins.delivery.mime import envelope_address, format_message_id, message_bytes
@@ -131,6 +132,10 @@ class SMTPBackend(DeliveryBackend):
         self._threads: ThreadPoolExecutor | None = None
         self._open = False  # inside a ``with`` block: connections outlive each batch
         self._down: Refusal | None = None  # set when the server cannot be reached
+
+    def reaches_other_machines(self) -> bool:
+        """True unless ``host`` is this machine (localhost, a loopback address)."""
+        return not is_this_machine(self.options.host)
 
     # -- life cycle -----------------------------------------------------------------------
     def open(self) -> None:

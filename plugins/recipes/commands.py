@@ -8,8 +8,7 @@ offline on a temporal leave-last-out split, next to ``popularity`` on the same s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,15 +18,13 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from engine import hookimpl
+from engine.cli_support import ProjectOption, open_engine
 from engine.errors import TailormailError
 
 if TYPE_CHECKING:
     from engine.app import Engine
     from engine.recommendation.recommender import CampaignRecommender
 
-ProjectOption = Annotated[
-    Path | None, typer.Option("--project", "-p", help="Project directory (default: from the cwd).")
-]
 ParamOption = Annotated[
     list[str] | None,
     typer.Option("--param", help="A recipe parameter as key=value (repeatable; JSON values)."),
@@ -47,14 +44,6 @@ def parse_params(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[key.strip()] = raw
     return params
-
-
-@contextmanager
-def _engine(project: Path | None) -> Iterator[Engine]:
-    from engine.app import Engine
-
-    with Engine(project_dir=project) as engine:
-        yield engine
 
 
 def _recommender(
@@ -117,7 +106,7 @@ def recommend(
     project: ProjectOption = None,
 ) -> None:
     """Print the items a user would get, through the campaign's filters."""
-    with _engine(project) as engine:
+    with open_engine(project) as engine:
         recommender = _recommender(engine, campaign, recipe, parse_params(param))
         if not recommender.catalogue:
             raise TailormailError(
@@ -143,11 +132,11 @@ def similar(
     project: ProjectOption = None,
 ) -> None:
     """Print the items most like ITEM."""
-    with _engine(project) as engine:
+    with open_engine(project) as engine:
         recommender = _recommender(engine, None, recipe, parse_params(param))
         if item not in recommender.catalogue:
             raise TailormailError(
-                f"unknown item {item!r}: import it with 'tailormail import items'"
+                f"unknown item {item!r}: import it with 'tailormail import items FILE'"
             )
         if getattr(recommender.recipe, "similar", None) is None:
             raise TailormailError(f"recipe {recipe!r} has no similar(); try --recipe sims")
@@ -170,7 +159,7 @@ def evaluate_recipe(
     from engine.recommendation.offline import evaluate, leave_last_out
 
     params = parse_params(param)
-    with _engine(project) as engine:
+    with open_engine(project) as engine:
         interactions, items, users = _evaluation_data(engine, data)
         try:
             candidates = {recipe: engine.recipes.get(recipe)(**params)}
