@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from conftest import Project
+from conftest import TEST_SECRET, Project
 from sqlmodel import Session, col, select
 
 from engine import EventType, TrackingEvent
@@ -90,9 +90,13 @@ def versions(engine: Engine, campaign: str) -> list[ModelVersionRow]:
 
 
 def make_project(root: Path, db_url: str) -> Project:
-    """A conftest project that the CLI can open too (it has a tailormail.toml)."""
+    """A conftest project that the CLI can open too: its tailormail.toml, and the secret
+    its engines sign with in the secret file (the CLI refuses to replace a lost one)."""
     project = Project(root, db_url)
     (root / "config" / "tailormail.toml").write_text(
         f'database_url = "{db_url}"\n[delivery]\nbackend = "memory"\n'
     )
+    secret = root / ".tailormail-secret"
+    secret.write_text(TEST_SECRET + "\n")
+    secret.chmod(0o600)
     return project

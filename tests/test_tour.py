@@ -160,7 +160,9 @@ def test_the_guides_schedule_view_and_check(tmp_path: Path, env: dict[str, str])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("configuration: ok (settings, 1 campaign, plugins,")
     assert "  weekly-picks: audience of 0\n" in done.stdout
-    assert "    Mon 2026-03-02 09:00 UTC\nnothing was sent.\n" in done.stdout
+    assert "    Mon 2026-03-02 09:00 UTC\nnot ready for real mail: tracking_base_url" in done.stdout
+    assert "keeps mail on this machine: change these before real mail)\n" in done.stdout
+    assert done.stdout.endswith("nothing was sent.\n")
     assert not (project / "outbox").exists() or not any((project / "outbox").iterdir())
 
     # A numeric weekday: the one-time notice (once: tests/test_schedules.py).
