@@ -168,11 +168,11 @@ def after_rehearsed(engine: Engine, record: RehearsalRecord) -> Text:
     shown = len(record.choices)
     line = f"{found.same} of {shown} recipients got the variant (or skip) the dry run showed"
     notes = [
-        f"{n} {what}"
-        for n, what in (
-            (found.other, "got another variant or skip"),
-            (found.left, "left the audience"),
-            (found.joined, "were not in the dry run"),
+        f"{what}: {n}"
+        for what, n in (
+            ("another variant or skip", found.other),
+            ("left the audience", found.left),
+            ("not in the dry run", found.joined),
         )
         if n
     ]
