@@ -105,6 +105,8 @@ def scaffold_project(directory: Path, *, force: bool = False, seed: int = 1) -> 
     for name, (header, rows) in samples.items():
         written.append(write_csv(directory / name, header, rows))
     gitignore = directory / ".gitignore"
-    gitignore.write_text("outbox/\njournal/\n*.db\n*.db-wal\n*.db-shm\n.tailormail-secret\n")
+    gitignore.write_text(
+        "outbox/\njournal/\nrehearsals/\n*.db\n*.db-wal\n*.db-shm\n.tailormail-secret\n"
+    )
     written.append(gitignore)
     return written
