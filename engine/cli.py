@@ -158,8 +158,7 @@ def send(
         if test_to is not None:
             raise typer.Exit(cli_sending.test_send(engine, campaign, test_to, recipient))
         if dry_run:
-            rehearsal = choose_run_id(engine, campaign, new=new_run) if new_run else None
-            cli_sending.rehearse(engine, campaign, rehearsal)
+            cli_sending.rehearse(engine, campaign, new_run)
             return
         run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
         rehearsed = cli_sending.before_rehearsed(engine, campaign, new_run) if new_run else None
@@ -176,7 +175,9 @@ def send(
                 engine, campaign, run_id=run_id, progress=advance, shard_progress=shards
             )
         groups = run_breakdown(engine, summary.run_id)
-        as_shown = cli_sending.after_rehearsed(engine, rehearsed) if rehearsed else None
+        as_shown = None
+        if rehearsed is not None and not summary.paused:  # a paused run decided only some
+            as_shown = cli_sending.after_rehearsed(engine, rehearsed)
     table = Table(title=f"run {summary.run_id}")
     columns = (
         "audience",

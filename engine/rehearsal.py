@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from engine import rehearsal_record
 from engine.db import session_scope
 from engine.errors import TailormailError
-from engine.models import RecipientRow
+from engine.models import RecipientRow, RunRow
 from engine.pipeline import CampaignRun, RunSummary, decision_id_for
 from engine.rehearsal_effects import Rehearsed
 from engine.runs import manual_run_id
@@ -153,6 +153,13 @@ def dry_run(engine: Engine, name: str, run_id: str | None = None) -> DryRunRepor
     what it would send, and to whom. Nothing is recorded but the rehearsal record."""
     campaign = engine.campaign(name)
     run_id = run_id or manual_run_id(campaign.name)
+    with session_scope(engine.db) as session:
+        existing = session.get(RunRow, run_id)
+    if existing is not None:
+        raise RehearsalError(
+            f"run {run_id!r} already exists (campaign {existing.campaign!r}): a dry run "
+            "rehearses a new run; give --new-run another id, or none for a fresh one"
+        )
     rehearsed = Rehearsed(run_id)
     summary = CampaignRun(engine, campaign, run_id, rehearsed.effects()).execute()
     ledger = rehearsed.ledger

@@ -221,6 +221,11 @@ def test_send_new_run_with_the_dry_runs_id_sends_what_it_showed(cli_project: Pro
     unknown = cli(cli_project, "send", "alerts", "--new-run", "by-hand-1")
     assert unknown.exit_code == 0, unknown.output
     assert "no dry run of alerts made run by-hand-1: sending it as a new run" in unknown.output
+    rehearse_again = cli(cli_project, "send", "alerts", "--dry-run", "--new-run", run_id)
+    assert isinstance(rehearse_again.exception, RehearsalError)
+    assert "already exists (campaign 'alerts'): a dry run rehearses a new run" in str(
+        rehearse_again.exception
+    )
 
 
 def test_every_recipient_of_the_send_gets_what_the_dry_run_showed(sqlite_project: Project) -> None:
