@@ -118,7 +118,10 @@ def send(
         str | None, typer.Option("--run", help="Resume this existing run (see `runs`).")
     ] = None,
     new_run: Annotated[
-        str | None, typer.Option("--new-run", help="Start a new run with this id.")
+        str | None,
+        typer.Option(
+            "--new-run", help="Start a new run with this id (a dry run's: send what it showed)."
+        ),
     ] = None,
     test_to: Annotated[
         str | None,
@@ -128,7 +131,8 @@ def send(
         str | None, typer.Option("--recipient", help="With --test-to: render for this id.")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report what would be sent; record nothing.")
+        bool,
+        typer.Option("--dry-run", help="Report what a new run would send; record no run."),
     ] = False,
     project: ProjectOption = None,
 ) -> None:
@@ -147,14 +151,20 @@ def send(
             f"--recipient goes with --test-to ADDRESS; to look without sending: "
             f"`tailormail preview {campaign} --recipient {shlex.quote(recipient)}`"
         )
+    if dry_run and run is not None:
+        raise TailormailError(
+            "--dry-run rehearses a new run and cannot resume one: drop --run "
+            "(or give --new-run ID to rehearse under that id)"
+        )
     with open_engine(project) as engine:
         engine.campaign(campaign)  # an unknown name lists the configured ones
         if test_to is not None:
             raise typer.Exit(cli_sending.test_send(engine, campaign, test_to, recipient))
         if dry_run:
-            cli_sending.rehearse(engine, campaign)
+            cli_sending.rehearse(engine, campaign, new_run)
             return
         run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
+        rehearsed = cli_sending.before_rehearsed(engine, campaign, new_run) if new_run else None
         with _progress() as bar:
             task = bar.add_task(f"sending {campaign}", total=None)
 
@@ -168,6 +178,9 @@ def send(
                 engine, campaign, run_id=run_id, progress=advance, shard_progress=shards
             )
         groups = run_breakdown(engine, summary.run_id)
+        as_shown = None
+        if rehearsed is not None and not summary.paused:  # a paused run decided only some
+            as_shown = cli_sending.after_rehearsed(engine, rehearsed)
     table = Table(title=f"run {summary.run_id}")
     columns = (
         "audience",
@@ -186,6 +199,8 @@ def send(
     if summary.variants:
         shares = ", ".join(f"{k}: {n}" for k, n in sorted(summary.variants.items()))
         console.print(f"variants sent: {shares}")
+    if as_shown is not None:
+        console.print(as_shown, soft_wrap=True)
     for reason, count in summary.shard_errors.items():
         print_warning(
             f"{count} of {summary.shards} shards failed on their workers ({reason}); "

@@ -2,7 +2,8 @@
 
 ``register(app)`` adds ``preview`` and ``resume`` to the Typer app; ``send`` (in
 ``engine.cli``) hands its ``--test-to`` and ``--dry-run`` options to ``test_send`` and
-``rehearse``; ``runs`` shows ``paused_lines``.
+``rehearse``, and a ``--new-run`` of a dry run's id to ``before_rehearsed`` and
+``after_rehearsed``; ``runs`` shows ``paused_lines``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from engine.types import SendStatus
 
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.rehearsal_record import RehearsalRecord
 
 console = Console()
 SHOWN = 10
@@ -103,11 +105,12 @@ def test_send(engine: Engine, campaign: str, address: str, recipient: str | None
     return 0 if all(r.status is SendStatus.SENT for r in results) else 1
 
 
-def rehearse(engine: Engine, campaign: str) -> None:
-    """``send --dry-run``: what a run would send now, and to whom; nothing is recorded."""
+def rehearse(engine: Engine, campaign: str, run_id: str | None = None) -> None:
+    """``send --dry-run``: what a run would send now, and to whom; nothing is recorded but
+    the rehearsal record, under a run id it prints (``run_id`` if given)."""
     from engine.rehearsal import dry_run
 
-    report = dry_run(engine, campaign)
+    report = dry_run(engine, campaign, run_id)
     summary = report.summary
     table = Table(title=f"dry run of {campaign}: nothing sent, nothing recorded")
     for column in ("audience", "skipped", "would send"):
@@ -123,8 +126,57 @@ def rehearse(engine: Engine, campaign: str) -> None:
         console.print(Text(f"  {to}  [{variant}]  {subject}"))
     if len(report.would_send) > SHOWN:
         console.print(f"  ... and {len(report.would_send) - SHOWN} more")
+    undecided = summary.audience - summary.skipped - summary.sent
     if summary.paused:
         console.print(Text(f"the campaign is paused: {summary.paused}", style="bold red"))
+    elif undecided:  # the audience changed while the dry run read it
+        console.print(Text(f"{undecided} of the audience changed while the dry run read it"))
+    console.print(
+        Text(
+            f"decided as run {summary.run_id}; to send exactly this: "
+            f"tailormail send {campaign} --new-run {summary.run_id}"
+        ),
+        soft_wrap=True,
+    )
+
+
+def before_rehearsed(engine: Engine, campaign: str, run_id: str) -> RehearsalRecord | None:
+    """``send --new-run ID``: the dry run that made ``run_id`` (None: no dry run did), after
+    printing what changed since it (the model, the campaign, the audience)."""
+    from engine import rehearsal_record
+
+    record = rehearsal_record.load(engine, campaign, run_id)
+    if record is None:
+        console.print(
+            Text(f"no dry run of {campaign} made run {run_id}: sending it as a new run"),
+            soft_wrap=True,
+        )
+        return None
+    from engine.cli import print_warning
+
+    for change in rehearsal_record.changes_since(engine, record):
+        print_warning(f"{change}; this run may send otherwise than it showed")
+    return record
+
+
+def after_rehearsed(engine: Engine, record: RehearsalRecord) -> Text:
+    """The line that says how the run sent compares with its dry run (the record goes)."""
+    from engine import rehearsal_record
+
+    found = rehearsal_record.compare(engine, record)
+    rehearsal_record.discard(engine, record.run_id)
+    shown = len(record.choices)
+    line = f"{found.same} of {shown} recipients got the variant (or skip) the dry run showed"
+    notes = [
+        f"{what}: {n}"
+        for what, n in (
+            ("another variant or skip", found.other),
+            ("left the audience", found.left),
+            ("not in the dry run", found.joined),
+        )
+        if n
+    ]
+    return Text(line + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def register(app: typer.Typer) -> None:

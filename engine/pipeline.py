@@ -22,12 +22,12 @@ from engine.deliverability import active_pause
 from engine.errors import ConfigError
 from engine.importer import load_items
 from engine.learning.arms import Arms, baseline_policy
-from engine.ledger import RunLedger
 from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
+from engine.run_effects import RunEffects, real_effects
 from engine.runs import manual_run_id
 from engine.sampling import seed_from_decision_id
-from engine.shards import ROW_COUNTS, run_shards
+from engine.shards import ROW_COUNTS
 from engine.types import (
     Item,
     Message,
@@ -96,12 +96,16 @@ def decision_id_for(run_id: str, recipient_id: str) -> str:
 
 
 class CampaignRun:
-    """Executes (or resumes) one run of one campaign."""
+    """Executes (or resumes) one run of one campaign.
 
-    shares_recipe_fit = True
-    """Whether the run's workers share one recipe fit (recorded under the run id)."""
+    Its side effects (ledger, delivery backend, shard runner, ``message_sent``) come from
+    ``effects``: the real ones by default (``engine.run_effects.real_effects``), harmless
+    ones for a rehearsal. The run reaches them through ``effects`` only.
+    """
 
-    def __init__(self, engine: Engine, campaign: Campaign, run_id: str) -> None:
+    def __init__(
+        self, engine: Engine, campaign: Campaign, run_id: str, effects: RunEffects | None = None
+    ) -> None:
         self.engine = engine
         self.campaign = campaign
         self.run_id = run_id
@@ -110,7 +114,8 @@ class CampaignRun:
         self.policy: Policy | None = None
         self.recipe: Recipe | None = None
         self.items: dict[str, Item] = {}
-        self.ledger = RunLedger(engine, run_id, campaign.name)
+        self.effects = effects or real_effects(engine, run_id, campaign.name)
+        self.ledger = self.effects.ledger
         # Rows this call already counted, so the sweep does not count them "already done"
         # again: by recipient (retried or refused deferred rows), and by number (the rows
         # of the shards that reported back, found again by the coordinator's sweep).
@@ -159,7 +164,7 @@ class CampaignRun:
                 "with `tailormail import items FILE` (a .csv or .jsonl with an id column)"
             )
         self.items = {item.item_id: item for item in items}
-        shared = self.run_id if self.shares_recipe_fit else None
+        shared = self.run_id if self.effects.shares_recipe_fit else None
         self.recipe = campaign_recommender(self.engine, self.campaign, shared)
         sample = self.template_variables(first, [], self.variants[0])
         sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
@@ -295,7 +300,7 @@ class CampaignRun:
                 key = message.metadata["variant"]
                 self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
         for message, result in zip(messages, results, strict=True):
-            self.engine.pm.hook.message_sent(engine=self.engine, message=message, result=result)
+            self.effects.sent(message, result)
 
     def _store_links(self, messages: list[Message]) -> list[Message]:
         """Hand the batch over: links are stored before sending, so a click that comes back
@@ -371,10 +376,13 @@ class CampaignRun:
         engine.check_audience(campaign)  # a filter typo stops the run, naming the key
         self.summary.audience = engine.audience_size(campaign)
         self.ledger.pin_model(engine.champion_version(campaign))
-        if engine.settings.workers.executor != "inline" and (
-            self.summary.audience > engine.settings.workers.shard_size
+        shards = self.effects.shards  # None: a rehearsal, never handed to a worker
+        if (
+            shards is not None
+            and engine.settings.workers.executor != "inline"
+            and (self.summary.audience > engine.settings.workers.shard_size)
         ):
-            run_shards(self, progress, shard_progress)
+            shards(self, progress, shard_progress)
             self._shard_rows = sum(getattr(self.summary, name) for name in ROW_COUNTS)
             self.ledger.recover()  # rows of shard workers that died settle now
         retry = self._reclaim_deferred(self._still_in_audience)
@@ -434,7 +442,7 @@ class CampaignRun:
             if not delivery:
                 settings = engine.settings
                 executor = engine.executor(settings.executor, **settings.executor_options)
-                delivery.append(stack.enter_context(engine.make_backend()))
+                delivery.append(stack.enter_context(self.effects.backend()))
                 delivery.append(stack.enter_context(executor))
             self._deliver(rows, people, *delivery)
 

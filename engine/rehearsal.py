@@ -1,10 +1,15 @@
 """Before sending: preview a campaign's variants, mail them to a tester, or rehearse a run.
 
-None of these touches the ledger, the events or the policy's model. Previews and test
-sends render through the run's own render stage (``CampaignRun.compose``) with the send
-id ``TEST_SEND_ID``, whose tracked links redirect but record nothing and whose unsubscribe
-link unsubscribes nobody. A dry run (``DryRun``) is a ``CampaignRun`` whose ledger writes
-stay in memory and whose delivery stage only counts what would have been sent.
+None of these touches the ledger, the runs, the events or the policy's model, whatever
+executor the project's shards use. Each builds a ``CampaignRun`` with a rehearsal's side
+effects (``engine.rehearsal_effects``: a ledger in memory, a backend that only looks, no
+shard runner), so it runs in this process and reaches neither the delivery backend nor a
+worker. Previews and test sends render through the run's own render stage
+(``CampaignRun.compose``) with the send id ``TEST_SEND_ID``, whose tracked links redirect
+but record nothing and whose unsubscribe link unsubscribes nobody; only a test send then
+opens the configured backend, with messages addressed to the tester alone. A dry run
+executes the run under a run id it reports and keeps a record of what it decided
+(``engine.rehearsal_record``), so ``send --new-run ID`` sends the same or says what changed.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from engine import personal_files
+from engine import personal_files, rehearsal_record
 from engine.db import session_scope
 from engine.errors import TailormailError
 from engine.forgetting import address_holder
-from engine.models import LedgerRow, LedgerStatus, RecipientRow
+from engine.models import RecipientRow, RunRow
 from engine.pipeline import CampaignRun, RunSummary, decision_id_for
+from engine.rehearsal_effects import Rehearsed
 from engine.runs import manual_run_id
 from engine.types import Message, Recipient, SendResult, Variant
 from engine.web.tokens import TEST_SEND_ID
@@ -84,8 +90,8 @@ def render_variants(
     campaign = engine.campaign(name)
     variants = _variants(campaign, variant)
     person = _recipient(engine, campaign, recipient_id)
-    run = CampaignRun(engine, campaign, manual_run_id(campaign.name))
-    run.shares_recipe_fit = False  # no run row will exist to share it with
+    run_id = manual_run_id(campaign.name)
+    run = CampaignRun(engine, campaign, run_id, Rehearsed(run_id).effects())
     run._prepare_models(person)
     assert run.recipe is not None
     items = run.recipe.recommend(person.recipient_id, campaign.items_per_email)
@@ -154,62 +160,38 @@ def send_test(
 
 @dataclass
 class DryRunReport:
-    """What a run would do now: who would get which variant, who would be skipped and why."""
+    """What a run would do now: who would get which variant, who would be skipped and why.
+
+    ``summary.sent`` counts the messages that would be sent; ``record`` is the rehearsal
+    record that ``send --new-run <summary.run_id>`` compares with.
+    """
 
     summary: RunSummary
     skip_reasons: Counter[str] = field(default_factory=Counter)
     would_send: list[tuple[str, str, str]] = field(default_factory=list)  # to, variant, subject
+    record: Path | None = None
 
 
-class DryRun(CampaignRun):
-    """A ``CampaignRun`` with every ledger write kept in memory and no delivery.
-
-    Audience, eligibility, features, recipe, decision and rendering run as in a real run;
-    nothing is claimed, recorded or sent.
-    """
-
-    shares_recipe_fit = False
-
-    def __init__(self, engine: Engine, campaign: Campaign, run_id: str) -> None:
-        super().__init__(engine, campaign, run_id)
-        self.report = DryRunReport(self.summary)
-
-    def _open_run(self, scheduled_for: Any) -> None:
-        """Nothing to open: no run row."""
-
-    def _done_among(self, page: Sequence[Recipient]) -> set[str]:
-        return set()
-
-    def _reclaim_deferred(self, *args: Any) -> list[LedgerRow]:
-        return []
-
-    def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
-        owned = []
-        for row in rows:
-            if row["status"] == LedgerStatus.SKIPPED:
-                self.summary.skipped += 1
-                self.report.skip_reasons[str(row["skip_reason"])] += 1
-            else:
-                owned.append(LedgerRow(**row, id=TEST_SEND_ID))
-        return owned
-
-    def _deliver(
-        self, rows: list[LedgerRow], people: dict[str, Recipient], backend: Any, executor: Any
-    ) -> None:
-        for row in rows:
-            message = self._message(row, people[row.recipient_id])
-            key = str(message.metadata["variant"])
-            self.summary.sent += 1
-            self.summary.variants[key] = self.summary.variants.get(key, 0) + 1
-            self.report.would_send.append((message.to_address, key, message.subject))
-
-    def _close_run(self, status: str, error: str | None = None) -> None:
-        """Nothing to close."""
-
-
-def dry_run(engine: Engine, name: str) -> DryRunReport:
-    """Rehearse a new run of campaign ``name``: what it would send, and to whom."""
+def dry_run(engine: Engine, name: str, run_id: str | None = None) -> DryRunReport:
+    """Rehearse a new run of campaign ``name`` as ``run_id`` (default: a fresh manual id):
+    what it would send, and to whom. Nothing is recorded but the rehearsal record."""
     campaign = engine.campaign(name)
-    run = DryRun(engine, campaign, manual_run_id(campaign.name))
-    run.execute()
-    return run.report
+    run_id = run_id or manual_run_id(campaign.name)
+    with session_scope(engine.db) as session:
+        existing = session.get(RunRow, run_id)
+    if existing is not None:
+        raise RehearsalError(
+            f"run {run_id!r} already exists (campaign {existing.campaign!r}): a dry run "
+            "rehearses a new run; give --new-run another id, or none for a fresh one"
+        )
+    rehearsed = Rehearsed(run_id)
+    summary = CampaignRun(engine, campaign, run_id, rehearsed.effects()).execute()
+    ledger = rehearsed.ledger
+    model = ledger.model_version() or ""
+    record = rehearsal_record.make_record(engine, campaign, run_id, model, ledger.choices())
+    return DryRunReport(
+        summary,
+        ledger.skip_reasons,
+        rehearsed.backend.would_send,
+        rehearsal_record.save(engine, record),
+    )

@@ -55,6 +55,7 @@ GITIGNORE = "".join(
         "exports/",  # where to put `tailormail export -o` files (recipient ids, contexts)
         "spool/",  # the tracking server's event logs and rejected records
         "journal/",  # hand-over journals: an outcome line may quote an SMTP answer
+        "rehearsals/",  # dry runs' records (keyed hashes of recipient ids, their variants)
         "*.db",
         "*.db-wal",
         "*.db-shm",

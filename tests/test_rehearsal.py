@@ -2,7 +2,9 @@
 
 Done when 6: the ledger, runs, events, suppressions, rewards and models are the same
 before and after; a test send's links redirect and record nothing, and its unsubscribe
-link unsubscribes nobody.
+link unsubscribes nobody. Issue 18: a dry run decides under a run id it prints, and
+``send --new-run ID`` sends what it showed or says what changed since (the executors and
+databases: ``test_rehearsal_matrix.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlmodel import SQLModel, select
 
 from engine.app import Engine
 from engine.db import session_scope
+from engine.errors import TailormailError
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,
@@ -146,6 +149,7 @@ def test_the_cli_exits_2_with_a_clear_error_for_each_mistake(sqlite_project: Pro
         ("preview", "alerts", "--variant", "zz"): "has no variant 'zz'",
         ("preview", "alerts", "--recipient", "ghost"): "unknown recipient 'ghost'",
         ("send", "alerts", "--test-to", "x@example.org", "--dry-run"): "not both",
+        ("send", "alerts", "--dry-run", "--run", "r1"): "cannot resume one: drop --run",
     }
     for args, expected in mistakes.items():
         done = subprocess.run(
@@ -158,3 +162,108 @@ def test_the_cli_exits_2_with_a_clear_error_for_each_mistake(sqlite_project: Pro
         )
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def cli(project: Project, *args: str) -> Any:
+    """Run ``tailormail --project ROOT ARGS`` in this process; the Click result."""
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    return CliRunner().invoke(app, ["--project", str(project.root), *args], env={"COLUMNS": "300"})
+
+
+def ledger_variants(engine: Engine, run_id: str) -> dict[str, str]:
+    """Each recipient's variant in run ``run_id`` (``-``: skipped), by address."""
+    with session_scope(engine.db) as session:
+        rows = session.scalars(select(LedgerRow).where(LedgerRow.run_id == run_id)).all()
+    return {r.email: r.variant or "-" for r in rows}
+
+
+@pytest.fixture
+def cli_project(sqlite_project: Project, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """``sqlite_project`` with a config the CLI opens (outbox backend), 40 people, one
+    of them suppressed."""
+    monkeypatch.setenv("TAILORMAIL_SECRET", "test-secret-0123456789-0123456789-01")
+    engine = sqlite_project.configure("outbox")
+    sqlite_project.seed(engine, people=40)
+    with session_scope(engine.db) as session:
+        session.add(SuppressionRow(email="user7@example.com", reason="complaint"))
+    return sqlite_project
+
+
+def test_send_new_run_with_the_dry_runs_id_sends_what_it_showed(cli_project: Project) -> None:
+    rehearsed = cli(cli_project, "send", "alerts", "--dry-run")
+    assert rehearsed.exit_code == 0, rehearsed.output
+    [run_id] = re.findall(
+        r"to send exactly this: tailormail send alerts --new-run (\S+)", rehearsed.output
+    )
+    shown = dict(re.findall(r"^  (\S+@example\.com)  \[(\w)\]", rehearsed.output, re.M))
+    assert len(shown) == 10 and "skipped 1: suppressed (complaint)" in rehearsed.output
+    engine = cli_project.engine()
+    [record] = (cli_project.root / "rehearsals").glob("*.json")
+    assert record.stat().st_mode & 0o777 == 0o600
+    assert "example.com" not in record.read_text() and '"u0' not in record.read_text()
+
+    sent = cli(cli_project, "send", "alerts", "--new-run", run_id)
+    assert sent.exit_code == 0, sent.output
+    assert "40 of 40 recipients got the variant (or skip) the dry run showed\n" in sent.output
+    variants = ledger_variants(engine, run_id)
+    assert len(variants) == 40 and variants["user7@example.com"] == "-"
+    assert {to: variants[to] for to in shown} == shown  # the lines the dry run printed
+    assert len(list((cli_project.root / "outbox").glob("*.eml"))) == 39
+    assert not record.exists()  # the run is the ledger's to tell now
+    again = cli(cli_project, "send", "alerts", "--new-run", run_id)
+    assert isinstance(again.exception, TailormailError)  # `tailormail` exits 2 with it
+    assert str(again.exception) == (
+        f"run {run_id!r} already exists (campaign 'alerts'); resume it with --run {run_id}"
+    )
+    unknown = cli(cli_project, "send", "alerts", "--new-run", "by-hand-1")
+    assert unknown.exit_code == 0, unknown.output
+    assert "no dry run of alerts made run by-hand-1: sending it as a new run" in unknown.output
+    rehearse_again = cli(cli_project, "send", "alerts", "--dry-run", "--new-run", run_id)
+    assert isinstance(rehearse_again.exception, RehearsalError)
+    assert "already exists (campaign 'alerts'): a dry run rehearses a new run" in str(
+        rehearse_again.exception
+    )
+
+
+def test_every_recipient_of_the_send_gets_what_the_dry_run_showed(sqlite_project: Project) -> None:
+    sqlite_project.add_campaign("alerts", policy="vw")  # a learned policy's pmf, seeded
+    engine = sqlite_project.engine()
+    sqlite_project.seed(engine, people=30)
+    report = dry_run(engine, "alerts", run_id="rehearsed")
+    run_campaign(engine, "alerts", run_id="rehearsed")
+    assert ledger_variants(engine, "rehearsed") == {to: v for to, v, _ in report.would_send}
+    assert report.summary.run_id == "rehearsed" and len(report.would_send) == 30
+
+
+def test_send_new_run_says_what_changed_since_the_dry_run(cli_project: Project) -> None:
+    engine = cli_project.engine()
+    report = dry_run(engine, "alerts", run_id="rehearsed")
+    assert (report.summary.skipped, report.summary.sent) == (1, 39)
+    cli_project.seed(engine, people=42)  # two people join
+    with session_scope(engine.db) as session:  # one unsubscribes, a model is promoted
+        session.add(SuppressionRow(email="user2@example.com", reason="unsubscribe"))
+        blob = engine.make_policy(engine.campaign("alerts")).save()
+        session.add(ModelVersionRow(campaign="alerts", version="v2", policy="uniform", blob=blob))
+
+    sent = cli(cli_project, "send", "alerts", "--new-run", "rehearsed")
+    assert sent.exit_code == 0, sent.output
+    output = " ".join(sent.output.split())
+    later = "this run may send otherwise than it showed"
+    assert f"warning: the model changed since the dry run (none yet -> v2); {later}" in output
+    assert (
+        "warning: the audience changed since the dry run: 2 joined, 0 left "
+        f"(40 -> 42 recipients); {later}"
+    ) in output
+    assert (
+        "39 of 40 recipients got the variant (or skip) the dry run showed "
+        "(another variant or skip: 1; not in the dry run: 2)"
+    ) in output
+    variants = ledger_variants(engine, "rehearsed")
+    skipped = sorted(to for to, variant in variants.items() if variant == "-")
+    assert skipped == ["user2@example.com", "user7@example.com"] and len(variants) == 42
+    with session_scope(engine.db) as session:
+        run = session.get(RunRow, "rehearsed")
+    assert run is not None and run.model_version == "v2"  # it said so before sending
