@@ -130,11 +130,20 @@ def send(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report what would be sent; record nothing.")
     ] = False,
+    include_new: Annotated[
+        bool,
+        typer.Option(
+            "--include-new",
+            help="With --run on a finished run: also send to audience members it has no "
+            "row for (joined since); without it, a finished run only retries.",
+        ),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Start a new run of a campaign now (or resume one with --run) with a progress bar.
 
-    Exits with status 1 when nothing could be delivered (every row deferred or failed).
+    Exits with status 1 when nothing could be delivered (every row deferred or failed) or
+    the audience is empty, 130 on Ctrl-C (saying how to continue).
     """
     from engine import cli_sending
     from engine.pipeline import run_campaign
@@ -152,7 +161,8 @@ def send(
             cli_sending.rehearse(engine, campaign)
             return
         run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
-        with _progress() as bar:
+        explained = cli_sending.stopped_runs_explained(engine, campaign, run_id)
+        with explained, _progress() as bar:
             task = bar.add_task(f"sending {campaign}", total=None)
 
             def advance(done: int, total: int) -> None:
@@ -162,7 +172,12 @@ def send(
                 bar.update(task, description=f"sending {campaign} (shards {done}/{total})")
 
             summary = run_campaign(
-                engine, campaign, run_id=run_id, progress=advance, shard_progress=shards
+                engine,
+                campaign,
+                run_id=run_id,
+                progress=advance,
+                shard_progress=shards,
+                include_new=include_new or None,
             )
         groups = run_breakdown(engine, summary.run_id)
     table = Table(title=f"run {summary.run_id}")
@@ -193,6 +208,8 @@ def send(
         console.print(
             Text(f"{group.status} {group.count}: {group.reason} ({shown})"), soft_wrap=True
         )
+    if status := cli_sending.explain_outcome(summary, include_new):
+        raise typer.Exit(status)
     if summary.paused:
         print_error(
             f"campaign {campaign} paused itself: {summary.paused}; run {summary.run_id} "
@@ -450,6 +467,13 @@ def main() -> None:
         app()
     except TailormailError as exc:
         print_error(str(exc))
+        sys.exit(2)
+    except Exception as exc:
+        from engine.resources import out_of_space
+
+        if (cause := out_of_space(exc)) is None:
+            raise
+        print_error(cause)  # a full disk is one line, not a traceback from the driver
         sys.exit(2)
 
 
