@@ -361,6 +361,7 @@ def serve(
     project: ProjectOption = None,
 ) -> None:
     """Serve tracking (clicks, opens, unsubscribes, webhooks) and run the schedules."""
+    from engine.listening import listen, stopped_by_signal
     from engine.scheduler import LeaderScheduler
     from engine.web import serve as serve_web
 
@@ -368,6 +369,7 @@ def serve(
     with open_engine(project) as engine:
         host = host or engine.settings.web.host
         port = engine.settings.web.port if port is None else port
+        sock = listen(host, port)  # a port in use stops here, before any leadership
         service = LeaderScheduler(engine) if scheduler else None
         if service is None:
             console.print("scheduler: off (tracking only)")
@@ -377,10 +379,13 @@ def serve(
             console.print("scheduler: standby (another process leads; taking over if it dies)")
         console.print(f"tracking server on http://{host}:{port}")
         try:
-            serve_web(engine, host, port, log_level="info")
+            with stopped_by_signal():  # Ctrl-C or SIGTERM: a clean stop, no traceback
+                serve_web(engine, host, port, log_level="info", sock=sock)
         finally:
             if service is not None:
                 service.stop()
+            sock.close()
+    console.print("stopped: the tracking server, its writer and the scheduler")
 
 
 @app.command()

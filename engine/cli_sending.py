@@ -141,13 +141,20 @@ def continue_command(campaign: str, run_id: str) -> str:
     return f"tailormail send {shlex.quote(campaign)} --run {shlex.quote(run_id)}"
 
 
-def _went_out(engine: Engine, campaign: str, run_id: str) -> str:
-    """``N messages of run ID went out``: what the run has sent so far, every worker's."""
+def _went_out(engine: Engine, campaign: str, run_id: str, when: str, then: str) -> str:
+    """What run ``run_id`` has sent so far (every worker's) ``when`` it stopped, and the
+    command that continues it (a run that never opened: the command that starts again)."""
     from engine.ledger import RunLedger
     from engine.models import LedgerStatus
 
-    sent = RunLedger(engine, run_id, campaign).counts().get(LedgerStatus.SENT, 0)
-    return f"{sent} message{'' if sent == 1 else 's'} of run {run_id} went out"
+    ledger = RunLedger(engine, run_id, campaign)
+    if not ledger.exists():
+        return f"run {run_id} did not start; {then}run `tailormail send {campaign}`"
+    sent = ledger.counts().get(LedgerStatus.SENT, 0)
+    return (
+        f"{sent} message{'' if sent == 1 else 's'} of run {run_id} went out {when}; "
+        f"{then}continue with `{continue_command(campaign, run_id)}`"
+    )
 
 
 @contextmanager
@@ -159,10 +166,7 @@ def stopped_runs_explained(engine: Engine, campaign: str, run_id: str) -> Iterat
     try:
         yield
     except KeyboardInterrupt:
-        print_error(
-            f"interrupted: {_went_out(engine, campaign, run_id)} before Ctrl-C; continue "
-            f"with `{continue_command(campaign, run_id)}`"
-        )
+        print_error(f"interrupted: {_went_out(engine, campaign, run_id, 'before Ctrl-C', '')}")
         raise typer.Exit(INTERRUPTED) from None
     except CampaignBusyError:
         raise  # raised before the run opened: it names the live run and what to do
@@ -170,10 +174,8 @@ def stopped_runs_explained(engine: Engine, campaign: str, run_id: str) -> Iterat
         cause = str(exc) if isinstance(exc, TailormailError) else out_of_space(exc)
         if cause is None:
             raise
-        raise TailormailError(
-            f"{cause}; {_went_out(engine, campaign, run_id)} before it stopped; once that "
-            f"is fixed, continue with `{continue_command(campaign, run_id)}`"
-        ) from exc
+        went_out = _went_out(engine, campaign, run_id, "before it stopped", "once that is fixed, ")
+        raise TailormailError(f"{cause}; {went_out}") from exc
 
 
 def explain_outcome(summary: RunSummary, include_new: bool) -> int:

@@ -383,7 +383,7 @@ class CampaignRun:
         """Mark the run stopped by ``exc``; a failure to do so (a full disk) is logged,
         so the error the user sees is the one that stopped the run."""
         if isinstance(exc, KeyboardInterrupt):
-            status, reason = "interrupted", "interrupted (Ctrl-C)"
+            status, reason = "interrupted", "stopped by Ctrl-C"
         else:
             status = "failed"
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -178,6 +178,11 @@ class RunLedger:
             stmt = select(func.count()).where(LEDGER.c.run_id == self.run_id)
             return int(session.scalar(stmt) or 0)
 
+    def exists(self) -> bool:
+        """Whether the run has been opened (its row is there)."""
+        with session_scope(self.db) as session:
+            return session.get(RunRow, self.run_id) is not None
+
     def counts(self) -> dict[str, int]:
         """How many of the run's rows are in each state (every worker's)."""
         with session_scope(self.db) as session:
