@@ -365,11 +365,11 @@ def serve(
     from engine.scheduler import LeaderScheduler
     from engine.web import serve as serve_web
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_engine(project) as engine:
         host = host or engine.settings.web.host
         port = engine.settings.web.port if port is None else port
         sock = listen(host, port)  # a port in use stops here, before any leadership
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         service = LeaderScheduler(engine) if scheduler else None
         if service is None:
             console.print("scheduler: off (tracking only)")

@@ -390,8 +390,8 @@ class CampaignRun:
         hint = f"; continue with `tailormail send {self.campaign.name} --run {self.run_id}`"
         try:
             self._close_run(status, reason + hint)
-        except Exception:  # the run row stays "running"; its heartbeat expiry frees it
-            log.exception("run %s could not be marked %s", self.run_id, status)
+        except Exception as error:  # the row stays "running"; its heartbeat expiry frees it
+            log.debug("run %s could not be marked %s: %s", self.run_id, status, error)
 
     def _execute(
         self, progress: Progress | None, shard_progress: Progress | None, new: bool
