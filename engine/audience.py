@@ -41,12 +41,13 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ConfigError
-from engine.models import RecipientRow
+from engine.models import LedgerRow, RecipientRow
 from engine.types import Recipient
 
 Scalar = str | int | float | bool
 _ATTRIBUTES = RecipientRow.__table__.c.attributes  # type: ignore[attr-defined]
 _ID = RecipientRow.__table__.c.id  # type: ignore[attr-defined]
+_LEDGER = LedgerRow.__table__  # type: ignore[attr-defined]
 _EMAIL = RecipientRow.__table__.c.email  # type: ignore[attr-defined]
 _SQLITE_LOWER = "tm_lower"  # Python's str.lower, registered on every SQLite connection
 
@@ -211,9 +212,17 @@ def _attribute_names(conn: Any, dialect: str) -> list[str]:
     return sorted(str(name) for name in conn.execute(text(sql)).scalars())
 
 
-def count_audience(db: SAEngine, audience: Mapping[str, Any]) -> int:
-    """How many recipients ``audience`` selects."""
+def count_audience(
+    db: SAEngine, audience: Mapping[str, Any], without_run: str | None = None
+) -> int:
+    """How many recipients ``audience`` selects (with ``without_run``: of those, how many
+    have no ledger row in that run yet)."""
     stmt = select(func.count()).select_from(_ID.table)
+    if without_run is not None:
+        row = select(_LEDGER.c.id).where(
+            _LEDGER.c.run_id == without_run, _LEDGER.c.recipient_id == _ID
+        )
+        stmt = stmt.where(~row.exists())
     with db.connect() as conn:
         where = audience_clause(audience, db.dialect.name)
         return int(conn.execute(stmt.where(where)).scalar_one())

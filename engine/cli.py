@@ -134,11 +134,20 @@ def send(
         bool,
         typer.Option("--dry-run", help="Report what a new run would send; record no run."),
     ] = False,
+    include_new: Annotated[
+        bool,
+        typer.Option(
+            "--include-new",
+            help="With --run on a finished run: also send to audience members it has no "
+            "row for (joined since); without it, a finished run only retries.",
+        ),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Start a new run of a campaign now (or resume one with --run) with a progress bar.
 
-    Exits with status 1 when nothing could be delivered (every row deferred or failed).
+    Exits with status 1 when nothing could be delivered (every row deferred or failed) or
+    the audience is empty, 130 on Ctrl-C (saying how to continue).
     """
     from engine import cli_sending
     from engine.pipeline import run_campaign
@@ -165,7 +174,8 @@ def send(
             return
         run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
         rehearsed = cli_sending.before_rehearsed(engine, campaign, new_run) if new_run else None
-        with _progress() as bar:
+        explained = cli_sending.stopped_runs_explained(engine, campaign, run_id)
+        with explained, _progress() as bar:
             task = bar.add_task(f"sending {campaign}", total=None)
 
             def advance(done: int, total: int) -> None:
@@ -175,7 +185,12 @@ def send(
                 bar.update(task, description=f"sending {campaign} (shards {done}/{total})")
 
             summary = run_campaign(
-                engine, campaign, run_id=run_id, progress=advance, shard_progress=shards
+                engine,
+                campaign,
+                run_id=run_id,
+                progress=advance,
+                shard_progress=shards,
+                include_new=include_new or None,
             )
         groups = run_breakdown(engine, summary.run_id)
         as_shown = None
@@ -211,6 +226,8 @@ def send(
         console.print(
             Text(f"{group.status} {group.count}: {group.reason} ({shown})"), soft_wrap=True
         )
+    if status := cli_sending.explain_outcome(summary, include_new):
+        raise typer.Exit(status)
     if summary.paused:
         print_error(
             f"campaign {campaign} paused itself: {summary.paused}; run {summary.run_id} "
@@ -348,14 +365,16 @@ def serve(
     project: ProjectOption = None,
 ) -> None:
     """Serve tracking (clicks, opens, unsubscribes, webhooks) and run the schedules."""
+    from engine.listening import listen, stopped_by_signal
     from engine.scheduler import LeaderScheduler
     from engine.web import serve as serve_web
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_engine(project) as engine:
         engine.serve_webhooks()  # a missing webhook secret stops serve before leadership
         host = host or engine.settings.web.host
         port = engine.settings.web.port if port is None else port
+        sock = listen(host, port)  # a port in use stops here, before any leadership
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         service = LeaderScheduler(engine) if scheduler else None
         if service is None:
             console.print("scheduler: off (tracking only)")
@@ -365,10 +384,13 @@ def serve(
             console.print("scheduler: standby (another process leads; taking over if it dies)")
         console.print(f"tracking server on http://{host}:{port}")
         try:
-            serve_web(engine, host, port, log_level="info")
+            with stopped_by_signal():  # Ctrl-C or SIGTERM: a clean stop, no traceback
+                serve_web(engine, host, port, log_level="info", sock=sock)
         finally:
             if service is not None:
                 service.stop()
+            sock.close()
+    console.print("stopped: the tracking server, its writer and the scheduler")
 
 
 @app.command()
@@ -457,6 +479,13 @@ def main() -> None:
         app()
     except TailormailError as exc:
         print_error(str(exc))
+        sys.exit(2)
+    except Exception as exc:
+        from engine.resources import out_of_space
+
+        if (cause := out_of_space(exc)) is None:
+            raise
+        print_error(cause)  # a full disk is one line, not a traceback from the driver
         sys.exit(2)
 
 

@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,11 +20,17 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.cli_support import ProjectOption, open_engine
+from engine.errors import CampaignBusyError, TailormailError
+from engine.resources import out_of_space
 from engine.types import SendStatus
 
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.pipeline import RunSummary
     from engine.rehearsal_record import RehearsalRecord
+
+INTERRUPTED = 130
+"""The exit status of a send stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
 
 console = Console()
 SHOWN = 10
@@ -177,6 +186,73 @@ def after_rehearsed(engine: Engine, record: RehearsalRecord) -> Text:
         if n
     ]
     return Text(line + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def continue_command(campaign: str, run_id: str) -> str:
+    """The exact command that continues run ``run_id``, quoted for a shell."""
+    return f"tailormail send {shlex.quote(campaign)} --run {shlex.quote(run_id)}"
+
+
+def _went_out(engine: Engine, campaign: str, run_id: str, when: str, then: str) -> str:
+    """What run ``run_id`` has sent so far (every worker's) ``when`` it stopped, and the
+    command that continues it (a run that never opened: the command that starts again)."""
+    from engine.ledger import RunLedger
+    from engine.models import LedgerStatus
+
+    ledger = RunLedger(engine, run_id, campaign)
+    if not ledger.exists():
+        return f"run {run_id} did not start; {then}run `tailormail send {campaign}`"
+    sent = ledger.counts().get(LedgerStatus.SENT, 0)
+    return (
+        f"{sent} message{'' if sent == 1 else 's'} of run {run_id} went out {when}; "
+        f"{then}continue with `{continue_command(campaign, run_id)}`"
+    )
+
+
+@contextmanager
+def stopped_runs_explained(engine: Engine, campaign: str, run_id: str) -> Iterator[None]:
+    """Around a run: an error or Ctrl-C that stops it says how many messages went out and
+    the command that continues it (Ctrl-C exits 130; a full disk is one line, no traceback)."""
+    from engine.cli import print_error
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        print_error(f"interrupted: {_went_out(engine, campaign, run_id, 'before Ctrl-C', '')}")
+        raise typer.Exit(INTERRUPTED) from None
+    except CampaignBusyError:
+        raise  # raised before the run opened: it names the live run and what to do
+    except Exception as exc:
+        cause = str(exc) if isinstance(exc, TailormailError) else out_of_space(exc)
+        if cause is None:
+            raise
+        went_out = _went_out(engine, campaign, run_id, "before it stopped", "once that is fixed, ")
+        raise TailormailError(f"{cause}; {went_out}") from exc
+
+
+def explain_outcome(summary: RunSummary, include_new: bool) -> int:
+    """Tell an empty audience from one whose members were all skipped, and say who a
+    resumed finished run left out; returns the exit status (1: the audience is empty)."""
+    from engine.cli import print_error, print_warning
+
+    if summary.empty:
+        print_error(summary.empty)
+        return 1
+    if summary.left_out and not include_new:
+        print_warning(
+            f"run {summary.run_id} had finished: only its deferred and fixable failed rows "
+            f"were retried; {summary.left_out} audience members without a row in it were "
+            "not sent (add --include-new to send them too)"
+        )
+    attempted = summary.sent + summary.deferred + summary.failed + summary.unknown
+    if summary.skipped and not attempted:
+        console.print(
+            Text(
+                f"nobody was sent: all {summary.skipped} recipients this run reached were "
+                "skipped (reasons above); the audience itself is not empty"
+            )
+        )
+    return 0
 
 
 def register(app: typer.Typer) -> None:

@@ -33,6 +33,13 @@ class LedgerStatus:
     UNKNOWN = "unknown"
 
 
+class FailureClass:
+    """Why a ``failed`` ledger row failed, so a resumed run knows which ones to retry."""
+
+    FIXABLE = "fixable"  # never left (rendering, configuration): retried when the run resumes
+    # A row whose ``failure`` is empty failed for good: the recipient's server refused it.
+
+
 class RecipientRow(SQLModel, table=True):
     """A person who may receive alerts."""
 
@@ -151,6 +158,8 @@ class LedgerRow(SQLModel, table=True):
     send_ref: str | None = Field(default=None, index=True, max_length=64)
     provider_id: str | None = Field(default=None, index=True, max_length=320)
     error: str | None = None
+    # ``FailureClass.FIXABLE`` for a failed row whose message never left; else empty.
+    failure: str | None = Field(default=None, max_length=20)
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
     # The worker holding a pending or handed-over row ("<host>/<tag>") and until when.

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.audience import count_audience
+from engine.audience_empty import why_empty
 from engine.campaigns import Campaign
 from engine.deliverability import active_pause
 from engine.errors import ConfigError
@@ -83,6 +85,10 @@ class RunSummary:
     # Why shards failed on their workers, with how many failed so (this process then
     # sent their recipients itself): never silent, a failing worker setup shows here.
     shard_errors: dict[str, int] = field(default_factory=dict)
+    # Why the audience is empty (its filter, the nearest values present); None: it is not.
+    empty: str | None = None
+    # Audience members without a row that a resumed finished run left out (--include-new).
+    left_out: int = 0
 
 
 def run_id_for(campaign: str, scheduled_for: datetime) -> str:
@@ -104,9 +110,20 @@ class CampaignRun:
     """
 
     def __init__(
-        self, engine: Engine, campaign: Campaign, run_id: str, effects: RunEffects | None = None
+        self,
+        engine: Engine,
+        campaign: Campaign,
+        run_id: str,
+        effects: RunEffects | None = None,
+        *,
+        include_new: bool | None = None,
+        retry_failed: bool = True,
     ) -> None:
+        """``include_new``: send to audience members without a row yet (None: unless the
+        run had finished); ``retry_failed``: retry rows that failed for a fixable cause."""
         self.engine = engine
+        self.include_new = include_new
+        self.retry_failed = retry_failed
         self.campaign = campaign
         self.run_id = run_id
         self.variants: list[Variant] = campaign.variant_list
@@ -123,7 +140,8 @@ class CampaignRun:
         self._shard_rows = 0
 
     # -- preparation --------------------------------------------------------------------
-    def _open_run(self, scheduled_for: datetime | None) -> None:
+    def _open_run(self, scheduled_for: datetime | None) -> str | None:
+        """Open (or reopen) the run; returns the status it had (None: a new run)."""
         variants = [
             {
                 "campaign": self.campaign.name,
@@ -135,7 +153,7 @@ class CampaignRun:
             for v in self.variants
         ]
         # Settles what dead workers held; a live worker's rows stay its own.
-        self.ledger.open(scheduled_for, variants)
+        return self.ledger.open(scheduled_for, variants)
 
     def _done_among(self, page: Sequence[Recipient]) -> set[str]:
         """The recipients of ``page`` that already have a ledger row in this run."""
@@ -307,8 +325,8 @@ class CampaignRun:
         at once resolves. Returns the messages this worker still holds (its lease)."""
         return self.ledger.hand_over(messages)
 
-    def _fail(self, rows: Sequence[LedgerRow], error: str) -> None:
-        self.ledger.fail([r.id for r in rows if r.id is not None], error)
+    def _fail(self, rows: Sequence[LedgerRow], error: str, *, fixable: bool = False) -> None:
+        self.ledger.fail([r.id for r in rows if r.id is not None], error, fixable=fixable)
 
     # -- the run ------------------------------------------------------------------------
     def _reclaim_deferred(
@@ -319,7 +337,7 @@ class CampaignRun:
         The decision stays as logged; a recipient who became ineligible meanwhile (an
         unsubscribe) is not retried.
         """
-        rows = self.ledger.reclaim_deferred()
+        rows = self.ledger.reclaim_deferred(fixable=self.retry_failed)
         if not rows:
             return []
         self._counted.update(r.recipient_id for r in rows)
@@ -344,8 +362,8 @@ class CampaignRun:
         try:
             messages = list(executor.map(lambda r: self._message(r, people[r.recipient_id]), rows))
             messages = self._store_links(messages)
-        except Exception as exc:  # nothing of this batch left: the rows failed
-            self._fail(rows, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # nothing of this batch left: fixable, retried on resume
+            self._fail(rows, f"{type(exc).__name__}: {exc}", fixable=True)
             raise
         # If the backend raises, the rows settle from the journal (in flight: unknown).
         results = self.ledger.transmit(backend, messages)
@@ -361,23 +379,46 @@ class CampaignRun:
 
         ``progress(rows, audience)`` as rows are written; ``shard_progress(done, shards)``
         as shards finish, when the run is split into shards. A run that stops on an error
-        is marked ``failed`` with the reason, never left ``running``.
+        is marked ``failed`` with the reason (``interrupted`` on Ctrl-C), never left
+        ``running``; either way it stays resumable.
         """
-        self._open_run(scheduled_for)
+        before = self._open_run(scheduled_for)
+        new = self.include_new if self.include_new is not None else before != "finished"
         try:
-            return self._execute(progress, shard_progress)
+            return self._execute(progress, shard_progress, new)
         except BaseException as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._close_run("failed", reason)
+            self._close_stopped(exc)
             raise
 
-    def _execute(self, progress: Progress | None, shard_progress: Progress | None) -> RunSummary:
+    def _close_stopped(self, exc: BaseException) -> None:
+        """Mark the run stopped by ``exc``; a failure to do so (a full disk) is logged,
+        so the error the user sees is the one that stopped the run."""
+        if isinstance(exc, KeyboardInterrupt):
+            status, reason = "interrupted", "stopped by Ctrl-C"
+        else:
+            status = "failed"
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        hint = f"; continue with `tailormail send {self.campaign.name} --run {self.run_id}`"
+        try:
+            self._close_run(status, reason + hint)
+        except Exception as error:  # the row stays "running"; its heartbeat expiry frees it
+            log.debug("run %s could not be marked %s: %s", self.run_id, status, error)
+
+    def _execute(
+        self, progress: Progress | None, shard_progress: Progress | None, new: bool
+    ) -> RunSummary:
         engine, campaign = self.engine, self.campaign
         engine.check_audience(campaign)  # a filter typo stops the run, naming the key
         self.summary.audience = engine.audience_size(campaign)
+        if new and not self.summary.audience:
+            where = f"campaign {campaign.name!r}"
+            self.summary.empty = why_empty(engine.db, campaign.audience, where)
         self.ledger.pin_model(engine.champion_version(campaign))
         shards = self.effects.shards  # None: a rehearsal, never handed to a worker
-        if (
+        if not new:  # a finished run resumed: retries only, nobody new
+            left_out = count_audience(engine.db, campaign.audience, without_run=self.run_id)
+            self.summary.left_out = left_out
+        elif (
             shards is not None
             and engine.settings.workers.executor != "inline"
             and (self.summary.audience > engine.settings.workers.shard_size)
@@ -402,9 +443,12 @@ class CampaignRun:
                 finished += len(chunk)
                 if progress:
                     progress(finished, total)
-            if not self._send_pages(deliver, progress, finished, total):
+            if not new:
+                done = self.summary.audience - self.summary.left_out - self.summary.retried
+                self.summary.already_done = max(done, 0)
+            elif not self._send_pages(deliver, progress, finished, total):
                 return self.summary
-        self._close_run("finished")
+        self._close_run("finished", self.summary.empty)
         return self.summary
 
     def execute_shard(self, bounds: tuple[str, str | None]) -> RunSummary:
@@ -502,14 +546,19 @@ def run_campaign(
     scheduled_for: datetime | None = None,
     progress: Progress | None = None,
     shard_progress: Progress | None = None,
+    include_new: bool | None = None,
+    retry_failed: bool = True,
 ) -> RunSummary:
     """Run campaign ``name`` as run ``run_id`` (created, or resumed when it exists).
 
     Without ``run_id`` a scheduled tick's id comes from ``scheduled_for``, and a send by
-    hand gets a fresh unique id (``engine.runs.manual_run_id``).
+    hand gets a fresh unique id (``engine.runs.manual_run_id``). Resuming retries the
+    deferred rows and (``retry_failed``) those that failed for a fixable cause; it sends
+    to audience members without a row only if the run had not finished, or with
+    ``include_new``.
     """
     campaign = engine.campaign(name)
     if run_id is None:
         run_id = run_id_for(campaign.name, scheduled_for) if scheduled_for else manual_run_id(name)
-    run = CampaignRun(engine, campaign, run_id)
+    run = CampaignRun(engine, campaign, run_id, include_new=include_new, retry_failed=retry_failed)
     return run.execute(scheduled_for, progress, shard_progress)

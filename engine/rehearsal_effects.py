@@ -34,8 +34,11 @@ class MemoryLedger:
         self.skip_reasons: Counter[str] = Counter()
         self._model: str | None = None
 
-    def open(self, scheduled_for: datetime | None, variants: Sequence[dict[str, Any]]) -> None:
-        """No run row: a rehearsal opens nothing."""
+    def open(
+        self, scheduled_for: datetime | None, variants: Sequence[dict[str, Any]]
+    ) -> str | None:
+        """No run row: a rehearsal opens nothing (a new run, as far as it knows)."""
+        return None
 
     def join(self) -> None:
         """No worker to start."""
@@ -95,10 +98,10 @@ class MemoryLedger:
         """The state each row would reach."""
         return [str(STATUS_FOR[result.status]) for result in results]
 
-    def fail(self, send_ids: Sequence[int], error: str) -> None:
+    def fail(self, send_ids: Sequence[int], error: str, *, fixable: bool = False) -> None:
         """Nothing to mark: the error reaches the rehearsal's caller."""
 
-    def reclaim_deferred(self) -> list[LedgerRow]:
+    def reclaim_deferred(self, *, fixable: bool = False) -> list[LedgerRow]:
         """A rehearsal has no deferred rows."""
         return []
 

@@ -29,8 +29,10 @@ ShardRunner = Callable[["CampaignRun", "Progress | None", "Progress | None"], No
 class Ledger(Protocol):
     """The ledger of one run as a run uses it (``engine.ledger.RunLedger`` is the real one)."""
 
-    def open(self, scheduled_for: datetime | None, variants: Sequence[dict[str, Any]]) -> None:
-        """Start the run and this worker."""
+    def open(
+        self, scheduled_for: datetime | None, variants: Sequence[dict[str, Any]]
+    ) -> str | None:
+        """Start the run and this worker; returns the status the run had (None: new)."""
 
     def join(self) -> None:
         """Start this worker on a run opened elsewhere."""
@@ -68,10 +70,10 @@ class Ledger(Protocol):
     def record(self, results: Sequence[SendResult]) -> list[str]:
         """Record the batch's outcomes; the state of each row, in order."""
 
-    def fail(self, send_ids: Sequence[int], error: str) -> None:
+    def fail(self, send_ids: Sequence[int], error: str, *, fixable: bool = False) -> None:
         """Mark rows whose messages could not be built as failed."""
 
-    def reclaim_deferred(self) -> list[LedgerRow]:
+    def reclaim_deferred(self, *, fixable: bool = False) -> list[LedgerRow]:
         """Take back this run's deferred rows to retry."""
 
     def recover(self) -> int:

@@ -62,6 +62,8 @@ def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> Run
     except CampaignBusyError as exc:  # the last tick's run is still sending
         log.warning("campaign %s: tick %s skipped: %s", name, tick, exc)
         return None
+    if summary.empty:  # not a failed run: the tick had nobody to mail
+        log.warning("campaign %s run %s sent nothing: %s", name, summary.run_id, summary.empty)
     log.info("campaign %s run %s: %s sent", name, summary.run_id, summary.sent)
     return summary
 
@@ -69,7 +71,9 @@ def run_scheduled(engine: Engine, name: str, now: datetime | None = None) -> Run
 def retry_deferred(engine: Engine) -> list[RunSummary]:
     """Resume every run that has deferred rows (temporary failures), oldest first.
 
-    Resuming retries exactly those rows with their logged decisions; nobody else is sent.
+    Resuming retries exactly those rows with their logged decisions; nobody else is sent
+    (not the audience members who joined since, nor rows that failed for a fixable cause:
+    those wait for a resume by hand once the cause is fixed).
     """
     with session_scope(engine.db) as session:
         stmt = (
@@ -85,7 +89,8 @@ def retry_deferred(engine: Engine) -> list[RunSummary]:
             log.warning("run %s has deferred rows but campaign %s is gone", run_id, name)
             continue
         try:
-            summaries.append(run_campaign(engine, name, run_id=run_id))
+            retry = run_campaign(engine, name, run_id=run_id, include_new=False, retry_failed=False)
+            summaries.append(retry)
         except CampaignBusyError as exc:  # retried on a later pass, once that run is done
             log.info("run %s keeps its deferred rows for now: %s", run_id, exc)
     return summaries

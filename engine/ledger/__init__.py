@@ -29,9 +29,11 @@ events), ``journal`` (the hand-over journal), ``lease`` (workers, leases), ``sta
 - ``handed_over``: committed before the batch goes to the backend; the worker's journal
   (``engine.ledger.journal``) says, message by message, which ones actually reached the
   transport and what it answered.
-- ``sent`` / ``failed`` are final; ``deferred`` (a temporary failure, or never left) is
-  retried with the same decision when the run resumes (back to ``pending`` through
-  ``reclaim_deferred``); ``unknown`` (the transport may or may not have it) is never
+- ``sent`` / ``failed`` are final, except a row ``fail`` marked fixable (its message was
+  never built: a template or configuration error, ``failure = "fixable"``), which a resumed
+  run takes back to ``pending`` like a deferred one; ``deferred`` (a temporary failure, or
+  never left) is retried with the same decision when the run resumes (back to ``pending``
+  through ``reclaim_deferred``); ``unknown`` (the transport may or may not have it) is never
   resent blindly, only reconciled (from the backend's own records, or later from
   provider events by message id).
 

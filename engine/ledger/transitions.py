@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, configure_mappers
 from sqlmodel import col
 
@@ -21,7 +21,15 @@ from engine.ledger.journal import Journal
 from engine.ledger.lease import LeaseKeeper, Worker
 from engine.ledger.recovery import reconcile_unknown, recover, settle
 from engine.ledger.statements import HELD, LEDGER, answered, held_by, outcome_statement
-from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
+from engine.models import (
+    FailureClass,
+    LedgerRow,
+    LedgerStatus,
+    RunRow,
+    VariantRow,
+    as_utc,
+    utcnow,
+)
 from engine.types import DeliveryBackend, Message, SendResult
 
 if TYPE_CHECKING:
@@ -51,8 +59,11 @@ class RunLedger:
         self._live = False
 
     # -- the run ---------------------------------------------------------------------------
-    def open(self, scheduled_for: datetime | None, variants: Sequence[dict[str, Any]]) -> None:
-        """Mark the run running, sync its variants, start this worker, settle dead ones.
+    def open(
+        self, scheduled_for: datetime | None, variants: Sequence[dict[str, Any]]
+    ) -> str | None:
+        """Mark the run running, sync its variants, start this worker, settle dead ones;
+        returns the status the run had before (None: a new run).
 
         Raises ``CampaignBusyError`` (and writes nothing) while another run of the
         campaign has a live worker: two runs at once would each pass the frequency cap.
@@ -69,9 +80,11 @@ class RunLedger:
             # The insert is this transaction's first write: on SQLite it takes the write
             # lock, and on PostgreSQL the campaign's lock is taken next, so of two runs
             # opening at once the second checks only after the first has committed.
-            insert_ignore(session, RunRow, [row])
+            created = insert_ignore(session, RunRow, [row])
             lock_campaign(session, self.campaign)
             self._refuse_if_busy(session, now)
+            status = select(col(RunRow.status)).where(col(RunRow.id) == self.run_id)
+            before = None if created else session.scalar(status)
             session.execute(
                 update(RunRow)
                 .where(col(RunRow.id) == self.run_id)
@@ -79,6 +92,7 @@ class RunLedger:
             )
             upsert(session, VariantRow, variants, key=["campaign", "key"])
         self.join()
+        return before
 
     def _refuse_if_busy(self, session: Session, now: datetime) -> None:
         """Raise ``CampaignBusyError`` if another run of the campaign has a live worker."""
@@ -163,6 +177,21 @@ class RunLedger:
         with session_scope(self.db) as session:
             stmt = select(func.count()).where(LEDGER.c.run_id == self.run_id)
             return int(session.scalar(stmt) or 0)
+
+    def exists(self) -> bool:
+        """Whether the run has been opened (its row is there)."""
+        with session_scope(self.db) as session:
+            return session.get(RunRow, self.run_id) is not None
+
+    def counts(self) -> dict[str, int]:
+        """How many of the run's rows are in each state (every worker's)."""
+        with session_scope(self.db) as session:
+            stmt = (
+                select(LEDGER.c.status, func.count())
+                .where(LEDGER.c.run_id == self.run_id)
+                .group_by(LEDGER.c.status)
+            )
+            return {str(status): int(n) for status, n in session.execute(stmt).all()}
 
     def recipients_done(self, recipient_ids: Sequence[str]) -> set[str]:
         """Those of ``recipient_ids`` that already have a row in this run."""
@@ -278,27 +307,41 @@ class RunLedger:
         self.journal.reset()
         return [str(change["b_status"]) for change in changes]
 
-    def fail(self, send_ids: Sequence[int], error: str) -> None:
-        """pending -> failed: these rows' messages could not be built (or not retried)."""
+    def fail(self, send_ids: Sequence[int], error: str, *, fixable: bool = False) -> None:
+        """pending -> failed: these rows' messages could not be built (``fixable``: the
+        cause is ours, a template or the configuration, so a resumed run retries them)
+        or are not retried (a recipient who left the audience: for good)."""
+        failure = FailureClass.FIXABLE if fixable else None
         with session_scope(self.db) as session:
             session.execute(
                 update(LEDGER)
                 .where(LEDGER.c.id.in_(list(send_ids)), held_by(self.owner))
                 .where(LEDGER.c.status == LedgerStatus.PENDING)
-                .values(status=LedgerStatus.FAILED, error=error[:2000], lease_expires=None)
+                .values(
+                    status=LedgerStatus.FAILED,
+                    error=error[:2000],
+                    failure=failure,
+                    lease_expires=None,
+                )
             )
 
-    def reclaim_deferred(self) -> list[LedgerRow]:
-        """deferred -> pending: take this run's deferred rows (they never left) to retry,
-        with the decision as logged."""
+    def reclaim_deferred(self, *, fixable: bool = False) -> list[LedgerRow]:
+        """deferred -> pending (and, with ``fixable``, failed for a fixable cause ->
+        pending): take this run's rows that never left to retry, with the decision as
+        logged. A row the recipient's server refused (failed, no class) stays failed."""
+        retry = LEDGER.c.status == LedgerStatus.DEFERRED
+        if fixable:
+            failed = LEDGER.c.status == LedgerStatus.FAILED
+            retry = or_(retry, and_(failed, LEDGER.c.failure == FailureClass.FIXABLE))
         with session_scope(self.db) as session:
             ids = list(
                 session.scalars(
                     update(LEDGER)
-                    .where(LEDGER.c.run_id == self.run_id, LEDGER.c.status == LedgerStatus.DEFERRED)
+                    .where(LEDGER.c.run_id == self.run_id, retry)
                     .values(
                         status=LedgerStatus.PENDING,
                         error=None,
+                        failure=None,
                         owner=self.owner,
                         lease_expires=self.keeper.expiry(),
                     )

@@ -159,7 +159,11 @@ class WriterProcess:
 
     def _watch(self, command: list[str]) -> None:
         while not self._stopping.is_set():
-            child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            # Its own process group: a Ctrl-C at the terminal reaches the parent only,
+            # which stops the child by closing its input (no traceback from the child).
+            child = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0
+            )
             self._child = child
             assert child.stdout is not None
             for line in child.stdout:  # one line per stored batch: its last sequence number

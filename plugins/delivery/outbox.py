@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -18,6 +19,7 @@ from engine.web.tokens import TEST_SEND_ID
 from plugins.delivery.mime import message_bytes
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -63,7 +65,9 @@ class OutboxBackend(DeliveryBackend):
         return self.folder / result.provider_id
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
-        """Write every message; a file-system error is a temporary failure for that message."""
+        """Write every message; a file-system error is a temporary failure for that message,
+        except a full disk, which raises (the run stops, resumable, instead of deferring
+        every message that follows)."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.send_each(messages, self._write)
 
@@ -99,6 +103,8 @@ class OutboxBackend(DeliveryBackend):
         try:
             _write_atomically(self.folder / name, data)
         except OSError as exc:
+            if exc.errno in _NO_SPACE:  # every later message would fail too: stop the run
+                raise OSError(exc.errno, exc.strerror, str(self.folder)) from exc
             return SendResult(message.send_id, SendStatus.TEMPORARY_FAILURE, error=str(exc))
         return SendResult(message.send_id, SendStatus.SENT, provider_id=name)
 
