@@ -154,6 +154,7 @@ class BackgroundServer:
         # between choosing and listening.
         self._socket = sock = socket.create_server((self.host, self.port), family=family)
         self.port = int(sock.getsockname()[1])
+        raise_descriptor_limit()  # as serve does: the connection cap is what fits in it
         # A fresh uvicorn server on every start: a stopped one stays stopped.
         self._server = server = uvicorn.Server(_config(self._app, self._web, self._log_level))
         self._thread = threading.Thread(
