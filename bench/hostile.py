@@ -2,8 +2,8 @@
 
 A throwaway project with one sent email (a ledger row, so its click link is real) is
 served by ``tailormail serve --no-scheduler`` on a loopback port, with its default
-``[web]`` limits and a limit of ``--files`` open files (1,024 by default: a common
-default, and fewer than the attack's connections, so only the server's caps keep it up).
+``[web]`` limits and a limit of ``--files`` open files (2,048 by default: fewer than
+the attack's connections, so only the server's caps keep it up).
 Probes from 127.0.0.1 (``GET /health`` and ``GET /c/<token>``, each on a fresh
 connection, every 0.25 s) are timed first alone, then while ``Attack`` holds ``--idle``
 connections that send nothing and ``--slow`` connections that send a header line every
@@ -350,7 +350,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="probing under attack")
     parser.add_argument("--idle", type=int, default=2000, help="connections sending nothing")
     parser.add_argument("--slow", type=int, default=200, help="connections with slow heads")
-    parser.add_argument("--files", type=int, default=1024, help="the server's descriptor limit")
+    parser.add_argument("--files", type=int, default=2048, help="the server's descriptor limit")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     if args.seconds <= 0 or args.idle < 0 or args.slow < 0:

@@ -38,9 +38,9 @@ def test_the_tracking_server_answers_real_clients_while_attacked(tmp_path: Path)
         pytest.skip(f"this process may open only {limit} files; the attack needs {IDLE + SLOW}")
     click = make_project(tmp_path / "project")
     log = tmp_path / "serve.log"
-    # 1,024 files (soft and hard): fewer than the attack's connections, so the server
+    # 2,048 files (soft and hard): fewer than the attack's connections, so the server
     # cannot simply raise its limit past them; its caps must keep a descriptor free.
-    with ServeProcess(tmp_path / "project", free_port(), log, files=1024) as server:
+    with ServeProcess(tmp_path / "project", free_port(), log, files=2048) as server:
         assert failures(probe_for(server.url, click, 0.5)) == []
         rss_before = server.rss_kib()
         rss_peak = rss_before
@@ -54,7 +54,7 @@ def test_the_tracking_server_answers_real_clients_while_attacked(tmp_path: Path)
             stats = dict(attack.stats)
         log = server.log_lines()
     assert failures(probes) == [], probes  # on main: the first probe hangs until its deadline
-    assert len(probes) >= 10
+    assert {kind for kind, _, _ in probes} == {"health", "click"} and len(probes) >= 6
     assert len(log) < 100, "\n".join(log[:50])
     assert not [line for line in log if "Traceback" in line or "out of system resource" in line]
     assert (rss_peak - rss_before) / 1024 < RSS_GROWTH_MB

@@ -5,8 +5,9 @@ connections and head deadline of ``engine.web.connections``, uvicorn's own proxy
 handling off (``[web] trusted_proxies`` decides whom to believe), logs with tokens cut and
 refusals at a bounded rate (``engine.web.logs``). ``serve`` raises the process's soft
 descriptor limit to its hard limit and keeps ``FD_RESERVE`` descriptors out of the
-connection cap, so the database, the event log and ``/health`` always find one, and the
-accept loop never runs out (asyncio logs every failed accept, thousands a second).
+connection cap (sockets accepted but not yet closed, the database, the event log,
+``/health``), so the accept loop never runs out (asyncio logs every failed accept,
+thousands a second).
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FD_RESERVE = 256  # descriptors never given to connections: database, logs, writer, /health
+# asyncio accepts up to ``backlog`` sockets per loop iteration, and a refused one holds its
+# descriptor for about three iterations more (transport, connection_made, close): so the
+# listen backlog is kept small, and four batches are reserved beside the connection cap,
+# with 128 more for the database, the event log, the writer and /health.
+ACCEPT_BATCH = 128
+FD_RESERVE = 4 * ACCEPT_BATCH + 128
 KEEP_ALIVE = 5  # seconds an idle kept-alive connection stays open (uvicorn's default)
 
 
@@ -82,6 +88,7 @@ def _config(app: Any, web: WebSettings, log_level: str, **options: Any) -> uvico
         http=GuardedH11Protocol.bind(guard),
         proxy_headers=False,  # uvicorn would trust 127.0.0.1's X-Forwarded-For by default
         timeout_keep_alive=KEEP_ALIVE,
+        backlog=ACCEPT_BATCH,
         **options,
     )
     install_log_bounds()  # uvicorn.Config just (re)configured logging
