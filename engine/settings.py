@@ -6,6 +6,7 @@ outside version control) and are masked in ``repr``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -59,13 +60,41 @@ class DeliverySettings(_Strict):
 
 
 class WebSettings(_Strict):
-    """Where ``tailormail serve`` listens, and what a one-click unsubscribe stops."""
+    """Where ``tailormail serve`` listens, what a one-click unsubscribe stops, and what any
+    one client may take from the tracking server (docs/security.md)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8025, ge=0, le=65535)
     # RFC 8058 one-click (the mailbox's own button) offers no choice: "all" stops every
     # campaign, "campaign" only the one the email came from. See docs/guide.md.
     unsubscribe_scope: Literal["all", "campaign"] = "all"
+    # Peers whose X-Forwarded-For names the client (addresses or networks, "10.0.0.0/8").
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Open connections in all, and from one client (an IPv6 client is its /64).
+    max_connections: int = Field(default=4096, ge=16)
+    max_connections_per_client: int = Field(default=64, ge=1)
+    # A request's head must arrive within this of the connection opening (or of the
+    # previous answer on a kept-alive connection), its body within body_timeout_seconds.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_webhook_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Bytes of webhook bodies held in memory by all requests at once (503 beyond).
+    max_buffered_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Per client: opens, clicks, unsubscribe POSTs and webhooks (a token bucket).
+    rate_limit_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    # One stored open or click per token within this window; repeats are counted only.
+    dedupe_window_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
 
 class SchedulerSettings(_Strict):

@@ -72,6 +72,9 @@ class WebhookHandler:
     provider: ClassVar[str] = "base"
     Options: ClassVar[type[HandlerOptions]] = HandlerOptions
     tolerance: timedelta = DEFAULT_TOLERANCE
+    # True where ``verify`` is costly (SNS fetches a certificate): the signed time is then
+    # checked first, so a stale or replayed request costs nothing.
+    time_before_signature: ClassVar[bool] = False
 
     def configure(self, options: HandlerOptions) -> None:
         """Take the validated options; called once by ``configure_handlers``."""
@@ -105,27 +108,38 @@ class WebhookHandler:
     def handle(
         self, headers: Mapping[str, str], body: bytes, *, now: datetime | None = None
     ) -> list[TrackingEvent]:
-        """Verify, check the signed time, then parse: nothing is parsed before the checks."""
+        """Verify, check the signed time, then parse: nothing is parsed before the checks.
+
+        With ``time_before_signature`` the signed time is checked before ``verify``.
+        """
         try:
-            self.verify(headers, body)
-            signed = self.signed_timestamp(headers, body)
+            if self.time_before_signature:
+                self._check_time(headers, body, now)
+                self.verify(headers, body)
+            else:
+                self.verify(headers, body)
+                self._check_time(headers, body, now)
         except WebhookError:
             raise
         except Exception as exc:  # a signature envelope of the wrong shape
             raise WebhookPayloadError(f"unreadable signature fields: {exc!r}") from exc
-        if signed is not None:
-            moment = now or datetime.now(UTC)
-            if abs(moment - signed) > self.tolerance:
-                raise StaleWebhookError(
-                    f"signed timestamp {signed.isoformat()} is outside the "
-                    f"{int(self.tolerance.total_seconds())} s tolerance"
-                )
         try:
             return self.parse(headers, body)
         except WebhookError:
             raise
         except Exception as exc:  # lists for objects, wrong types, huge numbers...
             raise WebhookPayloadError(f"unreadable payload: {exc!r}") from exc
+
+    def _check_time(self, headers: Mapping[str, str], body: bytes, now: datetime | None) -> None:
+        signed = self.signed_timestamp(headers, body)
+        if signed is None:
+            return
+        moment = now or datetime.now(UTC)
+        if abs(moment - signed) > self.tolerance:
+            raise StaleWebhookError(
+                f"signed timestamp {signed.isoformat()} is outside the "
+                f"{int(self.tolerance.total_seconds())} s tolerance"
+            )
 
 
 class MissingSecretError(ValueError):

@@ -67,6 +67,10 @@ class TrackingProcess:
         env = os.environ | {
             "TAILORMAIL_SECRET": SECRET,
             "TAILORMAIL_DATABASE_URL": self.project.db_url,
+            # The test is one client (127.0.0.1) clicking for 150 readers: over the default
+            # per-client rate its clicks would redirect unrecorded (docs/security.md).
+            "TAILORMAIL_WEB__RATE_LIMIT_PER_SECOND": "1e9",
+            "TAILORMAIL_WEB__RATE_LIMIT_BURST": "1000000000",
         }
         self.child = subprocess.Popen(
             [sys.executable, "-m", "engine.web", "-p", str(self.project.root), "--fd", str(fd)]

@@ -5,6 +5,12 @@ where a link goes (``engine.web.tokens``), the event goes to the local log
 (``engine.web.intake``), and the answer leaves. Only links minted before version 2 tokens
 look their target up in the ledger. The app keeps no state a load balancer would care
 about: any number of processes can serve one project, each with its own log.
+
+What one client may take is bounded per process (``[web]`` settings, docs/security.md): a
+rate limit per client (429 for opens, unsubscribes and webhooks; a click over it still
+redirects, a valid link always works, but is neither stored nor counted), one stored open
+or click per token per ``dedupe_window_seconds`` (repeats counted in ``/health``), user
+agents and URLs cut to ``engine.web.intake.FIELD_CAPS`` before they are stored.
 """
 
 from __future__ import annotations
@@ -29,10 +35,14 @@ from engine.models import LedgerRow
 from engine.tracking import is_bot_user_agent, is_machine_open
 from engine.types import EventType
 from engine.web import pages
-from engine.web.intake import Intake
+from engine.web.bodies import BodyBudget, BodyRefused, bounded_body
+from engine.web.clients import ClientAddresses
+from engine.web.intake import FIELD_CAPS, Intake
+from engine.web.ratelimit import RateLimiter
+from engine.web.repeats import RepeatWindow
 from engine.web.tokens import TEST_SEND_ID, TokenData
 from engine.web.unsubscribed import current_scope
-from engine.web.webhooks import read_limited, webhook
+from engine.web.webhooks import webhook
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -44,6 +54,7 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 NO_STORE = pages.NO_STORE
 _NOT_HEADER_SAFE = re.compile(r"[^\x21-\x7e]+")  # spaces, controls, non-ASCII (IRIs)
 _UNAVAILABLE = {"Retry-After": "5"} | NO_STORE
+UNSUBSCRIBE_BODY = 64 * 1024  # a form with one field; one-click sends less
 
 
 def _not_found() -> PlainTextResponse:
@@ -54,6 +65,18 @@ def _unavailable() -> PlainTextResponse:
     return PlainTextResponse("Try again in a moment\n", status_code=503, headers=_UNAVAILABLE)
 
 
+def too_many() -> PlainTextResponse:
+    """429: this client is over its rate (``[web] rate_limit_per_second``)."""
+    headers = {"Retry-After": "1"} | NO_STORE
+    return PlainTextResponse("Too many requests\n", status_code=429, headers=headers)
+
+
+def _agent(request: Request) -> str | None:
+    """The user agent, cut to what is stored (a 16 KB one costs the bot check nothing)."""
+    agent = request.headers.get("user-agent")
+    return agent[: FIELD_CAPS["user_agent"]] if agent is not None else None
+
+
 class TrackingApp:
     """The endpoints, bound to one engine and one intake; ``create_app`` routes to them."""
 
@@ -62,6 +85,16 @@ class TrackingApp:
         self.engine = engine
         self.tokens = engine.tokens
         self.intake = intake or Intake(engine)
+        web = engine.settings.web
+        self.clients = ClientAddresses(web.trusted_proxies)
+        self.rate = RateLimiter(web.rate_limit_per_second, web.rate_limit_burst)
+        self.repeats = RepeatWindow(web.dedupe_window_seconds)
+        self.bodies = BodyBudget(web.max_buffered_body_bytes)
+
+    def within_rate(self, request: Request) -> bool:
+        """True when the request's client is within its rate (spends one token)."""
+        peer = request.client.host if request.client is not None else None
+        return self.rate.allow(self.clients.of(peer, request.headers))
 
     async def click(self, request: Request) -> Response:
         """``GET|HEAD /c/{token}``: record the click in the log, redirect to its target."""
@@ -77,12 +110,14 @@ class TrackingApp:
                 return _unavailable()
         if url is None or not url.lower().startswith(("http://", "https://")):
             return _not_found()
-        agent = request.headers.get("user-agent")
+        agent = _agent(request)
         # Security gateways probe links with HEAD or announce themselves in the user agent:
         # still redirect them (the link must work) but keep the click out of the reward.
         bot = request.method == "HEAD" or is_bot_user_agent(agent)
+        # A test send's link redirects, recording nothing; so does a click over the rate.
+        record = data.send_id != TEST_SEND_ID and self.within_rate(request)
         try:
-            if data.send_id != TEST_SEND_ID:  # a test send's link redirects, recording nothing
+            if record and self.repeats.first("click", (data.send_id, data.link_index, bot)):
                 self.intake.record(
                     EventType.CLICK,
                     data.send_id,
@@ -108,16 +143,21 @@ class TrackingApp:
 
     async def open(self, request: Request) -> Response:
         """``GET /o/{token}``: the pixel; an open is recorded only for a genuine token."""
+        if not self.within_rate(request):
+            return too_many()
         data = self.tokens.verify(request.path_params["token"], "open")
         if data is not None and data.send_id != TEST_SEND_ID:
-            agent = request.headers.get("user-agent")
+            agent = _agent(request)
             machine = request.method == "HEAD" or is_machine_open(agent)
+            bot = is_bot_user_agent(agent)
+            if not self.repeats.first("open", (data.send_id, machine, bot)):
+                return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
             try:
                 self.intake.record(
                     EventType.OPEN,
                     data.send_id,
                     user_agent=agent,
-                    bot=is_bot_user_agent(agent),
+                    bot=bot,
                     machine=machine,
                 )
             except OSError:
@@ -149,7 +189,20 @@ class TrackingApp:
         Accepted into the log at once, applied by the writer (within seconds of the
         database answering, when it is down). Repeating it changes nothing.
         """
-        body = await read_limited(request, 64 * 1024)
+        if not self.within_rate(request):
+            return too_many()
+        web = self.engine.settings.web
+        try:
+            async with bounded_body(
+                request,
+                "unsubscribe",
+                limit=UNSUBSCRIBE_BODY,
+                timeout=web.body_timeout_seconds,
+                budget=self.bodies,
+            ) as body:
+                pass
+        except BodyRefused as refused:
+            return PlainTextResponse(f"{refused.message}\n", refused.status, refused.headers)
         data = self.tokens.verify(request.path_params["token"], "unsubscribe")
         if data is None:
             return _not_found()
@@ -163,7 +216,7 @@ class TrackingApp:
                 EventType.UNSUBSCRIBE,
                 data.send_id,
                 dedupe_key=f"unsub:{data.send_id}:{scope}",
-                user_agent=request.headers.get("user-agent"),
+                user_agent=_agent(request),
                 data={"scope": scope},
             )
         except OSError:
@@ -173,14 +226,16 @@ class TrackingApp:
 
     async def webhook(self, request: Request) -> Response:
         """``POST /webhooks/{provider}``: see ``engine.web.webhooks.webhook``."""
-        return await webhook(self.engine, request)
+        if not self.within_rate(request):
+            return too_many()
+        return await webhook(self.engine, request, self.bodies)
 
     def health(self, request: Request) -> Response:
         """``GET /health``: 200 when the database answers, 503 when it does not.
 
         ``intake.pending`` counts events in this process's log not yet in the database.
         """
-        intake = {"pending": self.intake.pending}
+        intake = {"pending": self.intake.pending, "repeats": dict(self.repeats.repeats)}
         try:
             with self.engine.db.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -217,5 +272,7 @@ def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
         Route("/health", app.health, methods=["GET"]),
     ]
     starlette = Starlette(routes=routes, lifespan=lifespan)
+    # "/c/<token>/" must not answer a redirect built from the request's Host header.
+    starlette.router.redirect_slashes = False
     starlette.state.intake = app.intake
     return starlette

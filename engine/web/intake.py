@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 BATCH_LINES = 2000
 REJECTED_FILE = "rejected.jsonl"
+# What a client sends is stored at most this long (characters): a real user agent is
+# under 300, a tracked URL under 2,000; a 60 KB one is an attack on the database.
+FIELD_CAPS = {"user_agent": 512, "url": 2048}
 # Rebuilding a TrackingEvent from a record: short keys keep the log small.
 _FIELDS = {"s": "send_id", "u": "url", "a": "user_agent", "b": "bot", "m": "machine", "d": "data"}
 
@@ -216,7 +219,8 @@ class Intake:
     ) -> None:
         """Append one event; when this returns, a SIGKILL can no longer lose it.
 
-        ``fields`` are ``TrackingEvent`` fields (url, user_agent, bot, machine, data).
+        ``fields`` are ``TrackingEvent`` fields (url, user_agent, bot, machine, data);
+        user agents and URLs are cut to ``FIELD_CAPS``.
         Raises ``OSError`` when the log cannot be written (disk full): answer 503 then.
         """
         event_log = self._log if self._pid == os.getpid() else None
@@ -224,6 +228,10 @@ class Intake:
             event_log = self.start()._log
             assert event_log is not None
         fields["send_id"] = send_id
+        for name, cap in FIELD_CAPS.items():
+            value = fields.get(name)
+            if isinstance(value, str) and len(value) > cap:
+                fields[name] = value[:cap]
         with self._append:  # numbered and written in one step, so the log is in seq order
             seq = self._seq + 1
             key = dedupe_key or f"log:{event_log.tag}:{seq}"

@@ -6,11 +6,16 @@ import html
 
 from starlette.responses import HTMLResponse
 
-NO_STORE = {"Cache-Control": "no-store"}
+# Every answer: never cached, and never sniffed into another type than it says.
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# Every HTML page: never framed (a framed unsubscribe button can be clickjacked).
 PAGE_HEADERS = NO_STORE | {
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    ),
 }
 SCOPES = ("campaign", "all")
 _PAGE = """<!doctype html>

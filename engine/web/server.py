@@ -1,14 +1,20 @@
 """uvicorn for the tracking app: in the foreground (``serve``) or on a thread (tests, demo).
 
-Tokens never reach a log: the access log shows ``/c/…`` with the token cut, because a
-token is a credential (it unsubscribes its recipient) and logs travel further than links.
+The server bounds what any client can take (``[web]`` settings, docs/security.md): the
+connections and head deadline of ``engine.web.connections``, uvicorn's own proxy-header
+handling off (``[web] trusted_proxies`` decides whom to believe), logs with tokens cut and
+refusals at a bounded rate (``engine.web.logs``). ``serve`` raises the process's soft
+descriptor limit to its hard limit and keeps ``FD_RESERVE`` descriptors out of the
+connection cap (sockets accepted but not yet closed, the database, the event log,
+``/health``), so the accept loop never runs out (asyncio logs every failed accept,
+thousands a second).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import re
+import resource
 import socket
 import threading
 import time
@@ -18,44 +24,74 @@ import httpx
 import uvicorn
 
 from engine.web.app import create_app
+from engine.web.clients import ClientAddresses
+from engine.web.connections import ConnectionGuard, GuardedH11Protocol
 from engine.web.intake import Intake
+from engine.web.logs import install_log_bounds
 
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.settings import WebSettings
 
-_TOKEN_PATH = re.compile(r"(/[cou]/)[A-Za-z0-9_-]+")
-_LOGGERS = ("uvicorn.access", "uvicorn.error")
+log = logging.getLogger(__name__)
 
-
-def redact(text: str) -> str:
-    """``text`` with every tracking token cut: ``/c/<token>`` becomes ``/c/…``."""
-    return _TOKEN_PATH.sub(r"\1…", text)
-
-
-class RedactTokens(logging.Filter):
-    """Cuts tracking tokens out of log records (uvicorn's access log passes the path as an
-    argument, so the arguments are redacted as well as the message)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Redact ``record`` in place; never drops it."""
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        return True
+# asyncio accepts up to ``backlog`` sockets per loop iteration, and a refused one holds its
+# descriptor for about three iterations more (transport, connection_made, close): so the
+# listen backlog is kept small, and four batches are reserved beside the connection cap,
+# with 128 more for the database, the event log, the writer and /health.
+ACCEPT_BATCH = 128
+FD_RESERVE = 4 * ACCEPT_BATCH + 128
+KEEP_ALIVE = 5  # seconds an idle kept-alive connection stays open (uvicorn's default)
 
 
-def install_log_redaction() -> None:
-    """Put ``RedactTokens`` on uvicorn's loggers (after uvicorn configured its logging)."""
-    for name in _LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else target
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
 
 
-def _config(app: Any, log_level: str, **options: Any) -> uvicorn.Config:
-    config = uvicorn.Config(app, log_level=log_level, lifespan="on", **options)
-    install_log_redaction()  # uvicorn.Config just (re)configured logging
+def connection_cap(web: WebSettings, descriptors: int) -> int:
+    """``[web] max_connections``, lowered (with a warning) to fit ``descriptors``."""
+    fits = max(16, descriptors - FD_RESERVE)
+    if web.max_connections > fits:
+        log.warning(
+            "[web] max_connections lowered from %d to %d: this process may open only %d "
+            "files (raise its limit: ulimit -n, or LimitNOFILE= under systemd)",
+            web.max_connections,
+            fits,
+            descriptors,
+        )
+        return fits
+    return web.max_connections
+
+
+def _config(app: Any, web: WebSettings, log_level: str, **options: Any) -> uvicorn.Config:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    descriptors = soft if soft != resource.RLIM_INFINITY else 1 << 20
+    guard = ConnectionGuard(
+        ClientAddresses(web.trusted_proxies),
+        max_connections=connection_cap(web, descriptors),
+        per_client=web.max_connections_per_client,
+        header_timeout=web.header_timeout_seconds,
+    )
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        lifespan="on",
+        http=GuardedH11Protocol.bind(guard),
+        proxy_headers=False,  # uvicorn would trust 127.0.0.1's X-Forwarded-For by default
+        timeout_keep_alive=KEEP_ALIVE,
+        backlog=ACCEPT_BATCH,
+        **options,
+    )
+    install_log_bounds()  # uvicorn.Config just (re)configured logging
     return config
 
 
@@ -71,10 +107,11 @@ def serve(
 
     ``sock``, when given, is an already listening socket (inherited from a parent).
     """
+    raise_descriptor_limit()
     # The database writer runs in a child process, off this process's GIL.
     intake = Intake(engine, project_dir=engine.settings.project_dir)
     app = create_app(engine, intake)
-    server = uvicorn.Server(_config(app, log_level, host=host, port=port))
+    server = uvicorn.Server(_config(app, engine.settings.web, log_level, host=host, port=port))
     # The engine's long-lived objects leave the collector's view: a full collection of
     # them costs 100-170 ms on a busy 2-core machine, a stall for every open connection.
     gc.collect()
@@ -107,6 +144,7 @@ class BackgroundServer:
         self._thread: threading.Thread | None = None
         self.intake = Intake(engine)
         self._app = create_app(engine, self.intake)
+        self._web = engine.settings.web
         self._log_level = log_level
         self._server: uvicorn.Server | None = None
 
@@ -123,8 +161,9 @@ class BackgroundServer:
         # between choosing and listening.
         self._socket = sock = socket.create_server((self.host, self.port), family=family)
         self.port = int(sock.getsockname()[1])
+        raise_descriptor_limit()  # as serve does: the connection cap is what fits in it
         # A fresh uvicorn server on every start: a stopped one stays stopped.
-        self._server = server = uvicorn.Server(_config(self._app, self._log_level))
+        self._server = server = uvicorn.Server(_config(self._app, self._web, self._log_level))
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="tailormail-web", daemon=True
         )

@@ -2,9 +2,16 @@
 
 SNS signs a canonical string of the message's fields with the key of the certificate at
 ``SigningCertURL`` (SHA1withRSA for SignatureVersion 1, SHA256withRSA for 2). The URL must
-be https on an ``sns.<region>.amazonaws.com`` host, and the topic must be in the
-configured allow-list. A ``SubscriptionConfirmation`` for an allowed topic is confirmed by
-fetching its ``SubscribeURL`` (same host rule) with the handler's injectable HTTP client.
+be https on an ``sns.<region>.amazonaws.com`` host (port 443 or none), and the topic must
+be in the configured allow-list. A ``SubscriptionConfirmation`` for an allowed topic is
+confirmed by fetching its ``SubscribeURL`` (same host rule) with the handler's injectable
+HTTP client.
+
+Everything that needs no fetch is checked first (the signed timestamp, then the topic, the
+signature version, the certificate URL, the signature's encoding), so a stale, replayed or
+forged message costs no outbound request; fetched keys are kept in a small LRU cache. Every
+refusal answers the same 403 text (the reason goes to the log), so the answer tells nobody
+whether a topic is on the allow-list.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import binascii
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -42,6 +50,8 @@ from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 log = logging.getLogger(__name__)
 
 SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+REFUSED = "not a verified SNS message of an allowed topic"
+CERTIFICATES_KEPT = 16  # SNS signs with one certificate per region at a time
 # The fields SNS signs, in its order, per message type (Subject only when present).
 _SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -79,7 +89,16 @@ def sns_url(url: Any, what: str) -> str:
     if not isinstance(url, str):
         raise WebhookVerificationError(f"{what} missing")
     parts = urlsplit(url)
-    if parts.scheme != "https" or not SNS_HOST.fullmatch(parts.hostname or ""):
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme != "https"
+        or not SNS_HOST.fullmatch(parts.hostname or "")
+        or port not in (None, 443)
+        or parts.username is not None
+    ):
         raise WebhookVerificationError(f"{what} is not an https SNS URL: {url!r}")
     return url
 
@@ -105,12 +124,13 @@ class SESWebhook(WebhookHandler):
 
     provider = "ses"
     Options = SESOptions
+    time_before_signature = True  # verifying may fetch a certificate
 
     def __init__(self, client: httpx.Client | None = None) -> None:
         self.topics: frozenset[str] = frozenset()
         self.confirm = True
         self.client = client  # built on first use; tests inject one with a MockTransport
-        self._certificates: dict[str, rsa.RSAPublicKey] = {}
+        self._certificates: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
         self._lock = threading.Lock()
 
     def configure(self, options: HandlerOptions) -> None:
@@ -131,37 +151,55 @@ class SESWebhook(WebhookHandler):
             return self.client
 
     def _key(self, url: str) -> rsa.RSAPublicKey:
-        """The certificate's RSA key, fetched once per URL."""
-        if url not in self._certificates:
-            try:
-                response = self._http().get(url)
-                response.raise_for_status()
-                key = x509.load_pem_x509_certificate(response.content).public_key()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise WebhookVerificationError(
-                    f"cannot load the signing certificate: {exc}"
-                ) from None
-            if not isinstance(key, rsa.RSAPublicKey):
-                raise WebhookVerificationError("the signing certificate's key is not RSA")
+        """The certificate's RSA key, fetched once per URL (the last few URLs are kept)."""
+        with self._lock:
+            cached = self._certificates.get(url)
+            if cached is not None:
+                self._certificates.move_to_end(url)
+                return cached
+        # Fetched outside the lock: a slow fetch must not hold up requests with cached keys.
+        try:
+            response = self._http().get(url)
+            response.raise_for_status()
+            key = x509.load_pem_x509_certificate(response.content).public_key()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise WebhookVerificationError(f"cannot load the signing certificate: {exc}") from None
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise WebhookVerificationError("the signing certificate's key is not RSA")
+        with self._lock:
             self._certificates[url] = key
-        return self._certificates[url]
+            while len(self._certificates) > CERTIFICATES_KEPT:
+                self._certificates.popitem(last=False)
+        return key
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        """Topic allowed, certificate URL on SNS, signature valid for its version."""
+        """Topic allowed, certificate URL on SNS, signature valid for its version; every
+        refusal is the same ``REFUSED`` 403 (its reason is logged)."""
+        try:
+            self._verify(body)
+        except WebhookVerificationError as exc:
+            log.info("SES webhook refused: %s", exc)
+            raise WebhookVerificationError(REFUSED) from None
+
+    def _verify(self, body: bytes) -> None:
         message = json_body(body)
-        if not isinstance(message, dict) or "Signature" not in message:
+        if not isinstance(message, dict) or not isinstance(message.get("Signature"), str):
             raise WebhookVerificationError("missing signature")
         if message.get("TopicArn") not in self.topics:
             raise WebhookVerificationError(f"topic {message.get('TopicArn')!r} is not allowed")
         algorithm = _HASHES.get(str(message.get("SignatureVersion")))
         if algorithm is None:
             raise WebhookVerificationError("unknown SignatureVersion")
+        url = sns_url(message.get("SigningCertURL"), "SigningCertURL")
         signed = string_to_sign(message)
-        key = self._key(sns_url(message.get("SigningCertURL"), "SigningCertURL"))
         try:
-            signature = base64.b64decode(str(message["Signature"]), validate=True)
+            signature = base64.b64decode(message["Signature"], validate=True)
+        except binascii.Error:
+            raise WebhookVerificationError("signature is not base64") from None
+        key = self._key(url)  # the only step that may leave this process
+        try:
             key.verify(signature, signed, padding.PKCS1v15(), algorithm())
-        except (binascii.Error, InvalidSignature):
+        except InvalidSignature:
             raise WebhookVerificationError("bad signature") from None
 
     def signed_timestamp(self, headers: Mapping[str, str], body: bytes) -> datetime:
