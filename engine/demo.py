@@ -73,14 +73,7 @@ database_url = "sqlite:///tailormail.db"
 tracking_base_url = "http://127.0.0.1:$port"
 from_address = "alerts@example.com"
 delivery = { backend = "outbox", batch_size = $batch_size, outbox = { path = "outbox" } }
-
-[web]
-host = "127.0.0.1"
-port = $port
-# The simulated readers are one client standing for thousands: not limited like one.
-rate_limit_per_second = 1e9
-rate_limit_burst = 1000000000
-max_connections_per_client = 4096
+web = { host = "127.0.0.1", port = $port }
 """)
 CAMPAIGN = string.Template("""description = "Simulated weekly picks ($policy policy)"
 items_per_email = 4

@@ -35,6 +35,7 @@ import hashlib
 import os
 import random
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -235,14 +236,15 @@ class Reader:
         self.outbox = Path(outbox)
         self.people = {str(p["email"]).lower(): p for p in people}
         self.seed, self.unsubscribe_rate = seed, unsubscribe_rate
-        # trust_env=False: a configured HTTP proxy must not see the loopback requests.
-        headers = {"User-Agent": BROWSER}
-        self.client = client or httpx.Client(headers=headers, timeout=30.0, trust_env=False)
+        # Simulated people read from addresses of their own (the server limits each client
+        # as one person): each clicks from one of READER_ADDRESSES loopback addresses.
+        self.clients = [client] if client else [_loopback_client(a) for a in READER_ADDRESSES]
+        self.client = self.clients[0]
         self.seen: set[str] = set()
         self._parser = BytesParser(policy=policy.default)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="reader")
         self._requests: list[futures.Future[None]] = []
-        self._later: list[tuple[str, str, int]] = []  # a reader's second and further items
+        self._later: list[tuple[str, str, str, int]] = []  # a reader's second and further items
         self._coins: dict[str, random.Random] = {}
 
     def poll(self, *, wait: bool = False) -> dict[str, ReadCounts]:
@@ -298,15 +300,17 @@ class Reader:
         for request in requests:
             if not request[1].startswith(("http://", "https://")):
                 raise ValueError(f"{path.name}: not an http(s) URL: {request[1]!r}")
-        self._requests.append(self._pool.submit(self._request, *requests[0]))
-        self._later.extend(requests[1:])  # further items after every email's first click
+        first, *more = [(address, *request) for request in requests]
+        self._requests.append(self._pool.submit(self._request, *first))
+        self._later.extend(more)  # further items after every email's first click
         return markers["campaign"], read
 
-    def _request(self, method: str, url: str, status: int) -> None:
+    def _request(self, address: str, method: str, url: str, status: int) -> None:
         # RFC 8058: the one-click unsubscribe is a POST with this exact body.
         body = b"List-Unsubscribe=One-Click" if method == "POST" else None
         headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
-        response = self.client.request(
+        client = self.clients[zlib.crc32(address.encode()) % len(self.clients)]
+        response = client.request(
             method, url, content=body, headers=headers, follow_redirects=False
         )
         location = response.headers.get("location", "http://") if status == 302 else "http://"
@@ -314,9 +318,26 @@ class Reader:
             raise RuntimeError(f"{method} {url} answered {response.status_code} {location!r}")
 
     def close(self) -> None:
-        """Wait for the requests in flight, then close the HTTP client."""
+        """Wait for the requests in flight, then close the HTTP clients."""
         self._pool.shutdown(wait=True)
-        self.client.close()
+        for client in self.clients:
+            client.close()
+
+
+READER_ADDRESSES = tuple(f"127.0.1.{n}" for n in range(1, 65))
+"""Where the simulated people click from: loopback addresses (all of 127.0.0.0/8 is this
+machine), so the tracking server's per-client limits see many readers, as in life."""
+
+
+def _loopback_client(address: str) -> httpx.Client:
+    """A browser-like client whose requests leave from ``address``."""
+    # trust_env=False: a configured HTTP proxy must not see the loopback requests.
+    return httpx.Client(
+        headers={"User-Agent": BROWSER},
+        timeout=30.0,
+        trust_env=False,
+        transport=httpx.HTTPTransport(local_address=address),
+    )
 
 
 def _tracked_links(html: str) -> tuple[list[str], list[tuple[str, str]]]:
