@@ -310,9 +310,16 @@ class Reader:
         body = b"List-Unsubscribe=One-Click" if method == "POST" else None
         headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
         client = self.clients[zlib.crc32(address.encode()) % len(self.clients)]
-        response = client.request(
-            method, url, content=body, headers=headers, follow_redirects=False
-        )
+        try:
+            response = client.request(
+                method, url, content=body, headers=headers, follow_redirects=False
+            )
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            # A kept-alive connection the server closed as it was reused: as a browser
+            # does, try once more on a new one (the server never read the request).
+            response = client.request(
+                method, url, content=body, headers=headers, follow_redirects=False
+            )
         location = response.headers.get("location", "http://") if status == 302 else "http://"
         if response.status_code != status or not location.startswith(("http://", "https://")):
             raise RuntimeError(f"{method} {url} answered {response.status_code} {location!r}")
