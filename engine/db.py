@@ -97,7 +97,17 @@ def make_db(url: str, *, echo: bool = False) -> SAEngine:
 
 
 def parse_database_url(url: str) -> URL:
-    """``url`` parsed; not a URL, or the ``postgres://`` spelling, is a ``DatabaseError``."""
+    """``url`` parsed; not a URL, the ``postgres://`` spelling, or a password with an
+    unencoded ``@`` is a ``DatabaseError`` (that never shows the password)."""
+    scheme, separator, rest = url.partition("://")
+    authority = rest.split("/", 1)[0]
+    if separator and authority.count("@") > 1:
+        host = authority.rsplit("@", 1)[1]
+        raise DatabaseError(
+            f"database_url {scheme}://***@{host}/...: the user and password hold an '@'; "
+            "write it URL-encoded as %40 (and ':' as %3A, '/' as %2F, '%' as %25), e.g. "
+            "postgresql://alerts:p%40ss@db.example.net/tailormail"
+        )
     try:
         parsed = make_url(url)
     except ArgumentError:

@@ -56,6 +56,13 @@ class RenderedEmail:
     link_items: list[tuple[str, int] | None] = field(default_factory=list)
 
 
+NO_ITEMS = (
+    "this email had no items to show (the campaign's items_per_email is 0, or its recipe "
+    "found none for this recipient): set items_per_email to 1 or more, or guard the "
+    "template with {% if items %}"
+)
+
+
 class Renderer:
     """Renders campaign variants from ``templates_dir`` for one tracking server."""
 
@@ -94,7 +101,20 @@ class Renderer:
         self._missing: set[str] = set()  # text templates known not to exist, until ``check``
 
     def render(self, *, variant: Variant, variables: dict[str, Any], send_id: int) -> RenderedEmail:
-        """Render ``variant`` for one send; raises ``TemplateError`` naming the variant.
+        """Render ``variant`` for one send; raises ``TemplateError`` naming the variant
+        (and, when the email has no items to show, saying so: a template that lists items
+        then fails on the first one)."""
+        try:
+            return self._render(variant=variant, variables=variables, send_id=send_id)
+        except TemplateError as exc:
+            if "items" in variables and not variables["items"]:
+                raise TemplateError(f"{exc}; {NO_ITEMS}") from exc
+            raise
+
+    def _render(
+        self, *, variant: Variant, variables: dict[str, Any], send_id: int
+    ) -> RenderedEmail:
+        """``render``'s work.
 
         Only links the author wrote are tracked (see ``engine.links``); the text part made
         from the HTML is made from the already tracked HTML and never rewritten again.

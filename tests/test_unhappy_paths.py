@@ -362,3 +362,29 @@ def test_interactions_naming_unknown_people_are_reported_and_refused_when_strict
         "names recipient",
         "which is not imported",
     )
+
+
+def test_a_password_with_an_unencoded_at_sign_is_named_without_showing_it(sample: Path) -> None:
+    url = "postgresql+psycopg2://alerts:s3cr@t@127.0.0.1/tailormail"
+    message = fails(
+        tailormail("runs", cwd=sample, env={"TAILORMAIL_DATABASE_URL": url}),
+        "hold an '@'",
+        "%40",
+        "***@127.0.0.1",
+    )
+    assert "s3cr" not in message and "@t@" not in message
+
+
+def test_a_template_that_lists_items_of_an_email_without_items_says_so(sample: Path) -> None:
+    for kind in ("recipients", "items"):
+        imported(sample, kind)
+    campaign = sample / "config" / "campaigns" / "weekly-picks.toml"
+    text = campaign.read_text()
+    campaign.write_text(text.replace("items_per_email = 4", "items_per_email = 0"))
+    fails(
+        tailormail("send", "weekly-picks", "--dry-run", cwd=sample),
+        "this email had no items to show",
+        "items_per_email is 0",
+        "set items_per_email to 1 or more",
+    )
+    assert not (sample / "outbox").exists()
