@@ -17,6 +17,7 @@ from sqlmodel import col, select
 
 from engine import personal_files
 from engine.db import session_scope
+from engine.errors import TailormailError
 from engine.models import LedgerRow, RewardRow, VariantRow
 
 if TYPE_CHECKING:
@@ -137,7 +138,10 @@ def export_to_file(engine: Engine, campaign: str, fmt: str, path: Path) -> int:
     """``export -o``: write the decisions to ``path``, owner-only (0600: it holds recipient
     ids and contexts), registered so that ``forget`` removes a person's lines from it."""
     engine.campaign(campaign)  # an unknown campaign creates no file
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise TailormailError(f"export -o {path}: cannot write it ({exc.strerror})") from None
     os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
     personal_files.note(engine, personal_files.EXPORT, [path])
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

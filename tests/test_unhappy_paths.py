@@ -388,3 +388,10 @@ def test_a_template_that_lists_items_of_an_email_without_items_says_so(sample: P
         "set items_per_email to 1 or more",
     )
     assert not (sample / "outbox").exists()
+
+
+def test_an_export_to_a_folder_that_does_not_exist_is_one_line(sample: Path) -> None:
+    fails(
+        tailormail("export", "weekly-picks", "-o", "nowhere/x.jsonl", cwd=sample),
+        "export -o nowhere/x.jsonl: cannot write it (No such file or directory)",
+    )
