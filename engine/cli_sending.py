@@ -118,8 +118,9 @@ def rehearse(engine: Engine, campaign: str, run_id: str | None = None) -> None:
     """``send --dry-run``: what a run would send now, and to whom; nothing is recorded but
     the rehearsal record, under a run id it prints (``run_id`` if given)."""
     from engine.rehearsal import dry_run
+    from engine.runs import check_new_run_id
 
-    report = dry_run(engine, campaign, run_id)
+    report = dry_run(engine, campaign, run_id and check_new_run_id(run_id))
     summary = report.summary
     table = Table(title=f"dry run of {campaign}: nothing sent, nothing recorded")
     for column in ("audience", "skipped", "would send"):

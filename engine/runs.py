@@ -7,6 +7,7 @@ for two sends in the same second and never equal to a tick's id.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -94,6 +95,21 @@ def _known_runs(engine: Engine, campaign: str) -> str:
     return ", ".join(recent) if recent else "none yet"
 
 
+NEW_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._:+-]{0,127}")
+"""What an id given to ``--new-run`` may be: it is shown in commands and logs, so a
+word without spaces, slashes or quotes."""
+
+
+def check_new_run_id(run_id: str) -> str:
+    """``run_id`` when it may name a new run, else a ``TailormailError`` saying why."""
+    if NEW_RUN_ID.fullmatch(run_id) is None:
+        raise TailormailError(
+            f"--new-run {run_id!r}: a run id is 1-128 letters, digits and . _ - + : @, "
+            "starting with a letter or digit (no spaces, slashes or quotes)"
+        )
+    return run_id
+
+
 def choose_run_id(
     engine: Engine, campaign: str, *, resume: str | None = None, new: str | None = None
 ) -> str:
@@ -109,6 +125,7 @@ def choose_run_id(
     with session_scope(engine.db) as session:
         existing = session.get(RunRow, run_id)
     if new is not None:
+        check_new_run_id(new)
         if existing is not None:
             raise TailormailError(
                 f"run {new!r} already exists (campaign {existing.campaign!r}); "

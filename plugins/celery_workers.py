@@ -98,7 +98,19 @@ class CeleryExecutor(Executor):
         """Send ``run_shard(*args)`` to the workers (any other callable is refused)."""
         if fn is not run_shard:
             raise TypeError("the celery executor runs shards of a run (run_shard) only")
-        result = self.app.send_task(TASK, args=list(args), kwargs=kwargs, queue=self.queue)
+        # kombu comes with celery, an optional dependency: imported where it is used.
+        from kombu.exceptions import OperationalError
+        from kombu.utils.url import maybe_sanitize_url
+
+        try:
+            result = self.app.send_task(TASK, args=list(args), kwargs=kwargs, queue=self.queue)
+        except OperationalError as exc:  # kombu's, after its own publish retries
+            broker = maybe_sanitize_url(str(self.app.conf.broker_url))
+            raise TailormailError(
+                f"cannot reach the Celery broker {broker} ([workers.celery] broker_url): "
+                f"{str(exc).rstrip('.')}; start it, or send without workers "
+                '([workers] executor = "local")'
+            ) from None
         future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
         with self._lock:

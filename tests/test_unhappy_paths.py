@@ -395,3 +395,30 @@ def test_an_export_to_a_folder_that_does_not_exist_is_one_line(sample: Path) -> 
         tailormail("export", "weekly-picks", "-o", "nowhere/x.jsonl", cwd=sample),
         "export -o nowhere/x.jsonl: cannot write it (No such file or directory)",
     )
+
+
+def test_a_new_run_id_that_is_no_word_is_refused(sample: Path) -> None:
+    imported(sample, "recipients", "items")
+    for command in (("send", "weekly-picks"), ("send", "weekly-picks", "--dry-run")):
+        fails(
+            tailormail(*command, "--new-run", "my run/../x", cwd=sample),
+            "--new-run 'my run/../x': a run id is 1-128 letters, digits",
+        )
+    assert not (sample / "outbox").exists() and not (sample / "rehearsals").exists()
+
+
+def test_an_unreachable_celery_broker_is_one_line_with_the_command_that_continues(
+    sample: Path,
+) -> None:
+    imported(sample, "recipients", "items")
+    broker = {
+        "TAILORMAIL_WORKERS__EXECUTOR": "celery",
+        "TAILORMAIL_WORKERS__SHARD_SIZE": "5",
+        "TAILORMAIL_WORKERS__CELERY__BROKER_URL": "redis://:hunter2@127.0.0.1:9/0",
+    }
+    message = fails(
+        tailormail("send", "weekly-picks", "--new-run", "b1", cwd=sample, env=broker),
+        "cannot reach the Celery broker redis://:**@127.0.0.1:9/0",
+        "continue with `tailormail send weekly-picks --run b1`",
+    )
+    assert "hunter2" not in message
