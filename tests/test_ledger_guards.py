@@ -98,3 +98,42 @@ def test_a_rendering_failure_leaves_rows_another_worker_sent(sqlite_project: Pro
     # Nothing of this worker's batch left: its own rows failed.
     assert len(mine) == 2 and {r.status for r in mine} == {LedgerStatus.FAILED}
     assert engine.memory_outbox == []  # type: ignore[attr-defined]
+
+
+class InterruptedSending(DeliveryBackend):
+    """Ctrl-C lands while a batch is with the transport."""
+
+    name = "interrupted"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        raise KeyboardInterrupt
+
+
+class Interrupted:
+    @staticmethod
+    @hookimpl
+    def register_backends(register):  # type: ignore[no-untyped-def]
+        register("interrupted", InterruptedSending)
+
+
+def test_a_run_is_marked_stopped_even_when_settling_its_rows_fails(
+    sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.ledger import transitions
+    from engine.models import RunRow
+
+    def broken_settle(*args: object) -> None:
+        raise OSError("journal cut short")
+
+    monkeypatch.setattr(transitions, "settle", broken_settle)
+    engine = sqlite_project.engine(backend="interrupted", plugins=[Interrupted()])
+    sqlite_project.seed(engine, people=4)
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(engine, "alerts", run_id="r1")
+    with Session(engine.db) as session:
+        run = session.get(RunRow, "r1")
+    assert run is not None and run.status == "interrupted"
+    assert run.error and run.error.startswith("stopped by Ctrl-C; continue with")

@@ -138,14 +138,19 @@ class RunLedger:
             self.journal.close(discard=True)
 
     def close(self, status: str, error: str | None = None) -> None:
-        """Settle the rows this worker still holds, release it, and mark the run ``status``."""
-        self.leave()
-        with session_scope(self.db) as session:
-            session.execute(
-                update(RunRow)
-                .where(col(RunRow.id) == self.run_id)
-                .values(status=status, finished_at=utcnow(), error=error and error[:2000])
-            )
+        """Settle the rows this worker still holds, release it, and mark the run ``status``.
+
+        The run is marked even when settling fails (a journal cut short by Ctrl-C): its
+        rows then stay with the journal kept, for whoever resumes, and the error rises."""
+        try:
+            self.leave()
+        finally:
+            with session_scope(self.db) as session:
+                session.execute(
+                    update(RunRow)
+                    .where(col(RunRow.id) == self.run_id)
+                    .values(status=status, finished_at=utcnow(), error=error and error[:2000])
+                )
 
     def pin_model(self, version: str) -> str:
         """Record the model ``version`` the run decides with, unless one is recorded
