@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from engine import moved as _moved
 from engine.hookspecs import hookimpl, hookspec
 from engine.types import (
     Context,
@@ -28,6 +29,9 @@ from engine.types import (
 )
 
 __version__ = "0.1.0"
+
+# old module paths (before the engine was laid out by stage) import with a warning
+_moved.install()
 
 __all__ = [
     "Context",

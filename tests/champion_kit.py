@@ -14,11 +14,11 @@ from sqlmodel import Session, col, select
 
 from engine import EventType, TrackingEvent
 from engine.app import Engine
-from engine.events import record_events
+from engine.feedback.events import record_events
+from engine.feedback.rewards import join_rewards
 from engine.learning.versions import history
 from engine.models import LedgerRow, ModelVersionRow, utcnow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 
 HUMAN = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
 # Segment a (even people) prefers variant a, segment b (odd people) prefers b; a is the

@@ -197,7 +197,7 @@ class Project:
 
         Yields the sending engine (its ``memory_outbox`` holds the emails) and the base URL.
         """
-        from engine.pipeline import run_campaign
+        from engine.sending.pipeline import run_campaign
         from engine.web import BackgroundServer
 
         with BackgroundServer(self.engine()) as server:
@@ -208,7 +208,7 @@ class Project:
 
     def seed(self, engine: Engine, people: int = 20, items: int = 6) -> None:
         """Import people and items into ``engine``'s database."""
-        from engine.importer import import_file
+        from engine.audience.importer import import_file
 
         import_file(engine.db, "recipients", self.write_people(people))
         import_file(engine.db, "items", self.write_items(items))

@@ -12,11 +12,11 @@ from sqlalchemy import event
 from sqlmodel import Session, select
 
 from engine.app import Engine
+from engine.audience.importer import import_file
 from engine.campaigns import Campaign
 from engine.errors import ConfigError
-from engine.importer import import_file
 from engine.models import LedgerRow, RunRow
-from engine.pipeline import RunSummary, run_campaign
+from engine.sending.pipeline import RunSummary, run_campaign
 
 # conftest's people: u000..u011, segment "a" for even numbers, "b" for odd ones.
 SEGMENT_A = {f"user{i}@example.com" for i in range(0, 12, 2)}
@@ -187,7 +187,7 @@ def test_a_scheduled_run_with_an_unknown_audience_key_stops_and_is_marked_failed
 ) -> None:
     from datetime import UTC, datetime
 
-    from engine.scheduler import run_scheduled
+    from engine.sending.scheduler import run_scheduled
 
     sqlite_project.add_campaign("filtered", extra='audience = { segmnt = "a" }')
     engine = sqlite_project.engine()
@@ -230,7 +230,7 @@ def test_the_unknown_key_check_lists_the_attributes_on_both_databases(varied: En
 def test_csv_cells_that_spell_plain_numbers_are_stored_as_numbers(
     cell: str, stored: object
 ) -> None:
-    from engine.importer import csv_scalar
+    from engine.audience.importer import csv_scalar
 
     value = csv_scalar(cell)
     assert value == stored and type(value) is type(stored)

@@ -32,9 +32,9 @@ from sqlalchemy.orm import Session
 
 from engine.app import Engine
 from engine.models import LedgerRow, RunRow, utcnow
-from engine.pipeline import CampaignRun
+from engine.sending.pipeline import CampaignRun
+from engine.sending.shard_tasks import ShardTask, sign_task
 from engine.settings import load_settings
-from engine.shard_tasks import ShardTask, sign_task
 
 celery = pytest.importorskip("celery")
 redis = pytest.importorskip("redis")

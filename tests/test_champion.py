@@ -21,13 +21,13 @@ from champion_kit import (
 from conftest import Project
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
+from engine.feedback.rewards import join_rewards
 from engine.learning import training
 from engine.learning.challengers import train_challengers
 from engine.learning.versions import rollback
 from engine.models import utcnow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
 from engine.sampling import decide
+from engine.sending.pipeline import run_campaign
 
 PERSONAL = {"name": "vw", "params": {"interactions": ["UA"]}}
 BLIND = {"name": "vw", "params": {"interactions": []}}

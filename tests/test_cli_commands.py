@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from engine import EventType, TrackingEvent
 from engine.app import Engine
 from engine.db import session_scope
-from engine.events import record_event
+from engine.feedback.events import record_event
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, RunRow
 
 CAMPAIGN = "weekly-picks"

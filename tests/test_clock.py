@@ -10,10 +10,10 @@ from sqlmodel import Session, select
 
 from engine import EventType, TrackingEvent
 from engine.clock import SimulatedClock, use_clock, utcnow
-from engine.events import record_event
+from engine.feedback.events import record_event
+from engine.feedback.rewards import join_rewards
 from engine.models import LedgerRow, LedgerStatus, RewardRow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 
 START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 

@@ -10,12 +10,12 @@ import pytest
 from conftest import Project
 from test_secret import cli
 
+from engine.audience.forgetting import forget
 from engine.db import session_scope
 from engine.errors import ConfigError
-from engine.forgetting import forget
 from engine.models import CampaignSuppressionRow, SuppressionRow
-from engine.pipeline import run_campaign
 from engine.scaffold import scaffold_project
+from engine.sending.pipeline import run_campaign
 
 
 @pytest.mark.parametrize(

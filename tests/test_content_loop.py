@@ -22,11 +22,11 @@ from conftest import Project
 from sqlmodel import Session, col, select
 
 from engine.app import Engine
-from engine.events import record_events
-from engine.importer import import_file
-from engine.item_report import item_report
+from engine.audience.importer import import_file
+from engine.feedback.events import record_events
 from engine.models import InteractionRow, LedgerRow, RecipeFitRow, utcnow
-from engine.pipeline import run_campaign
+from engine.reports.items import item_report
+from engine.sending.pipeline import run_campaign
 from engine.types import EventType, TrackingEvent
 from engine.web import BackgroundServer
 

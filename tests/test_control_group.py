@@ -11,8 +11,8 @@ from champion_kit import ledger, make_project, send_and_reward, versions
 from conftest import Project
 
 from engine.errors import ConfigError
-from engine.learning.lift import measured_lift
-from engine.learning.report import value_summary
+from engine.reports.learning import value_summary
+from engine.reports.lift import measured_lift
 
 # Everyone clicks b three times as often as a: uniform earns 10%, the fixed a 5%.
 B_BETTER = {"a": {"a": 0.05, "b": 0.15}, "b": {"a": 0.05, "b": 0.15}}

@@ -21,10 +21,10 @@ from sqlmodel import col, select
 
 from engine.app import Engine
 from engine.db import session_scope
-from engine.deliverability import active_pause, paused_campaigns, resume
-from engine.events import record_event
+from engine.feedback.events import record_event
 from engine.models import LedgerRow, LedgerStatus, RunRow, SuppressionRow, utcnow
-from engine.pipeline import run_campaign
+from engine.sending.deliverability import active_pause, paused_campaigns, resume
+from engine.sending.pipeline import run_campaign
 from engine.settings import load_settings
 from engine.types import EventType, TrackingEvent
 from engine.web import BackgroundServer

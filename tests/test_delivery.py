@@ -15,12 +15,12 @@ from smtp_kit import UNSUBSCRIBE, make_message
 
 from engine import hookspecs
 from engine.errors import ConfigError
+from engine.mime import build_mime
 from engine.registry import Registry, collect
 from engine.settings import Settings
 from engine.types import SendStatus
 from plugins.delivery import memory, outbox, smtp
 from plugins.delivery.memory import MemoryBackend
-from plugins.delivery.mime import build_mime
 from plugins.delivery.outbox import OutboxBackend
 from plugins.delivery.smtp import SMTPBackend
 

@@ -12,20 +12,7 @@ from sqlalchemy import func, select
 
 from engine.app import Engine
 from engine.db import session_scope
-from engine.demo import ARMS, MARKER, DemoResult, run_demo
-from engine.errors import TailormailError
-from engine.item_report import item_report
-from engine.models import (
-    EventRow,
-    InteractionRow,
-    LedgerRow,
-    ModelVersionRow,
-    RewardRow,
-    RunRow,
-    as_utc,
-)
-from engine.settings import load_settings
-from engine.simulation import (
+from engine.demo.simulation import (
     TOPIC_AFFINITY,
     VARIANTS,
     affinity,
@@ -38,6 +25,19 @@ from engine.simulation import (
     oracle_ctr,
     uniform_ctr,
 )
+from engine.demo.tour import ARMS, MARKER, DemoResult, run_demo
+from engine.errors import TailormailError
+from engine.models import (
+    EventRow,
+    InteractionRow,
+    LedgerRow,
+    ModelVersionRow,
+    RewardRow,
+    RunRow,
+    as_utc,
+)
+from engine.reports.items import item_report
+from engine.settings import load_settings
 
 ROUNDS = 3
 
@@ -73,7 +73,7 @@ def test_clicks_arrived_through_the_tracking_server(demo: DemoResult, engine: En
         .where(EventRow.bot.is_(False))  # type: ignore[attr-defined]
     )
     assert demo.clicks > 0
-    # A reader who clicks opens one item link or more (engine.simulation's preferences).
+    # A reader who clicks opens one item link or more (engine.demo.simulation's preferences).
     item_clicks = sum(r.arms[name].item_clicks for r in demo.rounds for name in ARMS)
     assert count(engine, human_clicks) == item_clicks >= demo.clicks
     unsubscribes = select(func.count()).select_from(EventRow).where(EventRow.type == "unsubscribe")

@@ -22,14 +22,14 @@ from typer.testing import CliRunner
 
 from engine import EventType, TrackingEvent
 from engine.app import Engine
-from engine.cli import app
+from engine.cli.commands import app
 from engine.db import session_scope
-from engine.events import record_event
+from engine.feedback.events import record_event
+from engine.feedback.intake import _Store
+from engine.feedback.rewards import join_rewards
 from engine.ledger.journal import Journal, parse
 from engine.models import LedgerRow, utcnow
-from engine.rewards import join_rewards
 from engine.types import SendResult, SendStatus
-from engine.web.intake import _Store
 
 RID = "quorra-7f3"  # the recipient id
 ADDRESS = "Quorra.Marker-7F3@Example.org"  # mixed case: the files may keep either
@@ -205,9 +205,9 @@ def engine_rows(engine: Engine) -> list[LedgerRow]:
 def test_previews_and_exports_are_the_owners_only_and_git_ignores_them(
     sqlite_project: Project, tmp_path: Path
 ) -> None:
-    from engine.export import export_to_file
-    from engine.rehearsal import render_variants, write_preview
+    from engine.learning.export import export_to_file
     from engine.scaffold import scaffold_project
+    from engine.sending.rehearsal import render_variants, write_preview
     from plugins.delivery.outbox import OutboxBackend
 
     engine = sqlite_project.engine()

@@ -11,8 +11,8 @@ import pytest
 from champion_kit import make_project, send_and_reward
 from test_cli_commands import tailormail
 
-from engine.export import export_decisions
 from engine.learning.evaluate import evaluate
+from engine.learning.export import export_decisions
 from engine.learning.logged import from_ledger, read_log
 
 CANDIDATES = [("vw", {}), ("vw", {"epsilon": 0.3, "interactions": []})]

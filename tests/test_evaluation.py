@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from engine import evaluation
-from engine.evaluation import Estimate, dr, ips, snips
+from engine.learning import estimators as evaluation
+from engine.learning.estimators import Estimate, dr, ips, snips
 
 SEGMENTS = np.array([0.5, 0.3, 0.2])  # how often each segment occurs
 # Click probability per (segment, variant): 2-10%, a different best variant per segment.

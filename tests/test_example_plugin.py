@@ -123,7 +123,7 @@ def test_plugins_command_lists_the_example(installed: Path, tmp_path: Path) -> N
     if script.exists():  # the console script pip wrote for tailormail itself
         command = [sys.executable, str(script), "plugins"]
     else:
-        command = [sys.executable, "-c", "from engine.cli import main; main()", "plugins"]
+        command = [sys.executable, "-c", "from engine.cli.commands import main; main()", "plugins"]
     done = subprocess.run(
         command, env=_env(installed), cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
@@ -172,9 +172,9 @@ RUN_SCRIPT = """
 
     from engine.app import Engine
     from engine.db import session_scope
-    from engine.importer import import_file
+    from engine.audience.importer import import_file
     from engine.models import LedgerRow
-    from engine.pipeline import run_campaign
+    from engine.sending.pipeline import run_campaign
 
     project = Path(sys.argv[1])
     with Engine(project_dir=project) as engine:
@@ -359,9 +359,9 @@ FRESH_SCRIPT = """
 
     from engine.app import Engine
     from engine.db import session_scope
-    from engine.importer import import_file
+    from engine.audience.importer import import_file
     from engine.models import LedgerRow
-    from engine.pipeline import run_campaign
+    from engine.sending.pipeline import run_campaign
 
     project = Path(sys.argv[1])
     with Engine(project_dir=project) as engine:

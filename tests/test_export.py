@@ -13,11 +13,11 @@ from conftest import Project
 from sqlmodel import Session, select
 
 from engine import EventType, TrackingEvent
-from engine.events import record_event
-from engine.export import export_decisions
+from engine.feedback.events import record_event
+from engine.feedback.rewards import join_rewards
+from engine.learning.export import export_decisions
 from engine.models import LedgerRow, utcnow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 
 
 def rewarded_project(project: Project) -> tuple[object, list[LedgerRow]]:

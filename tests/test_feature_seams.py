@@ -20,9 +20,9 @@ from rich.console import Console
 from test_unhappy_paths import fails, tailormail
 
 from engine.app import Engine
-from engine.cli_runs import print_runs
+from engine.cli.runs_table import print_runs
 from engine.errors import ConfigError
-from engine.runs import RunInfo
+from engine.sending.runs import RunInfo
 from engine.web import create_app
 
 CAMPAIGN = "weekly-picks"

@@ -11,11 +11,11 @@ from sqlalchemy import event
 from sqlmodel import Session, select
 
 from engine import EventType, Recipient, TrackingEvent
+from engine.audience.importer import import_file
 from engine.clock import SimulatedClock, use_clock
-from engine.events import record_event
-from engine.importer import import_file
+from engine.feedback.events import record_event
 from engine.models import LedgerRow
-from engine.pipeline import run_campaign
+from engine.sending.pipeline import run_campaign
 from plugins.features import email_provider, is_personal, local_time, record_features
 from plugins.features_history import history_features
 

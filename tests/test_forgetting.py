@@ -12,11 +12,12 @@ from sqlmodel import col, select
 
 from engine import EventType, TrackingEvent
 from engine.app import Engine
+from engine.audience.forgetting import ERASED, UnknownRecipientError, apply_retention, forget
+from engine.audience.importer import import_file
 from engine.db import session_scope
 from engine.errors import ConfigError
-from engine.events import record_event
-from engine.forgetting import ERASED, UnknownRecipientError, apply_retention, forget
-from engine.importer import import_file
+from engine.feedback.events import record_event
+from engine.feedback.rewards import join_rewards
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,
@@ -29,8 +30,7 @@ from engine.models import (
     SuppressionRow,
     utcnow,
 )
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 from plugins.delivery.outbox import eml_name
 
 HUMAN = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
@@ -147,7 +147,7 @@ def test_the_forget_command_asks_first_then_says_what_it_erased(
 ) -> None:
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from engine.cli.commands import app
 
     engine = sqlite_project.engine()
     sqlite_project.seed(engine, people=2)
@@ -230,8 +230,8 @@ def test_a_reader_that_blocks_the_checkpoint_is_named_and_forget_compact_finishe
 
     from typer.testing import CliRunner
 
-    from engine import compaction
-    from engine.cli import app
+    from engine.audience import compaction
+    from engine.cli.commands import app
     from engine.models import ErasureRow
 
     monkeypatch.setattr(compaction, "BUSY_MS", 50)  # each attempt waits 50 ms for readers

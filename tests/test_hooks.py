@@ -22,10 +22,10 @@ from engine import (
     hookimpl,
 )
 from engine.errors import PluginError
-from engine.events import record_event
+from engine.feedback.events import record_event
 from engine.models import LedgerRow, LedgerStatus, utcnow
-from engine.pipeline import run_campaign
 from engine.plugins import describe_plugins, make_plugin_manager
+from engine.sending.pipeline import run_campaign
 from plugins.executors import InlineExecutor
 
 

@@ -18,14 +18,14 @@ from test_provider_backends import ALL, OPTIONS, Provider, ok, provider_keys
 from engine import EventType, TrackingEvent
 from engine.app import Engine
 from engine.db import session_scope
-from engine.events import record_event
+from engine.feedback.events import record_event
 from engine.identifiers import SendRefs, is_send_ref
+from engine.mime import message_bytes
 from engine.models import LedgerRow, SuppressionRow
-from engine.pipeline import run_campaign
+from engine.sending.pipeline import run_campaign
 from engine.settings import load_settings
 from engine.types import Message
 from plugins.delivery.httpapi import HTTPBackend
-from plugins.delivery.mime import message_bytes
 from plugins.webhooks.mailgun import MailgunWebhook
 
 # Whatever a request calls the send (tailormail_send_id, send_id, X-Tailormail-Send-Id),

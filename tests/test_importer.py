@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import Engine
 
+from engine.audience.importer import CHUNK_ROWS, import_file, load_interactions, load_items
 from engine.db import make_db
 from engine.errors import ImportFileError
-from engine.importer import CHUNK_ROWS, import_file, load_interactions, load_items
 
 # --- database fixture: an empty database on each backend (conftest's db_url) ----------
 

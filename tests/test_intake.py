@@ -15,10 +15,10 @@ from conftest import Project
 from sqlmodel import Session, select
 
 from engine.app import Engine
+from engine.feedback.intake import REJECTED_FILE, Intake, spool_dir, store_orphans
+from engine.feedback.rewards import join_rewards
 from engine.models import EventRow
-from engine.rewards import join_rewards
 from engine.types import EventType
-from engine.web.intake import REJECTED_FILE, Intake, spool_dir, store_orphans
 
 # A process that writes ``count`` records to its own log, then dies by SIGKILL ("kill")
 # or stays alive, holding its log, until its standard input closes ("live").
@@ -27,8 +27,8 @@ WRITER = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from engine.types import EventType
-    from engine.web.eventlog import EventLog
-    from engine.web.intake import encode
+    from engine.feedback.eventlog import EventLog
+    from engine.feedback.intake import encode
 
     directory, count, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     log = EventLog(directory, segment_bytes=4096).open()

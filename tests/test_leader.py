@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from engine.campaigns import cron_trigger
 from engine.db import make_db
-from engine.leader import Leadership
 from engine.models import LedgerRow, LedgerStatus, RunRow
+from engine.sending.leader import Leadership
 
 SERVE = [sys.executable, "-m", "engine"]
 

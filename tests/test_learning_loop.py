@@ -16,10 +16,10 @@ from sqlmodel import Session, col, select
 
 from engine import EventType, TrackingEvent
 from engine.app import Engine
-from engine.events import record_event
+from engine.feedback.events import record_event
+from engine.feedback.rewards import join_rewards
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, as_utc, utcnow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 
 WINDOW = timedelta(hours=1)  # the conftest campaign's attribution window
 

@@ -23,9 +23,9 @@ from markupsafe import escape
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session, select
 
-from engine.importer import import_file
+from engine.audience.importer import import_file
 from engine.models import LedgerRow
-from engine.pipeline import run_campaign
+from engine.sending.pipeline import run_campaign
 from engine.web import BackgroundServer
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from conftest import Project
 
-from engine.pipeline import run_campaign
+from engine.mime import build_mime, message_bytes, mime_bytes
+from engine.sending.pipeline import run_campaign
 from engine.types import Message
-from plugins.delivery.mime import build_mime, message_bytes, mime_bytes
 from plugins.delivery.null import NullBackend
 
 UNSUBSCRIBE = "<https://t.example.com/u/" + "A" * 150 + ">"

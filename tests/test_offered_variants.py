@@ -12,12 +12,12 @@ from conftest import Project
 from sqlmodel import Session, select
 
 from engine import Context, Decision, EventType, Feedback, TrackingEvent, Variant, hookimpl
-from engine.events import record_event
-from engine.export import export_decisions
+from engine.feedback.events import record_event
+from engine.feedback.rewards import join_rewards
+from engine.learning.export import export_decisions
 from engine.models import LedgerRow, RewardRow, utcnow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
 from engine.sampling import decide
+from engine.sending.pipeline import run_campaign
 
 LEARNED: list[Feedback] = []
 

@@ -29,8 +29,8 @@ from engine.app import Engine
 from engine.errors import CampaignBusyError
 from engine.ledger import RunLedger
 from engine.models import LedgerRow, LedgerStatus, RunRow, as_utc, utcnow
-from engine.pipeline import run_id_for
-from engine.scheduler import retry_deferred, run_scheduled
+from engine.sending.pipeline import run_id_for
+from engine.sending.scheduler import retry_deferred, run_scheduled
 
 
 class HeldInbox:
@@ -170,7 +170,7 @@ def test_a_tick_or_a_retry_while_another_run_sends_waits_for_a_later_pass(
     live.open(None, [])
     try:
         fired = datetime(2026, 11, 28, 9, 0, 7, tzinfo=UTC)
-        with caplog.at_level(logging.WARNING, logger="engine.scheduler"):
+        with caplog.at_level(logging.WARNING, logger="engine.sending.scheduler"):
             assert run_scheduled(engine, "alerts", now=fired) is None
         assert "tick 2026-11-28 09:00:00+00:00 skipped: campaign 'alerts' is being sent" in (
             caplog.text

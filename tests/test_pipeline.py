@@ -12,8 +12,8 @@ from sqlmodel import Session, select
 from engine import DeliveryBackend, Message, SendResult, SendStatus, hookimpl
 from engine.errors import TemplateError
 from engine.models import LedgerRow, LedgerStatus, RunRow, SuppressionRow
-from engine.pipeline import CampaignRun, run_campaign, run_id_for
-from engine.scheduler import run_scheduled
+from engine.sending.pipeline import CampaignRun, run_campaign, run_id_for
+from engine.sending.scheduler import run_scheduled
 
 
 def ledger(engine: object) -> list[LedgerRow]:
@@ -245,7 +245,7 @@ def test_a_deferred_recipient_who_unsubscribed_meanwhile_is_not_retried(
 
 
 def test_the_retry_job_resumes_runs_with_deferred_rows(sqlite_project: Project) -> None:
-    from engine.scheduler import retry_deferred
+    from engine.sending.scheduler import retry_deferred
 
     GreylistingBackend.seen = []
     engine = sqlite_project.engine(backend="greylisting", plugins=[GreylistingPlugin()])

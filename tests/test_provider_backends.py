@@ -30,11 +30,11 @@ from engine import hookimpl
 from engine.app import Engine
 from engine.db import session_scope
 from engine.errors import ConfigError
+from engine.feedback.webhooks import receive_webhook
 from engine.models import EventRow, LedgerRow, LedgerStatus, SuppressionRow
-from engine.pipeline import run_campaign
+from engine.sending.pipeline import run_campaign
 from engine.settings import load_settings
 from engine.types import SendResult, SendStatus
-from engine.webhooks import receive_webhook
 from plugins.delivery.http_json import HTTPJSONBackend
 from plugins.delivery.httpapi import HTTPBackend
 from plugins.delivery.mailgun import MailgunBackend

@@ -26,6 +26,7 @@ from sqlmodel import SQLModel, select
 from engine.app import Engine
 from engine.db import session_scope
 from engine.errors import TailormailError
+from engine.feedback.rewards import join_rewards
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,
@@ -35,11 +36,16 @@ from engine.models import (
     RunRow,
     SuppressionRow,
 )
-from engine.pipeline import run_campaign
-from engine.rehearsal import RehearsalError, dry_run, render_variants, send_test, write_preview
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
+from engine.sending.rehearsal import (
+    RehearsalError,
+    dry_run,
+    render_variants,
+    send_test,
+    write_preview,
+)
+from engine.tokens import TEST_SEND_ID
 from engine.web import BackgroundServer
-from engine.web.tokens import TEST_SEND_ID
 
 TABLES: tuple[type[SQLModel], ...] = (
     LedgerRow,
@@ -168,7 +174,7 @@ def cli(project: Project, *args: str) -> Any:
     """Run ``tailormail --project ROOT ARGS`` in this process; the Click result."""
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from engine.cli.commands import app
 
     return CliRunner().invoke(app, ["--project", str(project.root), *args], env={"COLUMNS": "300"})
 

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from engine.app import Engine
 from engine.db import session_scope
 from engine.models import LedgerRow, RunRow, SuppressionRow
-from engine.rehearsal import dry_run, render_variants, send_test, write_preview
+from engine.sending.rehearsal import dry_run, render_variants, send_test, write_preview
 
 PEOPLE = 40
 SUPPRESSED = ("user3@example.com", "user17@example.com")

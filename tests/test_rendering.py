@@ -15,8 +15,8 @@ from engine.errors import TemplateError
 from engine.hookspecs import PROJECT, hookimpl
 from engine.links import LinkMarks
 from engine.rendering import RenderedEmail, Renderer, html_to_text
+from engine.tokens import TokenData, Tokens
 from engine.types import Variant
-from engine.web.tokens import TokenData, Tokens
 
 BASE = "https://t.example.com"
 TOKENS = Tokens(b"rendering-test-secret-0123456789")

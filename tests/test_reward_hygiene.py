@@ -10,10 +10,10 @@ from conftest import Project
 from sqlmodel import Session, select
 
 from engine import EventType, TrackingEvent
-from engine.events import record_event, record_events
+from engine.feedback.events import record_event, record_events
+from engine.feedback.rewards import join_rewards
 from engine.models import RewardRow, utcnow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 
 
 def test_duplicates_and_machine_clicks_change_no_reward(project: Project) -> None:

@@ -8,13 +8,13 @@ import pytest
 from conftest import Project
 from sqlmodel import Session, select
 
-import engine.rewards
+import engine.feedback.rewards
 from engine import EventType, TrackingEvent, hookimpl
 from engine.app import Engine
-from engine.events import record_event
+from engine.feedback.events import record_event
+from engine.feedback.rewards import join_rewards
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, utcnow
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 
 
 def sent_rows(engine: object) -> list[LedgerRow]:
@@ -98,7 +98,7 @@ def test_a_reward_plugin_replaces_the_default_function(sqlite_project: Project) 
 def test_rewards_are_joined_in_chunks_each_row_once(
     sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine.rewards, "CHUNK", 2)  # five rows: three chunks
+    monkeypatch.setattr(engine.feedback.rewards, "CHUNK", 2)  # five rows: three chunks
     eng = sqlite_project.engine()
     sqlite_project.seed(eng, people=5)
     run_campaign(eng, "alerts", run_id="r1")

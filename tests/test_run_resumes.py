@@ -20,12 +20,12 @@ from sqlmodel import select
 
 from engine import hookimpl
 from engine.app import Engine
+from engine.audience.importer import import_file
 from engine.db import session_scope
 from engine.errors import TemplateError
-from engine.importer import import_file
 from engine.models import LedgerRow, RunRow
-from engine.pipeline import run_campaign
-from engine.scheduler import retry_deferred, run_scheduled
+from engine.sending.pipeline import run_campaign
+from engine.sending.scheduler import retry_deferred, run_scheduled
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 
 BROKEN = '{% if recipient.id == "u015" %}{{ recipient.nope.deeper }}{% endif %}'
@@ -145,7 +145,7 @@ def test_an_empty_scheduled_tick_warns_and_is_not_a_failed_run(
     engine = project.engine()
     project.seed(engine, people=6)  # segments a and b only
     tick = datetime(2026, 3, 2, 9, 0, 30, tzinfo=UTC)
-    with caplog.at_level(logging.WARNING, logger="engine.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="engine.sending.scheduler"):
         summary = run_scheduled(engine, "alerts", now=tick)
     assert summary is not None and summary.audience == 0
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)

@@ -10,7 +10,7 @@ from conftest import Project
 from sqlmodel import Session, select
 
 from engine.models import RunRow
-from engine.scheduler import add_one_off, build_scheduler, latest_tick
+from engine.sending.scheduler import add_one_off, build_scheduler, latest_tick
 
 
 def test_latest_tick_is_the_last_fire_time_at_or_before_now() -> None:
@@ -37,7 +37,7 @@ def test_jobs_carry_explicit_misfire_and_coalesce_settings(sqlite_project: Proje
 
 
 def test_one_off_runs_go_through_the_scheduler(sqlite_project: Project) -> None:
-    from engine.pipeline import run_campaign
+    from engine.sending.pipeline import run_campaign
 
     engine = sqlite_project.engine()
     sqlite_project.seed(engine, people=5)

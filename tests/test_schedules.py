@@ -16,8 +16,8 @@ from conftest import Project
 from engine.campaigns import cron_trigger, load_campaign
 from engine.errors import ConfigError
 from engine.schedule_notice import NOTICES_FILE, ScheduleChangeWarning
-from engine.scheduler import build_scheduler, latest_tick
 from engine.schedules import next_fire_times
+from engine.sending.scheduler import build_scheduler, latest_tick
 
 START = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

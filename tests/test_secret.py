@@ -16,19 +16,19 @@ from test_cli_commands import tailormail
 
 from engine.addresses import address_key
 from engine.app import Engine
-from engine.cli import main
+from engine.audience.forgetting import forget, forgotten
+from engine.audience.importer import import_file
+from engine.cli.commands import main
 from engine.db import session_scope
 from engine.errors import ConfigError
-from engine.forgetting import forget, forgotten
-from engine.importer import import_file
 from engine.models import ForgottenAddressRow, ProjectKeyRow
-from engine.pipeline import run_campaign
 from engine.project_secret import database_needs_secret
 from engine.scaffold import scaffold_project
 from engine.secret import MissingSecretError
 from engine.secret_rotation import rotate_secret
+from engine.sending.pipeline import run_campaign
 from engine.settings import load_settings
-from engine.web.tokens import Tokens
+from engine.tokens import Tokens
 
 CAMPAIGN = "weekly-picks"
 RESTORE_HINT = "restore it from a backup"

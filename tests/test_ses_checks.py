@@ -17,7 +17,7 @@ import httpx
 import pytest
 from providers_kit import SNSSigner, now
 
-from engine.webhooks import StaleWebhookError, WebhookError, WebhookVerificationError
+from engine.feedback.webhooks import StaleWebhookError, WebhookError, WebhookVerificationError
 from plugins.webhooks.ses import CERTIFICATES_KEPT, REFUSED, SESOptions, SESWebhook
 
 

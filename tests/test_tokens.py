@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from engine.web.tokens import LegacyTokens, TokenData, Tokens
+from engine.tokens import LegacyTokens, TokenData, Tokens
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -205,7 +205,7 @@ def test_the_readme_path_to_evaluation_and_training_without_waiting(
     the demo is made smaller (3 rounds of 120: training's 100 rewarded decisions)."""
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from engine.cli.commands import app
 
     monkeypatch.chdir(tmp_path)
     for name in [k for k in os.environ if k.startswith("TAILORMAIL_")]:

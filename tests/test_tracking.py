@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.tracking import is_bot_user_agent, is_machine_open
+from engine.feedback.bots import is_bot_user_agent, is_machine_open
 
 
 @pytest.mark.parametrize(

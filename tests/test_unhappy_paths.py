@@ -197,8 +197,8 @@ def test_send_starts_a_new_run_each_time_and_resumes_only_known_runs(sample: Pat
 def test_manual_run_ids_are_unique_within_a_second_and_unlike_tick_ids() -> None:
     from datetime import UTC, datetime
 
-    from engine.pipeline import run_id_for
-    from engine.runs import manual_run_id
+    from engine.sending.pipeline import run_id_for
+    from engine.sending.runs import manual_run_id
 
     moment = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     ids = {manual_run_id("weekly", moment) for _ in range(1000)}

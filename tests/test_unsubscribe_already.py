@@ -20,7 +20,7 @@ from test_web import add_send
 
 from engine import EventType, TrackingEvent
 from engine.app import Engine
-from engine.events import record_events
+from engine.feedback.events import record_events
 from engine.models import utcnow
 from engine.web import BackgroundServer
 from engine.web.unsubscribed import LOOKUP_SECONDS

@@ -25,7 +25,8 @@ from sqlalchemy import create_engine, select
 from engine import hookimpl
 from engine.app import Engine
 from engine.db import session_scope
-from engine.events import events_for, record_event
+from engine.feedback.events import events_for, record_event
+from engine.feedback.webhooks import WebhookHandler, WebhookVerificationError
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,
@@ -36,12 +37,11 @@ from engine.models import (
     SuppressionRow,
     utcnow,
 )
-from engine.pipeline import run_campaign
+from engine.sending.pipeline import run_campaign
 from engine.settings import load_settings
+from engine.tokens import LegacyTokens, Tokens
 from engine.types import EventType, TrackingEvent
 from engine.web import PIXEL, BackgroundServer
-from engine.web.tokens import LegacyTokens, Tokens
-from engine.webhooks import WebhookHandler, WebhookVerificationError
 
 SECRET = "test-secret-0123456789-0123456789-01"
 WEBHOOK_KEY = b"webhook-test-key"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine import EventType, TrackingEvent
-from engine.webhooks import (
+from engine.feedback.webhooks import (
     StaleWebhookError,
     WebhookHandler,
     WebhookPayloadError,

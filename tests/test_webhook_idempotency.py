@@ -20,10 +20,10 @@ from sqlalchemy import select
 
 from engine.app import Engine
 from engine.db import session_scope
+from engine.feedback.rewards import join_rewards
+from engine.feedback.webhooks import receive_webhook
 from engine.models import EventRow, LedgerRow, LedgerStatus, RewardRow, SuppressionRow
-from engine.rewards import join_rewards
 from engine.settings import load_settings
-from engine.webhooks import receive_webhook
 
 CAMPAIGN = """
 name = "alerts"

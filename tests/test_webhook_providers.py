@@ -428,7 +428,7 @@ def test_events_the_database_cannot_take_answer_503_and_the_retry_stores_them(
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
     with monkeypatch.context() as patched:
-        patched.setattr("engine.webhooks.record_event", database_down)
+        patched.setattr("engine.feedback.webhooks.record_event", database_down)
         response = post(client, "standard", headers, body)
     assert response.status_code == 503
     assert kit.events(send_id) == []

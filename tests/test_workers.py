@@ -21,12 +21,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine.app import Engine
-from engine.audience import shard_bounds
+from engine.audience.filters import shard_bounds
 from engine.errors import ConfigError
 from engine.models import LedgerRow, LedgerStatus, RunRow
-from engine.pipeline import CampaignRun, run_campaign
-from engine.shard_tasks import ShardRefused, ShardTask, sign_task
-from engine.shards import ShardHost, run_shard
+from engine.sending.pipeline import CampaignRun, run_campaign
+from engine.sending.shard_tasks import ShardRefused, ShardTask, sign_task
+from engine.sending.shards import ShardHost, run_shard
 
 SECRET = TEST_SECRET
 CELERY_RECIPIENTS = int(os.environ.get("TAILORMAIL_TEST_CELERY_RECIPIENTS", "2000"))
@@ -195,8 +195,8 @@ def test_a_shard_task_must_match_its_workers_plugins_and_its_runs_campaign_and_m
 def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
     sqlite_project: Project,
 ) -> None:
+    from engine.feedback.rewards import join_rewards
     from engine.models import utcnow
-    from engine.rewards import join_rewards
 
     sqlite_project.add_campaign("learning", policy="vw")
     engine = sqlite_project.engine()
@@ -210,7 +210,7 @@ def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
         assert session.get(RunRow, "r2").model_version == first  # type: ignore[union-attr]
     # A shard of r2 (a worker joining late) decides with r2's pinned model too.
     sqlite_project.write_people(12)
-    from engine.importer import import_file
+    from engine.audience.importer import import_file
 
     import_file(engine.db, "recipients", sqlite_project.root / "people.csv")
     run_campaign(engine, "learning", run_id="r1")  # r1's window: a second model

@@ -1,6 +1,6 @@
-"""The tracking web tier: tokens, the click intake and its log, the Starlette app, uvicorn.
+"""The tracking web tier: the click intake and its log, the Starlette app, uvicorn.
 
-Importing this package is cheap (the send path needs only ``engine.web.tokens``); the app
+Importing this package is cheap (the send path needs only ``engine.tokens``); the app
 and the server are loaded when first asked for.
 """
 
