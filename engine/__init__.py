@@ -1,6 +1,7 @@
 """tailormail: personalized scheduled email alerts chosen by a contextual bandit.
 
-The public surface for plugin authors and notebooks lives here.
+The public surface for plugin authors and notebooks lives here. docs/architecture.md maps
+the folders below (one per stage of the loop) and which way they import.
 """
 
 from __future__ import annotations
