@@ -21,9 +21,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tailormail demo
 
+# The layers of docs/architecture.md, checked by import-linter ([tool.importlinter]).
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

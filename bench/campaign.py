@@ -76,7 +76,7 @@ def seed(root: Path, size: int) -> None:
     """Insert ``size`` recipients in chunks, then the sample's items and interactions."""
     from sqlalchemy import insert
 
-    from engine.importer import import_file
+    from engine.audience.importer import import_file
     from engine.models import RecipientRow, utcnow
 
     engine = open_engine(root)
@@ -99,7 +99,7 @@ def seed(root: Path, size: int) -> None:
 
 def run(root: Path, size: int) -> dict[str, float]:
     """One campaign run over the seeded audience; rate and this process's peak RSS."""
-    from engine.pipeline import run_campaign
+    from engine.sending.pipeline import run_campaign
 
     engine = open_engine(root)
     start, cpu, busy = time.perf_counter(), cpu_seconds(), busy_seconds()
@@ -164,8 +164,8 @@ def floor(size: int, direct: bool = False) -> dict[str, float]:
     import jinja2
 
     from engine.campaigns import load_campaign
+    from engine.mime import message_bytes
     from engine.types import Message
-    from plugins.delivery.mime import message_bytes
     from plugins.policies.vw import VowpalWabbitPolicy
     from plugins.policies.vw_format import vw_example
 

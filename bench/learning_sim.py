@@ -22,13 +22,13 @@ from sqlalchemy import select
 
 from engine import EventType, TrackingEvent, hookimpl
 from engine.app import Engine
+from engine.audience.importer import import_file
 from engine.clock import SimulatedClock, use_clock
 from engine.db import session_scope
-from engine.events import record_events
-from engine.importer import import_file
+from engine.feedback.events import record_events
+from engine.feedback.rewards import join_rewards
 from engine.models import LedgerRow, LedgerStatus
-from engine.pipeline import run_campaign
-from engine.rewards import join_rewards
+from engine.sending.pipeline import run_campaign
 from engine.settings import load_settings
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 

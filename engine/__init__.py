@@ -1,6 +1,7 @@
 """tailormail: personalized scheduled email alerts chosen by a contextual bandit.
 
-The public surface for plugin authors and notebooks lives here.
+The public surface for plugin authors and notebooks lives here. docs/architecture.md maps
+the folders below (one per stage of the loop) and which way they import.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from engine import moved as _moved
 from engine.hookspecs import hookimpl, hookspec
 from engine.types import (
     Context,
@@ -28,6 +30,9 @@ from engine.types import (
 )
 
 __version__ = "0.1.0"
+
+# old module paths (before the engine was laid out by stage) import with a warning
+_moved.install()
 
 __all__ = [
     "Context",

@@ -1,5 +1,5 @@
 """``python -m engine`` is the ``tailormail`` command."""
 
-from engine.cli import main
+from engine.cli.commands import main
 
 main()

@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
-from engine.audience import check_audience_keys, count_audience, stream_audience
+from engine.audience.compliance import compliance_skips
+from engine.audience.filters import check_audience_keys, count_audience, stream_audience
+from engine.audience.forgetting_key import ensure_forgetting_key
 from engine.campaigns import Campaign, load_campaigns
-from engine.compliance import compliance_skips
 from engine.db import make_db, session_scope
 from engine.durations import format_duration
 from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
-from engine.forgetting_key import ensure_forgetting_key
+from engine.feedback.webhooks import WebhookHandler, configure_handlers
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
 from engine.identifiers import SendRefs
 from engine.models import ModelVersionRow
@@ -30,9 +31,8 @@ from engine.registry import Registry, collect
 from engine.rendering import Renderer, is_text_template
 from engine.schedule_notice import warn_changed_schedules
 from engine.settings import Settings, load_settings
+from engine.tokens import Tokens
 from engine.types import DeliveryBackend, Policy, Recipe, Recipient
-from engine.web.tokens import Tokens
-from engine.webhooks import WebhookHandler, configure_handlers
 
 
 class Engine:
@@ -297,7 +297,7 @@ class Engine:
         """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason.
 
         The core's compliance checks come first and cannot be turned off (suppressions,
-        unsubscribes, bounces, complaints, forgotten addresses: ``engine.compliance``);
+        unsubscribes, bounces, complaints, forgotten addresses: ``engine.audience.compliance``);
         then ``eligible_batch`` answers about the rest (the first plugin's reason wins per
         recipient), then ``eligible`` is asked about each recipient still in.
         """

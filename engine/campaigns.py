@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from engine.addresses import check_sender
-from engine.audience import AudienceFilter
+from engine.audience.filters import AudienceFilter
 from engine.durations import duration_field
 from engine.errors import ConfigError
 from engine.recommendation.filters import FilterConfig

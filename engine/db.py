@@ -30,7 +30,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     # Every update or delete zeroes the old row version (most builds default to off), so an
-    # erased person's data is not left in free space: see engine.compaction.
+    # erased person's data is not left in free space: see engine.audience.compaction.
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
     # Audience filters ignore case the way PostgreSQL's lower() does, not ASCII-only.

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from engine.app import Engine
     from engine.campaigns import Campaign
+    from engine.feedback.webhooks import WebhookHandler
     from engine.types import (
         DeliveryBackend,
         Item,
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
         TrackingEvent,
         Variant,
     )
-    from engine.webhooks import WebhookHandler
 
 PROJECT = "tailormail"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -241,7 +241,7 @@ class SuppressionRow(SQLModel, table=True):
 
 class ForgottenAddressRow(SQLModel, table=True):
     """An address erased with ``tailormail forget``, kept only as a keyed hash so that
-    nobody mails it again (see ``engine.forgetting``)."""
+    nobody mails it again (see ``engine.audience.forgetting``)."""
 
     __tablename__ = "forgotten_addresses"
     address_hash: str = Field(primary_key=True, max_length=80)
@@ -250,7 +250,7 @@ class ForgottenAddressRow(SQLModel, table=True):
 
 class ProjectKeyRow(SQLModel, table=True):
     """A key the database keeps for itself, independent of the link secret (the key of
-    forgotten addresses' hashes: see ``engine.forgetting_key``)."""
+    forgotten addresses' hashes: see ``engine.audience.forgetting_key``)."""
 
     __tablename__ = "project_keys"
     name: str = Field(primary_key=True, max_length=64)
@@ -339,7 +339,7 @@ class SchedulerLeaseRow(SQLModel, table=True):
 
 class ErasureRow(SQLModel, table=True):
     """That a ``forget`` (or ``forget --compact``) happened, when, and how much it erased;
-    it names nobody (see ``engine.forgetting``)."""
+    it names nobody (see ``engine.audience.forgetting``)."""
 
     __tablename__ = "erasures"
     id: int | None = Field(default=None, primary_key=True)

@@ -51,7 +51,8 @@ CORE_CHECKS: dict[str, str] = {
     "plugins.eligibility": "suppressions, unsubscribes, bounces and complaints",
     "plugins.forgotten": "forgotten addresses",
 }
-"""Modules that once held compliance checks, now done by the core (``engine.compliance``)."""
+"""Modules that once held compliance checks, now done by the core
+(``engine.audience.compliance``)."""
 
 
 def check_disabled(disabled_plugins: Iterable[str]) -> None:

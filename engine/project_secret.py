@@ -4,7 +4,7 @@ A lost secret file used to be recreated without a word: every link already sent 
 answered 404. Now a missing secret is created only for a project whose database holds
 nothing signed or keyed with it (no sends, no forgotten addresses); otherwise it is an
 error that says how to restore it, and nothing is created (no secret file, no database).
-A new secret takes an explicit ``tailormail secret rotate`` (``engine.cli_secret``).
+A new secret takes an explicit ``tailormail secret rotate`` (``engine.cli.secret``).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from engine.links import (
     rewrite_html,
     rewrite_text,
 )
+from engine.tokens import Tokens
 from engine.types import Variant
-from engine.web.tokens import Tokens
 
 SUBJECT_MAX_LEN = 250
 _ALTERED_LINK = (

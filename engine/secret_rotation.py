@@ -4,7 +4,7 @@ The new secret becomes the file's first line and signs everything from now on; t
 replaced one (and up to ``keep_previous`` older ones) stay as further lines, still
 accepted for links already sent, until someone deletes them. When the secret was lost,
 rotation is the way on: links already sent answer 404, and nobody is un-forgotten (the
-forgotten addresses' key is the database's own: ``engine.forgetting_key``).
+forgotten addresses' key is the database's own: ``engine.audience.forgetting_key``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col
 
+from engine.audience.forgetting_key import ensure_forgetting_key, stored_forgetting_key
 from engine.db import make_db, session_scope
 from engine.errors import ConfigError
-from engine.forgetting_key import ensure_forgetting_key, stored_forgetting_key
 from engine.models import ForgottenAddressRow, LedgerRow, LedgerStatus
 from engine.secret import (
     PREVIOUS_ENV,

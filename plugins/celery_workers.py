@@ -10,7 +10,7 @@ code or a callable's name, and Celery's built-in tasks and remote control are of
 
 The broker is a trust boundary (docs/security.md): a worker builds its engine from its
 own project (``-p PROJECT``) and environment, and a task only names a part of an open run,
-signed with the project secret (``engine.shard_tasks``). A task that fails its checks is
+signed with the project secret (``engine.sending.shard_tasks``). A task that fails its checks is
 refused in one log line and acknowledged, never retried; its coordinator reports it.
 """
 
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from engine import hookimpl
-from engine.cli_support import ProjectOption, open_engine
+from engine.cli.support import ProjectOption, open_engine
 from engine.errors import ConfigError, TailormailError
-from engine.shard_tasks import ShardRefused
-from engine.shards import ShardHost, refuse, run_shard
+from engine.sending.shard_tasks import ShardRefused
+from engine.sending.shards import ShardHost, refuse, run_shard
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -3,7 +3,7 @@
 A backend that reports a recipient refused by the receiving server (``SendResult.rejected``,
 an SMTP 5xx at RCPT) produces a hard-bounce event, stored like a provider's: the address
 is suppressed before the next send. Each stored complaint or hard bounce re-checks its
-campaign's rates (``engine.deliverability.check_campaign``).
+campaign's rates (``engine.sending.deliverability.check_campaign``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from engine import hookimpl
 from engine.db import session_scope
-from engine.deliverability import check_campaign
-from engine.events import record_event, suppression_reason
+from engine.feedback.events import record_event, suppression_reason
 from engine.models import LedgerRow, utcnow
+from engine.sending.deliverability import check_campaign
 from engine.types import EventType, Message, SendResult, TrackingEvent
 
 if TYPE_CHECKING:

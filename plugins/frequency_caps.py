@@ -4,7 +4,7 @@ register your own ``eligible_batch`` to cap differently).
 Two caps: the campaign's own ``frequency_cap`` (at most one email of this campaign per
 period) and the settings' ``frequency_cap`` (at most one email of any campaign per
 period), both answered by one query per batch. Suppressions and forgotten addresses are
-not here: the core checks them, always (``engine.compliance``).
+not here: the core checks them, always (``engine.audience.compliance``).
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.campaigns import Campaign
 from engine.errors import TailormailError
-from engine.evaluation import Estimate
 from engine.learning import offpolicy
+from engine.learning.estimators import Estimate
 from engine.learning.logged import LoggedDecision, from_ledger
 from engine.learning.versions import (
     CHAMPION,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import TailormailError
-from engine.evaluation import ESTIMATORS, Estimate
 from engine.learning import offpolicy
+from engine.learning.estimators import ESTIMATORS, Estimate
 from engine.learning.logged import LoggedDecision
 from engine.types import Policy
 

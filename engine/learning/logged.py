@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlmodel import col
 
 from engine.errors import TailormailError
-from engine.export import rewarded_decisions
+from engine.learning.export import rewarded_decisions
 from engine.models import LedgerRow
 from engine.types import Variant
 from engine.variants import variants_from_offered

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.evaluation import Estimate, dr, ips, mean_interval, snips
+from engine.learning.estimators import Estimate, dr, ips, mean_interval, snips
 from engine.learning.logged import LoggedDecision
 from engine.sampling import seed_from_decision_id
 from engine.types import Feedback, Policy

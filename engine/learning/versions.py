@@ -21,7 +21,7 @@ from sqlmodel import col, select
 from engine.campaigns import Campaign
 from engine.db import session_scope
 from engine.errors import TailormailError
-from engine.evaluation import Estimate
+from engine.learning.estimators import Estimate
 from engine.learning.logged import LoggedDecision
 from engine.models import ModelVersionRow, RewardRow, utcnow
 from engine.types import Policy

@@ -1,7 +1,7 @@
 """unknown -> sent | failed, from what a provider (or a reader) later says about the send.
 
 The other way out of ``unknown`` (``RunLedger.reconcile_unknown``) asks the backend; this
-one takes the evidence of stored events (``engine.events``): any sign that the message
+one takes the evidence of stored events (``engine.feedback.events``): any sign that the message
 reached the provider or the reader makes it ``sent``, a hard bounce ``failed``. It runs
 in the transaction that stores the events, and touches only rows still ``unknown``, so a
 later event never rewrites a settled outcome.

@@ -1,0 +1,1 @@
+"""Alembic's schema migrations of the tailormail database (``versions/``), run by ``db.py``."""

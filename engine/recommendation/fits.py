@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func
 from sqlmodel import col, select
 
+from engine.audience.importer import load_interactions, load_items
 from engine.db import insert_ignore, session_scope
-from engine.importer import load_interactions, load_items
 from engine.models import InteractionRow, RecipeFitRow, RecipientRow, RunRecipeFitRow, RunRow
 from engine.types import Interaction, Item, Recipe, Recipient
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from engine.audience.importer import load_items
 from engine.db import session_scope
-from engine.importer import load_items
 from engine.models import InteractionRow, utcnow
 from engine.recommendation.clicks import EMAIL_CLICK
 from engine.recommendation.filters import FilterConfig, excluded_by_rules

@@ -1,7 +1,9 @@
-"""The tracking web tier: tokens, the click intake and its log, the Starlette app, uvicorn.
+"""The HTTP surface: routes and pages (click redirect, open pixel, unsubscribe, provider
+webhooks, health), the limits any client meets, and uvicorn.
 
-Importing this package is cheap (the send path needs only ``engine.web.tokens``); the app
-and the server are loaded when first asked for.
+What a request hands on (the click intake and its log, the events) lives in
+``engine.feedback``; this package serves it. Importing it is cheap: the app and the server
+are loaded when first asked for.
 """
 
 from __future__ import annotations

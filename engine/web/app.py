@@ -1,8 +1,8 @@
 """The tracking app: click redirect, open pixel, unsubscribe, provider webhooks, health.
 
 Nothing on the click, open or unsubscribe path waits for the database: the token says
-where a link goes (``engine.web.tokens``), the event goes to the local log
-(``engine.web.intake``), and the answer leaves. Only links minted before version 2 tokens
+where a link goes (``engine.tokens``), the event goes to the local log
+(``engine.feedback.intake``), and the answer leaves. Only links minted before version 2 tokens
 look their target up in the ledger. The app keeps no state a load balancer would care
 about: any number of processes can serve one project, each with its own log.
 
@@ -10,7 +10,7 @@ What one client may take is bounded per process (``[web]`` settings, docs/securi
 rate limit per client (429 for opens, unsubscribes and webhooks; a click over it still
 redirects, a valid link always works, but is neither stored nor counted), one stored open
 or click per token per ``dedupe_window_seconds`` (repeats counted in ``/health``), user
-agents and URLs cut to ``engine.web.intake.FIELD_CAPS`` before they are stored.
+agents and URLs cut to ``engine.feedback.intake.FIELD_CAPS`` before they are stored.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from engine.db import session_scope
+from engine.feedback.bots import is_bot_user_agent, is_machine_open
+from engine.feedback.intake import FIELD_CAPS, Intake
 from engine.models import LedgerRow
-from engine.tracking import is_bot_user_agent, is_machine_open
+from engine.tokens import TEST_SEND_ID, TokenData
 from engine.types import EventType
 from engine.web import pages
 from engine.web.bodies import BodyBudget, BodyRefused, bounded_body
 from engine.web.clients import ClientAddresses
-from engine.web.intake import FIELD_CAPS, Intake
 from engine.web.ratelimit import RateLimiter
 from engine.web.repeats import RepeatWindow
-from engine.web.tokens import TEST_SEND_ID, TokenData
 from engine.web.unsubscribed import current_scope
 from engine.web.webhooks import webhook
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import uvicorn
 
+from engine.feedback.intake import Intake
 from engine.web.app import create_app
 from engine.web.clients import ClientAddresses
 from engine.web.connections import ConnectionGuard, GuardedH11Protocol
-from engine.web.intake import Intake
 from engine.web.logs import install_log_bounds
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The provider webhook route: ``POST /webhooks/{provider}``.
 
 The handler framework (verification, parsing, the handlers themselves) is
-``engine.webhooks``; this is only the HTTP side: the body read under the bounds of
+``engine.feedback.webhooks``; this is only the HTTP side: the body read under the bounds of
 ``engine.web.bodies`` (``[web] max_webhook_body_bytes``, ``body_timeout_seconds``,
 ``max_buffered_body_bytes``), then verified, parsed and stored on a worker thread.
 """
@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from engine.feedback.webhooks import WebhookError, receive_webhook
 from engine.web.bodies import BodyBudget, BodyRefused, bounded_body
-from engine.webhooks import WebhookError, receive_webhook
 
 if TYPE_CHECKING:
     from engine.app import Engine

@@ -21,6 +21,7 @@ import httpx
 from pydantic import Field
 
 from engine import hookimpl
+from engine.mime import format_message_id
 from engine.types import Message, SendResult, SendStatus
 from plugins.delivery.httpapi import (
     HTTPBackend,
@@ -31,7 +32,6 @@ from plugins.delivery.httpapi import (
     results_for,
     secret_from,
 )
-from plugins.delivery.mime import format_message_id
 from plugins.webhooks.common import send_id_for
 
 _STATUSES = {

@@ -31,8 +31,8 @@ import httpx
 from pydantic import Field, SecretStr
 
 from engine.errors import ConfigError
+from engine.mime import RESERVED_HEADERS, check_header
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
-from plugins.delivery.mime import RESERVED_HEADERS, check_header
 from plugins.delivery.options import BackendOptions, parse_options
 
 if TYPE_CHECKING:

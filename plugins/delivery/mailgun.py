@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import httpx
 
 from engine import hookimpl
+from engine.mime import build_mime
 from engine.types import Message, SendResult
 from plugins.delivery.httpapi import HTTPBackend, HTTPOptions, Outgoing, secret_from, sent_with_id
-from plugins.delivery.mime import build_mime
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
 
 

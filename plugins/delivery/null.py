@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine import hookimpl
 from engine.errors import ConfigError
+from engine.mime import format_message_id, message_bytes
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
-from plugins.delivery.mime import format_message_id, message_bytes
 
 if TYPE_CHECKING:
     from engine.app import Engine

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import hookimpl
+from engine.audience.personal_files import OUTBOX, note
 from engine.errors import ConfigError
-from engine.personal_files import OUTBOX, note
+from engine.mime import message_bytes
+from engine.tokens import TEST_SEND_ID
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
-from engine.web.tokens import TEST_SEND_ID
-from plugins.delivery.mime import message_bytes
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -58,8 +58,9 @@ class OutboxBackend(DeliveryBackend):
             note(self.engine, OUTBOX, [self.folder])
 
     def copy_path(self, result: SendResult) -> Path | None:
-        """The file this backend wrote for ``result`` (``engine.personal_files.KeepsCopies``:
-        a test copy is registered under the person it was rendered for)."""
+        """The file this backend wrote for ``result``
+        (``engine.audience.personal_files.KeepsCopies``: a test copy is registered under the
+        person it was rendered for)."""
         if result.status is not SendStatus.SENT or not result.provider_id:
             return None
         return self.folder / result.provider_id

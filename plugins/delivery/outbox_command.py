@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from engine import hookimpl
-from engine.cli_support import ProjectOption, open_engine
+from engine.cli.support import ProjectOption, open_engine
 from plugins.delivery.outbox import OutboxBackend
 
 _HREF = re.compile(r"<a\b[^>]*\bhref=\"([^\"]+)\"", re.IGNORECASE)

@@ -19,6 +19,7 @@ import httpx
 
 from engine import hookimpl
 from engine.errors import ConfigError
+from engine.mime import build_mime
 from engine.types import Message, SendResult, SendStatus
 from plugins.delivery.httpapi import (
     HTTPBackend,
@@ -29,7 +30,6 @@ from plugins.delivery.httpapi import (
     secret_from,
     sent_with_id,
 )
-from plugins.delivery.mime import build_mime
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
 
 # SES error types about the account (quota, pause), not the message: try again later.

@@ -23,10 +23,10 @@ from pydantic import Field, model_validator
 
 from engine import hookimpl
 from engine.errors import ConfigError
+from engine.mime import envelope_address, format_message_id, message_bytes
 from engine.realmail import is_this_machine
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from plugins.delivery.dkim import DKIMOptions, DKIMSigner
-from plugins.delivery.mime import envelope_address, format_message_id, message_bytes
 from plugins.delivery.options import BackendOptions, parse_options
 from plugins.delivery.ratelimit import RateLimit
 from plugins.delivery.smtp_connection import (

@@ -18,7 +18,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from engine import hookimpl
-from engine.cli_support import ProjectOption, open_engine
+from engine.cli.support import ProjectOption, open_engine
 from engine.errors import TailormailError
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def evaluate_recipe(
 
 
 def _evaluation_data(engine: Engine, data: Path | None) -> tuple[list[Any], list[Any], list[Any]]:
-    from engine.importer import load_interactions, load_items
+    from engine.audience.importer import load_interactions, load_items
     from engine.recommendation.fits import load_recipients
 
     items, users = load_items(engine.db), load_recipients(engine.db)
@@ -225,8 +225,8 @@ def read_interactions(path: Path) -> list[Any]:
     """An interactions file read with the importer's own checks, into a scratch database."""
     import tempfile
 
+    from engine.audience.importer import import_file, load_interactions
     from engine.db import make_db
-    from engine.importer import import_file, load_interactions
 
     with tempfile.TemporaryDirectory() as scratch:
         db = make_db(f"sqlite:///{scratch}/evaluate.db")

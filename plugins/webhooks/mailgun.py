@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from engine import hookimpl
-from engine.types import EventType, TrackingEvent
-from engine.webhooks import (
+from engine.feedback.webhooks import (
     HandlerOptions,
     WebhookHandler,
     WebhookPayloadError,
@@ -27,6 +26,7 @@ from engine.webhooks import (
     same,
     secret_from_env,
 )
+from engine.types import EventType, TrackingEvent
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 _TYPES = {

@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine import hookimpl
-from engine.types import EventType, TrackingEvent
-from engine.webhooks import (
+from engine.feedback.webhooks import (
     HandlerOptions,
     WebhookHandler,
     WebhookVerificationError,
@@ -26,6 +25,7 @@ from engine.webhooks import (
     same,
     secret_from_env,
 )
+from engine.types import EventType, TrackingEvent
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 _HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}

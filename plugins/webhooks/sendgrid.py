@@ -18,8 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from engine import hookimpl
-from engine.types import EventType, TrackingEvent
-from engine.webhooks import (
+from engine.feedback.webhooks import (
     HandlerOptions,
     WebhookHandler,
     WebhookVerificationError,
@@ -29,6 +28,7 @@ from engine.webhooks import (
     json_body,
     optional_str,
 )
+from engine.types import EventType, TrackingEvent
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"

@@ -34,8 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from engine import hookimpl
-from engine.types import EventType, TrackingEvent
-from engine.webhooks import (
+from engine.feedback.webhooks import (
     HandlerOptions,
     WebhookHandler,
     WebhookPayloadError,
@@ -45,6 +44,7 @@ from engine.webhooks import (
     json_body,
     optional_str,
 )
+from engine.types import EventType, TrackingEvent
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from engine import hookimpl
-from engine.types import EventType, TrackingEvent
-from engine.webhooks import (
+from engine.feedback.webhooks import (
     HandlerOptions,
     WebhookHandler,
     WebhookPayloadError,
@@ -32,6 +31,7 @@ from engine.webhooks import (
     same,
     secret_from_env,
 )
+from engine.types import EventType, TrackingEvent
 from plugins.webhooks.common import send_id_from, send_ref_from
 
 

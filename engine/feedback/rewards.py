@@ -1,0 +1,103 @@
+"""Rewards: join events to ledger rows once the attribution window has closed.
+
+A decision with no attributed event gets the campaign's default reward: silence is data.
+Each reward is stored once (the send id is its key), then fed to the campaign's policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import col, select
+
+from engine.campaigns import Campaign
+from engine.db import insert_returning, session_scope
+from engine.feedback.events import events_for
+from engine.feedback.intake import store_orphans
+from engine.learning.training import learn_online
+from engine.models import LedgerRow, LedgerStatus, RewardRow, as_utc, utcnow
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+CHUNK = 2000
+
+
+@dataclass
+class RewardJoinSummary:
+    """Rewards computed by one pass of the join, per campaign."""
+
+    replayed: int = 0
+    rewarded: dict[str, int] = field(default_factory=dict)
+    total_reward: dict[str, float] = field(default_factory=dict)
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[Any]:
+    """Sent rows (id, sent_at) whose window closed before ``now`` and have no reward."""
+    cutoff = now - campaign.reward.attribution_window
+    stmt = (
+        select(col(LedgerRow.id), col(LedgerRow.sent_at))
+        .outerjoin(RewardRow, col(RewardRow.send_id) == col(LedgerRow.id))
+        .where(col(LedgerRow.campaign) == campaign.name)
+        .where(col(LedgerRow.status) == LedgerStatus.SENT)
+        .where(col(LedgerRow.sent_at) <= cutoff)
+        .where(col(RewardRow.send_id).is_(None))
+        .order_by(col(LedgerRow.id))
+        .limit(CHUNK)
+    )
+    with session_scope(engine.db) as session:
+        return list(session.execute(stmt).all())
+
+
+def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = None) -> list[int]:
+    """Reward every closed decision of ``campaign``; return the send ids rewarded now."""
+    now = as_utc(now) if now else utcnow()
+    rewarded: list[int] = []
+    while rows := _closed_rows(engine, campaign, now):
+        events = events_for(engine, [r.id for r in rows if r.id is not None])
+        values: list[dict[str, Any]] = []
+        for row in rows:
+            assert row.id is not None and row.sent_at is not None
+            window_end = as_utc(row.sent_at) + campaign.reward.attribution_window
+            attributed = [e for e in events.get(row.id, []) if as_utc(e.timestamp) <= window_end]
+            value = engine.pm.hook.reward(engine=engine, campaign=campaign, events=attributed)
+            values.append(
+                {
+                    "send_id": row.id,
+                    "campaign": campaign.name,
+                    "reward": float(value if value is not None else campaign.reward.default),
+                    "event_types": sorted({e.type.value for e in attributed}),
+                    "computed_at": utcnow(),
+                }
+            )
+        with session_scope(engine.db) as session:
+            landed = insert_returning(session, RewardRow, values, "send_id")
+        rewarded += [int(send_id) for (send_id,) in landed]
+        if len(rows) < CHUNK:
+            break
+    return rewarded
+
+
+def join_rewards(
+    engine: Engine, *, campaign: str | None = None, now: datetime | None = None, learn: bool = True
+) -> RewardJoinSummary:
+    """The reward job: join closed windows for every campaign, then let each policy learn."""
+    # Clicks left in the logs of stopped tracking servers first.
+    summary = RewardJoinSummary(replayed=store_orphans(engine))
+    names = [campaign] if campaign else sorted(engine.campaigns)
+    for name in names:
+        config = engine.campaign(name)
+        ids = join_campaign(engine, config, now)
+        summary.rewarded[name] = len(ids)
+        if ids:
+            with session_scope(engine.db) as session:
+                stmt = select(col(RewardRow.reward)).where(col(RewardRow.send_id).in_(ids))
+                summary.total_reward[name] = float(sum(session.scalars(stmt).all()))
+        if learn:
+            version = learn_online(engine, config)
+            if version is not None:
+                summary.model_versions[name] = version
+    return summary

@@ -1,0 +1,54 @@
+"""A tiny run of bench/campaign.py: every run it measures sends, the table and JSON appear.
+
+No timing is asserted here; the figures belong to the benchmark's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "campaign.py"
+
+
+def bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    out = tmp_path / "campaign.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), *args, "--floor", "30", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"COLUMNS": "200"},  # the table's headers on one line each
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures: dict[str, Any] = json.loads(out.read_text())
+    for floor in ("floor", "floor_direct"):
+        assert figures[floor]["emails_per_s"] > 0 and figures[floor]["emails_per_cpu_s"] > 0
+    return done.stdout, figures
+
+
+def test_campaign_bench_writes_every_key(tmp_path: Path) -> None:
+    table, figures = bench(
+        tmp_path, "--sqlite", "60", "--postgres", "", "--outbox", "30", "--workers", "0"
+    )
+    assert "ratio to floor" in table and "SQLite, null backend" in table
+    run = figures["sqlite"]["60"]
+    assert run["emails_per_s"] > 0 and run["emails_per_cpu_s"] > 0 and run["peak_rss_mb"] > 0
+    assert figures["outbox"]["30"]["emails_per_s"] > 0
+    assert "postgres" not in figures  # skipped by --postgres ""
+
+
+def test_campaign_bench_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    # postgres_url skips the test without a server; the bench makes its own database.
+    _, figures = bench(
+        tmp_path, "--sqlite", "", "--postgres", "40", "--outbox", "0", "--workers", "80"
+    )
+    assert figures["postgres"]["40"]["emails_per_s"] > 0 and "sqlite" not in figures
+    for key in ("workers.1", "workers.2", "celery.2"):  # sharded runs: every one sent all
+        group, n = key.split(".")
+        assert figures[group][n]["emails_per_s"] > 0
