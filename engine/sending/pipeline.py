@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -399,10 +401,19 @@ class CampaignRun:
             status = "failed"
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         hint = f"; continue with `tailormail send {self.campaign.name} --run {self.run_id}`"
-        try:
-            self._close_run(status, reason + hint)
-        except Exception as error:  # the row stays "running"; its heartbeat expiry frees it
-            log.debug("run %s could not be marked %s: %s", self.run_id, status, error)
+        if isinstance(exc, KeyboardInterrupt):
+            # Ctrl-C may land inside a database call: free what the finished frames still
+            # hold (a session, its connection and any lock) before marking the run.
+            traceback.clear_frames(exc.__traceback__)
+        for attempt in (1, 2):
+            try:
+                self._close_run(status, reason + hint)
+                return
+            except Exception as error:  # the row stays "running" until its heartbeat expires
+                if attempt == 2:
+                    log.warning("run %s could not be marked %s: %s", self.run_id, status, error)
+                else:
+                    time.sleep(0.5)
 
     def _execute(
         self, progress: Progress | None, shard_progress: Progress | None, new: bool

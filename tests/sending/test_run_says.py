@@ -165,8 +165,9 @@ def test_ctrl_c_of_send_says_what_went_out_and_the_run_continues(shop: Path) -> 
     )
     assert found, message
     assert 20 <= int(found.group(1)) <= eml_count(shop) < 440
-    listed = " ".join(tailormail("runs", cwd=shop).stdout.split())
-    assert "interrupted: stopped by Ctrl-C; continue with" in listed
+    runs = tailormail("runs", cwd=shop)
+    listed = " ".join(runs.stdout.split())
+    assert "interrupted: stopped by Ctrl-C; continue with" in listed, (runs.stdout, runs.stderr)
 
     resumed = run_printed(message, shop)
     assert resumed.returncode == 0, resumed.stderr
