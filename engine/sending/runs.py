@@ -1,7 +1,7 @@
 """Campaign runs as the operator sees them: ids, which run a send resumes, what each run did.
 
 Run ids: a scheduled tick is ``<campaign>@<YYYYmmddTHHMMSS>`` (stable, so a refired tick
-resumes it); a manual send is ``<campaign>@manual-<YYYYmmddTHHMMSS>-<6 hex>``, unique even
+resumes it); a manual send is ``<campaign>@manual-<YYYYmmddTHHMMSS>-<12 hex>``, unique even
 for two sends in the same second and never equal to a tick's id.
 """
 
@@ -31,7 +31,7 @@ SAMPLE_ADDRESSES = 3
 def manual_run_id(campaign: str, now: datetime | None = None) -> str:
     """A fresh id for a send started by hand."""
     moment = now or utcnow()
-    return f"{campaign}@manual-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    return f"{campaign}@manual-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(6)}"
 
 
 @dataclass

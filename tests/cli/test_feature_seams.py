@@ -121,7 +121,7 @@ def test_every_width_shows_each_run_id_whole(width: int) -> None:
     started = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
     found = [
         RunInfo(
-            f"{CAMPAIGN}@manual-20261207T0900{i:02d}-4939{i:02d}",
+            f"{CAMPAIGN}@manual-20261207T0900{i:02d}-4939a1b2c3{i:02d}",
             CAMPAIGN,
             "failed",
             started,
