@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINTED := engine plugins tests bench examples
+LINTED := engine plugins tests bench examples tools
 
 .PHONY: demo test install lint typecheck unit clean mutate
 
@@ -43,7 +43,7 @@ test: lint typecheck unit
 mutate: install
 	$(BIN)/pip install --quiet 'mutmut>=3.8,<4'
 	timeout 4000 $(BIN)/mutmut run --max-children 2 || test $$? -eq 124
-	$(BIN)/python tests/mutation_report.py
+	$(BIN)/python tools/mutation_report.py
 
 clean:
 	rm -rf $(VENV) demo-run mutants .mypy_cache .ruff_cache .pytest_cache

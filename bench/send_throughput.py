@@ -21,7 +21,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import Project  # noqa: E402
+from kit.project import Project  # noqa: E402
 
 from engine.sending.pipeline import run_campaign  # noqa: E402
 

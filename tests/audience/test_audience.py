@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kit.cli import fails, tailormail
 from kit.project import Project
 from sqlalchemy import event
 from sqlmodel import Session, select
@@ -170,8 +171,6 @@ def test_the_run_reads_the_audience_in_keyset_pages_filtered_in_sql(
 
 
 def test_the_cli_stops_a_send_on_an_unknown_audience_key(tmp_path: Path) -> None:
-    from test_unhappy_paths import fails, tailormail
-
     assert tailormail("init", "shop", cwd=tmp_path).returncode == 0
     project = tmp_path / "shop"
     config = project / "config" / "campaigns" / "weekly-picks.toml"

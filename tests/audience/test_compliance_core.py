@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kit.cli import cli
 from kit.project import Project
-from test_secret import cli
 
 from engine.audience.forgetting import forget
 from engine.db import session_scope

@@ -8,14 +8,13 @@ so the reward job may join at once, and one reader's click stored at the moment 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import vowpalwabbit
+from kit.cli import tailormail
 from sqlalchemy import func, select
 
 from engine import EventType, TrackingEvent
@@ -26,22 +25,6 @@ from engine.models import LedgerRow, ModelVersionRow, RewardRow, RunRow
 
 CAMPAIGN = "weekly-picks"
 PEOPLE = 40  # the sample project's people.csv
-
-
-def tailormail(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``tailormail ARGS`` in ``cwd`` with no TAILORMAIL_* variables of the caller's."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env=clean | {"COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:

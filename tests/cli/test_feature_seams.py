@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kit.cli import fails, tailormail
 from rich.console import Console
-from test_unhappy_paths import fails, tailormail
 
 from engine.app import Engine
 from engine.cli.runs_table import print_runs

@@ -14,34 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-
-def tailormail(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``tailormail ARGS`` in ``cwd``; fails the test if it printed a traceback."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILORMAIL_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env=clean | {"COLUMNS": "200"} | (env or {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr + done.stdout, done.stderr
-    return done
-
-
-def fails(done: subprocess.CompletedProcess[str], *phrases: str) -> str:
-    """Assert exit status 2 with one ``error:`` line naming every phrase; return it."""
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    message = " ".join(done.stderr.split())  # rich wraps long lines
-    assert message.startswith("error: "), done.stderr
-    for phrase in phrases:
-        assert phrase in message, (phrase, message)
-    return message
+from kit.cli import fails, imported, tailormail
 
 
 @pytest.fixture
@@ -113,15 +86,6 @@ def test_commands_that_need_no_project_work_outside_one(tmp_path: Path) -> None:
     done = tailormail("plugins", cwd=tmp_path)
     assert done.returncode == 0 and "plugins.policies.vw" in done.stdout
     assert list(tmp_path.iterdir()) == []
-
-
-def imported(project: Path, *kinds: str) -> Path:
-    """``project`` with the sample files of ``kinds`` imported."""
-    files = {"recipients": "people.csv", "items": "items.csv", "interactions": "interactions.csv"}
-    for kind in kinds:
-        done = tailormail("import", kind, files[kind], cwd=project)
-        assert done.returncode == 0, done.stderr
-    return project
 
 
 def closed_port() -> int:

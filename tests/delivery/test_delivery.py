@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import email.policy
 from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pluggy
 import pytest
-from kit.smtp import UNSUBSCRIBE, make_message
+from kit.smtp import UNSUBSCRIBE, make_message, parse
 
 from engine import hookspecs
 from engine.errors import ConfigError
@@ -23,12 +21,6 @@ from plugins.delivery import memory, outbox, smtp
 from plugins.delivery.memory import MemoryBackend
 from plugins.delivery.outbox import OutboxBackend
 from plugins.delivery.smtp import SMTPBackend
-
-
-def parse(data: bytes) -> EmailMessage:
-    parsed = BytesParser(policy=email.policy.default).parsebytes(data)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
 
 
 def body(parsed: EmailMessage, subtype: str) -> str:

@@ -1,13 +1,17 @@
-"""Test helpers for the SMTP backend: an aiosmtpd mailbox, messages, a throwaway CA."""
+"""Test helpers for the SMTP backend: an aiosmtpd mailbox, messages (made and parsed), a
+throwaway CA."""
 
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,13 @@ def make_message(send_id: int = 1, to: str = "ann@example.org", **changes: Any) 
     }
     fields.update(changes)
     return Message(**fields)
+
+
+def parse(data: bytes) -> EmailMessage:
+    """A message's bytes parsed back, as a mail client reads them."""
+    parsed = BytesParser(policy=email.policy.default).parsebytes(data)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from kit.champion import make_project, send_and_reward
-from test_cli_commands import tailormail
+from kit.cli import tailormail
 
 from engine.learning.evaluate import evaluate
 from engine.learning.export import export_decisions

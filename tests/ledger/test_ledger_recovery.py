@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from kit.ledger import claim_by_hand, message_for
 from kit.project import ROOT, Project
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -33,7 +34,7 @@ from engine.app import Engine
 from engine.ledger import RunLedger
 from engine.settings import load_settings
 from engine.types import SendResult, SendStatus
-from test_ledger_recovery import claim_by_hand, message_for
+from kit.ledger import claim_by_hand, message_for
 
 root, url = sys.argv[1], sys.argv[2]
 settings = load_settings(
@@ -58,35 +59,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def claim_by_hand(engine: Engine, ledger: RunLedger, n: int) -> list[LedgerRow]:
-    """Claim the first ``n`` recipients with a fixed decision (variant ``a``)."""
-    people = engine.audience(engine.campaign("alerts"))[:n]
-    rows = [
-        {
-            "run_id": ledger.run_id,
-            "campaign": "alerts",
-            "recipient_id": p.recipient_id,
-            "email": p.email,
-            "decision_id": f"{ledger.run_id}-{p.recipient_id}",
-            "status": LedgerStatus.PENDING,
-            "variant": "a",
-            "probability": 0.5,
-            "pmf": {"a": 0.5, "b": 0.5},
-            "context": {},
-            "policy": "uniform",
-            "items": [],
-        }
-        for p in people
-    ]
-    owned, _ = ledger.claim(rows)
-    return sorted(owned, key=lambda r: r.email)
-
-
-def message_for(row: LedgerRow) -> Message:
-    assert row.id is not None
-    return Message(row.id, f"<{row.id}@test>", "a@example.com", row.email, "s", "<p>h</p>", "t")
-
-
 def ledger_rows(engine: Engine) -> dict[str, LedgerRow]:
     with Session(engine.db) as session:
         return {r.email: r for r in session.exec(select(LedgerRow)).all()}
@@ -104,7 +76,7 @@ def test_a_killed_workers_rows_settle_from_its_journal(project: Project) -> None
         [sys.executable, "-c", script, str(project.root), project.db_url],
         cwd=ROOT / "tests" / "ledger",
         env={
-            "PYTHONPATH": f"{ROOT / 'tests' / 'ledger'}:{ROOT / 'tests'}:{ROOT}",
+            "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}",
             "PATH": "/usr/bin:/bin",
         },
         capture_output=True,

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sys
 from pathlib import Path
 
 import pytest
+from kit.cli import cli, tailormail
 from kit.project import Project
 from sqlalchemy import delete
-from test_cli_commands import tailormail
 
 from engine.addresses import address_key
 from engine.app import Engine
 from engine.audience.forgetting import forget, forgotten
 from engine.audience.importer import import_file
-from engine.cli.commands import main
 from engine.db import session_scope
 from engine.errors import ConfigError
 from engine.models import ForgottenAddressRow, ProjectKeyRow
@@ -79,16 +77,6 @@ def test_a_lost_secret_stops_every_command_with_the_restore_hint_and_creates_not
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert_one_restore_hint(done.stderr)
     assert files_under(sent) == before
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """``tailormail ARGS`` in process, in the current directory; its exit status."""
-    monkeypatch.setattr(sys, "argv", ["tailormail", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def assert_one_restore_hint(stderr: str) -> None:

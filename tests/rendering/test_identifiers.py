@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 from kit.project import Project
+from kit.provider_api import ALL, OPTIONS, Provider, ok, provider_keys
 from sqlmodel import select
-from test_provider_backends import ALL, OPTIONS, Provider, ok, provider_keys
 
 from engine import EventType, TrackingEvent
 from engine.app import Engine

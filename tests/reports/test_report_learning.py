@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from kit.champion import ledger, make_project, send_and_reward
-from test_cli_commands import tailormail
+from kit.cli import tailormail
 
 from engine.reports.learning import waiting_rewards
 from engine.sending.pipeline import run_campaign

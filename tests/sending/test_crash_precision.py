@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +24,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import Envelope, Session
-from kit.project import ROOT, Project
+from kit.project import Project
+from kit.sending import CONNECTIONS, DEADLINE, smtp_project, start_send
 from kit.smtp import serve
 from sqlmodel import Session as DBSession
 from sqlmodel import select
@@ -33,9 +33,6 @@ from sqlmodel import select
 from engine.app import Engine
 from engine.ledger.journal import parse
 from engine.models import LedgerRow, LedgerStatus
-
-CONNECTIONS = 4  # the smtp backend's pool: at most this many messages in flight
-DEADLINE = 120.0  # seconds; only a hang gets near it
 
 
 class Inbox:
@@ -71,34 +68,6 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
     handler = Inbox()
     with serve(handler) as port:
         yield handler, port
-
-
-def smtp_project(project: Project, port: int, people: int, pool: int = CONNECTIONS) -> Engine:
-    (project.root / "config" / "tailormail.toml").write_text(
-        f'database_url = "{project.db_url}"\n'
-        'from_address = "alerts@example.com"\n'
-        "[delivery]\n"
-        'backend = "smtp"\n'
-        "batch_size = 100\n"
-        "[delivery.smtp]\n"
-        f'host = "127.0.0.1"\nport = {port}\npool_size = {pool}\n'
-    )
-    engine = project.engine(backend="smtp", delivery={"options": {"smtp": {"port": port}}})
-    project.seed(engine, people=people)
-    return engine
-
-
-def start_send(project: Project, *run: str) -> subprocess.Popen[bytes]:
-    """``tailormail send alerts`` in its own process (``run``: --new-run ID or --run ID)."""
-    env = dict(
-        os.environ, TAILORMAIL_SECRET="test-secret-0123456789-0123456789-01", PYTHONPATH=str(ROOT)
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", "send", "alerts", *run, "-p", str(project.root)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 def wait_for(condition: Any, what: str) -> None:

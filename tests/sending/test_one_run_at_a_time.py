@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import Envelope, Session
 from kit.project import Project
+from kit.sending import DEADLINE, smtp_project, start_send
 from kit.smtp import serve
 from sqlalchemy import update
 from sqlmodel import Session as DBSession
 from sqlmodel import col
-from test_crash_precision import DEADLINE, smtp_project, start_send
 
 from engine.app import Engine
 from engine.errors import CampaignBusyError

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.cli import fails, tailormail
 from kit.project import Project
-from test_unhappy_paths import fails, tailormail
 
 from engine.errors import ConfigError
 from engine.realmail import address_problems, real_mail_problems

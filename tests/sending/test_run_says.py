@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_unhappy_paths import fails, imported, tailormail
+from kit.cli import fails, imported, tailormail
 
 BROKEN = '{% if recipient.id == "u015" %}{{ recipient.nope.deeper }}{% endif %}'
 """Fails for one recipient only: u015, in the second batch of ten."""

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+from kit.ledger import add_send
 from kit.project import Project
 from sqlalchemy import create_engine
-from test_web import add_send
 
 from engine import EventType, TrackingEvent
 from engine.app import Engine

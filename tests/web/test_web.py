@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from kit.ledger import LINKS, add_send
 from sqlalchemy import create_engine, select
 
 from engine import hookimpl
@@ -35,7 +35,6 @@ from engine.models import (
     LedgerStatus,
     RecipientRow,
     SuppressionRow,
-    utcnow,
 )
 from engine.sending.pipeline import run_campaign
 from engine.settings import load_settings
@@ -45,7 +44,6 @@ from engine.web import PIXEL, BackgroundServer
 
 SECRET = "test-secret-0123456789-0123456789-01"
 WEBHOOK_KEY = b"webhook-test-key"
-LINKS = ["https://example.com/a?x=1&y=2", "https://shop.example/b"]
 HUMAN_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0 Safari/537.36"
@@ -164,33 +162,6 @@ def client(server: BackgroundServer) -> Iterator[httpx.Client]:
 
 
 # -- helpers ----------------------------------------------------------------------------
-def add_send(
-    engine: Engine,
-    email: str = "Ann@Example.com",
-    provider_id: str | None = None,
-    links: list[str] = LINKS,
-) -> int:
-    """A sent ledger row with tracked links (``LINKS``), as the pipeline leaves it."""
-    with session_scope(engine.db) as session:
-        row = LedgerRow(
-            run_id="alerts@20250101T090000",
-            campaign="alerts",
-            recipient_id=uuid.uuid4().hex,
-            email=email,
-            decision_id=uuid.uuid4().hex,
-            status=LedgerStatus.SENT,
-            variant="a",
-            probability=1.0,
-            links=list(links),
-            provider_id=provider_id,
-            sent_at=utcnow(),
-        )
-        session.add(row)
-        session.flush()
-        assert row.id is not None
-        return row.id
-
-
 def stored_events(engine: Engine) -> list[EventRow]:
     with session_scope(engine.db) as session:
         return list(session.scalars(select(EventRow).order_by(EventRow.id)).all())
