@@ -10,18 +10,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.support import ProjectOption, open_engine
+import engine as api
+from engine.cli.support import ProjectOption, console, open_engine
 from engine.errors import TailormailError
+from engine.learning import versions
+from engine.learning.challengers import train_challengers
+from engine.learning.evaluate import evaluate as run_evaluation
+from engine.learning.evaluate import parse_params
+from engine.learning.logged import from_ledger, read_log
+from engine.learning.versions import champion_policy, configured_settings, data_range, history
 
 if TYPE_CHECKING:
     from engine.learning.challengers import TrainReport
     from engine.learning.estimators import Estimate
-
-console = Console()
 
 
 def _interval(estimate: Estimate | None) -> str:
@@ -64,7 +68,6 @@ def train(
 ) -> None:
     """Train challengers with other settings from the ledger; promote one only when it
     is better than the champion on the newest held-out decisions."""
-    from engine.learning.challengers import train_challengers
 
     with open_engine(project) as engine:
         report = train_challengers(engine, engine.campaign(campaign))
@@ -76,7 +79,6 @@ def models(
     project: ProjectOption = None,
 ) -> None:
     """The model-version audit table: every training, its data, estimates and decision."""
-    from engine.learning.versions import data_range, history
 
     with open_engine(project) as engine:
         engine.campaign(campaign)
@@ -119,7 +121,6 @@ def rollback(
     project: ProjectOption = None,
 ) -> None:
     """Pin an earlier model as champion: later decisions use it and log its version."""
-    from engine.learning import versions
 
     with open_engine(project) as engine:
         config = engine.campaign(campaign)
@@ -154,11 +155,6 @@ def evaluate(
 ) -> None:
     """Estimate candidate policies' value (IPS, SNIPS, DR, 95% intervals) on a campaign's
     ledger or on an exported log, against the policy that logged it."""
-    import engine as api
-    from engine.learning.evaluate import evaluate as run_evaluation
-    from engine.learning.evaluate import parse_params
-    from engine.learning.logged import from_ledger, read_log
-    from engine.learning.versions import champion_policy, configured_settings
 
     if (campaign is None) == (log is None):
         raise TailormailError("evaluate needs a CAMPAIGN or --log FILE (one of them)")
@@ -207,9 +203,3 @@ def evaluate(
         figures = (_interval(result.estimates[name]) for name in ("ips", "snips", "dr"))
         table.add_row(Text(result.label), *figures)
     console.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the learning commands to ``app``."""
-    for command in (train, models, rollback, evaluate):
-        app.command()(command)

@@ -13,7 +13,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from engine.learning.versions import history
 from engine.models import as_utc, utcnow
+from engine.reports.learning import by_part, ctr_over_runs, value_summary, waiting_rewards
+from engine.reports.lift import measured_lift
+from engine.reports.variants import campaign_report
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -38,7 +42,6 @@ def _when(moment: datetime) -> str:
 
 def waiting_line(engine: Engine, campaign: str) -> str:
     """``N decisions wait for their attribution window; the next closes at ...``."""
-    from engine.reports.learning import waiting_rewards
 
     waiting = waiting_rewards(engine, engine.campaign(campaign))
     line = f"{waiting.in_window} decisions wait for their attribution window"
@@ -51,7 +54,6 @@ def waiting_line(engine: Engine, campaign: str) -> str:
 
 def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) -> None:
     """One line per campaign: rewards joined, the model decision, what still waits."""
-    from engine.learning.versions import history
 
     for name, count in sorted(summary.rewarded.items()):
         version = summary.model_versions.get(name)
@@ -67,10 +69,9 @@ def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) 
 
 def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
     """Write the PNG of CTR per variant over runs; None when nothing is rewarded yet."""
+    # lazy: matplotlib (~0.3 s) only when a chart is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from engine.reports.learning import ctr_over_runs
 
     series = ctr_over_runs(engine, campaign)
     if not series:
@@ -99,10 +100,6 @@ def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
 
 def print_learning_report(engine: Engine, campaign: str, console: Console, png: Path) -> None:
     """The learning sections of ``report`` (after the per-variant table)."""
-    from engine.learning.versions import history
-    from engine.reports.learning import by_part, value_summary
-    from engine.reports.lift import measured_lift
-    from engine.reports.variants import campaign_report
 
     config = engine.campaign(campaign)
     for kind, parts in by_part(campaign_report(engine, campaign), config).items():
