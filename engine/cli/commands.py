@@ -20,7 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.cli.command_group import CommandGroup
+from engine.cli.resources import out_of_space
 from engine.cli.support import (
+    NotInProjectError,
     ProjectOption,
     console,
     err,
@@ -30,6 +32,7 @@ from engine.cli.support import (
     remember_project,
 )
 from engine.errors import TailormailError, TailormailWarning
+from engine.plugins import describe_plugins, make_plugin_manager
 
 app = typer.Typer(
     name="tailormail",
@@ -296,12 +299,11 @@ def report(
 ) -> None:
     """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes (or per item)."""
     # lazy: this command's own modules, imported when it runs (not for every command)
+    from engine.cli.report_tables import print_learning_report
+    from engine.reports.items import item_report, item_tables
     from engine.reports.variants import campaign_report
 
     if items:
-        # lazy: this command's own modules, imported when it runs (not for every command)
-        from engine.reports.items import item_report, item_tables
-
         with open_engine(project) as engine:
             found = item_report(engine, campaign)
         for table in item_tables(found):
@@ -323,9 +325,6 @@ def report(
             str(row.unsubscribes),
         )
     console.print(table)
-    # lazy: this command's own modules, imported when it runs (not for every command)
-    from engine.cli.report_tables import print_learning_report
-
     with open_engine(project) as engine:
         chart = png or engine.settings.path("reports") / f"{campaign}-ctr.png"
         print_learning_report(engine, campaign, console, chart)
@@ -409,10 +408,6 @@ def serve(
 
 def plugins(project: ProjectOption = None) -> None:
     """List the loaded plugins and the hooks each implements."""
-    # lazy: this command's own modules, imported when it runs (not for every command)
-    from engine.cli.support import NotInProjectError
-    from engine.plugins import describe_plugins, make_plugin_manager
-
     try:
         with open_engine(project) as engine:
             rows = describe_plugins(engine.pm)
@@ -460,8 +455,6 @@ def main() -> None:
         print_error(str(exc))
         sys.exit(2)
     except Exception as exc:
-        from engine.cli.resources import out_of_space  # lazy: only on an error
-
         if (cause := out_of_space(exc)) is None:
             raise
         print_error(cause)  # a full disk is one line, not a traceback from the driver

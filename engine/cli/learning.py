@@ -13,15 +13,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-import engine as api
 from engine.cli.support import ProjectOption, console, open_engine
 from engine.errors import TailormailError
-from engine.learning import versions
-from engine.learning.challengers import train_challengers
-from engine.learning.evaluate import evaluate as run_evaluation
-from engine.learning.evaluate import parse_params
-from engine.learning.logged import from_ledger, read_log
-from engine.learning.versions import champion_policy, configured_settings, data_range, history
 
 if TYPE_CHECKING:
     from engine.learning.challengers import TrainReport
@@ -68,6 +61,8 @@ def train(
 ) -> None:
     """Train challengers with other settings from the ledger; promote one only when it
     is better than the champion on the newest held-out decisions."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
+    from engine.learning.challengers import train_challengers
 
     with open_engine(project) as engine:
         report = train_challengers(engine, engine.campaign(campaign))
@@ -79,6 +74,8 @@ def models(
     project: ProjectOption = None,
 ) -> None:
     """The model-version audit table: every training, its data, estimates and decision."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
+    from engine.learning.versions import data_range, history
 
     with open_engine(project) as engine:
         engine.campaign(campaign)
@@ -121,6 +118,8 @@ def rollback(
     project: ProjectOption = None,
 ) -> None:
     """Pin an earlier model as champion: later decisions use it and log its version."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
+    from engine.learning import versions
 
     with open_engine(project) as engine:
         config = engine.campaign(campaign)
@@ -155,6 +154,12 @@ def evaluate(
 ) -> None:
     """Estimate candidate policies' value (IPS, SNIPS, DR, 95% intervals) on a campaign's
     ledger or on an exported log, against the policy that logged it."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
+    import engine as api
+    from engine.learning.evaluate import evaluate as run_evaluation
+    from engine.learning.evaluate import parse_params
+    from engine.learning.logged import from_ledger, read_log
+    from engine.learning.versions import champion_policy, configured_settings
 
     if (campaign is None) == (log is None):
         raise TailormailError("evaluate needs a CAMPAIGN or --log FILE (one of them)")

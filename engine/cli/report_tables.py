@@ -13,11 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.learning.versions import history
 from engine.models import as_utc, utcnow
-from engine.reports.learning import by_part, ctr_over_runs, value_summary, waiting_rewards
-from engine.reports.lift import measured_lift
-from engine.reports.variants import campaign_report
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -42,6 +38,8 @@ def _when(moment: datetime) -> str:
 
 def waiting_line(engine: Engine, campaign: str) -> str:
     """``N decisions wait for their attribution window; the next closes at ...``."""
+    # lazy: engine.learning/reports bring numpy; --help imports every command module
+    from engine.reports.learning import waiting_rewards
 
     waiting = waiting_rewards(engine, engine.campaign(campaign))
     line = f"{waiting.in_window} decisions wait for their attribution window"
@@ -54,6 +52,8 @@ def waiting_line(engine: Engine, campaign: str) -> str:
 
 def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) -> None:
     """One line per campaign: rewards joined, the model decision, what still waits."""
+    # lazy: engine.learning/reports bring numpy; --help imports every command module
+    from engine.learning.versions import history
 
     for name, count in sorted(summary.rewarded.items()):
         version = summary.model_versions.get(name)
@@ -69,9 +69,11 @@ def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) 
 
 def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
     """Write the PNG of CTR per variant over runs; None when nothing is rewarded yet."""
-    # lazy: matplotlib (~0.3 s) only when a chart is drawn
+    # lazy: matplotlib and numpy (~0.5 s) only when a chart is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from engine.reports.learning import ctr_over_runs
 
     series = ctr_over_runs(engine, campaign)
     if not series:
@@ -100,6 +102,11 @@ def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
 
 def print_learning_report(engine: Engine, campaign: str, console: Console, png: Path) -> None:
     """The learning sections of ``report`` (after the per-variant table)."""
+    # lazy: engine.learning/reports bring numpy; --help imports every command module
+    from engine.learning.versions import history
+    from engine.reports.learning import by_part, value_summary
+    from engine.reports.lift import measured_lift
+    from engine.reports.variants import campaign_report
 
     config = engine.campaign(campaign)
     for kind, parts in by_part(campaign_report(engine, campaign), config).items():

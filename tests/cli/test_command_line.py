@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from engine.cli import builtin
-from engine.cli.command_group import collect_commands
+from engine.cli.command_group import collect_commands, make_command
 from engine.cli.commands import app
 from engine.cli.support import NotInProjectError, resolve_project
 
@@ -82,3 +83,11 @@ def test_version_answers_before_any_command_module_or_plugin_loads(tmp_path: Pat
     assert not [m for m in loaded if m.startswith("plugins")]
     assert "engine.settings" not in loaded and "engine.app" not in loaded
     assert "engine.cli.privacy" not in loaded and "engine.cli.learning" not in loaded
+
+
+def test_a_registered_path_becomes_its_command_or_group() -> None:
+    command = make_command("outbox", "plugins.delivery.outbox_cli:outbox", rich_markup_mode=None)
+    assert command.name == "outbox" and "outbox" in (command.help or "")
+    group = make_command("secret", "engine.cli.secret:secret_app", rich_markup_mode=None)
+    assert group.name == "secret" and isinstance(group, TyperGroup)
+    assert sorted(group.list_commands(None)) == ["rotate", "status"]  # type: ignore[arg-type]

@@ -141,3 +141,14 @@ def test_the_command_line_learns_its_commands_without_importing_them() -> None:
         )
         == []
     )
+
+
+def test_every_command_module_imports_light() -> None:
+    # what `tailormail --help` imports: each command's module, none of its heavy work
+    assert (
+        loaded_after(
+            "from engine.cli.command_group import collect_commands, load_target",
+            "[load_target(target) for target in collect_commands().values()]",
+        )
+        == []
+    )
