@@ -60,6 +60,7 @@ __all__ = [
 
 def policy(name: str, **params: Any) -> Policy:
     """A policy from the default plugin manager (built-ins plus installed entry points)."""
+    # lazy: the plugin manager only when a notebook asks for a policy or a recipe
     from engine.plugins import make_plugin_manager
     from engine.registry import collect
 
@@ -71,6 +72,7 @@ def policy(name: str, **params: Any) -> Policy:
 
 def recipe(name: str, **params: Any) -> Recipe:
     """A recipe from the default plugin manager (built-ins plus installed entry points)."""
+    # lazy: the plugin manager only when a notebook asks for a policy or a recipe
     from engine.plugins import make_plugin_manager
     from engine.registry import collect
 

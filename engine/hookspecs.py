@@ -38,6 +38,10 @@ PolicyFactory = Callable[..., "Policy"]
 RecipeFactory = Callable[..., "Recipe"]
 BackendFactory = Callable[..., "DeliveryBackend"]
 ExecutorFactory = Callable[..., Any]
+CommandTarget = Callable[..., Any] | str
+"""A command: a Typer command function (or a ``typer.Typer`` group), or the
+``"package.module:attribute"`` naming one, imported only when that command runs."""
+CommandRegister = Callable[[str, CommandTarget], None]
 
 
 @hookspec
@@ -87,10 +91,16 @@ def register_executors(register: Callable[[str, ExecutorFactory], None]) -> None
 
 
 @hookspec
-def register_commands(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    """Register CLI commands: ``register(name, function)``.
+def register_commands(register: CommandRegister) -> None:
+    """Register CLI commands: ``register(name, command)``; the built-in commands come this
+    way too (``engine.cli.builtin``), registered first, so a plugin's command of the same
+    name replaces a built-in one.
 
-    ``function`` is a Typer command (its parameters become options and arguments).
+    ``command`` is a Typer command function (its parameters become options and arguments,
+    its docstring the help), a ``typer.Typer`` (a command group), or the dotted path
+    ``"package.module:attribute"`` of either: a path is imported only when its command runs
+    or ``--help`` lists the commands, which keeps ``tailormail`` quick to start. Called
+    when the command line starts, with the installed plugins (not a project's settings).
     """
 
 

@@ -19,13 +19,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from engine import hookimpl
-from engine.cli.support import ProjectOption, open_engine
 from engine.errors import ConfigError, TailormailError
+from engine.hookspecs import CommandRegister
 from engine.sending.shard_tasks import ShardRefused
 from engine.sending.shards import ShardHost, refuse, run_shard
 
@@ -41,7 +39,7 @@ def celery_app(config: CelerySettings, host: ShardHost | None = None) -> Celery:
     """A Celery app for ``config``; with ``host`` (a worker's), the shard task registered
     as the only task, sending with ``host``'s engine."""
     try:
-        from celery import Celery
+        from celery import Celery  # lazy: an optional dependency, ~0.3 s to import
     except ImportError as exc:  # an optional dependency
         raise ConfigError(
             "workers.executor = 'celery' needs Celery: pip install 'tailormail[celery]'"
@@ -98,7 +96,7 @@ class CeleryExecutor(Executor):
         """Send ``run_shard(*args)`` to the workers (any other callable is refused)."""
         if fn is not run_shard:
             raise TypeError("the celery executor runs shards of a run (run_shard) only")
-        # kombu comes with celery, an optional dependency: imported where it is used.
+        # lazy: kombu comes with celery, an optional dependency: imported where it is used
         from kombu.exceptions import OperationalError
         from kombu.utils.url import maybe_sanitize_url
 
@@ -150,28 +148,6 @@ class CeleryExecutor(Executor):
         self._poller.join(timeout=5)
 
 
-def worker(
-    concurrency: Annotated[
-        int, typer.Option(help="Shards sent at once (processes; 0: one per core).")
-    ] = 0,
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
-    project: ProjectOption = None,
-) -> None:
-    """Start a Celery worker that sends the shards of large runs (workers.executor = celery).
-
-    It works for its own project only: the engine comes from ``-p PROJECT`` and this
-    process's environment, and a task names nothing but a part of an open run, signed."""
-    with open_engine(project) as engine:  # a broken project stops here, not at the first task
-        config = engine.settings.workers.celery
-        host = ShardHost(engine.settings.project_dir)
-    app = celery_app(config, host)
-    argv = ["worker", f"--pool={pool}", "-Q", config.queue, "--loglevel=INFO"]
-    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    if concurrency:
-        argv.append(f"--concurrency={concurrency}")
-    app.worker_main(argv)
-
-
 @hookimpl
 def register_executors(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Register ``celery``."""
@@ -179,6 +155,6 @@ def register_executors(register: Callable[[str, Callable[..., Any]], None]) -> N
 
 
 @hookimpl
-def register_commands(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    """Register ``tailormail worker``."""
-    register("worker", worker)
+def register_commands(register: CommandRegister) -> None:
+    """Register ``tailormail worker`` (``plugins.celery_cli``, imported when it runs)."""
+    register("worker", "plugins.celery_cli:worker")

@@ -1,4 +1,9 @@
-"""The ``tailormail`` command line. Plugins add commands through ``register_commands``."""
+"""The ``tailormail`` command line: the Typer app, ``main`` and the core commands.
+
+Every command, built-in or a plugin's, comes through ``register_commands``
+(``engine.cli.builtin`` lists these); ``CommandGroup`` imports only the module of the
+command being run, and ``--version`` answers before any is looked up.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +15,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.privacy import forget, retention
+from engine.cli.command_group import CommandGroup
+from engine.cli.resources import out_of_space
 from engine.cli.support import (
+    NotInProjectError,
     ProjectOption,
+    console,
     err,
     open_engine,
     print_error,
     print_warning,
-    set_global_project,
+    remember_project,
 )
 from engine.errors import TailormailError, TailormailWarning
+from engine.plugins import describe_plugins, make_plugin_manager
 
 app = typer.Typer(
     name="tailormail",
+    cls=CommandGroup,
     help="Personalized scheduled email alerts: a contextual bandit picks each variant.",
     no_args_is_help=True,
     add_completion=False,
@@ -39,12 +48,11 @@ SAMPLE_FILES = (
     ("interactions", "interactions.csv"),
 )
 """What ``init`` writes and its hint imports, in order."""
-console = Console()
 
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from importlib.metadata import version  # lazy: only --version reads the metadata
 
         console.print(f"tailormail {version('tailormail')}", highlight=False)
         raise typer.Exit()
@@ -52,6 +60,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     project: ProjectOption = None,
     version: Annotated[
         bool,
@@ -59,15 +68,15 @@ def _global_options(
     ] = False,
 ) -> None:
     """Personalized scheduled email alerts: a contextual bandit picks each variant."""
-    set_global_project(project)
+    remember_project(ctx, project)
 
 
-@app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")],
     force: Annotated[bool, typer.Option(help="Write into a non-empty directory.")] = False,
 ) -> None:
     """Scaffold a working project: config, a sample campaign, templates and sample data."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.scaffold import scaffold_project
 
     written = scaffold_project(directory, force=force)
@@ -82,7 +91,6 @@ def init(
     console.print("\nNext:\n  " + " && \\\n  ".join(steps), highlight=False, markup=False)
 
 
-@app.command("import")
 def import_(
     kind: Annotated[str, typer.Argument(help="recipients, items or interactions")],
     file: Annotated[Path, typer.Argument(help="A .csv or .jsonl file.", exists=True)],
@@ -93,6 +101,7 @@ def import_(
     project: ProjectOption = None,
 ) -> None:
     """Import recipients, items or interactions; a bad row rejects the whole file."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.audience.importer import import_file
 
     if kind not in {"recipients", "items", "interactions"}:
@@ -117,7 +126,6 @@ def import_(
         print_warning(f"{unknown.describe()}; kept (use --strict to reject such a file)")
 
 
-@app.command()
 def send(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
     run: Annotated[
@@ -155,6 +163,7 @@ def send(
     Exits with status 1 when nothing could be delivered (every row deferred or failed) or
     the audience is empty, 130 on Ctrl-C (saying how to continue).
     """
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.cli import sending as cli_sending
     from engine.sending.pipeline import run_campaign
     from engine.sending.runs import choose_run_id, run_breakdown
@@ -250,7 +259,6 @@ def send(
         raise typer.Exit(1)
 
 
-@app.command()
 def runs(
     campaign: Annotated[str | None, typer.Argument(help="Only this campaign's runs.")] = None,
     limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
@@ -260,6 +268,7 @@ def runs(
     project: ProjectOption = None,
 ) -> None:
     """List the newest runs: status, ledger counts per status, start and finish times."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.cli.runs_table import print_runs
     from engine.cli.sending import paused_lines
     from engine.sending.runs import list_runs
@@ -277,7 +286,6 @@ def runs(
     print_runs(console, found, "runs" + (f" of {campaign}" if campaign else ""), ids)
 
 
-@app.command()
 def report(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
     items: Annotated[
@@ -290,11 +298,12 @@ def report(
     ] = None,
 ) -> None:
     """Per variant: sends, clicks, CTR with a 95% interval, unsubscribes (or per item)."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
+    from engine.cli.report_tables import print_learning_report
+    from engine.reports.items import item_report, item_tables
     from engine.reports.variants import campaign_report
 
     if items:
-        from engine.reports.items import item_report, item_tables
-
         with open_engine(project) as engine:
             found = item_report(engine, campaign)
         for table in item_tables(found):
@@ -316,17 +325,15 @@ def report(
             str(row.unsubscribes),
         )
     console.print(table)
-    from engine.cli.report_tables import print_learning_report
-
     with open_engine(project) as engine:
         chart = png or engine.settings.path("reports") / f"{campaign}-ctr.png"
         print_learning_report(engine, campaign, console, chart)
 
 
-@app.command()
 def rewards(project: ProjectOption = None) -> None:
     """Join events whose attribution window closed, and let each policy learn; say what
     still waits for its attribution window."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.cli.report_tables import print_rewards
     from engine.feedback.rewards import join_rewards
 
@@ -335,7 +342,6 @@ def rewards(project: ProjectOption = None) -> None:
         print_rewards(engine, summary, console)
 
 
-@app.command()
 def export(
     campaign: Annotated[str, typer.Argument(help="The campaign's name.")],
     format: Annotated[str, typer.Option("--format", "-f", help="jsonl or dsjson.")] = "jsonl",
@@ -345,6 +351,7 @@ def export(
     project: ProjectOption = None,
 ) -> None:
     """Export the rewarded decisions as a logged-bandit data set (JSONL or VW DSJSON)."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.learning.export import FORMATS, export_decisions, export_to_file
 
     if format not in FORMATS:
@@ -357,7 +364,6 @@ def export(
     err.print(f"exported {count} decisions of {campaign} as {format}")
 
 
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
@@ -371,6 +377,7 @@ def serve(
     project: ProjectOption = None,
 ) -> None:
     """Serve tracking (clicks, opens, unsubscribes, webhooks) and run the schedules."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.cli.listening import listen, stopped_by_signal
     from engine.sending.scheduler import LeaderScheduler
     from engine.web import serve as serve_web
@@ -399,12 +406,8 @@ def serve(
     console.print("stopped: the tracking server, its writer and the scheduler")
 
 
-@app.command()
 def plugins(project: ProjectOption = None) -> None:
     """List the loaded plugins and the hooks each implements."""
-    from engine.cli.support import NotInProjectError
-    from engine.plugins import describe_plugins, make_plugin_manager
-
     try:
         with open_engine(project) as engine:
             rows = describe_plugins(engine.pm)
@@ -419,7 +422,6 @@ def plugins(project: ProjectOption = None) -> None:
     console.print(table)
 
 
-@app.command()
 def demo(
     directory: Annotated[Path, typer.Option(help="Working directory.")] = Path("demo-run"),
     rounds: Annotated[int, typer.Option(help="Campaign rounds.")] = 10,
@@ -427,26 +429,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
     """Simulate a population reading and clicking real emails; vw against uniform."""
+    # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.demo.tour import run_demo
 
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
-
-
-app.command()(forget)
-app.command()(retention)
-
-
-def _register_builtin_commands() -> None:
-    from engine.cli import learning as cli_learning
-    from engine.cli import schedule as cli_schedule
-    from engine.cli import secret as cli_secret
-
-    cli_learning.register(app)
-    cli_schedule.register(app)
-    cli_secret.register(app)
-
-
-_register_builtin_commands()
 
 
 def _progress() -> Progress:
@@ -460,37 +446,15 @@ def _progress() -> Progress:
     )
 
 
-def _register_commands() -> None:
-    from engine.cli import sending as cli_sending
-
-    cli_sending.register(app)
-
-
-_register_commands()
-
-
-def _register_plugin_commands() -> None:
-    from engine.plugins import make_plugin_manager
-
-    try:
-        pm = make_plugin_manager()
-    except TailormailError:
-        return  # the failing command will report it
-    pm.hook.register_commands(register=lambda name, fn: app.command(name)(fn))
-
-
 def main() -> None:
     """Entry point: configuration and data errors end with a message and status 2."""
     warnings.showwarning = _show_warning
-    _register_plugin_commands()
     try:
         app()
     except TailormailError as exc:
         print_error(str(exc))
         sys.exit(2)
     except Exception as exc:
-        from engine.cli.resources import out_of_space
-
         if (cause := out_of_space(exc)) is None:
             raise
         print_error(cause)  # a full disk is one line, not a traceback from the driver

@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.support import ProjectOption, open_engine
+from engine.cli.support import ProjectOption, console, open_engine
 from engine.errors import TailormailError
 
 if TYPE_CHECKING:
     from engine.learning.challengers import TrainReport
     from engine.learning.estimators import Estimate
-
-console = Console()
 
 
 def _interval(estimate: Estimate | None) -> str:
@@ -64,6 +61,7 @@ def train(
 ) -> None:
     """Train challengers with other settings from the ledger; promote one only when it
     is better than the champion on the newest held-out decisions."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
     from engine.learning.challengers import train_challengers
 
     with open_engine(project) as engine:
@@ -76,6 +74,7 @@ def models(
     project: ProjectOption = None,
 ) -> None:
     """The model-version audit table: every training, its data, estimates and decision."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
     from engine.learning.versions import data_range, history
 
     with open_engine(project) as engine:
@@ -119,6 +118,7 @@ def rollback(
     project: ProjectOption = None,
 ) -> None:
     """Pin an earlier model as champion: later decisions use it and log its version."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
     from engine.learning import versions
 
     with open_engine(project) as engine:
@@ -154,6 +154,7 @@ def evaluate(
 ) -> None:
     """Estimate candidate policies' value (IPS, SNIPS, DR, 95% intervals) on a campaign's
     ledger or on an exported log, against the policy that logged it."""
+    # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
     import engine as api
     from engine.learning.evaluate import evaluate as run_evaluation
     from engine.learning.evaluate import parse_params
@@ -207,9 +208,3 @@ def evaluate(
         figures = (_interval(result.estimates[name]) for name in ("ips", "snips", "dr"))
         table.add_row(Text(result.label), *figures)
     console.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the learning commands to ``app``."""
-    for command in (train, models, rollback, evaluate):
-        app.command()(command)

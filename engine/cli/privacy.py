@@ -6,16 +6,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from engine.cli.support import ProjectOption, open_engine
+from engine.audience.forgetting import apply_retention, compact_database
+from engine.audience.forgetting import forget as erase
+from engine.cli.support import ProjectOption, console, err, open_engine
+from engine.errors import ConfigError, TailormailError
 
 if TYPE_CHECKING:
     from engine.audience.forgetting import ForgetSummary
-
-console = Console()
-err = Console(stderr=True)
 
 
 def forget(
@@ -36,9 +35,6 @@ def forget(
     """Erase a person's data, in the database and in every file tailormail wrote; keep a
     keyed hash of their address so they are never mailed again, and their decisions and
     rewards, tied to nobody, for learning."""
-    from engine.audience.forgetting import compact_database
-    from engine.audience.forgetting import forget as erase
-    from engine.errors import TailormailError
 
     if recipient is None and not compact:
         raise TailormailError(
@@ -98,8 +94,6 @@ def _print_summary(recipient: str, summary: ForgetSummary) -> None:
 def retention(project: ProjectOption = None) -> None:
     """Anonymize ledger rows and events older than the retention setting, now (under
     'tailormail serve' an hourly job does it)."""
-    from engine.audience.forgetting import apply_retention
-    from engine.errors import ConfigError
 
     with open_engine(project) as engine:
         summary = apply_retention(engine)

@@ -38,6 +38,7 @@ def _when(moment: datetime) -> str:
 
 def waiting_line(engine: Engine, campaign: str) -> str:
     """``N decisions wait for their attribution window; the next closes at ...``."""
+    # lazy: engine.learning/reports bring numpy; --help imports every command module
     from engine.reports.learning import waiting_rewards
 
     waiting = waiting_rewards(engine, engine.campaign(campaign))
@@ -51,6 +52,7 @@ def waiting_line(engine: Engine, campaign: str) -> str:
 
 def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) -> None:
     """One line per campaign: rewards joined, the model decision, what still waits."""
+    # lazy: engine.learning/reports bring numpy; --help imports every command module
     from engine.learning.versions import history
 
     for name, count in sorted(summary.rewarded.items()):
@@ -67,6 +69,7 @@ def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) 
 
 def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
     """Write the PNG of CTR per variant over runs; None when nothing is rewarded yet."""
+    # lazy: matplotlib and numpy (~0.5 s) only when a chart is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -99,6 +102,7 @@ def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
 
 def print_learning_report(engine: Engine, campaign: str, console: Console, png: Path) -> None:
     """The learning sections of ``report`` (after the per-variant table)."""
+    # lazy: engine.learning/reports bring numpy; --help imports every command module
     from engine.learning.versions import history
     from engine.reports.learning import by_part, value_summary
     from engine.reports.lift import measured_lift

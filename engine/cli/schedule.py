@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from engine.cli.support import ProjectOption, open_engine
+from engine.cli.support import ProjectOption, console, open_engine
 from engine.errors import TailormailError
+from engine.realmail import address_problems
 from engine.schedules import next_fire_times, parse_schedule
 
 if TYPE_CHECKING:
     from engine.app import Engine
 
-console = Console()
 
 ReadinessCheck = Callable[["Engine"], list[str]]
 """A check of whether the project may send real mail: the problems it finds, one line each."""
@@ -27,7 +26,6 @@ ReadinessCheck = Callable[["Engine"], list[str]]
 
 def _real_addresses(engine: Engine) -> list[str]:
     """The keys that real mail would refuse (``engine.realmail``), whatever the backend."""
-    from engine.realmail import address_problems
 
     return address_problems(engine.settings, engine.campaigns.values())
 
@@ -144,9 +142,3 @@ def check(
     console.print("nothing was sent.")
     if problems and real:
         raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``schedule`` and ``check`` to ``app``."""
-    app.command()(schedule)
-    app.command()(check)

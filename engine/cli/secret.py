@@ -7,12 +7,14 @@ import stat
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from engine.cli.support import ProjectOption, resolve_project
+from engine.cli.support import ProjectOption, console, resolve_project
+from engine.project_secret import database_needs_secret, missing_secret_message
+from engine.secret import MissingSecretError, read_secret_lines, secret_file_exists
+from engine.secret_rotation import rotate_secret
+from engine.settings import load_settings
 
-console = Console()
 secret_app = typer.Typer(help="The project secret: where it is, and replacing it on purpose.")
 
 
@@ -20,9 +22,6 @@ secret_app = typer.Typer(help="The project secret: where it is, and replacing it
 def status(project: ProjectOption = None) -> None:
     """Where the secret comes from and how many previous secrets are still accepted; a
     missing secret the database needs is an error (nothing is created)."""
-    from engine.project_secret import database_needs_secret, missing_secret_message
-    from engine.secret import MissingSecretError, read_secret_lines, secret_file_exists
-    from engine.settings import load_settings
 
     settings = load_settings(resolve_project(project))
     if settings.secret is not None:
@@ -54,8 +53,6 @@ def rotate(
 ) -> None:
     """Write a new secret; links already sent keep working while a previous secret is
     kept (lost secret: they answer 404). Forgotten people stay forgotten."""
-    from engine.secret_rotation import rotate_secret
-    from engine.settings import load_settings
 
     settings = load_settings(resolve_project(project))
     if not yes:
@@ -86,8 +83,3 @@ def rotate(
             soft_wrap=True,
         )
     console.print(Text("Restart `tailormail serve` and the workers so they read it."))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``tailormail secret ...`` to ``app``."""
-    app.add_typer(secret_app, name="secret")

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from engine.cli.resources import out_of_space
-from engine.cli.support import ProjectOption, open_engine, print_error, print_warning
+from engine.cli.support import ProjectOption, console, open_engine, print_error, print_warning
 from engine.errors import CampaignBusyError, TailormailError
 from engine.types import SendStatus
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 INTERRUPTED = 130
 """The exit status of a send stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
 
-console = Console()
 SHOWN = 10
 """How many would-be messages a dry run lists."""
 
@@ -47,6 +45,7 @@ def preview(
     project: ProjectOption = None,
 ) -> None:
     """Write each variant as HTML and .eml for one recipient (opens nothing, sends nothing)."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending.rehearsal import render_variants, write_preview
 
     with open_engine(project) as engine:
@@ -65,6 +64,7 @@ def resume(
     project: ProjectOption = None,
 ) -> None:
     """Lift a campaign's pause (complaint or bounce rate); its rates count afresh from now."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending.deliverability import resume as lift
     from engine.sending.runs import list_runs
 
@@ -84,6 +84,7 @@ def resume(
 
 def paused_lines(engine: Engine, campaign: str | None = None) -> list[Text]:
     """One line per paused campaign (of ``campaign`` only, when given) for ``runs``."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending.deliverability import paused_campaigns
 
     return [
@@ -99,6 +100,7 @@ def paused_lines(engine: Engine, campaign: str | None = None) -> list[Text]:
 
 def test_send(engine: Engine, campaign: str, address: str, recipient: str | None) -> int:
     """``send --test-to``: every variant once to ``address``; the exit status."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending.rehearsal import send_test
 
     results = send_test(engine, campaign, address, recipient_id=recipient)
@@ -117,6 +119,7 @@ def test_send(engine: Engine, campaign: str, address: str, recipient: str | None
 def rehearse(engine: Engine, campaign: str, run_id: str | None = None) -> None:
     """``send --dry-run``: what a run would send now, and to whom; nothing is recorded but
     the rehearsal record, under a run id it prints (``run_id`` if given)."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending.rehearsal import dry_run
     from engine.sending.runs import check_new_run_id
 
@@ -153,6 +156,7 @@ def rehearse(engine: Engine, campaign: str, run_id: str | None = None) -> None:
 def before_rehearsed(engine: Engine, campaign: str, run_id: str) -> RehearsalRecord | None:
     """``send --new-run ID``: the dry run that made ``run_id`` (None: no dry run did), after
     printing what changed since it (the model, the campaign, the audience)."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending import rehearsal_record
 
     record = rehearsal_record.load(engine, campaign, run_id)
@@ -170,6 +174,7 @@ def before_rehearsed(engine: Engine, campaign: str, run_id: str) -> RehearsalRec
 
 def after_rehearsed(engine: Engine, record: RehearsalRecord) -> Text:
     """The line that says how the run sent compares with its dry run (the record goes)."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending import rehearsal_record
 
     found = rehearsal_record.compare(engine, record)
@@ -196,6 +201,7 @@ def continue_command(campaign: str, run_id: str) -> str:
 def _went_out(engine: Engine, campaign: str, run_id: str, when: str, then: str) -> str:
     """What run ``run_id`` has sent so far (every worker's) ``when`` it stopped, and the
     command that continues it (a run that never opened: the command that starts again)."""
+    # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.ledger import RunLedger
     from engine.models import LedgerStatus
 
@@ -251,9 +257,3 @@ def explain_outcome(summary: RunSummary, include_new: bool) -> int:
             )
         )
     return 0
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``preview`` and ``resume`` to ``app``."""
-    app.command()(preview)
-    app.command()(resume)

@@ -1,9 +1,10 @@
-"""What every ``tailormail`` command shares: finding the project, opening its Engine, and
-printing ``error:`` and ``warning:`` lines.
+"""What every ``tailormail`` command shares: the console pair, finding the project,
+opening its Engine, and printing ``error:`` and ``warning:`` lines.
 
-Built-in commands and plugin commands (``register_commands``) open the project the same
-way, so they all accept ``--project`` before or after the subcommand, honour
-``TAILORMAIL_PROJECT``, and refuse, creating nothing, to run outside a project.
+Built-in commands and plugin commands (``register_commands``) print and open the project
+the same way, so they all accept ``--project`` before or after the subcommand (the one
+given before travels on the Click context), honour ``TAILORMAIL_PROJECT``, and refuse,
+creating nothing, to run outside a project.
 """
 
 from __future__ import annotations
@@ -16,14 +17,20 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+# Typer vendors Click as ``typer._click``: a command runs in its contexts, not click's.
+from typer._click.globals import get_current_context
+
 from engine.errors import TailormailError
-from engine.settings import CONFIG_FILE, find_project_dir
 
 if TYPE_CHECKING:
     from engine.app import Engine
 
 PROJECT_ENV = "TAILORMAIL_PROJECT"
+PROJECT_KEY = "tailormail.project"
+"""Where ``tailormail --project DIR <command>`` leaves DIR: the Click context's ``meta``."""
 
+console = Console()
+"""Standard output, for every command's tables and lines (built-in and plugin ones)."""
 err = Console(stderr=True)
 """Standard error, for every command's ``error:`` and ``warning:`` lines."""
 
@@ -53,15 +60,21 @@ class NotInProjectError(TailormailError):
     """The command needs a tailormail project and none was found."""
 
 
-_global_project: list[Path | None] = [None]  # set by ``tailormail --project DIR <command>``
+def remember_project(ctx: typer.Context, project: Path | None) -> None:
+    """Keep the ``--project`` given before the subcommand on ``ctx`` (the CLI's callback
+    does this); the subcommand's context shares its ``meta``."""
+    ctx.meta[PROJECT_KEY] = project
 
 
-def set_global_project(project: Path | None) -> None:
-    """Remember the ``--project`` given before the subcommand (the CLI's callback does this)."""
-    _global_project[0] = project
+def _project_before_subcommand() -> Path | None:
+    ctx = get_current_context(silent=True)
+    found: Path | None = None if ctx is None else ctx.meta.get(PROJECT_KEY)
+    return found
 
 
 def _check(directory: Path, source: str) -> Path:
+    from engine.settings import CONFIG_FILE  # lazy: as in resolve_project
+
     if not directory.is_dir():
         raise NotInProjectError(f"{source} {directory}: no such directory")
     if not (directory / CONFIG_FILE).is_file():
@@ -81,10 +94,14 @@ def resolve_project(project: Path | None = None) -> Path:
     """
     if project is not None:
         return _check(project, "--project")
-    if _global_project[0] is not None:
-        return _check(_global_project[0], "--project")
+    if (given := _project_before_subcommand()) is not None:
+        return _check(given, "--project")
     if os.environ.get(PROJECT_ENV):
         return _check(Path(os.environ[PROJECT_ENV]), PROJECT_ENV)
+    # lazy: engine.settings builds its pydantic models at import (~100 ms), and
+    # `tailormail --version`/`--help` need none of it
+    from engine.settings import CONFIG_FILE, find_project_dir
+
     found = find_project_dir()
     if found is None:
         here = Path.cwd()
@@ -105,6 +122,6 @@ def open_engine(project: Path | None = None, **overrides: Any) -> Engine:
         with open_engine(project) as engine:
             ...
     """
-    from engine.app import Engine
+    from engine.app import Engine  # lazy: the Engine imports most of tailormail
 
     return Engine(project_dir=resolve_project(project), overrides=overrides or None)

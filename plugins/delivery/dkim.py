@@ -50,6 +50,7 @@ class DKIMSigner:
     def __init__(self, options: DKIMOptions, base: Path | None = None, *, where: str) -> None:
         """``where`` names the options in errors (``delivery.smtp.dkim``)."""
         try:
+            # lazy: dkimpy (and its DNS library) only when a message is signed
             import dkim
         except ImportError:
             raise ConfigError(

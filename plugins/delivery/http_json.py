@@ -15,9 +15,8 @@ service must treat a repeated key as the same request.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 from pydantic import Field
 
 from engine import hookimpl
@@ -33,6 +32,9 @@ from plugins.delivery.httpapi import (
     secret_from,
 )
 from plugins.webhooks.common import send_id_for
+
+if TYPE_CHECKING:
+    import httpx
 
 _STATUSES = {
     "sent": SendStatus.SENT,

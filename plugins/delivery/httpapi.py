@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 from pydantic import Field, SecretStr
 
 from engine.errors import ConfigError
@@ -36,6 +35,8 @@ from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from plugins.delivery.options import BackendOptions, parse_options
 
 if TYPE_CHECKING:
+    import httpx
+
     from engine.app import Engine
 
 # The longest back-off between idempotent retries, and before a 429 without a hint.
@@ -181,6 +182,9 @@ class HTTPBackend(DeliveryBackend):
         clock: Callable[[], float] = time.time,
         **options: Any,
     ) -> None:
+        # lazy: httpx (~0.1 s) only when a request is sent; a plugin module loads light
+        import httpx
+
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise ConfigError(f"delivery.{self.name}: unknown option 'transport'")
         self.engine = engine
@@ -233,6 +237,9 @@ class HTTPBackend(DeliveryBackend):
     # -- life cycle ---------------------------------------------------------------------
     def open(self) -> None:
         """Open the HTTP client (one connection pool for the backend's life)."""
+        # lazy: httpx (~0.1 s) only when a request is sent; a plugin module loads light
+        import httpx
+
         if self.client is None:
             self.client = httpx.Client(
                 transport=self.transport,
@@ -278,6 +285,9 @@ class HTTPBackend(DeliveryBackend):
 
     # -- one request, with its retries --------------------------------------------------
     def _deliver(self, outgoing: list[Outgoing]) -> list[SendResult]:
+        # lazy: httpx (~0.1 s) only when a request is sent; a plugin module loads light
+        import httpx
+
         assert self.client is not None
         for attempt in range(1, self.options.max_attempts + 1):
             last = attempt == self.options.max_attempts

@@ -12,15 +12,16 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine import hookimpl
 from engine.mime import build_mime
 from engine.types import Message, SendResult
 from plugins.delivery.httpapi import HTTPBackend, HTTPOptions, Outgoing, secret_from, sent_with_id
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class MailgunOptions(HTTPOptions):

@@ -10,9 +10,8 @@ dies before the answer). Postmark answers each message in order with an ``ErrorC
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 from pydantic import Field
 
 from engine import hookimpl
@@ -26,6 +25,9 @@ from plugins.delivery.httpapi import (
     secret_from,
 )
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
+
+if TYPE_CHECKING:
+    import httpx
 
 # Postmark's ErrorCode 406: the recipient hard-bounced, complained or unsubscribed before.
 _INACTIVE_RECIPIENT = 406

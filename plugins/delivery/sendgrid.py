@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine import hookimpl
 from engine.types import Message, SendResult, SendStatus
@@ -24,6 +22,9 @@ from plugins.delivery.httpapi import (
     secret_from,
 )
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class SendGridOptions(HTTPOptions):

@@ -13,9 +13,7 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
-from typing import Any, ClassVar, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from engine import hookimpl
 from engine.errors import ConfigError
@@ -31,6 +29,9 @@ from plugins.delivery.httpapi import (
     sent_with_id,
 )
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_for
+
+if TYPE_CHECKING:
+    import httpx
 
 # SES error types about the account (quota, pause), not the message: try again later.
 _ACCOUNT_ERRORS = frozenset(
@@ -62,6 +63,7 @@ class SESBackend(HTTPBackend):
     def __init__(self, engine: Any = None, **kwargs: Any) -> None:
         super().__init__(engine, **kwargs)
         try:
+            # lazy: botocore (~0.3 s) only to sign a request with AWS credentials
             from botocore.auth import SigV4Auth
         except ImportError:
             raise ConfigError(
@@ -73,6 +75,7 @@ class SESBackend(HTTPBackend):
         self.url = endpoint.rstrip("/") + "/v2/email/outbound-emails"
 
     def _credentials(self) -> Any:
+        # lazy: botocore (~0.3 s) only to sign a request with AWS credentials
         from botocore.credentials import Credentials
         from botocore.session import get_session
 
@@ -114,6 +117,7 @@ class SESBackend(HTTPBackend):
 
     def build_request(self, client: httpx.Client, outgoing: Sequence[Outgoing]) -> httpx.Request:
         """The request signed afresh (SigV4 signatures expire) for every attempt."""
+        # lazy: botocore (~0.3 s) only to sign a request with AWS credentials
         from botocore.awsrequest import AWSRequest
 
         (item,) = outgoing

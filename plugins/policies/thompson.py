@@ -17,8 +17,6 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
-
 from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.errors import ConfigError
 from engine.hookspecs import PolicyFactory
@@ -82,6 +80,9 @@ class ThompsonPolicy:
         One pseudo-count per variant keeps every probability above zero: the exact Thompson
         probability is always positive, and a logged probability of 0 would break IPS.
         """
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         cached = self._pmfs.get((segment, tuple(keys)))
         if cached is not None:
             return cached

@@ -20,15 +20,16 @@ import shlex
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-import vowpalwabbit
+from typing import TYPE_CHECKING, Any
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.errors import ConfigError
 from engine.hookspecs import PolicyFactory
 from engine.sampling import decide
 from plugins.policies.vw_format import escape, vw_example
+
+if TYPE_CHECKING:
+    import vowpalwabbit
 
 __all__ = ["EXPLORATIONS", "VowpalWabbitPolicy", "floored", "vw_example"]
 
@@ -191,6 +192,9 @@ class VowpalWabbitPolicy:
     @staticmethod
     def _open(args: str, model_path: str | None = None) -> vowpalwabbit.Workspace:
         """A fresh VW workspace for ``args``, initialized from ``model_path`` if given."""
+        # lazy: vowpalwabbit loads its native library; a plugin module loads light
+        import vowpalwabbit
+
         arg_list = shlex.split(args) + (["--initial_regressor", model_path] if model_path else [])
         try:
             return vowpalwabbit.Workspace(arg_list=arg_list)

@@ -4,12 +4,15 @@ job) and give new items exposure by what they are like (HRNN-Coldstart's)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import scipy.sparse as sp
+from plugins.recipes.history import weighted_rows
 
-from plugins.recipes.history import FloatArray, weighted_rows
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from plugins.recipes.history import FloatArray
 
 # An attribute with (nearly) one value per row is an identifier (a title, a URL), not a trait.
 _MAX_DISTINCT_SHARE = 0.5
@@ -50,6 +53,10 @@ def categorical_names(rows: Sequence[Mapping[str, Any]], wanted: Iterable[str] |
 
 def feature_matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> sp.csr_matrix:
     """Rows x (name, value) features, one-hot, each row scaled to unit length."""
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+    import scipy.sparse as sp
+
     vocabulary: dict[tuple[str, str], int] = {}
     row_ids: list[int] = []
     col_ids: list[int] = []
@@ -69,6 +76,9 @@ def feature_matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> s
 
 def affinity(features: sp.csr_matrix, indices: np.ndarray, weights: FloatArray) -> FloatArray:
     """How much each row's features resemble the weighted profile of rows ``indices``."""
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+
     if not len(indices) or features.shape[1] == 0:
         return np.zeros(features.shape[0])
     profile = weighted_rows(features, indices, weights)

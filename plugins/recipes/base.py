@@ -10,18 +10,21 @@ that with their ``[filters]`` (``exclude_interacted``), as Amazon Personalize do
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from engine.types import Interaction, Item
 from plugins.recipes.history import (
     Fallback,
-    FloatArray,
     History,
     blocked_mask,
     build_history,
     rank,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from plugins.recipes.history import FloatArray
 
 
 def check_positive(name: str, value: float, *, whole: bool = False) -> None:
@@ -71,6 +74,9 @@ class ScoredRecipe:
 
     def _rank_known_users(self, history: History, fallback: Fallback) -> list[np.ndarray]:
         """Each known user's best items, in ``recommend``'s order."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         if self.answer_depth <= 0:
             return []
         unrecommendable = ~history.recommendable
@@ -97,10 +103,16 @@ class ScoredRecipe:
     # -- scoring (subclasses) ------------------------------------------------------------
     def user_scores(self, user_id: str) -> FloatArray:
         """A score per item index for ``user_id`` (0 means "no opinion")."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         return np.zeros(self.history.n_items)
 
     def item_scores(self, index: int) -> FloatArray:
         """A score per item index for the item at ``index`` (0 means "no opinion")."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         return np.zeros(self.history.n_items)
 
     # -- answers ------------------------------------------------------------------------

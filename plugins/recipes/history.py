@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-import numpy as np
-import scipy.sparse as sp
+from typing import TYPE_CHECKING
 
 from engine.models import as_utc
 from engine.types import Interaction, Item
 
-FloatArray = np.ndarray
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    FloatArray = np.ndarray
 
 
 @dataclass
@@ -42,16 +44,25 @@ class History:
 
     def sequence(self, user_id: str) -> np.ndarray:
         """The user's item indices, oldest first (empty for an unknown user)."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         row = self.user_index.get(user_id)
         return self.sequences[row] if row is not None else np.zeros(0, dtype=np.int64)
 
     def indices(self, item_ids: Iterable[str]) -> np.ndarray:
         """Indices of the known ``item_ids`` (unknown ones are dropped)."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         found = [self.item_index[i] for i in item_ids if i in self.item_index]
         return np.asarray(found, dtype=np.int64)
 
     def counts(self) -> FloatArray:
         """Summed weighted interaction values per item."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         return np.asarray(self.matrix.sum(axis=0)).ravel()
 
 
@@ -61,6 +72,10 @@ def build_history(
     kind_weights: Mapping[str, float] | None = None,
 ) -> History:
     """Index ``interactions`` (and the catalogue ``items``) for fitting."""
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+    import scipy.sparse as sp
+
     weights = dict(kind_weights or {})
     catalogue = list(items)
     item_ids: list[str] = []
@@ -131,6 +146,9 @@ def recent_weights(
     sequence: np.ndarray, recent: int, decay: float
 ) -> tuple[np.ndarray, FloatArray]:
     """The user's last ``recent`` distinct items, newest first, weighted ``decay ** age``."""
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+
     seen: dict[int, None] = {}
     for index in sequence[::-1]:
         seen.setdefault(int(index), None)
@@ -146,6 +164,9 @@ def weighted_rows(matrix: sp.csr_matrix, rows: np.ndarray, weights: FloatArray) 
     scipy's fancy indexing costs more than the arithmetic for a handful of rows, and this
     runs once per recipient on the hot path.
     """
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+
     scores = np.zeros(matrix.shape[1])
     indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
     for row, weight in zip(rows.tolist(), weights.tolist(), strict=True):
@@ -156,6 +177,10 @@ def weighted_rows(matrix: sp.csr_matrix, rows: np.ndarray, weights: FloatArray) 
 
 def top_rows(matrix: sp.csr_matrix, keep: int) -> sp.csr_matrix:
     """Keep each row's ``keep`` largest entries (bounded memory for a large catalogue)."""
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+    import scipy.sparse as sp
+
     matrix = matrix.tocsr()
     matrix.eliminate_zeros()
     rows: list[np.ndarray] = []
@@ -188,6 +213,9 @@ class Fallback:
     @classmethod
     def by_counts(cls, history: History, counts: FloatArray) -> Fallback:
         """Recommendable items by descending ``counts``, ties by item id."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         ids = history.item_ids
         candidates = np.flatnonzero(history.recommendable)
         order = np.asarray(
@@ -204,6 +232,9 @@ def rank(scores: FloatArray, k: int, blocked: np.ndarray, fallback: Fallback) ->
     The fallback orders every recommendable item, so the answer is only short when fewer
     than ``k`` unblocked items exist at all.
     """
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+
     if k <= 0:
         return []
     candidates = np.flatnonzero((scores > 0) & ~blocked)
@@ -222,6 +253,9 @@ def rank(scores: FloatArray, k: int, blocked: np.ndarray, fallback: Fallback) ->
 
 def blocked_mask(history: History, exclude: Iterable[str], also: Sequence[int] = ()) -> np.ndarray:
     """Items that may not be recommended: outside the catalogue, excluded, or ``also``."""
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+
     blocked = ~history.recommendable
     excluded = history.indices(exclude)
     if len(excluded):

@@ -17,21 +17,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-
-import numpy as np
-import scipy.sparse as sp
+from typing import TYPE_CHECKING
 
 from engine import hookimpl
 from engine.hookspecs import RecipeFactory
 from engine.types import Interaction, Item, Recipient
 from plugins.recipes.attributes import affinity, categorical_names, feature_matrix, segment_keys
 from plugins.recipes.base import ScoredRecipe, check_positive, check_share
-from plugins.recipes.history import FloatArray, History, recent_weights, top_rows, weighted_rows
+from plugins.recipes.history import History, recent_weights, top_rows, weighted_rows
 from plugins.recipes.sims import cooccurrence_similarity
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from plugins.recipes.history import FloatArray
 
 
 def transition_matrix(history: History, window: int, gap_decay: float, keep: int) -> sp.csr_matrix:
     """Items x items: how often the column item followed the row item, normalized both ways."""
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+    import scipy.sparse as sp
+
     if not history.sequences:
         return sp.csr_matrix((history.n_items, history.n_items))
     items = np.concatenate(history.sequences)
@@ -96,6 +104,10 @@ class PersonalizeRecipe(ScoredRecipe):
         neighbours: int = 200,
         kind_weights: Mapping[str, float] | None = None,
     ) -> None:
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+        import scipy.sparse as sp
+
         super().__init__(kind_weights)
         for label, whole in (("recent", recent), ("window", window), ("neighbours", neighbours)):
             check_positive(label, whole, whole=True)
@@ -148,6 +160,9 @@ class PersonalizeRecipe(ScoredRecipe):
             self._users = []
 
     def _fit(self, history: History) -> None:
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         self._transitions = transition_matrix(history, self.window, self.gap_decay, self.neighbours)
         self._similarity = cooccurrence_similarity(history, 0.5, self.neighbours)
         names = categorical_names(history.attributes, self.item_attributes)
@@ -157,6 +172,9 @@ class PersonalizeRecipe(ScoredRecipe):
         self._fit_segments(history)
 
     def _fit_segments(self, history: History) -> None:
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         people = self._users
         rows = [person.attributes for person in people]
         self._segment_names = categorical_names(rows, self.segment_by)
@@ -177,6 +195,9 @@ class PersonalizeRecipe(ScoredRecipe):
 
     # -- scoring ------------------------------------------------------------------------
     def _segment_score(self, user_id: str) -> FloatArray:
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         scores = np.zeros(self.history.n_items)
         for key in self._user_segments.get(user_id, ()):
             found = self._segment_scores.get(key)
@@ -205,6 +226,9 @@ class PersonalizeRecipe(ScoredRecipe):
 
     def item_scores(self, index: int) -> FloatArray:
         """What follows or goes with the item at ``index``."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         assert self._transitions is not None and self._similarity is not None
         one, unit = np.asarray([index]), np.ones(1)
         after = weighted_rows(self._transitions, one, unit)
@@ -226,6 +250,9 @@ class PersonalizeRecipe(ScoredRecipe):
 
     def _new_item_for(self, user_id: str, excluded: set[str]) -> str | None:
         """The new item whose attributes best match the user's recent items."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         history = self.history
         cold = np.asarray([i for i in self._cold if history.item_ids[i] not in excluded])
         if not len(cold):

@@ -6,16 +6,18 @@ from another recipe (``candidates_from``, its top ``pool``), or from a plugin ca
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 import engine
 from engine import hookimpl
 from engine.hookspecs import RecipeFactory
+from engine.recommendation.fits import fit_recipe
 from engine.types import Interaction, Item, Recipe, Recipient
 from plugins.recipes.base import ScoredRecipe, check_positive
 from plugins.recipes.personalize import PersonalizeRecipe
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class RankingRecipe(PersonalizeRecipe):
@@ -68,8 +70,6 @@ class RankingRecipe(PersonalizeRecipe):
         events, catalogue, people = list(interactions), list(items), list(users)
         super().fit(events, catalogue, people)
         if self._source is not None:
-            from engine.recommendation.fits import fit_recipe
-
             fit_recipe(self._source, events, catalogue, people)
         self._kept, self._pools = [], []
         for user in self.history.user_index:
@@ -80,6 +80,9 @@ class RankingRecipe(PersonalizeRecipe):
     def _pool_of(self, user_id: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The source's ranked answers for ``user_id`` (our item indices) and their scores;
         empty when the source ranks no list at fit (then ``recommend`` asks it each time)."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         source = self._source
         answers = getattr(source, "_answers", None)
         if not isinstance(source, ScoredRecipe) or not answers:
@@ -95,6 +98,9 @@ class RankingRecipe(PersonalizeRecipe):
         self, user_id: str, k: int, excluded: set[str] | frozenset[str]
     ) -> list[str] | None:
         """The answer from the pool ranked at fit, or None when it is too short for it."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         row = self.history.user_index.get(user_id)
         pools = getattr(self, "_pools", [])  # absent from fits stored by earlier releases
         if row is None or row >= len(pools) or not len(pools[row][0]):
@@ -127,6 +133,9 @@ class RankingRecipe(PersonalizeRecipe):
 
     def _keep(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """The nonzero scores (item indices sorted), at most ``kept_scores`` of the best."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         nonzero = np.flatnonzero(scores)
         capped = len(nonzero) > self.kept_scores
         if capped:
@@ -141,6 +150,9 @@ class RankingRecipe(PersonalizeRecipe):
 
     def _scores(self, user_id: str, wanted: list[str]) -> np.ndarray:
         """The scores of ``wanted``, from the scores ``fit`` kept when it can."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         history = self.history
         row = history.user_index.get(user_id)
         lookup = history.item_index
@@ -173,6 +185,9 @@ class RankingRecipe(PersonalizeRecipe):
 
     def _ordered(self, user_id: str, unique: list[str], k: int | None) -> list[str]:
         """``unique`` best first for ``user_id`` (ties keep their order); the first ``k``."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         order = np.argsort(-self._scores(user_id, unique), kind="stable")
         chosen = order if k is None else order[:k]
         return [unique[n] for n in chosen.tolist()]

@@ -4,14 +4,17 @@ SIMS. Two items are alike when the same users interact with both."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-
-import numpy as np
-import scipy.sparse as sp
+from typing import TYPE_CHECKING
 
 from engine import hookimpl
 from engine.hookspecs import RecipeFactory
 from plugins.recipes.base import ScoredRecipe, check_positive, check_share
-from plugins.recipes.history import FloatArray, History, recent_weights, top_rows, weighted_rows
+from plugins.recipes.history import History, recent_weights, top_rows, weighted_rows
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from plugins.recipes.history import FloatArray
 
 
 def cooccurrence_similarity(history: History, alpha: float, neighbours: int) -> sp.csr_matrix:
@@ -20,6 +23,10 @@ def cooccurrence_similarity(history: History, alpha: float, neighbours: int) -> 
     ``alpha = 0.5`` is cosine; a larger ``alpha`` favours popular neighbours less. Each row
     keeps its ``neighbours`` best entries, so memory stays linear in the catalogue.
     """
+    # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+    import numpy as np
+    import scipy.sparse as sp
+
     matrix = history.matrix.tocsc()
     co = (matrix.T @ matrix).tocsr()
     co.setdiag(0)
@@ -79,6 +86,9 @@ class SimsRecipe(ScoredRecipe):
 
     def item_scores(self, index: int) -> FloatArray:
         """Similarity to the item at ``index``."""
+        # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
+        import numpy as np
+
         assert self._similarity is not None
         return weighted_rows(self._similarity, np.asarray([index]), np.ones(1))
 

@@ -24,11 +24,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -46,6 +44,9 @@ from engine.feedback.webhooks import (
 )
 from engine.types import EventType, TrackingEvent
 from plugins.webhooks.common import SEND_ID_FIELD, send_id_from, send_ref_from
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,9 @@ class SESWebhook(WebhookHandler):
         return bool(self.topics)
 
     def _http(self) -> httpx.Client:
+        # lazy: httpx (~0.1 s) only when a request is sent; a plugin module loads light
+        import httpx
+
         with self._lock:
             if self.client is None:
                 self.client = httpx.Client(timeout=10.0, follow_redirects=False)
@@ -152,6 +156,10 @@ class SESWebhook(WebhookHandler):
 
     def _key(self, url: str) -> rsa.RSAPublicKey:
         """The certificate's RSA key, fetched once per URL (the last few URLs are kept)."""
+        # lazy: httpx (~0.1 s) only when a request is sent; a plugin module loads light
+        import httpx
+        from cryptography import x509
+
         with self._lock:
             cached = self._certificates.get(url)
             if cached is not None:
@@ -219,6 +227,9 @@ class SESWebhook(WebhookHandler):
         return self._events(event, str(envelope["MessageId"]))
 
     def _confirm(self, envelope: dict[str, Any]) -> None:
+        # lazy: httpx (~0.1 s) only when a request is sent; a plugin module loads light
+        import httpx
+
         url = sns_url(envelope.get("SubscribeURL"), "SubscribeURL")
         if not self.confirm:
             log.warning(

@@ -206,10 +206,13 @@ def test_register_commands_adds_a_cli_command() -> None:
     import typer
     from typer.testing import CliRunner
 
+    from engine.cli.command_group import load_target
+
     app = typer.Typer()
     app.command("noop")(lambda: None)
     pm = make_plugin_manager([Commands()], load_entry_points=False)
-    pm.hook.register_commands(register=lambda name, fn: app.command(name)(fn))
+    # the built-in plugins register theirs by path; load_target imports what it names
+    pm.hook.register_commands(register=lambda name, target: app.command(name)(load_target(target)))
     result = CliRunner().invoke(app, ["hello", "--name", "plugins"])
     assert result.exit_code == 0, result.output
     assert commands_seen == ["plugins"]
