@@ -26,6 +26,7 @@ import typer
 from engine import hookimpl
 from engine.cli.support import ProjectOption, open_engine
 from engine.errors import ConfigError, TailormailError
+from engine.sending.real_run import real_run
 from engine.sending.shard_tasks import ShardRefused
 from engine.sending.shards import ShardHost, refuse, run_shard
 
@@ -163,7 +164,7 @@ def worker(
     process's environment, and a task names nothing but a part of an open run, signed."""
     with open_engine(project) as engine:  # a broken project stops here, not at the first task
         config = engine.settings.workers.celery
-        host = ShardHost(engine.settings.project_dir)
+        host = ShardHost(engine.settings.project_dir, real_run)
     app = celery_app(config, host)
     argv = ["worker", f"--pool={pool}", "-Q", config.queue, "--loglevel=INFO"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]

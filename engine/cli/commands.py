@@ -156,7 +156,7 @@ def send(
     the audience is empty, 130 on Ctrl-C (saying how to continue).
     """
     from engine.cli import sending as cli_sending
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
     from engine.sending.runs import choose_run_id, run_breakdown
 
     if test_to is not None and dry_run:
