@@ -531,7 +531,7 @@ class CampaignRun:
 
     def _paused(self) -> bool:
         """True (and the run closed as ``paused``) when the campaign paused itself."""
-        pause = active_pause(self.engine, self.campaign.name)
+        pause = active_pause(self.engine.db, self.campaign.name)
         if pause is None:
             return False
         self.summary.paused = pause.reason

@@ -147,7 +147,8 @@ class PersonalizeRecipe(ScoredRecipe):
         finally:
             self._users = []
 
-    def _fit(self, history: History) -> None:
+    def fit_model(self, history: History) -> None:
+        """Fit transitions, co-occurrence, item features and the segments on ``history``."""
         self._transitions = transition_matrix(history, self.window, self.gap_decay, self.neighbours)
         self._similarity = cooccurrence_similarity(history, 0.5, self.neighbours)
         names = categorical_names(history.attributes, self.item_attributes)
