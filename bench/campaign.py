@@ -99,7 +99,7 @@ def seed(root: Path, size: int) -> None:
 
 def run(root: Path, size: int) -> dict[str, float]:
     """One campaign run over the seeded audience; rate and this process's peak RSS."""
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
 
     engine = open_engine(root)
     start, cpu, busy = time.perf_counter(), cpu_seconds(), busy_seconds()

@@ -64,7 +64,7 @@ CLICK_PATH = re.compile(r'href="https?://[^/"]+(/c/[A-Za-z0-9_-]+)"')
 def sent_click_paths(root: Path, database_url: str, recipients: int) -> list[str]:
     """Seed the sample project, run its campaign once, return every click path it sent."""
     from engine.app import Engine
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
 
     make_project(root, database_url, "memory")
     config = root / "config" / "tailormail.toml"

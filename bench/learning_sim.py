@@ -28,7 +28,7 @@ from engine.db import session_scope
 from engine.feedback.events import record_events
 from engine.feedback.rewards import join_rewards
 from engine.models import LedgerRow, LedgerStatus
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.settings import load_settings
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from kit.project import Project  # noqa: E402
 
-from engine.sending.pipeline import run_campaign  # noqa: E402
+from engine.sending.real_run import run_campaign  # noqa: E402
 
 SETUPS = [  # (name, backend, executor, policy)
     ("baseline: memory, inline, uniform", "memory", "inline", "uniform"),

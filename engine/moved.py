@@ -68,6 +68,12 @@ MOVED: dict[str, str] = {
 }
 """Old dotted module path -> where it lives now."""
 
+NAMES_MOVED: dict[tuple[str, str], str] = {
+    ("engine.pipeline", "run_campaign"): "engine.sending.real_run",
+    ("engine.run_effects", "real_effects"): "engine.sending.real_run",
+}
+"""(old module path, name) -> the module the name lives in now, when not ``MOVED``'s."""
+
 
 def _warn(old: str, new: str, stacklevel: int = 3) -> None:
     # the default stacklevel names the caller's import statement, not this module
@@ -82,8 +88,11 @@ class _Forwarder(types.ModuleType):
     """The module an old path imports: every attribute read from the moved module."""
 
     def __getattr__(self, name: str) -> Any:
-        target = importlib.import_module(MOVED[self.__name__])
-        return getattr(target, name)
+        home = NAMES_MOVED.get((self.__name__, name))
+        if home is None:
+            return getattr(importlib.import_module(MOVED[self.__name__]), name)
+        _warn(f"{self.__name__}.{name}", home)  # moved on from the module's new home
+        return getattr(importlib.import_module(home), name)
 
     def __dir__(self) -> list[str]:
         return dir(importlib.import_module(MOVED[self.__name__]))

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from engine.cli.support import ProjectOption, open_engine
+from engine.sending.real_run import real_run
 from engine.sending.shards import ShardHost
 from plugins.celery_workers import celery_app
 
@@ -28,7 +29,7 @@ def worker(
     process's environment, and a task names nothing but a part of an open run, signed."""
     with open_engine(project) as engine:  # a broken project stops here, not at the first task
         config = engine.settings.workers.celery
-        host = ShardHost(engine.settings.project_dir)
+        host = ShardHost(engine.settings.project_dir, real_run)
     app = celery_app(config, host)
     argv = ["worker", f"--pool={pool}", "-Q", config.queue, "--loglevel=INFO"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]

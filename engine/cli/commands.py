@@ -165,7 +165,7 @@ def send(
     """
     # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.cli import sending as cli_sending
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
     from engine.sending.runs import choose_run_id, run_breakdown
 
     if test_to is not None and dry_run:
@@ -187,7 +187,7 @@ def send(
         if dry_run:
             cli_sending.rehearse(engine, campaign, new_run)
             return
-        run_id = choose_run_id(engine, campaign, resume=run, new=new_run)
+        run_id = choose_run_id(engine.db, campaign, resume=run, new=new_run)
         rehearsed = cli_sending.before_rehearsed(engine, campaign, new_run) if new_run else None
         explained = cli_sending.stopped_runs_explained(engine, campaign, run_id)
         with explained, _progress() as bar:
@@ -207,7 +207,7 @@ def send(
                 shard_progress=shards,
                 include_new=include_new or None,
             )
-        groups = run_breakdown(engine, summary.run_id)
+        groups = run_breakdown(engine.db, summary.run_id)
         as_shown = None
         if rehearsed is not None and not summary.paused:  # a paused run decided only some
             as_shown = cli_sending.after_rehearsed(engine, rehearsed)
@@ -276,7 +276,7 @@ def runs(
     with open_engine(project) as engine:
         if campaign is not None:
             engine.campaign(campaign)
-        found = list_runs(engine, campaign, limit=limit)
+        found = list_runs(engine.db, campaign, limit=limit)
         for line in [] if ids else paused_lines(engine, campaign):
             console.print(line, soft_wrap=True)
     if not found:

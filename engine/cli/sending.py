@@ -70,8 +70,8 @@ def resume(
 
     with open_engine(project) as engine:
         engine.campaign(campaign)  # an unknown name lists the configured ones
-        lifted = lift(engine, campaign)
-        stopped = [r.run_id for r in list_runs(engine, campaign) if r.status == "paused"]
+        lifted = lift(engine.db, campaign)
+        stopped = [r.run_id for r in list_runs(engine.db, campaign) if r.status == "paused"]
     if lifted is None:
         console.print(f"campaign {campaign} is not paused; nothing to resume")
         return
@@ -93,7 +93,7 @@ def paused_lines(engine: Engine, campaign: str | None = None) -> list[Text]:
             f"{pause.reason}; resume with `tailormail resume {pause.campaign}`",
             style="bold red",
         )
-        for pause in paused_campaigns(engine)
+        for pause in paused_campaigns(engine.db)
         if campaign is None or pause.campaign == campaign
     ]
 

@@ -53,7 +53,7 @@ from engine.errors import TailormailError
 from engine.models import RewardRow
 from engine.reports.variants import campaign_report
 from engine.scaffold import SOURCE_ROOT, write_csv
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.sending.scheduler import add_one_off, build_scheduler, reward_job
 from engine.settings import load_settings
 from engine.web import BackgroundServer

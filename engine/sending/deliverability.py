@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.db import session_scope, upsert
@@ -50,8 +51,9 @@ class Rates:
         return self.hard_bounces / self.sends if self.sends else 0.0
 
 
-def recent_rates(engine: Engine, campaign: Campaign, since: datetime | None = None) -> Rates:
-    """The rates over ``campaign``'s last ``deliverability.window`` sends after ``since``."""
+def recent_rates(db: SAEngine, campaign: Campaign, since: datetime | None = None) -> Rates:
+    """The rates over ``campaign``'s last ``deliverability.window`` sends after ``since``,
+    read from database ``db``."""
     recent = (
         select(col(LedgerRow.id))
         .where(col(LedgerRow.campaign) == campaign.name)
@@ -61,7 +63,7 @@ def recent_rates(engine: Engine, campaign: Campaign, since: datetime | None = No
     )
     if since is not None:
         recent = recent.where(col(LedgerRow.created_at) > since)
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         sends = session.scalar(select(func.count()).select_from(recent.subquery())) or 0
         found = session.execute(
             select(col(EventRow.send_id), col(EventRow.type), col(EventRow.data))
@@ -77,16 +79,16 @@ def recent_rates(engine: Engine, campaign: Campaign, since: datetime | None = No
     return Rates(int(sends), len(complained), len(bounced))
 
 
-def active_pause(engine: Engine, campaign: str) -> CampaignPauseRow | None:
+def active_pause(db: SAEngine, campaign: str) -> CampaignPauseRow | None:
     """The pause holding ``campaign`` back, or None when it may send."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         row = session.get(CampaignPauseRow, campaign)
     return row if row is not None and row.resumed_at is None else None
 
 
-def paused_campaigns(engine: Engine) -> list[CampaignPauseRow]:
+def paused_campaigns(db: SAEngine) -> list[CampaignPauseRow]:
     """Every campaign paused now, oldest pause first."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         stmt = (
             select(CampaignPauseRow)
             .where(col(CampaignPauseRow.resumed_at).is_(None))
@@ -105,7 +107,7 @@ def check_campaign(engine: Engine, name: str) -> CampaignPauseRow | None:
     if state is not None and state.resumed_at is None:
         return state
     limits = campaign.deliverability
-    rates = recent_rates(engine, campaign, since=state.resumed_at if state else None)
+    rates = recent_rates(engine.db, campaign, since=state.resumed_at if state else None)
     if rates.sends < limits.min_sends:
         return None
     for metric, rate, threshold in (
@@ -113,12 +115,12 @@ def check_campaign(engine: Engine, name: str) -> CampaignPauseRow | None:
         ("hard-bounce rate", rates.hard_bounce_rate, limits.max_hard_bounce_rate),
     ):
         if rate > threshold:
-            return _pause(engine, name, metric, rate, threshold, rates.sends)
+            return _pause(engine.db, name, metric, rate, threshold, rates.sends)
     return None
 
 
 def _pause(
-    engine: Engine, name: str, metric: str, rate: float, threshold: float, sends: int
+    db: SAEngine, name: str, metric: str, rate: float, threshold: float, sends: int
 ) -> CampaignPauseRow:
     reason = (
         f"{metric} {rate:.2%} over its last {sends} sends is above the threshold of {threshold:.2%}"
@@ -126,7 +128,7 @@ def _pause(
     pause = CampaignPauseRow(
         campaign=name, reason=reason, metric=metric, rate=rate, sends=sends, paused_at=utcnow()
     )
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         upsert(session, CampaignPauseRow, [pause.model_dump()], key=["campaign"])
     log.warning(
         "campaign %s paused itself: %s; resume with `tailormail resume %s`", name, reason, name
@@ -134,9 +136,9 @@ def _pause(
     return pause
 
 
-def resume(engine: Engine, name: str) -> CampaignPauseRow | None:
+def resume(db: SAEngine, name: str) -> CampaignPauseRow | None:
     """Lift ``name``'s pause (its rates start afresh); return the pause lifted, or None."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         row = session.get(CampaignPauseRow, name)
         if row is None or row.resumed_at is not None:
             return None

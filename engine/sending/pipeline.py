@@ -29,8 +29,7 @@ from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.sampling import seed_from_decision_id
 from engine.sending.deliverability import active_pause
-from engine.sending.run_effects import RunEffects, real_effects
-from engine.sending.runs import manual_run_id
+from engine.sending.run_effects import RunEffects
 from engine.sending.shards import ROW_COUNTS
 from engine.tokens import TEST_SEND_ID
 from engine.types import (
@@ -69,7 +68,7 @@ _DECISION_FIELDS = (
 
 @dataclass
 class RunSummary:
-    """What one call of ``run_campaign`` did."""
+    """What one call of ``CampaignRun.execute`` (``run_campaign``) did."""
 
     run_id: str
     campaign: str
@@ -107,8 +106,9 @@ class CampaignRun:
     """Executes (or resumes) one run of one campaign.
 
     Its side effects (ledger, delivery backend, shard runner, ``message_sent``) come from
-    ``effects``: the real ones by default (``engine.sending.run_effects.real_effects``), harmless
-    ones for a rehearsal. The run reaches them through ``effects`` only.
+    ``effects``, always passed in by whoever builds the run: the real ones from
+    ``engine.sending.real_run.real_run``, harmless ones for a rehearsal. The run reaches
+    them through ``effects`` only and never builds them.
     """
 
     def __init__(
@@ -116,7 +116,7 @@ class CampaignRun:
         engine: Engine,
         campaign: Campaign,
         run_id: str,
-        effects: RunEffects | None = None,
+        effects: RunEffects,
         *,
         include_new: bool | None = None,
         retry_failed: bool = True,
@@ -133,7 +133,7 @@ class CampaignRun:
         self.policy: Policy | None = None
         self.recipe: Recipe | None = None
         self.items: dict[str, Item] = {}
-        self.effects = effects or real_effects(engine, run_id, campaign.name)
+        self.effects = effects
         self.ledger = self.effects.ledger
         # Rows this call already counted, so the sweep does not count them "already done"
         # again: by recipient (retried or refused deferred rows), and by number (the rows
@@ -531,7 +531,7 @@ class CampaignRun:
 
     def _paused(self) -> bool:
         """True (and the run closed as ``paused``) when the campaign paused itself."""
-        pause = active_pause(self.engine, self.campaign.name)
+        pause = active_pause(self.engine.db, self.campaign.name)
         if pause is None:
             return False
         self.summary.paused = pause.reason
@@ -547,29 +547,3 @@ class CampaignRun:
 
     def _close_run(self, status: str, error: str | None = None) -> None:
         self.ledger.close(status, error)
-
-
-def run_campaign(
-    engine: Engine,
-    name: str,
-    *,
-    run_id: str | None = None,
-    scheduled_for: datetime | None = None,
-    progress: Progress | None = None,
-    shard_progress: Progress | None = None,
-    include_new: bool | None = None,
-    retry_failed: bool = True,
-) -> RunSummary:
-    """Run campaign ``name`` as run ``run_id`` (created, or resumed when it exists).
-
-    Without ``run_id`` a scheduled tick's id comes from ``scheduled_for``, and a send by
-    hand gets a fresh unique id (``engine.sending.runs.manual_run_id``). Resuming retries the
-    deferred rows and (``retry_failed``) those that failed for a fixable cause; it sends
-    to audience members without a row only if the run had not finished, or with
-    ``include_new``.
-    """
-    campaign = engine.campaign(name)
-    if run_id is None:
-        run_id = run_id_for(campaign.name, scheduled_for) if scheduled_for else manual_run_id(name)
-    run = CampaignRun(engine, campaign, run_id, include_new=include_new, retry_failed=retry_failed)
-    return run.execute(scheduled_for, progress, shard_progress)

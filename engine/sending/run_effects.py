@@ -1,9 +1,11 @@
 """What a campaign run does to the world, passed into the run rather than reached from it.
 
 A ``CampaignRun`` writes its ledger, opens its delivery backend, hands shards to workers
-and tells ``message_sent`` observers only through the ``RunEffects`` it was given. A real
-run gets ``real_effects``; a rehearsal (``engine.sending.rehearsal``) passes in-memory ones, so no
-code path of the run (a shard, a retry, a resumed page) can build the real ones again.
+and tells ``message_sent`` observers only through the ``RunEffects`` it was given, and it
+has no default: whoever builds a run chooses them. A real run gets
+``engine.sending.real_run.real_effects``; a rehearsal (``engine.sending.rehearsal``) passes
+in-memory ones, so no code path of the run (a shard, a retry, a resumed page) can build
+the real ones again.
 """
 
 from __future__ import annotations
@@ -13,17 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.ledger import RunLedger
 from engine.models import LedgerRow
-from engine.sending.shards import run_shards
 from engine.types import DeliveryBackend, Message, SendResult
 
 if TYPE_CHECKING:
-    from engine.app import Engine
     from engine.sending.pipeline import CampaignRun, Progress
 
 ShardRunner = Callable[["CampaignRun", "Progress | None", "Progress | None"], None]
-"""Sends an open run's shards on workers (``engine.sending.shards.run_shards``)."""
+"""Sends an open run's shards on workers (``engine.sending.real_run.real_shards``)."""
 
 
 class Ledger(Protocol):
@@ -96,19 +95,3 @@ class RunEffects:
     """Told about every message the backend answered (the ``message_sent`` hook)."""
     shares_recipe_fit: bool
     """Whether the run records its recipe fit under its id, for its workers to share."""
-
-
-def real_effects(engine: Engine, run_id: str, campaign: str) -> RunEffects:
-    """The effects of a real run: the database ledger, the configured backend, shards on
-    the configured workers, and the ``message_sent`` hook."""
-
-    def sent(message: Message, result: SendResult) -> None:
-        engine.pm.hook.message_sent(engine=engine, message=message, result=result)
-
-    return RunEffects(
-        ledger=RunLedger(engine, run_id, campaign),
-        backend=engine.make_backend,
-        shards=run_shards,
-        sent=sent,
-        shares_recipe_fit=True,
-    )

@@ -12,17 +12,14 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.db import session_scope
 from engine.errors import TailormailError
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
-
-if TYPE_CHECKING:
-    from engine.app import Engine
 
 SAMPLE_ADDRESSES = 3
 """How many addresses a summary shows for each skip reason or error."""
@@ -50,9 +47,9 @@ class RunInfo:
     model_version: str | None = None  # the model the run decides with ("": a fresh policy)
 
 
-def list_runs(engine: Engine, campaign: str | None = None, limit: int = 20) -> list[RunInfo]:
-    """The newest runs (of ``campaign``, or of every campaign), newest first."""
-    with session_scope(engine.db) as session:
+def list_runs(db: SAEngine, campaign: str | None = None, limit: int = 20) -> list[RunInfo]:
+    """The newest runs (of ``campaign``, or of every campaign) in ``db``, newest first."""
+    with session_scope(db) as session:
         stmt = select(RunRow).order_by(col(RunRow.started_at).desc(), col(RunRow.id).desc())
         if campaign is not None:
             stmt = stmt.where(col(RunRow.campaign) == campaign)
@@ -90,8 +87,8 @@ def list_runs(engine: Engine, campaign: str | None = None, limit: int = 20) -> l
     ]
 
 
-def _known_runs(engine: Engine, campaign: str) -> str:
-    recent = [r.run_id for r in list_runs(engine, campaign, limit=5)]
+def _known_runs(db: SAEngine, campaign: str) -> str:
+    recent = [r.run_id for r in list_runs(db, campaign, limit=5)]
     return ", ".join(recent) if recent else "none yet"
 
 
@@ -111,7 +108,7 @@ def check_new_run_id(run_id: str) -> str:
 
 
 def choose_run_id(
-    engine: Engine, campaign: str, *, resume: str | None = None, new: str | None = None
+    db: SAEngine, campaign: str, *, resume: str | None = None, new: str | None = None
 ) -> str:
     """The run a ``send`` works on: a new one, unless ``resume`` names an existing run.
 
@@ -122,7 +119,7 @@ def choose_run_id(
     run_id = resume or new
     if run_id is None:
         return manual_run_id(campaign)
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         existing = session.get(RunRow, run_id)
     if new is not None:
         check_new_run_id(new)
@@ -135,7 +132,7 @@ def choose_run_id(
     if existing is None:
         raise TailormailError(
             f"no run {run_id!r} to resume for campaign {campaign!r} "
-            f"(recent runs: {_known_runs(engine, campaign)}); "
+            f"(recent runs: {_known_runs(db, campaign)}); "
             f"start a new run with that id with --new-run {run_id}"
         )
     if existing.campaign != campaign:
@@ -155,15 +152,15 @@ class Group:
     addresses: list[str]
 
 
-def run_breakdown(engine: Engine, run_id: str) -> list[Group]:
-    """Why rows of ``run_id`` were not sent: skips by reason, the rest by error."""
+def run_breakdown(db: SAEngine, run_id: str) -> list[Group]:
+    """Why rows of ``run_id`` in ``db`` were not sent: skips by reason, the rest by error."""
     wanted = (
         LedgerStatus.SKIPPED,
         LedgerStatus.DEFERRED,
         LedgerStatus.FAILED,
         LedgerStatus.UNKNOWN,
     )
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         stmt = (
             select(
                 col(LedgerRow.status),

@@ -26,7 +26,8 @@ from engine.errors import CampaignBusyError
 from engine.feedback.rewards import RewardJoinSummary, join_rewards
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
 from engine.sending.leader import Leadership
-from engine.sending.pipeline import RunSummary, run_campaign, run_id_for
+from engine.sending.pipeline import RunSummary, run_id_for
+from engine.sending.real_run import run_campaign
 
 if TYPE_CHECKING:
     from engine.app import Engine

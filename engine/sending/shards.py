@@ -12,6 +12,10 @@ signed with the project secret, does not match it, or names a run that is not op
 retried or duplicated shard sends nobody twice and a dead worker's rows are settled by
 whoever comes next. After the shards, the coordinator sends whatever is left itself:
 nothing is lost when a shard is, or is refused.
+
+This module never builds a run itself: a worker's ``ShardHost`` carries the run factory
+the coordinator was given (``engine.sending.real_run.real_run`` for a real run), so the
+shard's run has the same effects, composed by the same function, as its coordinator's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,6 +35,7 @@ from engine.sending.shard_tasks import ShardRefused, ShardTask, sign_task, verif
 
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.campaigns import Campaign
     from engine.sending.pipeline import CampaignRun, Progress, RunSummary
 
 log = logging.getLogger(__name__)
@@ -38,28 +44,45 @@ log = logging.getLogger(__name__)
 # (``retried`` rows are counted again by their new outcome).
 ROW_COUNTS = ("already_done", "skipped", "sent", "deferred", "failed", "unknown")
 
+RunFactory = Callable[["Engine", "Campaign", str], "CampaignRun"]
+"""Builds run ``run_id`` of a campaign with its effects (``engine.sending.real_run.real_run``);
+a module-level function, so that a ``ShardHost`` holding it pickles."""
+
 
 class ShardHost:
-    """Where a shard worker gets its engine: the coordinator's own engine in threads of its
-    process, or, in a process of its own (this object pickled: the engine stays behind),
-    an engine built once from the project directory and that process's environment."""
+    """Where a shard worker gets its engine and how it builds the shard's run.
+
+    The engine is the coordinator's own in threads of its process, or, in a process of its
+    own (this object pickled: the engine stays behind), one built once from the project
+    directory and that process's environment. ``make_run`` builds the run a shard sends
+    (with its effects); it travels with the host, never in a task.
+    """
 
     def __init__(
-        self, project_dir: Path, load_entry_points: bool = True, engine: Engine | None = None
+        self,
+        project_dir: Path,
+        make_run: RunFactory,
+        load_entry_points: bool = True,
+        engine: Engine | None = None,
     ) -> None:
         """``engine``: the coordinator's, shared by shards run in its own process."""
         self.project_dir = project_dir
+        self.make_run = make_run
         self.load_entry_points = load_entry_points
         self._engine = engine
         self._lock = threading.Lock()  # a threads pool's shards build one engine, not one each
 
     @classmethod
-    def of(cls, engine: Engine) -> ShardHost:
+    def of(cls, engine: Engine, make_run: RunFactory) -> ShardHost:
         """The host of ``engine``'s shards: its project, and itself in its own process."""
-        return cls(engine.settings.project_dir, engine.load_entry_points, engine)
+        return cls(engine.settings.project_dir, make_run, engine.load_entry_points, engine)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"project_dir": self.project_dir, "load_entry_points": self.load_entry_points}
+        return {
+            "project_dir": self.project_dir,
+            "make_run": self.make_run,
+            "load_entry_points": self.load_entry_points,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -98,8 +121,6 @@ def run_shard(task: object, host: ShardHost | None = None) -> dict[str, Any]:
     Returns the shard's counts (plain JSON, for any executor). A task that fails its
     checks is refused (``ShardRefused``, logged in one line) before anything is written.
     """
-    from engine.sending.pipeline import CampaignRun
-
     host = host or getattr(_here, "host", None)
     if host is None:
         refuse("this worker serves no project: its pool did not run the shard initializer")
@@ -109,7 +130,7 @@ def run_shard(task: object, host: ShardHost | None = None) -> dict[str, Any]:
         campaign = engine.campaign(shard.campaign)
     except (ShardRefused, ConfigError) as exc:
         refuse(str(exc))
-    run = CampaignRun(engine, campaign, shard.run_id)
+    run = host.make_run(engine, campaign, shard.run_id)
     summary = run.execute_shard((shard.after, shard.until))
     return dataclasses.asdict(summary)
 
@@ -122,12 +143,15 @@ def _add(summary: RunSummary, counts: dict[str, Any]) -> None:
 
 
 def run_shards(
-    run: CampaignRun, progress: Progress | None, shard_progress: Progress | None = None
+    run: CampaignRun,
+    progress: Progress | None,
+    shard_progress: Progress | None,
+    make_run: RunFactory,
 ) -> None:
     """Coordinate run ``run``'s shards on the configured executor, adding their counts to
     the run's summary and reporting ``shard_progress(done, shards)``; returns when every
     shard finished, or when the ledger has not moved for ``workers.stall_seconds`` (the
-    caller then sends what is left)."""
+    caller then sends what is left). Each worker builds its shard's run with ``make_run``."""
     engine = run.engine
     workers = engine.settings.workers
     bounds = shard_bounds(engine.db, run.campaign.audience, workers.shard_size)
@@ -139,7 +163,7 @@ def run_shards(
         for after, until in bounds
     ]
     # Each pool thread or process learns its project here, never from a task.
-    host = ShardHost.of(engine)
+    host = ShardHost.of(engine, make_run)
     executor = engine.executor(
         workers.executor, workers=workers, initializer=serve_shards, initargs=(host,)
     )

@@ -9,8 +9,9 @@ that with their ``[filters]`` (``exclude_interacted``), as Amazon Personalize do
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.types import Interaction, Item
 from plugins.recipes.history import (
@@ -53,6 +54,19 @@ class ScoredRecipe:
     name = "scored"
     answer_depth = 100
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("_fit")
+        if legacy is not None and "fit_model" not in cls.__dict__:
+            # a subclass written for the private hook of earlier releases keeps working
+            warnings.warn(
+                f"{cls.__qualname__}._fit: define fit_model instead (the extension point "
+                "is public now; _fit goes in the next release)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.fit_model = legacy  # type: ignore[method-assign]
+
     def __init__(self, kind_weights: Mapping[str, float] | None = None) -> None:
         for kind, weight in (kind_weights or {}).items():
             if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
@@ -67,7 +81,7 @@ class ScoredRecipe:
         """Index the interactions and fit the model; replaces any earlier fit."""
         history = build_history(interactions, items, self.kind_weights)
         self._answers = []
-        self._fit(history)
+        self.fit_model(history)
         self._history = history
         self._fallback = Fallback.by_counts(history, self._fallback_counts(history))
         self._answers = self._rank_known_users(history, self._fallback)
@@ -87,8 +101,9 @@ class ScoredRecipe:
             answers[row] = np.asarray(chosen, dtype=np.int32)
         return answers
 
-    def _fit(self, history: History) -> None:
-        """Fit the model on ``history`` (subclasses)."""
+    def fit_model(self, history: History) -> None:
+        """Fit the model on ``history``: what a subclass overrides (``fit`` calls it with
+        the indexed interactions, before ranking every known user's answers)."""
 
     def _fallback_counts(self, history: History) -> FloatArray:
         return history.counts()

@@ -159,7 +159,8 @@ class PersonalizeRecipe(ScoredRecipe):
         finally:
             self._users = []
 
-    def _fit(self, history: History) -> None:
+    def fit_model(self, history: History) -> None:
+        """Fit transitions, co-occurrence, item features and the segments on ``history``."""
         # lazy: numpy and scipy take ~0.5 s to import; a plugin module loads light
         import numpy as np
 

@@ -76,7 +76,8 @@ class SimsRecipe(ScoredRecipe):
         self.alpha, self.neighbours = float(alpha), int(neighbours)
         self._similarity: sp.csr_matrix | None = None
 
-    def _fit(self, history: History) -> None:
+    def fit_model(self, history: History) -> None:
+        """Fit the item-item co-occurrence similarity on ``history``."""
         self._similarity = cooccurrence_similarity(history, self.alpha, self.neighbours)
 
     def user_scores(self, user_id: str) -> FloatArray:

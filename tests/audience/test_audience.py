@@ -17,7 +17,8 @@ from engine.audience.importer import import_file
 from engine.campaigns import Campaign
 from engine.errors import ConfigError
 from engine.models import LedgerRow, RunRow
-from engine.sending.pipeline import RunSummary, run_campaign
+from engine.sending.pipeline import RunSummary
+from engine.sending.real_run import run_campaign
 
 # conftest's people: u000..u011, segment "a" for even numbers, "b" for odd ones.
 SEGMENT_A = {f"user{i}@example.com" for i in range(0, 12, 2)}

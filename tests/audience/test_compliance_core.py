@@ -15,7 +15,7 @@ from engine.db import session_scope
 from engine.errors import ConfigError
 from engine.models import CampaignSuppressionRow, SuppressionRow
 from engine.scaffold import scaffold_project
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from engine.db import session_scope
 from engine.models import LedgerRow, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from plugins.frequency_caps import capped
 
 

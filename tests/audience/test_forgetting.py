@@ -30,7 +30,7 @@ from engine.models import (
     SuppressionRow,
     utcnow,
 )
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from plugins.delivery.outbox import eml_name
 
 HUMAN = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"

@@ -41,7 +41,7 @@ from engine.db import session_scope
 from engine.errors import ConfigError
 from engine.feedback.webhooks import receive_webhook
 from engine.models import EventRow, LedgerRow, LedgerStatus, SuppressionRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.settings import load_settings
 from engine.types import SendResult, SendStatus
 from plugins.delivery.http_json import HTTPJSONBackend

@@ -110,7 +110,7 @@ def test_a_550_is_permanent_and_suppresses_the_address(sqlite_project: Any) -> N
 
     from engine.db import session_scope
     from engine.models import LedgerRow, SuppressionRow
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
 
     handler = Mailbox(refuse={"user1@example.com": "550 5.1.1 <user1@example.com>: no such user"})
     with serve(handler) as port:

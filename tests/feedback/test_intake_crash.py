@@ -30,7 +30,7 @@ from sqlmodel import Session, select
 from engine.app import Engine
 from engine.feedback.intake import spool_dir
 from engine.models import EventRow, LedgerRow, LedgerStatus, SuppressionRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.web import BackgroundServer
 
 HUMAN_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"

@@ -13,7 +13,7 @@ from engine import EventType, TrackingEvent
 from engine.feedback.events import record_event, record_events
 from engine.feedback.rewards import join_rewards
 from engine.models import RewardRow, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 
 def test_duplicates_and_machine_clicks_change_no_reward(project: Project) -> None:

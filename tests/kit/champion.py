@@ -17,7 +17,7 @@ from engine.feedback.events import record_events
 from engine.feedback.rewards import join_rewards
 from engine.learning.versions import history
 from engine.models import LedgerRow, ModelVersionRow, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from kit.project import TEST_SECRET, Project
 
 HUMAN = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"

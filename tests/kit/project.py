@@ -133,7 +133,7 @@ class Project:
 
         Yields the sending engine (its ``memory_outbox`` holds the emails) and the base URL.
         """
-        from engine.sending.pipeline import run_campaign
+        from engine.sending.real_run import run_campaign
         from engine.web import BackgroundServer
 
         with BackgroundServer(self.engine()) as server:

@@ -27,7 +27,7 @@ from engine.learning.challengers import train_challengers
 from engine.learning.versions import rollback
 from engine.models import utcnow
 from engine.sampling import decide
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 PERSONAL = {"name": "vw", "params": {"interactions": ["UA"]}}
 BLIND = {"name": "vw", "params": {"interactions": []}}

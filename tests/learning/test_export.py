@@ -17,7 +17,7 @@ from engine.feedback.events import record_event
 from engine.feedback.rewards import join_rewards
 from engine.learning.export import export_decisions
 from engine.models import LedgerRow, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 
 def rewarded_project(project: Project) -> tuple[object, list[LedgerRow]]:

@@ -19,7 +19,7 @@ from engine.app import Engine
 from engine.feedback.events import record_event
 from engine.feedback.rewards import join_rewards
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, as_utc, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 WINDOW = timedelta(hours=1)  # the conftest campaign's attribution window
 

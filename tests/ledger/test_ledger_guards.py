@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from engine import DeliveryBackend, Message, SendResult, hookimpl
 from engine.app import Engine
 from engine.models import LedgerRow, LedgerStatus, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 
 def finalize_elsewhere(engine: Engine, send_ids: Sequence[int]) -> None:

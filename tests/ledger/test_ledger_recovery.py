@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 from engine.app import Engine
 from engine.ledger import RunLedger
 from engine.models import LedgerRow, LedgerStatus, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.types import Message, SendResult, SendStatus
 
 KILLED_WORKER = """

@@ -13,7 +13,7 @@ from sqlmodel import select
 from engine import hookimpl
 from engine.db import session_scope
 from engine.models import LedgerRow, SuppressionRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 
 class BatchPlugin:

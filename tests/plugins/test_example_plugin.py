@@ -174,7 +174,7 @@ RUN_SCRIPT = """
     from engine.db import session_scope
     from engine.audience.importer import import_file
     from engine.models import LedgerRow
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
 
     project = Path(sys.argv[1])
     with Engine(project_dir=project) as engine:
@@ -361,7 +361,7 @@ FRESH_SCRIPT = """
     from engine.db import session_scope
     from engine.audience.importer import import_file
     from engine.models import LedgerRow
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
 
     project = Path(sys.argv[1])
     with Engine(project_dir=project) as engine:

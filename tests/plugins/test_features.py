@@ -15,7 +15,7 @@ from engine.audience.importer import import_file
 from engine.clock import SimulatedClock, use_clock
 from engine.feedback.events import record_event
 from engine.models import LedgerRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from plugins.features import email_provider, is_personal, local_time, record_features
 from plugins.features_history import history_features
 

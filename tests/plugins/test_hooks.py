@@ -25,7 +25,7 @@ from engine.errors import PluginError
 from engine.feedback.events import record_event
 from engine.models import LedgerRow, LedgerStatus, utcnow
 from engine.plugins import describe_plugins, make_plugin_manager
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from plugins.executors import InlineExecutor
 
 

@@ -13,7 +13,7 @@ from engine.clock import SimulatedClock, use_clock, utcnow
 from engine.feedback.events import record_event
 from engine.feedback.rewards import join_rewards
 from engine.models import LedgerRow, LedgerStatus, RewardRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ from engine.project_secret import database_needs_secret
 from engine.scaffold import scaffold_project
 from engine.secret import MissingSecretError
 from engine.secret_rotation import rotate_secret
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.settings import load_settings
 from engine.tokens import Tokens
 

@@ -26,7 +26,7 @@ from engine.audience.importer import import_file
 from engine.feedback.events import record_events
 from engine.models import InteractionRow, LedgerRow, RecipeFitRow, utcnow
 from engine.reports.items import item_report
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.types import EventType, TrackingEvent
 from engine.web import BackgroundServer
 

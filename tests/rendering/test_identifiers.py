@@ -22,7 +22,7 @@ from engine.feedback.events import record_event
 from engine.identifiers import SendRefs, is_send_ref
 from engine.mime import message_bytes
 from engine.models import LedgerRow, SuppressionRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.settings import load_settings
 from engine.types import Message
 from plugins.delivery.httpapi import HTTPBackend

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 
 from engine.audience.importer import import_file
 from engine.models import LedgerRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.web import BackgroundServer
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"

@@ -12,7 +12,7 @@ import pytest
 from kit.project import Project
 
 from engine.mime import build_mime, message_bytes, mime_bytes
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.types import Message
 from plugins.delivery.null import NullBackend
 

@@ -11,7 +11,7 @@ from kit.champion import ledger, make_project, send_and_reward
 from kit.cli import tailormail
 
 from engine.reports.learning import waiting_rewards
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 B_BETTER = {"a": {"a": 0.05, "b": 0.15}, "b": {"a": 0.05, "b": 0.15}}
 JOINT = """

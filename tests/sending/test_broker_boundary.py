@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from engine.app import Engine
 from engine.models import LedgerRow, RunRow, utcnow
 from engine.sending.pipeline import CampaignRun
+from engine.sending.real_run import real_run
 from engine.sending.shard_tasks import ShardTask, sign_task
 from engine.settings import load_settings
 
@@ -131,10 +132,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     project.seed(engine, people=PEOPLE)
     project.add_campaign("other")
     engine = _engine(root)  # sees the second campaign
-    closed = CampaignRun(engine, engine.campaign("alerts"), "closed-run")
+    closed = real_run(engine, engine.campaign("alerts"), "closed-run")
     closed._open_run(None)
     closed.ledger.close("finished")
-    stale = CampaignRun(engine, engine.campaign("alerts"), "stale-run")
+    stale = real_run(engine, engine.campaign("alerts"), "stale-run")
     stale._open_run(None)
     stale.ledger.close("running")  # its coordinator died: still "running", never heard again
     with Session(engine.db) as session:
@@ -144,7 +145,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             .values(heartbeat_at=utcnow() - timedelta(hours=1))
         )
         session.commit()
-    run = CampaignRun(engine, engine.campaign("alerts"), "open-run")
+    run = real_run(engine, engine.campaign("alerts"), "open-run")
     run._open_run(None)  # a live coordinator: running, heartbeat renewed
     # The worker reads the secret file, as a default deployment does (the worker).
     secret = root / ".tailormail-secret"
@@ -296,7 +297,7 @@ def test_a_worker_refuses_every_task_it_cannot_trust_and_still_sends_a_genuine_o
     assert "Traceback" not in log and CANARY not in log
     # The same worker sends a genuine task of an open run (of another campaign: one run
     # of a campaign at a time), so the refusals above were its checks, not a broken setup.
-    run = CampaignRun(broker.engine, broker.engine.campaign("other"), "genuine-run")
+    run = real_run(broker.engine, broker.engine.campaign("other"), "genuine-run")
     run._open_run(None)
     try:
         task = sign_task(broker.engine, ShardTask("genuine-run", "other", "", None, None))

@@ -24,7 +24,7 @@ from engine.db import session_scope
 from engine.feedback.events import record_event
 from engine.models import LedgerRow, LedgerStatus, RunRow, SuppressionRow, utcnow
 from engine.sending.deliverability import active_pause, paused_campaigns, resume
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.settings import load_settings
 from engine.types import EventType, TrackingEvent
 from engine.web import BackgroundServer
@@ -107,9 +107,9 @@ def test_a_complaint_rate_over_the_threshold_pauses_the_campaign(
         caplog.at_level(logging.WARNING),
     ):
         post_event(client, postmark, "complaint", rows["user1@example.com"])
-        assert active_pause(engine, "alerts") is None  # 1 in 10 is not above 10%
+        assert active_pause(engine.db, "alerts") is None  # 1 in 10 is not above 10%
         post_event(client, postmark, "complaint", rows["user2@example.com"])
-    pause = active_pause(engine, "alerts")
+    pause = active_pause(engine.db, "alerts")
     assert pause is not None and pause.metric == "complaint rate"
     assert pause.reason == (
         "complaint rate 20.00% over its last 10 sends is above the threshold of 10.00%"
@@ -124,10 +124,10 @@ def test_a_complaint_rate_over_the_threshold_pauses_the_campaign(
     assert run.error == f"campaign paused: {pause.reason}"
     assert "run r2 stopped: campaign alerts is paused" in caplog.text
 
-    assert resume(engine, "alerts") is not None and paused_campaigns(engine) == []
+    assert resume(engine.db, "alerts") is not None and paused_campaigns(engine.db) == []
     resumed = run_campaign(engine, "alerts", run_id="r2")
     assert resumed.sent == 8  # the two who complained are suppressed
-    assert resume(engine, "alerts") is None  # not paused any more
+    assert resume(engine.db, "alerts") is None  # not paused any more
 
 
 def test_a_resumed_campaign_counts_its_rates_afresh(sqlite_project: Project) -> None:
@@ -137,10 +137,10 @@ def test_a_resumed_campaign_counts_its_rates_afresh(sqlite_project: Project) -> 
     run_campaign(engine, "alerts", run_id="r1")
     for row in list(sends(engine, "r1").values())[:2]:
         complain(engine, row)
-    assert active_pause(engine, "alerts") is not None
-    resume(engine, "alerts")
+    assert active_pause(engine.db, "alerts") is not None
+    resume(engine.db, "alerts")
     complain(engine, sends(engine, "r1")["user5@example.com"])  # an old send: no new pause
-    assert active_pause(engine, "alerts") is None
+    assert active_pause(engine.db, "alerts") is None
 
 
 def complain(engine: Engine, row: LedgerRow) -> None:
@@ -155,7 +155,7 @@ def test_a_hard_bounce_rate_over_the_threshold_pauses_too(sqlite_project: Projec
     sqlite_project.seed(engine, people=10)
     summary = run_campaign(engine, "alerts", run_id="r1")
     assert summary.failed == 2
-    pause = active_pause(engine, "alerts")
+    pause = active_pause(engine.db, "alerts")
     assert pause is not None and pause.metric == "hard-bounce rate"
     with session_scope(engine.db) as session:
         reasons = {s.email: s.reason for s in session.scalars(select(SuppressionRow))}

@@ -17,7 +17,7 @@ from engine.feedback.rewards import join_rewards
 from engine.learning.export import export_decisions
 from engine.models import LedgerRow, RewardRow, utcnow
 from engine.sampling import decide
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 LEARNED: list[Feedback] = []
 

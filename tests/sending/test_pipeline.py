@@ -12,7 +12,8 @@ from sqlmodel import Session, select
 from engine import DeliveryBackend, Message, SendResult, SendStatus, hookimpl
 from engine.errors import TemplateError
 from engine.models import LedgerRow, LedgerStatus, RunRow, SuppressionRow
-from engine.sending.pipeline import CampaignRun, run_campaign, run_id_for
+from engine.sending.pipeline import run_id_for
+from engine.sending.real_run import real_run, run_campaign
 from engine.sending.scheduler import run_scheduled
 
 
@@ -104,7 +105,7 @@ def test_resuming_an_interrupted_run_never_resends(project: Project) -> None:
 def test_a_live_workers_pending_rows_are_left_alone_until_it_stops(project: Project) -> None:
     engine = project.engine()
     project.seed(engine, people=6)
-    run = CampaignRun(engine, engine.campaign("alerts"), "shared")
+    run = real_run(engine, engine.campaign("alerts"), "shared")
     run._open_run(None)
     people = engine.audience(engine.campaign("alerts"))
     run._prepare_models(people[0])

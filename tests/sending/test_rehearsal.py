@@ -36,7 +36,7 @@ from engine.models import (
     RunRow,
     SuppressionRow,
 )
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.sending.rehearsal import (
     RehearsalError,
     dry_run,

@@ -24,7 +24,7 @@ from engine.audience.importer import import_file
 from engine.db import session_scope
 from engine.errors import TemplateError
 from engine.models import LedgerRow, RunRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.sending.scheduler import retry_deferred, run_scheduled
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 

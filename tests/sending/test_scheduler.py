@@ -37,7 +37,7 @@ def test_jobs_carry_explicit_misfire_and_coalesce_settings(sqlite_project: Proje
 
 
 def test_one_off_runs_go_through_the_scheduler(sqlite_project: Project) -> None:
-    from engine.sending.pipeline import run_campaign
+    from engine.sending.real_run import run_campaign
 
     engine = sqlite_project.engine()
     sqlite_project.seed(engine, people=5)

@@ -24,7 +24,8 @@ from engine.app import Engine
 from engine.audience.filters import shard_bounds
 from engine.errors import ConfigError
 from engine.models import LedgerRow, LedgerStatus, RunRow
-from engine.sending.pipeline import CampaignRun, run_campaign
+from engine.sending.pipeline import CampaignRun
+from engine.sending.real_run import real_run, run_campaign
 from engine.sending.shard_tasks import ShardRefused, ShardTask, sign_task
 from engine.sending.shards import ShardHost, run_shard
 
@@ -43,7 +44,7 @@ def shared_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 def open_run(engine: Engine, campaign: str, run_id: str) -> CampaignRun:
     """Open (or resume) run ``run_id`` as its coordinator does, heartbeat and all; the
     caller closes it with ``run.ledger.close(status)``."""
-    run = CampaignRun(engine, engine.campaign(campaign), run_id)
+    run = real_run(engine, engine.campaign(campaign), run_id)
     run._open_run(None)
     return run
 
@@ -140,14 +141,14 @@ def test_a_worker_process_builds_its_engine_from_its_own_project(
 ) -> None:
     engine = sqlite_project.configure(frequency_cap="1d", retention="90d", workers={"processes": 3})
     # What a spawned pool process receives from its initializer: the project, no engine.
-    host = pickle.loads(pickle.dumps(ShardHost.of(engine)))
+    host = pickle.loads(pickle.dumps(ShardHost.of(engine, real_run)))
     worker = host.engine()
     assert worker is not engine and host.engine() is worker  # built once per process
     assert worker.settings.model_dump(exclude={"secret"}) == engine.settings.model_dump(
         exclude={"secret"}
     )
     assert worker.settings.frequency_cap == timedelta(days=1)
-    assert ShardHost.of(engine).engine() is engine  # threads share the coordinator's
+    assert ShardHost.of(engine, real_run).engine() is engine  # threads share the coordinator's
 
 
 def test_a_worker_with_another_secret_refuses_the_shard(
@@ -160,7 +161,7 @@ def test_a_worker_with_another_secret_refuses_the_shard(
     monkeypatch.setenv("TAILORMAIL_SECRET", "another-secret-" + "x" * 30)
     try:
         with pytest.raises(ShardRefused, match="same TAILORMAIL_SECRET"):
-            run_shard(task, ShardHost(sqlite_project.root, load_entry_points=False))
+            run_shard(task, ShardHost(sqlite_project.root, real_run, load_entry_points=False))
     finally:
         run.ledger.close("finished")
     assert _ledger(engine, "r1") == []
@@ -176,7 +177,7 @@ def test_a_shard_task_must_match_its_workers_plugins_and_its_runs_campaign_and_m
     run = open_run(engine, "alerts", "r1")
     extra = types.ModuleType("acme_plugin")  # a plugin only the coordinator has
     coordinator = Engine(settings=engine.settings, plugins=[extra], load_entry_points=False)
-    worker = ShardHost.of(engine)
+    worker = ShardHost.of(engine, real_run)
     try:
         with pytest.raises(ShardRefused, match=r"plugins differ .*\['acme_plugin==-'\]"):
             run_shard(shard_task(coordinator, run), worker)
@@ -218,7 +219,7 @@ def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
     assert second is not None and second != first
     resumed = open_run(engine, "learning", "r2")  # its coordinator is back, the shard valid
     try:
-        run_shard(shard_task(engine, resumed), ShardHost.of(engine))
+        run_shard(shard_task(engine, resumed), ShardHost.of(engine, real_run))
     finally:
         resumed.ledger.close("finished")
     late = [r for r in _ledger(engine, "r2") if r.recipient_id in ("u010", "u011")]

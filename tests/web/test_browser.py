@@ -12,7 +12,7 @@ from kit.project import Project
 from sqlmodel import Session, select
 
 from engine.models import CampaignSuppressionRow, EventRow, SuppressionRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.web import BackgroundServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -10,7 +10,7 @@ from kit.project import Project
 from sqlmodel import Session
 
 from engine.models import LedgerRow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
 ELSEWHERE = "https://evil.example/phish"

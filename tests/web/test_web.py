@@ -36,7 +36,7 @@ from engine.models import (
     RecipientRow,
     SuppressionRow,
 )
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 from engine.settings import load_settings
 from engine.tokens import LegacyTokens, Tokens
 from engine.types import EventType, TrackingEvent
