@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session, col
 
 from engine.db import insert_ignore, session_scope
@@ -208,11 +209,11 @@ def event_from_row(row: EventRow) -> TrackingEvent:
     )
 
 
-def events_for(engine: Engine, send_ids: Iterable[int]) -> dict[int, list[TrackingEvent]]:
+def events_for(db: SAEngine, send_ids: Iterable[int]) -> dict[int, list[TrackingEvent]]:
     """Every stored event of each send, oldest first; sends without events map to []."""
     wanted = sorted(set(send_ids))
     found: dict[int, list[TrackingEvent]] = {send_id: [] for send_id in wanted}
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         for start in range(0, len(wanted), _CHUNK):
             stmt = (
                 select(EventRow)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.campaigns import Campaign
@@ -35,7 +36,7 @@ class RewardJoinSummary:
     model_versions: dict[str, str] = field(default_factory=dict)
 
 
-def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[Any]:
+def _closed_rows(db: SAEngine, campaign: Campaign, now: datetime) -> list[Any]:
     """Sent rows (id, sent_at) whose window closed before ``now`` and have no reward."""
     cutoff = now - campaign.reward.attribution_window
     stmt = (
@@ -48,7 +49,7 @@ def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[Any]
         .order_by(col(LedgerRow.id))
         .limit(CHUNK)
     )
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         return list(session.execute(stmt).all())
 
 
@@ -56,8 +57,8 @@ def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = Non
     """Reward every closed decision of ``campaign``; return the send ids rewarded now."""
     now = as_utc(now) if now else utcnow()
     rewarded: list[int] = []
-    while rows := _closed_rows(engine, campaign, now):
-        events = events_for(engine, [r.id for r in rows if r.id is not None])
+    while rows := _closed_rows(engine.db, campaign, now):
+        events = events_for(engine.db, [r.id for r in rows if r.id is not None])
         values: list[dict[str, Any]] = []
         for row in rows:
             assert row.id is not None and row.sent_at is not None
