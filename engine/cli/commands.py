@@ -328,7 +328,7 @@ def rewards(project: ProjectOption = None) -> None:
     """Join events whose attribution window closed, and let each policy learn; say what
     still waits for its attribution window."""
     from engine.cli.report_tables import print_rewards
-    from engine.feedback.rewards import join_rewards
+    from engine.feedback.reward_job import join_rewards
 
     with open_engine(project) as engine:
         summary = join_rewards(engine)

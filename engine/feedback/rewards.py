@@ -1,11 +1,13 @@
 """Rewards: join events to ledger rows once the attribution window has closed.
 
 A decision with no attributed event gets the campaign's default reward: silence is data.
-Each reward is stored once (the send id is its key), then fed to the campaign's policy.
+Each reward is stored once (the send id is its key); the reward job
+(``engine.feedback.reward_job``) then feeds it to the campaign's policy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,8 +18,6 @@ from sqlmodel import col, select
 from engine.campaigns import Campaign
 from engine.db import insert_returning, session_scope
 from engine.feedback.events import events_for
-from engine.feedback.intake import store_orphans
-from engine.learning.training import learn_online
 from engine.models import LedgerRow, LedgerStatus, RewardRow, as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ CHUNK = 2000
 
 @dataclass
 class RewardJoinSummary:
-    """Rewards computed by one pass of the join, per campaign."""
+    """One pass of the reward job: records replayed, then rewards and new model versions
+    per campaign."""
 
     replayed: int = 0
     rewarded: dict[str, int] = field(default_factory=dict)
@@ -82,23 +83,16 @@ def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = Non
     return rewarded
 
 
-def join_rewards(
-    engine: Engine, *, campaign: str | None = None, now: datetime | None = None, learn: bool = True
+def join_closed_windows(
+    engine: Engine, names: Sequence[str], now: datetime | None = None
 ) -> RewardJoinSummary:
-    """The reward job: join closed windows for every campaign, then let each policy learn."""
-    # Clicks left in the logs of stopped tracking servers first.
-    summary = RewardJoinSummary(replayed=store_orphans(engine))
-    names = [campaign] if campaign else sorted(engine.campaigns)
+    """Join the closed windows of each campaign in ``names``: what was rewarded, and how much."""
+    summary = RewardJoinSummary()
     for name in names:
-        config = engine.campaign(name)
-        ids = join_campaign(engine, config, now)
+        ids = join_campaign(engine, engine.campaign(name), now)
         summary.rewarded[name] = len(ids)
         if ids:
             with session_scope(engine.db) as session:
                 stmt = select(col(RewardRow.reward)).where(col(RewardRow.send_id).in_(ids))
                 summary.total_reward[name] = float(sum(session.scalars(stmt).all()))
-        if learn:
-            version = learn_online(engine, config)
-            if version is not None:
-                summary.model_versions[name] = version
     return summary
