@@ -92,7 +92,12 @@ def join_closed_windows(
         ids = join_campaign(engine, engine.campaign(name), now)
         summary.rewarded[name] = len(ids)
         if ids:
-            with session_scope(engine.db) as session:
-                stmt = select(col(RewardRow.reward)).where(col(RewardRow.send_id).in_(ids))
-                summary.total_reward[name] = float(sum(session.scalars(stmt).all()))
+            summary.total_reward[name] = _total_reward(engine.db, ids)
     return summary
+
+
+def _total_reward(db: SAEngine, send_ids: Sequence[int]) -> float:
+    """The sum of the stored rewards of ``send_ids``."""
+    with session_scope(db) as session:
+        stmt = select(col(RewardRow.reward)).where(col(RewardRow.send_id).in_(send_ids))
+        return float(sum(session.scalars(stmt).all()))
