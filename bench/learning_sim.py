@@ -26,7 +26,7 @@ from engine.audience.importer import import_file
 from engine.clock import SimulatedClock, use_clock
 from engine.db import session_scope
 from engine.feedback.events import record_events
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.models import LedgerRow, LedgerStatus
 from engine.sending.real_run import run_campaign
 from engine.settings import load_settings

@@ -335,7 +335,7 @@ def rewards(project: ProjectOption = None) -> None:
     still waits for its attribution window."""
     # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.cli.report_tables import print_rewards
-    from engine.feedback.rewards import join_rewards
+    from engine.feedback.reward_job import join_rewards
 
     with open_engine(project) as engine:
         summary = join_rewards(engine)

@@ -12,26 +12,28 @@ process's log from a live one and adopt it: several servers on one host never sh
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import threading
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
+
+from engine.appendlog import (
+    Liveness,
+    Syncer,
+    fsync_directory,
+    lock_for_life,
+    lock_if_dead,
+    open_append,
+    read_records,
+    remove,
+    split_records,
+    sync_and_close,
+    write_all,
+)
 
 SEGMENT_BYTES = 8 * 1024 * 1024
 SYNC_INTERVAL = 0.05  # seconds; the issue's bound is 100 ms
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a new file's name durable, not only its contents."""
-    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def segment_paths(directory: Path, tag: str) -> list[Path]:
@@ -41,9 +43,8 @@ def segment_paths(directory: Path, tag: str) -> list[Path]:
 
 def read_lines(path: Path) -> list[bytes]:
     """Every line of a closed segment; a torn last line (a power cut) is returned too."""
-    with suppress(FileNotFoundError):
-        return path.read_bytes().splitlines()
-    return []
+    lines, torn = read_records(path)
+    return [*lines, torn] if torn else lines
 
 
 class EventLog:
@@ -69,19 +70,17 @@ class EventLog:
         self._retired: list[int] = []  # rotated segments' fds, synced then closed by the syncer
         self._new_names = False
         self._lock_fd = -1
-        self._stop = threading.Event()
-        self._syncer: threading.Thread | None = None
+        self._syncer: Syncer | None = None
 
     # -- owner side ---------------------------------------------------------------------
     def open(self) -> EventLog:
         """Create the directory, take this log's lock, open segment 0, start the syncer."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._fd = os.open(self.segment_path(0), _OPEN_FLAGS, 0o600)
-        _fsync_directory(self.directory)
-        self._syncer = threading.Thread(target=self._sync_loop, name="intake-fsync", daemon=True)
-        self._syncer.start()
+        lock_for_life(self._lock_fd)
+        self._fd = open_append(self.segment_path(0))
+        fsync_directory(self.directory)
+        self._syncer = Syncer(self.sync, self.sync_interval, "intake-fsync").start()
         return self
 
     @property
@@ -102,21 +101,13 @@ class EventLog:
     def append(self, line: bytes) -> None:
         """Write ``line`` (ending in a newline) to the OS; raises ``OSError`` (disk full)."""
         with self._lock:
-            view = memoryview(line)
-            try:
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except OSError:
-                if len(view) != len(line):  # end the torn line so the next one stays whole
-                    with suppress(OSError):
-                        os.write(self._fd, b"\n")
-                raise
+            write_all(self._fd, line, end_torn_line=True)  # so the next line stays whole
             self._size += len(line)
             self._dirty = True
             if self._size >= self.segment_bytes:
                 self._retired.append(self._fd)
                 self._segment += 1
-                self._fd = os.open(self.segment_path(self._segment), _OPEN_FLAGS, 0o600)
+                self._fd = open_append(self.segment_path(self._segment))
                 self._size = 0
                 self._new_names = True
 
@@ -132,25 +123,16 @@ class EventLog:
             self._dirty = False
             new_names, self._new_names = self._new_names, False
         for fd in retired:
-            os.fsync(fd)
-            os.close(fd)
+            sync_and_close(fd, data_only=False)
         if current >= 0:
-            try:
-                os.fdatasync(current)
-            finally:
-                os.close(current)
+            sync_and_close(current)
         if new_names:
-            _fsync_directory(self.directory)
-
-    def _sync_loop(self) -> None:
-        while not self._stop.wait(self.sync_interval):
-            self.sync()
+            fsync_directory(self.directory)
 
     def close(self, *, discard: bool) -> None:
         """Stop the syncer and sync; with ``discard`` (all stored) delete the log's files."""
-        self._stop.set()
         if self._syncer is not None:
-            self._syncer.join()
+            self._syncer.stop()
             self._syncer = None
         self.sync()
         with self._lock:
@@ -158,9 +140,7 @@ class EventLog:
                 os.close(self._fd)
                 self._fd = -1
         if discard:
-            for path in segment_paths(self.directory, self.tag):
-                path.unlink(missing_ok=True)
-            self.lock_path.unlink(missing_ok=True)
+            remove([*segment_paths(self.directory, self.tag), self.lock_path])
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock: the log may now be adopted
             self._lock_fd = -1
@@ -192,9 +172,10 @@ class Tail:
                     chunk = handle.read(budget)
             except FileNotFoundError:
                 chunk = b""
-            cut = chunk.rfind(b"\n") + 1
+            whole, torn = split_records(chunk)
+            cut = len(chunk) - len(torn)
             if cut:
-                lines += chunk[:cut].splitlines()
+                lines += whole
                 self._offset += cut
                 budget -= cut
                 continue
@@ -205,7 +186,8 @@ class Tail:
             with path.open("rb") as handle:
                 handle.seek(self._offset)
                 rest = handle.read()
-            lines += rest.splitlines()  # a torn tail, if any, is kept to be rejected
+            whole, torn = split_records(rest)
+            lines += [*whole, torn] if torn else whole  # a torn tail is kept to be rejected
             self._finished.append(path)
             self._segment += 1
             self._offset = 0
@@ -213,8 +195,7 @@ class Tail:
 
     def release(self) -> None:
         """Delete the segments read to their end (call after storing what ``read`` gave)."""
-        for path in self._finished:
-            path.unlink(missing_ok=True)
+        remove(self._finished)
         self._finished.clear()
 
 
@@ -233,9 +214,7 @@ class Orphan:
 
     def finish(self) -> None:
         """Everything is stored: delete the segments, then the lock file, then unlock."""
-        for path in self.segments():
-            path.unlink(missing_ok=True)
-        (self.directory / f"{self.tag}.lock").unlink(missing_ok=True)
+        remove([*self.segments(), self.directory / f"{self.tag}.lock"])
         self.release()
 
     def release(self) -> None:
@@ -253,18 +232,9 @@ def orphans(directory: Path, own_tag: str | None = None) -> Iterator[Orphan]:
         tag = lock_path.stem
         if tag == own_tag:
             continue
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # adopted and deleted by someone else meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # Another adopter may have finished and unlinked it between our open and lock.
-            if os.fstat(fd).st_ino != os.stat(lock_path).st_ino:
-                raise FileNotFoundError(lock_path)
-        except (BlockingIOError, FileNotFoundError):
-            os.close(fd)
-            continue  # a live process's log, or gone
+        liveness, fd = lock_if_dead(lock_path)
+        if liveness != Liveness.DEAD:
+            continue  # a live process's log, or adopted and deleted by someone else meanwhile
         orphan = Orphan(directory, tag, fd)
         try:
             yield orphan

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session, col
 
-from engine.db import insert_ignore, session_scope
+from engine.db import insert_ignore, insert_returning, session_scope
 from engine.ledger.reconcile import settle_unknown
 from engine.models import (
     CampaignSuppressionRow,
@@ -133,6 +133,26 @@ def _event_values(
     }
 
 
+def _suppression(email: str, send_id: int | None, **scope: str) -> dict[str, Any]:
+    """A suppression row of ``email``: with ``reason=`` for every campaign, with
+    ``campaign=`` for that campaign only."""
+    return {"email": email.strip().lower(), "send_id": send_id, "created_at": utcnow(), **scope}
+
+
+def _write(
+    session: Session, events: Sequence[dict[str, Any]], suppressions: Sequence[dict[str, Any]]
+) -> set[str | None]:
+    """The one write path of events and suppressions, in the caller's transaction.
+
+    An event whose dedupe key is already stored is skipped, as is a suppression already
+    there; returns the dedupe keys of the events that landed.
+    """
+    landed = {key for (key,) in insert_returning(session, EventRow, events, "dedupe_key")}
+    insert_ignore(session, SuppressionRow, [s for s in suppressions if "campaign" not in s])
+    insert_ignore(session, CampaignSuppressionRow, [s for s in suppressions if "campaign" in s])
+    return landed
+
+
 def record_event(
     engine: Engine,
     event: TrackingEvent,
@@ -155,22 +175,15 @@ def record_event(
         row = _find_send(session, event)
         send_id = row.id if row is not None else event.send_id
         receipts = [{"key": key, "created_at": utcnow()} for key in also_keys]
-        stored = insert_ignore(session, WebhookReceiptRow, receipts) == len(receipts) and (
-            insert_ignore(session, EventRow, [_event_values(event, send_id, dedupe_key)]) > 0
-        )
-        if stored and row is not None and row.id is not None and row.status == LedgerStatus.UNKNOWN:
-            _settle_unknown(session, [(row.id, event)])
+        fresh = insert_ignore(session, WebhookReceiptRow, receipts) == len(receipts)
         email = row.email if row is not None else event.recipient_email
         # Suppress even on a duplicate: honouring an unsubscribe twice is harmless, and a
         # deleted suppression must come back when the recipient asks again.
-        if reason is not None and email:
-            suppression = {
-                "email": email.strip().lower(),
-                "reason": reason,
-                "send_id": send_id,
-                "created_at": utcnow(),
-            }
-            insert_ignore(session, SuppressionRow, [suppression])
+        suppressions = [_suppression(email, send_id, reason=reason)] if reason and email else []
+        events = [_event_values(event, send_id, dedupe_key)] if fresh else []
+        stored = bool(_write(session, events, suppressions))
+        if stored and row is not None and row.id is not None and row.status == LedgerStatus.UNKNOWN:
+            _settle_unknown(session, [(row.id, event)])
     if not stored:
         return False
     if send_id != event.send_id:
@@ -208,11 +221,11 @@ def event_from_row(row: EventRow) -> TrackingEvent:
     )
 
 
-def events_for(engine: Engine, send_ids: Iterable[int]) -> dict[int, list[TrackingEvent]]:
+def events_for(db: SAEngine, send_ids: Iterable[int]) -> dict[int, list[TrackingEvent]]:
     """Every stored event of each send, oldest first; sends without events map to []."""
     wanted = sorted(set(send_ids))
     found: dict[int, list[TrackingEvent]] = {send_id: [] for send_id in wanted}
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         for start in range(0, len(wanted), _CHUNK):
             stmt = (
                 select(EventRow)
@@ -225,31 +238,32 @@ def events_for(engine: Engine, send_ids: Iterable[int]) -> dict[int, list[Tracki
     return found
 
 
-def _scoped_suppressions(
+def _batch_suppressions(
     session: Session, items: Sequence[tuple[TrackingEvent, str]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The address-wide and the campaign-scoped suppressions that ``items`` ask for."""
-    wanted = [(e, suppression_reason(e)) for e, _ in items if e.send_id is not None]
-    wanted = [(e, reason) for e, reason in wanted if reason]
+) -> list[dict[str, Any]]:
+    """The suppressions, address-wide or campaign-scoped, that ``items`` ask for."""
+    wanted: list[tuple[TrackingEvent, str]] = []
+    for event, _ in items:
+        reason = suppression_reason(event)
+        if reason and event.send_id is not None:
+            wanted.append((event, reason))
     if not wanted:
-        return [], []
+        return []
     ids = sorted({e.send_id for e, _ in wanted if e.send_id is not None})
     stmt = select(col(LedgerRow.id), col(LedgerRow.email), col(LedgerRow.campaign)).where(
         col(LedgerRow.id).in_(ids)
     )
     sends = {row_id: (email, campaign) for row_id, email, campaign in session.execute(stmt)}
-    everywhere: list[dict[str, Any]] = []
-    scoped: list[dict[str, Any]] = []
+    suppressions: list[dict[str, Any]] = []
     for event, reason in wanted:
         if event.send_id not in sends:
             continue
         email, campaign = sends[event.send_id]
-        row = {"email": email.strip().lower(), "send_id": event.send_id, "created_at": utcnow()}
         if event.type == EventType.UNSUBSCRIBE and event.data.get("scope") == "campaign":
-            scoped.append(row | {"campaign": campaign})
+            suppressions.append(_suppression(email, event.send_id, campaign=campaign))
         else:
-            everywhere.append(row | {"reason": reason})
-    return everywhere, scoped
+            suppressions.append(_suppression(email, event.send_id, reason=reason))
+    return suppressions
 
 
 def record_events(engine: Engine, items: Sequence[tuple[TrackingEvent, str]]) -> int:
@@ -264,20 +278,13 @@ def record_events(engine: Engine, items: Sequence[tuple[TrackingEvent, str]]) ->
     """
     if not items:
         return 0
-    table = EventRow.__table__  # type: ignore[attr-defined]
     values = [_event_values(event, event.send_id, key) for event, key in items]
     with session_scope(engine.db) as session:
-        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table).on_conflict_do_nothing().returning(table.c.dedupe_key)
-        # executemany: one compiled statement, sent in multi-row batches by SQLAlchemy.
-        landed = set(session.scalars(stmt, values).all())
+        landed = _write(session, values, _batch_suppressions(session, items))
         _settle_unknown(
             session, [(e.send_id, e) for e, key in items if key in landed and e.send_id is not None]
         )
         store_email_clicks(session, [event for event, key in items if key in landed])
-        everywhere, scoped = _scoped_suppressions(session, items)
-        insert_ignore(session, SuppressionRow, everywhere)
-        insert_ignore(session, CampaignSuppressionRow, scoped)
     for event, key in items:
         if key in landed:
             _notify(engine, event)

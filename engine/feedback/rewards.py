@@ -1,22 +1,23 @@
 """Rewards: join events to ledger rows once the attribution window has closed.
 
 A decision with no attributed event gets the campaign's default reward: silence is data.
-Each reward is stored once (the send id is its key), then fed to the campaign's policy.
+Each reward is stored once (the send id is its key); the reward job
+(``engine.feedback.reward_job``) then feeds it to the campaign's policy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.campaigns import Campaign
 from engine.db import insert_returning, session_scope
 from engine.feedback.events import events_for
-from engine.feedback.intake import store_orphans
-from engine.learning.training import learn_online
 from engine.models import LedgerRow, LedgerStatus, RewardRow, as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ CHUNK = 2000
 
 @dataclass
 class RewardJoinSummary:
-    """Rewards computed by one pass of the join, per campaign."""
+    """One pass of the reward job: records replayed, then rewards and new model versions
+    per campaign."""
 
     replayed: int = 0
     rewarded: dict[str, int] = field(default_factory=dict)
@@ -35,7 +37,7 @@ class RewardJoinSummary:
     model_versions: dict[str, str] = field(default_factory=dict)
 
 
-def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[Any]:
+def _closed_rows(db: SAEngine, campaign: Campaign, now: datetime) -> list[Any]:
     """Sent rows (id, sent_at) whose window closed before ``now`` and have no reward."""
     cutoff = now - campaign.reward.attribution_window
     stmt = (
@@ -48,7 +50,7 @@ def _closed_rows(engine: Engine, campaign: Campaign, now: datetime) -> list[Any]
         .order_by(col(LedgerRow.id))
         .limit(CHUNK)
     )
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         return list(session.execute(stmt).all())
 
 
@@ -56,8 +58,8 @@ def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = Non
     """Reward every closed decision of ``campaign``; return the send ids rewarded now."""
     now = as_utc(now) if now else utcnow()
     rewarded: list[int] = []
-    while rows := _closed_rows(engine, campaign, now):
-        events = events_for(engine, [r.id for r in rows if r.id is not None])
+    while rows := _closed_rows(engine.db, campaign, now):
+        events = events_for(engine.db, [r.id for r in rows if r.id is not None])
         values: list[dict[str, Any]] = []
         for row in rows:
             assert row.id is not None and row.sent_at is not None
@@ -81,23 +83,21 @@ def join_campaign(engine: Engine, campaign: Campaign, now: datetime | None = Non
     return rewarded
 
 
-def join_rewards(
-    engine: Engine, *, campaign: str | None = None, now: datetime | None = None, learn: bool = True
+def join_closed_windows(
+    engine: Engine, names: Sequence[str], now: datetime | None = None
 ) -> RewardJoinSummary:
-    """The reward job: join closed windows for every campaign, then let each policy learn."""
-    # Clicks left in the logs of stopped tracking servers first.
-    summary = RewardJoinSummary(replayed=store_orphans(engine))
-    names = [campaign] if campaign else sorted(engine.campaigns)
+    """Join the closed windows of each campaign in ``names``: what was rewarded, and how much."""
+    summary = RewardJoinSummary()
     for name in names:
-        config = engine.campaign(name)
-        ids = join_campaign(engine, config, now)
+        ids = join_campaign(engine, engine.campaign(name), now)
         summary.rewarded[name] = len(ids)
         if ids:
-            with session_scope(engine.db) as session:
-                stmt = select(col(RewardRow.reward)).where(col(RewardRow.send_id).in_(ids))
-                summary.total_reward[name] = float(sum(session.scalars(stmt).all()))
-        if learn:
-            version = learn_online(engine, config)
-            if version is not None:
-                summary.model_versions[name] = version
+            summary.total_reward[name] = _total_reward(engine.db, ids)
     return summary
+
+
+def _total_reward(db: SAEngine, send_ids: Sequence[int]) -> float:
+    """The sum of the stored rewards of ``send_ids``."""
+    with session_scope(db) as session:
+        stmt = select(col(RewardRow.reward)).where(col(RewardRow.send_id).in_(send_ids))
+        return float(sum(session.scalars(stmt).all()))

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy.engine import Engine as SAEngine
 
 from engine.db import insert_ignore, session_scope
 from engine.errors import ConfigError
@@ -208,7 +209,7 @@ def receive_webhook(
     except Exception as exc:
         raise WebhookPayloadError(f"unreadable token: {exc!r}") from exc
     if token is not None:
-        _claim_token(engine, f"{provider}:token:{token}"[:320], body)
+        _claim_token(engine.db, f"{provider}:token:{token}"[:320], body)
     stored = 0
     for event in events:
         key, extra = dedupe_keys(provider, event)
@@ -216,9 +217,10 @@ def receive_webhook(
     return stored, len(events) - stored
 
 
-def _claim_token(engine: Engine, key: str, body: bytes) -> None:
+def _claim_token(db: SAEngine, key: str, body: bytes) -> None:
+    """Store ``key`` once for ``body``; the same key with another body fails verification."""
     digest = hashlib.sha256(body).hexdigest()
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         row = {"key": key, "digest": digest, "created_at": utcnow()}
         if insert_ignore(session, WebhookReceiptRow, [row]):
             return

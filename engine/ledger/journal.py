@@ -22,7 +22,6 @@ worker's journal from a live one (``adopt``).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -31,12 +30,35 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.appendlog import (
+    Liveness,
+    Syncer,
+    fsync_directory,
+    lock_for_life,
+    lock_if_dead,
+    open_append,
+    split_records,
+    sync_and_close,
+    write_all,
+)
 from engine.types import Message, SendResult, SendStatus
+
+__all__ = [
+    "CUT_BYTES",
+    "SUFFIX",
+    "SYNC_INTERVAL",
+    "Journal",
+    "JournalState",
+    "Liveness",
+    "adopt",
+    "boot_id",
+    "dead_journals",
+    "parse",
+]
 
 SYNC_INTERVAL = 0.005  # seconds between group commits
 CUT_BYTES = 1 << 20  # ``reset`` cuts the file back once it is this long
 SUFFIX = ".journal"
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 
 def boot_id() -> str | None:
@@ -76,14 +98,14 @@ def _outcome_line(result: SendResult) -> bytes:
 
 def parse(data: bytes) -> JournalState:
     """The state recorded in a journal's bytes (a torn last line is ignored)."""
-    lines = data.split(b"\n")
+    lines, torn = split_records(data)
     try:
-        header = json.loads(lines[0])
+        header = json.loads(lines[0] if lines else torn)
         boot = header["boot"]
     except (ValueError, KeyError, TypeError):
         return JournalState(complete=False)  # torn header: trust nothing but outcomes
     state = JournalState(complete=boot is not None and boot == boot_id())
-    for line in lines[1:-1]:  # the part after the last newline may be torn
+    for line in lines[1:]:  # what follows the last newline may be torn: not a record
         kind, _, rest = line.partition(b" ")
         try:
             if kind == b"H":
@@ -119,21 +141,19 @@ class Journal:
         self._size = 0
         self._dirty = False
         self._state = JournalState(complete=True)
-        self._stop = threading.Event()
-        self._syncer: threading.Thread | None = None
+        self._syncer: Syncer | None = None
 
     def open(self) -> Journal:
         """Create the file, lock it for this process's life, write the header."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._fd = os.open(self.path, _OPEN_FLAGS, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd = open_append(self.path)
+        lock_for_life(self._fd)
         self._header = json.dumps({"boot": boot_id(), "pid": os.getpid()}).encode() + b"\n"
         os.ftruncate(self._fd, 0)
         self._write(self._header)
         os.fsync(self._fd)
-        _fsync_directory(self.path.parent)
-        self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
-        self._syncer.start()
+        fsync_directory(self.path.parent)
+        self._syncer = Syncer(self._sync_quietly, self.sync_interval, "journal-fsync").start()
         return self
 
     # -- the HandoverObserver side --------------------------------------------------------
@@ -175,19 +195,15 @@ class Journal:
             # A duplicate descriptor: the slow fdatasync runs outside the lock, so the
             # send path never waits for the disk.
             fd = os.dup(self._fd)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        sync_and_close(fd)
 
     def close(self, *, discard: bool = True) -> None:
         """Stop the syncer, delete the file (``discard``: all settled), then drop the lock.
 
         Without ``discard`` the file stays, unlocked, for a later worker to adopt.
         """
-        self._stop.set()
         if self._syncer is not None:
-            self._syncer.join()
+            self._syncer.stop()
             self._syncer = None
         with self._lock:
             if self._fd < 0:
@@ -200,32 +216,13 @@ class Journal:
             self._fd = -1
 
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, data)
         self._size += len(data)
         self._dirty = True
 
-    def _sync_loop(self) -> None:
-        while not self._stop.wait(self.sync_interval):
-            with suppress(OSError):
-                self.sync()
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class Liveness:
-    """What the host says about another worker's journal."""
-
-    LIVE = "live"  # locked by a living process
-    DEAD = "dead"  # unlocked: its process is gone
-    MISSING = "missing"  # no such file here (another project, or deleted)
+    def _sync_quietly(self) -> None:
+        with suppress(OSError):  # the syncer keeps going; ``close`` syncs for good
+            self.sync()
 
 
 @contextmanager
@@ -233,24 +230,11 @@ def adopt(directory: Path, tag: str) -> Iterator[tuple[str, JournalState | None]
     """Lock a dead worker's journal for the duration: yields its liveness and, if dead, its
     state. On leaving, a dead journal is deleted (the caller settled its rows)."""
     path = directory / f"{tag}{SUFFIX}"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield Liveness.MISSING, None
+    liveness, fd = lock_if_dead(path)
+    if liveness != Liveness.DEAD:
+        yield liveness, None
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield Liveness.LIVE, None
-            return
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:  # closed cleanly (or adopted) between our open and our lock
-            yield Liveness.MISSING, None
-            return
         with os.fdopen(os.dup(fd), "rb") as handle:
             data = handle.read()
         yield Liveness.DEAD, parse(data)
@@ -265,15 +249,8 @@ def dead_journals(directory: Path) -> list[str]:
         return []
     tags = []
     for path in sorted(directory.glob(f"*{SUFFIX}")):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            tags.append(path.name.removesuffix(SUFFIX))
-        except BlockingIOError:
-            pass
-        finally:
+        liveness, fd = lock_if_dead(path, os.O_RDONLY)
+        if liveness == Liveness.DEAD:
             os.close(fd)
+            tags.append(path.name.removesuffix(SUFFIX))
     return tags

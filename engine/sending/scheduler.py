@@ -23,7 +23,8 @@ from engine.audience.forgetting import apply_retention
 from engine.campaigns import cron_trigger
 from engine.db import session_scope
 from engine.errors import CampaignBusyError
-from engine.feedback.rewards import RewardJoinSummary, join_rewards
+from engine.feedback.reward_job import join_rewards
+from engine.feedback.rewards import RewardJoinSummary
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
 from engine.sending.leader import Leadership
 from engine.sending.pipeline import RunSummary, run_id_for
@@ -98,7 +99,8 @@ def retry_deferred(engine: Engine) -> list[RunSummary]:
 
 
 def reward_job(engine: Engine) -> RewardJoinSummary:
-    """The periodic reward join (and online learning)."""
+    """The periodic reward job: replay orphaned intake logs, join rewards, learn online
+    (composed in ``engine.feedback.reward_job``)."""
     summary = join_rewards(engine)
     log.info("reward join: %s", summary.rewarded)
     return summary

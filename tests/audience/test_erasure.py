@@ -26,7 +26,7 @@ from engine.cli.commands import app
 from engine.db import session_scope
 from engine.feedback.events import record_event
 from engine.feedback.intake import _Store
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.ledger.journal import Journal, parse
 from engine.models import LedgerRow, utcnow
 from engine.types import SendResult, SendStatus

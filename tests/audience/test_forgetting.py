@@ -17,7 +17,7 @@ from engine.audience.importer import import_file
 from engine.db import session_scope
 from engine.errors import ConfigError
 from engine.feedback.events import record_event
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,

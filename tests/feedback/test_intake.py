@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from engine.app import Engine
 from engine.feedback.intake import REJECTED_FILE, Intake, spool_dir, store_orphans
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.models import EventRow
 from engine.types import EventType
 

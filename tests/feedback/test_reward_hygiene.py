@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from engine import EventType, TrackingEvent
 from engine.feedback.events import record_event, record_events
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.models import RewardRow, utcnow
 from engine.sending.real_run import run_campaign
 

@@ -12,7 +12,7 @@ import engine.feedback.rewards
 from engine import EventType, TrackingEvent, hookimpl
 from engine.app import Engine
 from engine.feedback.events import record_event
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, utcnow
 from engine.sending.real_run import run_campaign
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from engine.app import Engine
 from engine.db import session_scope
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.feedback.webhooks import receive_webhook
 from engine.models import EventRow, LedgerRow, LedgerStatus, RewardRow, SuppressionRow
 from engine.settings import load_settings

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from engine import EventType, TrackingEvent
 from engine.app import Engine
 from engine.feedback.events import record_events
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.learning.versions import history
 from engine.models import LedgerRow, ModelVersionRow, utcnow
 from engine.sending.real_run import run_campaign

@@ -21,7 +21,7 @@ from kit.champion import (
 from kit.project import Project
 
 from engine import Context, Decision, Feedback, Variant, hookimpl
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.learning import training
 from engine.learning.challengers import train_challengers
 from engine.learning.versions import rollback

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from engine import EventType, TrackingEvent
 from engine.feedback.events import record_event
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.learning.export import export_decisions
 from engine.models import LedgerRow, utcnow
 from engine.sending.real_run import run_campaign

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from engine import EventType, TrackingEvent
 from engine.app import Engine
 from engine.feedback.events import record_event
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, as_utc, utcnow
 from engine.sending.real_run import run_campaign
 

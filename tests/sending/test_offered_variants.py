@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from engine import Context, Decision, EventType, Feedback, TrackingEvent, Variant, hookimpl
 from engine.feedback.events import record_event
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.learning.export import export_decisions
 from engine.models import LedgerRow, RewardRow, utcnow
 from engine.sampling import decide

@@ -26,7 +26,7 @@ from sqlmodel import SQLModel, select
 from engine.app import Engine
 from engine.db import session_scope
 from engine.errors import TailormailError
-from engine.feedback.rewards import join_rewards
+from engine.feedback.reward_job import join_rewards
 from engine.models import (
     CampaignSuppressionRow,
     EventRow,

@@ -196,7 +196,7 @@ def test_a_shard_task_must_match_its_workers_plugins_and_its_runs_campaign_and_m
 def test_every_worker_of_a_run_decides_with_the_model_pinned_at_its_start(
     sqlite_project: Project,
 ) -> None:
-    from engine.feedback.rewards import join_rewards
+    from engine.feedback.reward_job import join_rewards
     from engine.models import utcnow
 
     sqlite_project.add_campaign("learning", policy="vw")

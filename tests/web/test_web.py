@@ -500,7 +500,7 @@ def test_events_round_trip_for_the_reward_join(engine: Engine) -> None:
     assert record_event(engine, bounce, dedupe_key="testmail:p-9") is True
     assert record_event(engine, bounce, dedupe_key="testmail:p-9") is False
     assert record_event(engine, click) is True
-    found = events_for(engine, [send_id, send_id + 1])
+    found = events_for(engine.db, [send_id, send_id + 1])
     assert found[send_id + 1] == []
     assert [e.type for e in found[send_id]] == [EventType.CLICK, EventType.BOUNCE]  # oldest first
     rebuilt = found[send_id][1]
