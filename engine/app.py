@@ -11,19 +11,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
-from sqlmodel import col, select
 
 from engine.audience.compliance import compliance_skips
 from engine.audience.filters import check_audience_keys, count_audience, stream_audience
 from engine.audience.forgetting_key import ensure_forgetting_key
 from engine.campaigns import Campaign, load_campaigns
-from engine.db import make_db, session_scope
+from engine.db import make_db
 from engine.durations import format_duration
 from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
 from engine.feedback.webhooks import WebhookHandler, configure_handlers
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
 from engine.identifiers import SendRefs
-from engine.models import ModelVersionRow
 from engine.plugins import make_plugin_manager
 from engine.project_secret import load_project_secret
 from engine.realmail import not_ready_message, real_mail_problems
@@ -115,27 +113,53 @@ class Engine:
         self._check_retention()
         for campaign in self.campaigns.values():
             where = f"campaign {campaign.name!r}"
-            for kind, section, registry in (
-                ("policy", campaign.policy, self.policies),
-                ("recipe", campaign.recipe, self.recipes),
-            ):
+            for key, table, registry, name, params in self._plugin_tables(campaign):
                 try:
-                    factory = registry.get(section.name)
-                    factory(**section.params)
+                    registry.get(name)(**params)
                 except PluginError as exc:
-                    raise ConfigError(f"{where}: {kind}.name: {exc}") from exc
+                    raise ConfigError(f"{where}: {key}: {exc}") from exc
                 except (TypeError, ValueError, TailormailError) as exc:
-                    raise ConfigError(f"{where}: [{kind}] {section.name}: {exc}") from exc
-            if campaign.baseline is not None:
-                from engine.learning.arms import baseline_policy
-
-                baseline_policy(self, campaign)  # a bad [baseline] fails here, named
+                    raise ConfigError(f"{where}: {table}: {exc}") from exc
             for variant in campaign.variants:
                 self._check_template(where, variant.key, variant.template, templates)
                 try:
                     self.renderer.compile(variant.as_variant())
                 except TemplateError as exc:
                     raise ConfigError(f"{where}: {exc}") from exc
+
+    def _plugin_tables(
+        self, campaign: Campaign
+    ) -> list[tuple[str, str, Registry[Any], str, dict[str, Any]]]:
+        """The campaign's plugin tables, each as ``(key, table, registry, name, params)``:
+        its policy, its recipe and its baseline's policy, built once here to check them."""
+        tables: list[tuple[str, str, Registry[Any], str, dict[str, Any]]] = [
+            (
+                "policy.name",
+                f"[policy] {campaign.policy.name}",
+                self.policies,
+                campaign.policy.name,
+                dict(campaign.policy.params),
+            ),
+            (
+                "recipe.name",
+                f"[recipe] {campaign.recipe.name}",
+                self.recipes,
+                campaign.recipe.name,
+                dict(campaign.recipe.params),
+            ),
+        ]
+        if campaign.baseline is not None:
+            baseline = campaign.baseline
+            tables.append(
+                (
+                    "baseline.policy",
+                    "[baseline]",
+                    self.policies,
+                    baseline.policy_name,
+                    baseline.policy_params,
+                )
+            )
+        return tables
 
     def _check_retention(self) -> None:
         """Anonymized rows can neither earn rewards nor count for a frequency cap, so the
@@ -233,31 +257,22 @@ class Engine:
 
         With ``version`` (what a run pinned when it started), that model: every worker of
         a run decides with the same one, whatever is promoted meanwhile (``""`` pins the
-        fresh policy of a campaign that had no model yet).
+        fresh policy of a campaign that had no model yet). A shorthand for
+        ``engine.learning.champions.deciding_policy`` with this engine's database and
+        policies.
         """
-        from engine.learning.versions import champion_policy, version_policy
+        # lazy: constructing an Engine imports no engine.learning (only a run that decides)
+        from engine.learning.champions import deciding_policy
 
-        if version is None:
-            return champion_policy(self, campaign)
-        return version_policy(self, campaign, version)
+        return deciding_policy(self.db, self.policies, campaign, version)
 
     def champion_version(self, campaign: Campaign) -> str:
-        """The version a run starting now decides with (``""``: no model yet)."""
-        row = self.champion(campaign)
-        return row.version if row is not None else ""
+        """The version a run starting now decides with (``""``: no model yet); a shorthand
+        for ``engine.learning.champions.champion_version`` with this engine's database."""
+        # lazy: constructing an Engine imports no engine.learning (only a run that decides)
+        from engine.learning.champions import champion_version
 
-    def champion(self, campaign: Campaign) -> ModelVersionRow | None:
-        """The newest champion model of ``campaign`` for its configured policy."""
-        with session_scope(self.db) as session:
-            stmt = (
-                select(ModelVersionRow)
-                .where(col(ModelVersionRow.campaign) == campaign.name)
-                .where(col(ModelVersionRow.policy) == campaign.policy.name)
-                .where(col(ModelVersionRow.role) == "champion")
-                .order_by(col(ModelVersionRow.id).desc())
-                .limit(1)
-            )
-            return session.scalars(stmt).first()
+        return champion_version(self.db, campaign)
 
     def executor(self, name: str = "inline", **options: Any) -> Any:
         """A new executor (``concurrent.futures`` style) for rendering and delivery."""
