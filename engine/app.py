@@ -115,7 +115,11 @@ class Engine:
             where = f"campaign {campaign.name!r}"
             for key, table, registry, name, params in self._plugin_tables(campaign):
                 try:
-                    registry.get(name)(**params)
+                    factory = registry.get(name)
+                    check = getattr(factory, "check_params", None)
+                    # A factory that can check its parameters without building (a vw
+                    # policy needs Vowpal Wabbit for that) keeps start-up light.
+                    (check if callable(check) else factory)(**params)
                 except PluginError as exc:
                     raise ConfigError(f"{where}: {key}: {exc}") from exc
                 except (TypeError, ValueError, TailormailError) as exc:
@@ -131,7 +135,8 @@ class Engine:
         self, campaign: Campaign
     ) -> list[tuple[str, str, Registry[Any], str, dict[str, Any]]]:
         """The campaign's plugin tables, each as ``(key, table, registry, name, params)``:
-        its policy, its recipe and its baseline's policy, built once here to check them."""
+        its policy, its recipe and its baseline's policy, checked here (a factory's
+        ``check_params(**params)`` when it has one, else built once)."""
         tables: list[tuple[str, str, Registry[Any], str, dict[str, Any]]] = [
             (
                 "policy.name",
