@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
-from engine.audience.compliance import compliance_skips
+from engine.audience.contexts import contexts_for
+from engine.audience.eligibility import ineligible
 from engine.audience.filters import check_audience_keys, count_audience, stream_audience
 from engine.audience.forgetting_key import ensure_forgetting_key
 from engine.campaigns import Campaign, load_campaigns
@@ -30,7 +31,7 @@ from engine.rendering import Renderer, is_text_template
 from engine.schedule_notice import warn_changed_schedules
 from engine.settings import Settings, load_settings
 from engine.tokens import Tokens
-from engine.types import DeliveryBackend, Policy, Recipe, Recipient
+from engine.types import DeliveryBackend, Policy, Recipient
 
 
 class Engine:
@@ -252,10 +253,6 @@ class Engine:
             message = str(exc) if isinstance(exc, ConfigError) else f"delivery.{name}: {exc}"
             raise ConfigError(message + self._set_by(name)) from exc
 
-    def make_recipe(self, campaign: Campaign) -> Recipe:
-        """An unfitted recipe for ``campaign``."""
-        return self.recipes.get(campaign.recipe.name)(**campaign.recipe.params)
-
     def make_policy(self, campaign: Campaign, version: str | None = None) -> Policy:
         """The campaign's policy as it decides now: its champion model, with the settings
         that model was trained with, or a fresh policy when there is none yet.
@@ -314,60 +311,21 @@ class Engine:
         check_audience_keys(self.db, campaign.audience, f"campaign {campaign.name!r}")
 
     def ineligible(self, campaign: Campaign, recipients: Sequence[Recipient]) -> dict[str, str]:
-        """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason.
-
-        The core's compliance checks come first and cannot be turned off (suppressions,
-        unsubscribes, bounces, complaints, forgotten addresses: ``engine.audience.compliance``);
-        then ``eligible_batch`` answers about the rest (the first plugin's reason wins per
-        recipient), then ``eligible`` is asked about each recipient still in.
-        """
-        hook = self.pm.hook
-        reasons = compliance_skips(self, campaign, recipients)
-        rest = [r for r in recipients if r.recipient_id not in reasons]
-        for answer in hook.eligible_batch(engine=self, campaign=campaign, recipients=rest):
-            for recipient_id, reason in answer.items():
-                if reason:
-                    reasons.setdefault(recipient_id, str(reason))
-        if hook.eligible.get_hookimpls():  # per-recipient plugins, when any is installed
-            for recipient in recipients:
-                if recipient.recipient_id in reasons:
-                    continue
-                reason = hook.eligible(engine=self, campaign=campaign, recipient=recipient)
-                if reason:
-                    reasons[recipient.recipient_id] = str(reason)
-        return reasons
+        """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason:
+        the core's compliance checks, then the eligibility hooks
+        (``engine.audience.eligibility.ineligible``)."""
+        return ineligible(self, campaign, recipients)
 
     def contexts_for(
         self, campaign: Campaign, recipients: Sequence[Recipient]
     ) -> dict[str, dict[str, Any]]:
-        """The policy's context per recipient id: every features answer merged.
-
-        ``recipient_features_batch`` answers are merged first, then ``recipient_features``
-        ones; within each hook, pluggy calls the last-registered plugin first, and that
-        answer wins a clash.
-        """
-        hook = self.pm.hook
-        contexts: dict[str, dict[str, Any]] = {r.recipient_id: {} for r in recipients}
-        batches = hook.recipient_features_batch(
-            engine=self, campaign=campaign, recipients=recipients
-        )
-        for answer in reversed(batches):
-            for recipient_id, features in answer.items():
-                if recipient_id in contexts and features:
-                    contexts[recipient_id].update(features)
-        if hook.recipient_features.get_hookimpls():
-            for recipient in recipients:
-                context = contexts[recipient.recipient_id]
-                answers = hook.recipient_features(
-                    engine=self, campaign=campaign, recipient=recipient
-                )
-                for features in reversed(answers):
-                    context.update(features)
-        return contexts
+        """The policy's context per recipient id: every features answer merged
+        (``engine.audience.contexts.contexts_for``)."""
+        return contexts_for(self, campaign, recipients)
 
     def context_for(self, campaign: Campaign, recipient: Recipient) -> dict[str, Any]:
         """The policy's context for one recipient (see ``contexts_for``)."""
-        return self.contexts_for(campaign, [recipient])[recipient.recipient_id]
+        return contexts_for(self, campaign, [recipient])[recipient.recipient_id]
 
     def plugin_options(self, plugin: str) -> dict[str, Any]:
         """The ``[plugins.<plugin>]`` table of the settings (empty when absent)."""
