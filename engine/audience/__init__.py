@@ -6,8 +6,8 @@ forgetting people (their rows, their files, the forgotten-address key).
 Modules: ``filters`` (a campaign's audience, compiled to SQL, streamed in pages), ``empty``,
 ``importer`` and ``checks``, ``compliance``, ``eligibility`` (compliance, then the
 eligibility hooks), ``contexts`` (the features hooks' answers merged), ``forgetting``,
-``forgetting_key``, ``personal_files``, ``compaction``. Imports only the ground floor, ``db``, ``models`` and
-``settings`` (docs/architecture.md).
+``forgetting_key``, ``personal_files``, ``compaction``. Imports only the ground floor,
+``db``, ``models`` and ``settings`` (docs/architecture.md).
 """
 
 from __future__ import annotations
