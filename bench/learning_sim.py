@@ -27,6 +27,7 @@ from engine.clock import SimulatedClock, use_clock
 from engine.db import session_scope
 from engine.feedback.events import record_events
 from engine.feedback.reward_job import join_rewards
+from engine.learning import champions
 from engine.models import LedgerRow, LedgerStatus
 from engine.sending.real_run import run_campaign
 from engine.settings import load_settings
@@ -211,7 +212,7 @@ def run_policy(
 
 def _note_test(engine: Engine, result: dict[str, Any], day: int, sends: int) -> None:
     """Record when the A/B test dropped variants and named its winner."""
-    champion = engine.champion(engine.campaign("bench"))
+    champion = champions.champion(engine.db, engine.campaign("bench"))
     state = json.loads(champion.blob) if champion is not None else {}
     events = result.setdefault("test", {})
     for variant in state.get("dropped", {}):

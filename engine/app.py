@@ -11,19 +11,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
-from sqlmodel import col, select
 
-from engine.audience.compliance import compliance_skips
+from engine.audience.contexts import contexts_for
+from engine.audience.eligibility import ineligible
 from engine.audience.filters import check_audience_keys, count_audience, stream_audience
 from engine.audience.forgetting_key import ensure_forgetting_key
 from engine.campaigns import Campaign, load_campaigns
-from engine.db import make_db, session_scope
+from engine.db import make_db
 from engine.durations import format_duration
 from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
 from engine.feedback.webhooks import WebhookHandler, configure_handlers
 from engine.hookspecs import BackendFactory, ExecutorFactory, PolicyFactory, RecipeFactory
 from engine.identifiers import SendRefs
-from engine.models import ModelVersionRow
 from engine.plugins import make_plugin_manager
 from engine.project_secret import load_project_secret
 from engine.realmail import not_ready_message, real_mail_problems
@@ -32,7 +31,7 @@ from engine.rendering import Renderer, is_text_template
 from engine.schedule_notice import warn_changed_schedules
 from engine.settings import Settings, load_settings
 from engine.tokens import Tokens
-from engine.types import DeliveryBackend, Policy, Recipe, Recipient
+from engine.types import DeliveryBackend, Policy, Recipient
 
 
 class Engine:
@@ -115,27 +114,58 @@ class Engine:
         self._check_retention()
         for campaign in self.campaigns.values():
             where = f"campaign {campaign.name!r}"
-            for kind, section, registry in (
-                ("policy", campaign.policy, self.policies),
-                ("recipe", campaign.recipe, self.recipes),
-            ):
+            for key, table, registry, name, params in self._plugin_tables(campaign):
                 try:
-                    factory = registry.get(section.name)
-                    factory(**section.params)
+                    factory = registry.get(name)
+                    check = getattr(factory, "check_params", None)
+                    # A factory that can check its parameters without building (a vw
+                    # policy needs Vowpal Wabbit for that) keeps start-up light.
+                    (check if callable(check) else factory)(**params)
                 except PluginError as exc:
-                    raise ConfigError(f"{where}: {kind}.name: {exc}") from exc
+                    raise ConfigError(f"{where}: {key}: {exc}") from exc
                 except (TypeError, ValueError, TailormailError) as exc:
-                    raise ConfigError(f"{where}: [{kind}] {section.name}: {exc}") from exc
-            if campaign.baseline is not None:
-                from engine.learning.arms import baseline_policy
-
-                baseline_policy(self, campaign)  # a bad [baseline] fails here, named
+                    raise ConfigError(f"{where}: {table}: {exc}") from exc
             for variant in campaign.variants:
                 self._check_template(where, variant.key, variant.template, templates)
                 try:
                     self.renderer.compile(variant.as_variant())
                 except TemplateError as exc:
                     raise ConfigError(f"{where}: {exc}") from exc
+
+    def _plugin_tables(
+        self, campaign: Campaign
+    ) -> list[tuple[str, str, Registry[Any], str, dict[str, Any]]]:
+        """The campaign's plugin tables, each as ``(key, table, registry, name, params)``:
+        its policy, its recipe and its baseline's policy, checked here (a factory's
+        ``check_params(**params)`` when it has one, else built once)."""
+        tables: list[tuple[str, str, Registry[Any], str, dict[str, Any]]] = [
+            (
+                "policy.name",
+                f"[policy] {campaign.policy.name}",
+                self.policies,
+                campaign.policy.name,
+                dict(campaign.policy.params),
+            ),
+            (
+                "recipe.name",
+                f"[recipe] {campaign.recipe.name}",
+                self.recipes,
+                campaign.recipe.name,
+                dict(campaign.recipe.params),
+            ),
+        ]
+        if campaign.baseline is not None:
+            baseline = campaign.baseline
+            tables.append(
+                (
+                    "baseline.policy",
+                    "[baseline]",
+                    self.policies,
+                    baseline.policy_name,
+                    baseline.policy_params,
+                )
+            )
+        return tables
 
     def _check_retention(self) -> None:
         """Anonymized rows can neither earn rewards nor count for a frequency cap, so the
@@ -223,41 +253,28 @@ class Engine:
             message = str(exc) if isinstance(exc, ConfigError) else f"delivery.{name}: {exc}"
             raise ConfigError(message + self._set_by(name)) from exc
 
-    def make_recipe(self, campaign: Campaign) -> Recipe:
-        """An unfitted recipe for ``campaign``."""
-        return self.recipes.get(campaign.recipe.name)(**campaign.recipe.params)
-
     def make_policy(self, campaign: Campaign, version: str | None = None) -> Policy:
         """The campaign's policy as it decides now: its champion model, with the settings
         that model was trained with, or a fresh policy when there is none yet.
 
         With ``version`` (what a run pinned when it started), that model: every worker of
         a run decides with the same one, whatever is promoted meanwhile (``""`` pins the
-        fresh policy of a campaign that had no model yet).
+        fresh policy of a campaign that had no model yet). A shorthand for
+        ``engine.learning.champions.deciding_policy`` with this engine's database and
+        policies.
         """
-        from engine.learning.versions import champion_policy, version_policy
+        # lazy: constructing an Engine imports no engine.learning (only a run that decides)
+        from engine.learning.champions import deciding_policy
 
-        if version is None:
-            return champion_policy(self, campaign)
-        return version_policy(self, campaign, version)
+        return deciding_policy(self.db, self.policies, campaign, version)
 
     def champion_version(self, campaign: Campaign) -> str:
-        """The version a run starting now decides with (``""``: no model yet)."""
-        row = self.champion(campaign)
-        return row.version if row is not None else ""
+        """The version a run starting now decides with (``""``: no model yet); a shorthand
+        for ``engine.learning.champions.champion_version`` with this engine's database."""
+        # lazy: constructing an Engine imports no engine.learning (only a run that decides)
+        from engine.learning.champions import champion_version
 
-    def champion(self, campaign: Campaign) -> ModelVersionRow | None:
-        """The newest champion model of ``campaign`` for its configured policy."""
-        with session_scope(self.db) as session:
-            stmt = (
-                select(ModelVersionRow)
-                .where(col(ModelVersionRow.campaign) == campaign.name)
-                .where(col(ModelVersionRow.policy) == campaign.policy.name)
-                .where(col(ModelVersionRow.role) == "champion")
-                .order_by(col(ModelVersionRow.id).desc())
-                .limit(1)
-            )
-            return session.scalars(stmt).first()
+        return champion_version(self.db, campaign)
 
     def executor(self, name: str = "inline", **options: Any) -> Any:
         """A new executor (``concurrent.futures`` style) for rendering and delivery."""
@@ -294,60 +311,21 @@ class Engine:
         check_audience_keys(self.db, campaign.audience, f"campaign {campaign.name!r}")
 
     def ineligible(self, campaign: Campaign, recipients: Sequence[Recipient]) -> dict[str, str]:
-        """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason.
-
-        The core's compliance checks come first and cannot be turned off (suppressions,
-        unsubscribes, bounces, complaints, forgotten addresses: ``engine.audience.compliance``);
-        then ``eligible_batch`` answers about the rest (the first plugin's reason wins per
-        recipient), then ``eligible`` is asked about each recipient still in.
-        """
-        hook = self.pm.hook
-        reasons = compliance_skips(self, campaign, recipients)
-        rest = [r for r in recipients if r.recipient_id not in reasons]
-        for answer in hook.eligible_batch(engine=self, campaign=campaign, recipients=rest):
-            for recipient_id, reason in answer.items():
-                if reason:
-                    reasons.setdefault(recipient_id, str(reason))
-        if hook.eligible.get_hookimpls():  # per-recipient plugins, when any is installed
-            for recipient in recipients:
-                if recipient.recipient_id in reasons:
-                    continue
-                reason = hook.eligible(engine=self, campaign=campaign, recipient=recipient)
-                if reason:
-                    reasons[recipient.recipient_id] = str(reason)
-        return reasons
+        """The recipients of ``recipients`` to skip in a run of ``campaign``, with the reason:
+        the core's compliance checks, then the eligibility hooks
+        (``engine.audience.eligibility.ineligible``)."""
+        return ineligible(self, campaign, recipients)
 
     def contexts_for(
         self, campaign: Campaign, recipients: Sequence[Recipient]
     ) -> dict[str, dict[str, Any]]:
-        """The policy's context per recipient id: every features answer merged.
-
-        ``recipient_features_batch`` answers are merged first, then ``recipient_features``
-        ones; within each hook, pluggy calls the last-registered plugin first, and that
-        answer wins a clash.
-        """
-        hook = self.pm.hook
-        contexts: dict[str, dict[str, Any]] = {r.recipient_id: {} for r in recipients}
-        batches = hook.recipient_features_batch(
-            engine=self, campaign=campaign, recipients=recipients
-        )
-        for answer in reversed(batches):
-            for recipient_id, features in answer.items():
-                if recipient_id in contexts and features:
-                    contexts[recipient_id].update(features)
-        if hook.recipient_features.get_hookimpls():
-            for recipient in recipients:
-                context = contexts[recipient.recipient_id]
-                answers = hook.recipient_features(
-                    engine=self, campaign=campaign, recipient=recipient
-                )
-                for features in reversed(answers):
-                    context.update(features)
-        return contexts
+        """The policy's context per recipient id: every features answer merged
+        (``engine.audience.contexts.contexts_for``)."""
+        return contexts_for(self, campaign, recipients)
 
     def context_for(self, campaign: Campaign, recipient: Recipient) -> dict[str, Any]:
         """The policy's context for one recipient (see ``contexts_for``)."""
-        return self.contexts_for(campaign, [recipient])[recipient.recipient_id]
+        return contexts_for(self, campaign, [recipient])[recipient.recipient_id]
 
     def plugin_options(self, plugin: str) -> dict[str, Any]:
         """The ``[plugins.<plugin>]`` table of the settings (empty when absent)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func
 from sqlalchemy import select as core_select  # sqlmodel's select takes at most 4 columns
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine import Recipient, hookimpl
@@ -37,13 +38,13 @@ _CHUNK = 500  # keeps IN (...) lists below every database's bound-parameter limi
 
 
 def history_features(
-    engine: Engine, campaign: Campaign, recipient_ids: Sequence[str]
+    db: SAEngine, campaign: Campaign, recipient_ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
     """The engagement features of ``recipient_ids`` (only those with some history)."""
     now = utcnow()
     since = now - WINDOW
     features: dict[str, dict[str, Any]] = {}
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         for start in range(0, len(recipient_ids), _CHUNK):
             ids = list(recipient_ids[start : start + _CHUNK])
             sends = (
@@ -98,4 +99,4 @@ def recipient_features_batch(
     """Sends, clicks and clicks per variant of every recipient of the batch (two queries)."""
     if not campaign.features.history or not recipients:
         return None
-    return history_features(engine, campaign, [r.recipient_id for r in recipients])
+    return history_features(engine.db, campaign, [r.recipient_id for r in recipients])

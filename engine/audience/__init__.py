@@ -1,11 +1,13 @@
 """Who we mail: the audience filter and its pages, why an audience is empty, importing
 recipients, items and interactions (with their checks), compliance (nobody who asked for no
-mail gets it), and forgetting people (their rows, their files, the forgotten-address key).
+mail gets it), who of a batch may be mailed and what a policy knows about each, and
+forgetting people (their rows, their files, the forgotten-address key).
 
 Modules: ``filters`` (a campaign's audience, compiled to SQL, streamed in pages), ``empty``,
-``importer`` and ``checks``, ``compliance``, ``forgetting``, ``forgetting_key``,
-``personal_files``, ``compaction``. Imports only the ground floor, ``db``, ``models`` and
-``settings`` (docs/architecture.md).
+``importer`` and ``checks``, ``compliance``, ``eligibility`` (compliance, then the
+eligibility hooks), ``contexts`` (the features hooks' answers merged), ``forgetting``,
+``forgetting_key``, ``personal_files``, ``compaction``. Imports only the ground floor,
+``db``, ``models`` and ``settings`` (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import text
+from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
-
-if TYPE_CHECKING:
-    from engine.app import Engine
 
 ATTEMPTS = 5  # checkpoint attempts before ``compact`` gives up and says how to finish
 BUSY_MS = 1000  # how long each attempt waits for readers (the engine's default is 30 s)
@@ -44,12 +41,12 @@ def secure_delete(session: Session) -> None:
         session.execute(text("PRAGMA secure_delete=ON"))
 
 
-def compact(engine: Engine, *, vacuum: bool = False, attempts: int = ATTEMPTS) -> Compaction | None:
+def compact(db: SAEngine, *, vacuum: bool = False, attempts: int = ATTEMPTS) -> Compaction | None:
     """Checkpoint the WAL into the database and truncate it (after a VACUUM with ``vacuum``);
     None on a database without a WAL file of its own (PostgreSQL)."""
-    if engine.db.dialect.name != "sqlite":
+    if db.dialect.name != "sqlite":
         return None
-    with engine.db.connect() as connection:
+    with db.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         connection.exec_driver_sql("PRAGMA secure_delete=ON")
         patience = connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one()

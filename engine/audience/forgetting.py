@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, delete, func, or_, select, update
+from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 from sqlmodel import Session as SQLModelSession
 from sqlmodel import col
@@ -138,8 +139,8 @@ def forget(engine: Engine, who: str) -> ForgetSummary:
         messages=erase_copies(engine, send_ids),
         files=personal_files.erase(engine, person),
     )
-    compaction = compact(engine)
-    _record(engine, summary, compaction)
+    compaction = compact(engine.db)
+    _record(engine.db, summary, compaction)
     return replace(summary, compaction=compaction)
 
 
@@ -188,9 +189,9 @@ def erase_copies(engine: Engine, send_ids: Sequence[int]) -> int:
     return erased
 
 
-def _record(engine: Engine, summary: ForgetSummary, compaction: Compaction | None) -> None:
+def _record(db: SAEngine, summary: ForgetSummary, compaction: Compaction | None) -> None:
     """Keep that a forget happened, when and how much it erased: numbers, nobody's name."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         secure_delete(session)
         session.add(
             ErasureRow(
@@ -209,7 +210,7 @@ def _record(engine: Engine, summary: ForgetSummary, compaction: Compaction | Non
 
 def compact_database(engine: Engine) -> Compaction | None:
     """``forget --compact``: VACUUM and truncate the WAL (SQLite), and record that it ran."""
-    compaction = compact(engine, vacuum=True)
+    compaction = compact(engine.db, vacuum=True)
     if compaction is not None:
         with session_scope(engine.db) as session:
             session.add(ErasureRow(kind="compact", compacted=compaction.done))
@@ -365,7 +366,7 @@ def apply_retention(engine: Engine, now: datetime | None = None) -> RetentionSum
         events = _erase_sends(session, send_ids)
     erased = erase_copies(engine, send_ids)
     if send_ids:
-        compact(engine, attempts=1)  # hourly under serve: the next pass retries
+        compact(engine.db, attempts=1)  # hourly under serve: the next pass retries
     return RetentionSummary(cutoff, len(send_ids), events, erased)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col
 
 from engine.db import session_scope, upsert
@@ -100,7 +101,7 @@ def _decoded(data: bytes) -> bytes:
     return "\n".join(texts).encode()
 
 
-def note(engine: Engine, kind: str, paths: Iterable[Path], holder: str | None = None) -> None:
+def note(db: SAEngine, kind: str, paths: Iterable[Path], holder: str | None = None) -> None:
     """Register files (or an outbox folder) tailormail wrote that hold people's data."""
     rows: list[dict[str, object]] = []
     for path in paths:
@@ -111,7 +112,7 @@ def note(engine: Engine, kind: str, paths: Iterable[Path], holder: str | None = 
         rows.append({"path": name, "kind": kind, "holder": holder, "written_at": utcnow()})
     if not rows:
         return
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         # A rewritten file keeps one row, with its latest holder (a new preview replaces the
         # old); an upsert, so workers registering one outbox folder at once never collide.
         upsert(session, PersonalFileRow, rows, key=["path"])
@@ -123,7 +124,7 @@ def note_copies(
     """Register the copies a backend kept of messages rendered for ``holder`` (test sends)."""
     if isinstance(backend, KeepsCopies):
         paths = [p for p in (backend.copy_path(r) for r in results) if p is not None]
-        note(engine, TEST_COPY, paths, holder)
+        note(engine.db, TEST_COPY, paths, holder)
 
 
 def erase(engine: Engine, person: Person) -> int:

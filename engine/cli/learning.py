@@ -79,7 +79,7 @@ def models(
 
     with open_engine(project) as engine:
         engine.campaign(campaign)
-        rows = history(engine, campaign)
+        rows = history(engine.db, campaign)
     if not rows:
         console.print(f"{campaign} has no model versions yet (the reward job makes the first)")
         return
@@ -124,14 +124,14 @@ def rollback(
     with open_engine(project) as engine:
         config = engine.campaign(campaign)
         if release:
-            released = versions.release(engine, config)
+            released = versions.release(engine.db, config)
             console.print(
                 f"released {released}: learning and promotions resume"
                 if released
                 else f"{campaign}'s champion is not pinned"
             )
             return
-        pinned = versions.rollback(engine, config, version)
+        pinned = versions.rollback(engine.db, config, version)
     console.print(
         f"{campaign}: {pinned.version} is the champion again, pinned (learning waits until "
         f"`tailormail rollback {campaign} --release`)"
@@ -156,10 +156,10 @@ def evaluate(
     ledger or on an exported log, against the policy that logged it."""
     # lazy: engine.learning brings numpy (~0.3 s), and --help imports every command module
     import engine as api
+    from engine.learning.champions import champion, champion_policy, configured_settings
     from engine.learning.evaluate import evaluate as run_evaluation
     from engine.learning.evaluate import parse_params
     from engine.learning.logged import from_ledger, read_log
-    from engine.learning.versions import champion_policy, configured_settings
 
     if (campaign is None) == (log is None):
         raise TailormailError("evaluate needs a CAMPAIGN or --log FILE (one of them)")
@@ -188,10 +188,10 @@ def evaluate(
             if not candidates:
                 settings = configured_settings(config)
                 candidates = [(settings["name"], settings["params"])]
-            champion = engine.champion(config)
-            if champion is not None:
-                label = f"champion {champion.version} (in-sample)"
-                fixed.append((label, champion_policy(engine, config)))
+            current = champion(engine.db, config)
+            if current is not None:
+                label = f"champion {current.version} (in-sample)"
+                fixed.append((label, champion_policy(engine.db, engine.policies, config)))
 
             def make(name: str, p: dict[str, Any]) -> Any:
                 return engine.policies.get(name)(**p)

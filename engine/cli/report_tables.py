@@ -41,7 +41,7 @@ def waiting_line(engine: Engine, campaign: str) -> str:
     # lazy: engine.learning/reports bring numpy; --help imports every command module
     from engine.reports.learning import waiting_rewards
 
-    waiting = waiting_rewards(engine, engine.campaign(campaign))
+    waiting = waiting_rewards(engine.db, engine.campaign(campaign))
     line = f"{waiting.in_window} decisions wait for their attribution window"
     if waiting.next_close is not None:
         line += f"; the next closes {_when(waiting.next_close)}"
@@ -59,7 +59,7 @@ def print_rewards(engine: Engine, summary: RewardJoinSummary, console: Console) 
         version = summary.model_versions.get(name)
         model = "model unchanged"
         if version is not None:
-            row = next((r for r in history(engine, name) if r.version == version), None)
+            row = next((r for r in history(engine.db, name) if r.version == version), None)
             decision = row.decision if row is not None else "promoted"
             model = f"model {version} {decision}"
         console.print(
@@ -75,7 +75,7 @@ def ctr_chart(engine: Engine, campaign: str, path: Path) -> Path | None:
 
     from engine.reports.learning import ctr_over_runs
 
-    series = ctr_over_runs(engine, campaign)
+    series = ctr_over_runs(engine.db, campaign)
     if not series:
         return None
     figure = Figure(figsize=(8, 4.8), dpi=110, layout="tight")
@@ -137,7 +137,7 @@ def print_learning_report(engine: Engine, campaign: str, console: Console, png: 
         for label, estimate in values.items():
             table.add_row(Text(label), _ci(estimate))
         console.print(table)
-    models = history(engine, campaign)
+    models = history(engine.db, campaign)
     changes = [r for r in models if (r.decision or "promoted").startswith(("promoted", "pinned"))]
     if changes:
         table = Table(title="champion over time")

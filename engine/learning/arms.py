@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.campaigns import Campaign
-from engine.errors import ConfigError, PluginError
 from engine.types import Context, Decision, Policy, Variant
 
 if TYPE_CHECKING:
@@ -34,17 +33,12 @@ def in_control(campaign: Campaign, recipient_id: str) -> bool:
 
 
 def baseline_policy(engine: Engine, campaign: Campaign) -> Policy | None:
-    """The campaign's baseline policy, or None without a ``[baseline]``; a bad one is a
-    ConfigError naming the campaign."""
+    """The campaign's baseline policy, or None without a ``[baseline]`` (a bad one failed
+    when the Engine started: ``baseline.policy`` or ``[baseline]`` named in the error)."""
     baseline = campaign.baseline
     if baseline is None:
         return None
-    try:
-        return engine.policies.get(baseline.policy_name)(**baseline.policy_params)
-    except PluginError as exc:
-        raise ConfigError(f"campaign {campaign.name!r}: baseline.policy: {exc}") from exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"campaign {campaign.name!r}: [baseline]: {exc}") from exc
+    return engine.policies.get(baseline.policy_name)(**baseline.policy_params)
 
 
 def _shadow(decision: Decision) -> dict[str, Any]:

@@ -21,19 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from engine.campaigns import Campaign
 from engine.errors import TailormailError
-from engine.learning import offpolicy
+from engine.learning import champions, offpolicy
+from engine.learning.champions import CHAMPION, build_policy, configured_settings
 from engine.learning.estimators import Estimate
 from engine.learning.logged import LoggedDecision, from_ledger
-from engine.learning.versions import (
-    CHAMPION,
-    REJECTED,
-    Training,
-    build_policy,
-    configured_settings,
-    estimate_dict,
-    mark_learned,
-    record,
-)
+from engine.learning.versions import REJECTED, Training, estimate_dict, mark_learned, record
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -90,7 +82,7 @@ def search_settings(engine: Engine, base: dict[str, Any]) -> list[dict[str, Any]
 
 
 def _trained(engine: Engine, settings: dict[str, Any], data: Sequence[LoggedDecision]) -> Any:
-    policy = build_policy(engine, settings)
+    policy = build_policy(engine.policies, settings)
     policy.learn([offpolicy.feedback_of(d) for d in data])
     return policy
 
@@ -111,7 +103,7 @@ def train_challengers(
     """Train ``candidates`` (default: the documented search), evaluate each against the
     champion's settings on the newest held-out slice, promote at most one."""
     report = TrainReport(campaign.name)
-    champion = engine.champion(campaign)
+    champion = champions.champion(engine.db, campaign)
     if champion is not None and champion.pinned:
         report.skipped = f"champion {champion.version} is pinned by a rollback; release it first"
         return report
@@ -165,11 +157,11 @@ def train_challengers(
             training.data, training.n_feedback = decisions, len(decisions)
         elif better:
             training.reason = f"{changed}: {figures}; another challenger did better"
-        outcome.version = record(engine, campaign, training)
+        outcome.version = record(engine.db, campaign, training)
         if outcome is winner:
             outcome.promoted, report.promoted = True, outcome.version
             last = max(d.ledger_id or 0 for d in decisions)
-            mark_learned(engine, campaign, last, outcome.version)
+            mark_learned(engine.db, campaign, last, outcome.version)
     return report
 
 
@@ -184,7 +176,7 @@ def challenge_with_configured(engine: Engine, campaign: Campaign) -> TrainReport
         decisions = from_ledger(engine, campaign.name, newest=TRAIN_WINDOW)
         policy = _trained(engine, settings, decisions)
         version = record(
-            engine,
+            engine.db,
             campaign,
             Training(
                 kind="settings",
@@ -199,6 +191,6 @@ def challenge_with_configured(engine: Engine, campaign: Campaign) -> TrainReport
             ),
         )
         if decisions:
-            mark_learned(engine, campaign, max(d.ledger_id or 0 for d in decisions), version)
+            mark_learned(engine.db, campaign, max(d.ledger_id or 0 for d in decisions), version)
         report.promoted = version
     return report

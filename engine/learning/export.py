@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.audience import personal_files
@@ -27,7 +28,7 @@ FORMATS = ("jsonl", "dsjson")
 _CHUNK = 1000
 
 
-def rewarded_decisions(engine: Engine, campaign: str) -> Iterator[tuple[LedgerRow, float]]:
+def rewarded_decisions(db: SAEngine, campaign: str) -> Iterator[tuple[LedgerRow, float]]:
     """Every decision of ``campaign`` with its reward, oldest first, read in chunks."""
     last = 0
     while True:
@@ -39,7 +40,7 @@ def rewarded_decisions(engine: Engine, campaign: str) -> Iterator[tuple[LedgerRo
             .order_by(col(LedgerRow.id))
             .limit(_CHUNK)
         )
-        with session_scope(engine.db) as session:
+        with session_scope(db) as session:
             batch = [(row, float(reward)) for row, reward in session.execute(stmt).all()]
         yield from batch
         if len(batch) < _CHUNK:
@@ -47,8 +48,8 @@ def rewarded_decisions(engine: Engine, campaign: str) -> Iterator[tuple[LedgerRo
         last = int(batch[-1][0].id or 0)
 
 
-def _variant_features(engine: Engine, campaign: str) -> dict[str, dict[str, Any]]:
-    with session_scope(engine.db) as session:
+def _variant_features(db: SAEngine, campaign: str) -> dict[str, dict[str, Any]]:
+    with session_scope(db) as session:
         rows = session.scalars(select(VariantRow).where(col(VariantRow.campaign) == campaign))
         return {row.key: dict(row.features or {}) for row in rows}
 
@@ -121,9 +122,9 @@ def export_decisions(engine: Engine, campaign: str, fmt: str, out: IO[str]) -> i
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (use {' or '.join(FORMATS)})")
     engine.campaign(campaign)  # an unknown campaign is an error, not an empty file
-    features = _variant_features(engine, campaign)
+    features = _variant_features(engine.db, campaign)
     count = 0
-    for row, reward in rewarded_decisions(engine, campaign):
+    for row, reward in rewarded_decisions(engine.db, campaign):
         if not row.pmf or row.variant not in row.pmf:
             continue  # a decision without a logged pmf cannot be used off-policy
         record = (
@@ -143,6 +144,6 @@ def export_to_file(engine: Engine, campaign: str, fmt: str, path: Path) -> int:
     except OSError as exc:
         raise TailormailError(f"export -o {path}: cannot write it ({exc.strerror})") from None
     os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
-    personal_files.note(engine, personal_files.EXPORT, [path])
+    personal_files.note(engine.db, personal_files.EXPORT, [path])
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         return export_decisions(engine, campaign, fmt, handle)

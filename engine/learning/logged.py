@@ -113,7 +113,7 @@ def from_ledger(engine: Engine, campaign: str, newest: int | None = None) -> lis
     or only the ``newest`` ones (read in chunks, so memory stays bounded by ``newest``)."""
     today = engine.campaign(campaign).variant_list
     kept: deque[LoggedDecision] = deque(maxlen=newest)
-    for row, reward in rewarded_decisions(engine, campaign):
+    for row, reward in rewarded_decisions(engine.db, campaign):
         if usable(row):
             kept.append(from_row(row, reward, today))
     return list(kept)

@@ -19,22 +19,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col
 
 from engine.campaigns import Campaign
 from engine.db import session_scope
-from engine.learning import offpolicy
+from engine.learning import champions, offpolicy
+from engine.learning.champions import CHAMPION, champion_policy, configured_settings
 from engine.learning.logged import DECISION_COLUMNS, LoggedDecision, from_row, usable
-from engine.learning.versions import (
-    CHAMPION,
-    REJECTED,
-    Training,
-    champion_policy,
-    configured_settings,
-    estimate_dict,
-    last_configured,
-    record,
-)
+from engine.learning.versions import REJECTED, Training, estimate_dict, last_configured, record
 from engine.models import LedgerRow, RewardRow
 
 if TYPE_CHECKING:
@@ -52,7 +45,7 @@ def learning_policies(campaign: Campaign) -> set[str]:
     return names
 
 
-def unlearned(engine: Engine, campaign: Campaign) -> tuple[list[int], list[LoggedDecision]]:
+def unlearned(db: SAEngine, campaign: Campaign) -> tuple[list[int], list[LoggedDecision]]:
     """Rewarded decisions the champion has not learned from yet: every such send id, and
     the decisions among them that can teach (replayed over the variants as offered)."""
     today = campaign.variant_list
@@ -66,7 +59,7 @@ def unlearned(engine: Engine, campaign: Campaign) -> tuple[list[int], list[Logge
     )
     ids: list[int] = []
     decisions: list[LoggedDecision] = []
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         for row in session.execute(stmt).all():
             ids.append(int(row.id))
             if row.policy in teachers and usable(row):
@@ -78,9 +71,9 @@ def unlearned(engine: Engine, campaign: Campaign) -> tuple[list[int], list[Logge
 
 def check_update(engine: Engine, campaign: Campaign, batch: list[LoggedDecision]) -> Training:
     """Teach the champion ``batch`` and decide whether the update replaces it."""
-    parent = champion_policy(engine, campaign)
-    child = champion_policy(engine, campaign)
-    champion = engine.champion(campaign)
+    parent = champion_policy(engine.db, engine.policies, campaign)
+    child = champion_policy(engine.db, engine.policies, campaign)
+    champion = champions.champion(engine.db, campaign)
     settings = (champion.settings if champion else None) or configured_settings(campaign)
     child.learn([offpolicy.feedback_of(d) for d in batch])
     training = Training(
@@ -129,20 +122,20 @@ def learn_online(engine: Engine, campaign: Campaign) -> str | None:
     until it is released. A changed ``[policy]`` in the campaign file first gets a
     challenger with the new settings (``engine.learning.challengers``).
     """
-    champion = engine.champion(campaign)
+    champion = champions.champion(engine.db, campaign)
     if champion is not None and champion.pinned:
         return None
-    seen = last_configured(engine, campaign)
+    seen = last_configured(engine.db, campaign)
     if champion is not None and seen is not None and seen != configured_settings(campaign):
         from engine.learning.challengers import challenge_with_configured
 
         challenge_with_configured(engine, campaign)
-    ids, batch = unlearned(engine, campaign)
+    ids, batch = unlearned(engine.db, campaign)
     if not ids:
         return None
     version: str | None = None
     if batch:
-        version = record(engine, campaign, check_update(engine, campaign, batch))
+        version = record(engine.db, campaign, check_update(engine, campaign, batch))
     with session_scope(engine.db) as session:
         session.execute(
             update(RewardRow)

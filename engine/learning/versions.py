@@ -1,11 +1,12 @@
-"""Model versions: the audit table of every training, and which version is the champion.
+"""Model versions: the audit table of every training, and how it changes.
 
 Each row is one trained model of a campaign: an online update of the champion, a
 challenger with other settings, a challenger for changed settings in the campaign file,
 or a rollback. It records the settings, the ledger range learned from, the off-policy
 estimates that decided it, the decision and why. The champion is the newest row with role
-``champion``; a rollback pins an older model as champion until ``release`` (or the next
-rollback), so online updates and promotions wait meanwhile.
+``champion`` (``engine.learning.champions`` finds it and builds its policy); a rollback
+pins an older model as champion until ``release`` (or the next rollback), so online
+updates and promotions wait meanwhile.
 """
 
 from __future__ import annotations
@@ -13,67 +14,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, update
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.campaigns import Campaign
 from engine.db import session_scope
 from engine.errors import TailormailError
+from engine.learning.champions import CHAMPION, champion, configured_settings
 from engine.learning.estimators import Estimate
 from engine.learning.logged import LoggedDecision
 from engine.models import ModelVersionRow, RewardRow, utcnow
-from engine.types import Policy
 
-if TYPE_CHECKING:
-    from engine.app import Engine
-
-CHAMPION, RETIRED, REJECTED, AUDIT = "champion", "retired", "rejected", "audit"
-
-
-def configured_settings(campaign: Campaign) -> dict[str, Any]:
-    """The campaign file's policy settings: ``{"name": ..., "params": {...}}``."""
-    return {"name": campaign.policy.name, "params": dict(campaign.policy.params)}
-
-
-def build_policy(engine: Engine, settings: dict[str, Any], blob: bytes | None = None) -> Policy:
-    """A policy made with ``settings``, loaded with ``blob`` when given."""
-    policy = engine.policies.get(str(settings["name"]))(**dict(settings.get("params") or {}))
-    if blob:
-        policy.load(blob)
-    return policy
-
-
-def champion_policy(engine: Engine, campaign: Campaign) -> Policy:
-    """The campaign's policy as it decides now: the champion's model and settings, or a
-    fresh policy with the campaign file's settings when no model exists yet."""
-    row = engine.champion(campaign)
-    if row is None:
-        return build_policy(engine, configured_settings(campaign))
-    policy = build_policy(engine, row.settings or configured_settings(campaign), row.blob)
-    policy.model_version = row.version
-    return policy
-
-
-def version_policy(engine: Engine, campaign: Campaign, version: str) -> Policy:
-    """The policy of model ``version`` of ``campaign`` (``""``: a fresh one, configured as
-    the campaign file says); falls back to the champion when that version is gone."""
-    if version == "":
-        return build_policy(engine, configured_settings(campaign))
-    with session_scope(engine.db) as session:
-        row = session.scalars(
-            select(ModelVersionRow)
-            .where(col(ModelVersionRow.campaign) == campaign.name)
-            .where(col(ModelVersionRow.version) == version)
-            .order_by(col(ModelVersionRow.id).desc())
-            .limit(1)
-        ).first()
-    if row is None:
-        return champion_policy(engine, campaign)
-    policy = build_policy(engine, row.settings or configured_settings(campaign), row.blob)
-    policy.model_version = row.version
-    return policy
+RETIRED, REJECTED, AUDIT = "retired", "rejected", "audit"
 
 
 @dataclass
@@ -97,8 +52,8 @@ def estimate_dict(estimates: dict[str, Estimate]) -> dict[str, dict[str, float |
     return {name: value.as_dict() for name, value in estimates.items()}
 
 
-def _next_version(engine: Engine, campaign: Campaign, policy_name: str) -> str:
-    with session_scope(engine.db) as session:
+def _next_version(db: SAEngine, campaign: Campaign, policy_name: str) -> str:
+    with session_scope(db) as session:
         count = session.scalar(
             select(func.count())
             .select_from(ModelVersionRow)
@@ -107,16 +62,16 @@ def _next_version(engine: Engine, campaign: Campaign, policy_name: str) -> str:
     return f"{campaign.name}-{policy_name}-v{int(count or 0) + 1}"
 
 
-def record(engine: Engine, campaign: Campaign, training: Training) -> str:
+def record(db: SAEngine, campaign: Campaign, training: Training) -> str:
     """Write ``training`` to the audit table; a ``champion`` role retires the previous one.
 
     Returns the new version's label.
     """
-    previous = engine.champion(campaign)
-    version = _next_version(engine, campaign, str(training.settings["name"]))
+    previous = champion(db, campaign)
+    version = _next_version(db, campaign, str(training.settings["name"]))
     stamps = [d.sent_at for d in training.data if d.sent_at is not None]
     ids = [d.ledger_id for d in training.data if d.ledger_id is not None]
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         if training.role == CHAMPION and previous is not None:
             session.execute(
                 update(ModelVersionRow)
@@ -150,9 +105,9 @@ def record(engine: Engine, campaign: Campaign, training: Training) -> str:
     return version
 
 
-def mark_learned(engine: Engine, campaign: Campaign, last_id: int, version: str) -> None:
+def mark_learned(db: SAEngine, campaign: Campaign, last_id: int, version: str) -> None:
     """Mark every reward of ``campaign`` up to ledger id ``last_id`` as learned by ``version``."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         session.execute(
             update(RewardRow)
             .where(col(RewardRow.campaign) == campaign.name)
@@ -162,9 +117,9 @@ def mark_learned(engine: Engine, campaign: Campaign, last_id: int, version: str)
         )
 
 
-def last_configured(engine: Engine, campaign: Campaign) -> dict[str, Any] | None:
+def last_configured(db: SAEngine, campaign: Campaign) -> dict[str, Any] | None:
     """The campaign file's settings as the newest audit row saw them (None: no rows yet)."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         stmt = (
             select(col(ModelVersionRow.config_settings))
             .where(col(ModelVersionRow.campaign) == campaign.name)
@@ -176,9 +131,9 @@ def last_configured(engine: Engine, campaign: Campaign) -> dict[str, Any] | None
     return seen
 
 
-def history(engine: Engine, campaign: str) -> list[ModelVersionRow]:
+def history(db: SAEngine, campaign: str) -> list[ModelVersionRow]:
     """Every model version of ``campaign``, oldest first."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         stmt = (
             select(ModelVersionRow)
             .where(col(ModelVersionRow.campaign) == campaign)
@@ -187,15 +142,15 @@ def history(engine: Engine, campaign: str) -> list[ModelVersionRow]:
         return list(session.scalars(stmt).all())
 
 
-def rollback(engine: Engine, campaign: Campaign, version: str | None = None) -> ModelVersionRow:
+def rollback(db: SAEngine, campaign: Campaign, version: str | None = None) -> ModelVersionRow:
     """Pin ``version`` (default: the current champion's parent) as the campaign's champion.
 
     The pinned model decides every later send; online updates and promotions wait until
     ``release``. The rollback itself is an audit row (role ``audit``, no model). Returns
     the pinned version's row.
     """
-    rows = history(engine, campaign.name)
-    current = engine.champion(campaign)
+    rows = history(db, campaign.name)
+    current = champion(db, campaign)
     if version is None:
         if current is None or current.parent is None:
             raise TailormailError(
@@ -216,7 +171,7 @@ def rollback(engine: Engine, campaign: Campaign, version: str | None = None) -> 
             f"uses the {campaign.policy.name!r} policy"
         )
     record(
-        engine,
+        db,
         campaign,
         Training(
             kind="rollback",
@@ -229,7 +184,7 @@ def rollback(engine: Engine, campaign: Campaign, version: str | None = None) -> 
             role=AUDIT,
         ),
     )
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         session.execute(
             update(ModelVersionRow)
             .where(col(ModelVersionRow.campaign) == campaign.name)
@@ -241,15 +196,15 @@ def rollback(engine: Engine, campaign: Campaign, version: str | None = None) -> 
             .where(col(ModelVersionRow.id) == target.id)
             .values(role=CHAMPION, pinned=True)
         )
-    return next(r for r in history(engine, campaign.name) if r.version == version)
+    return next(r for r in history(db, campaign.name) if r.version == version)
 
 
-def release(engine: Engine, campaign: Campaign) -> str | None:
+def release(db: SAEngine, campaign: Campaign) -> str | None:
     """Unpin the campaign's champion so learning and promotions resume; its version."""
-    current = engine.champion(campaign)
+    current = champion(db, campaign)
     if current is None or not current.pinned:
         return None
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         session.execute(
             update(ModelVersionRow)
             .where(col(ModelVersionRow.id) == current.id)

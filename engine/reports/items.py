@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.db import session_scope
@@ -54,7 +55,7 @@ class ItemReport:
     positions: list[ClickRate]
 
 
-def _clicked(engine: Engine, campaign: str) -> set[tuple[int, int]]:
+def _clicked(db: SAEngine, campaign: str) -> set[tuple[int, int]]:
     """``(send id, link index)`` of every human click on a link of ``campaign``'s emails."""
     stmt = (
         select(col(EventRow.send_id), col(EventRow.data))
@@ -65,7 +66,7 @@ def _clicked(engine: Engine, campaign: str) -> set[tuple[int, int]]:
         .where(col(EventRow.machine).is_(False))
     )
     found: set[tuple[int, int]] = set()
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         for send_id, data in session.execute(stmt):
             index = (data or {}).get("link_index")
             if send_id is not None and isinstance(index, int):
@@ -76,7 +77,7 @@ def _clicked(engine: Engine, campaign: str) -> set[tuple[int, int]]:
 def item_report(engine: Engine, campaign: str) -> ItemReport:
     """Clicks and CTR per item and per position over every sent email of ``campaign``."""
     engine.campaign(campaign)  # an unknown campaign is an error naming it
-    clicked = _clicked(engine, campaign)
+    clicked = _clicked(engine.db, campaign)
     stmt = (
         select(col(LedgerRow.id), col(LedgerRow.items), col(LedgerRow.link_items))
         .where(LedgerRow.campaign == campaign)

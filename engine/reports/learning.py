@@ -11,15 +11,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.campaigns import Campaign
 from engine.db import session_scope
 from engine.learning import offpolicy
 from engine.learning.arms import CONTROL
+from engine.learning.champions import champion, champion_policy
 from engine.learning.estimators import Z95, Estimate, mean_interval
 from engine.learning.logged import from_ledger
-from engine.learning.versions import champion_policy
 from engine.models import LedgerRow, LedgerStatus, RewardRow, as_utc, utcnow
 from engine.reports.lift import arm_figures
 from engine.reports.variants import VariantReport
@@ -37,7 +38,7 @@ class Waiting:
     next_close: datetime | None
 
 
-def waiting_rewards(engine: Engine, campaign: Campaign, now: datetime | None = None) -> Waiting:
+def waiting_rewards(db: SAEngine, campaign: Campaign, now: datetime | None = None) -> Waiting:
     """How many sent decisions of ``campaign`` have no reward yet, and when the next
     attribution window closes (None when none is open)."""
     now = as_utc(now) if now else utcnow()
@@ -50,7 +51,7 @@ def waiting_rewards(engine: Engine, campaign: Campaign, now: datetime | None = N
         .where(col(LedgerRow.status) == LedgerStatus.SENT)
         .where(col(RewardRow.send_id).is_(None))
     )
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         open_count, first = session.execute(base.where(col(LedgerRow.sent_at) > cutoff)).one()
         ready, _ = session.execute(base.where(col(LedgerRow.sent_at) <= cutoff)).one()
     close = as_utc(first) + campaign.reward.attribution_window if first else None
@@ -72,12 +73,13 @@ def value_summary(engine: Engine, campaign: Campaign) -> dict[str, Estimate]:
             pmfs = [dict(d.shadow_pmf or {}) for d in shadowed]
             label = "policy in shadow (estimated)"
             values[label] = offpolicy.estimates(shadowed, pmfs, model)["dr"]
-        champion = engine.champion(campaign)
-        if champion is not None:
-            pmfs = offpolicy.target_pmfs(champion_policy(engine, campaign), decisions)
-            label = f"champion {champion.version} (estimated)"
+        current = champion(engine.db, campaign)
+        if current is not None:
+            policy = champion_policy(engine.db, engine.policies, campaign)
+            pmfs = offpolicy.target_pmfs(policy, decisions)
+            label = f"champion {current.version} (estimated)"
             values[label] = offpolicy.estimates(decisions, pmfs, model)["dr"]
-    control = arm_figures(engine, campaign.name).get(CONTROL)
+    control = arm_figures(engine.db, campaign.name).get(CONTROL)
     if control is not None and control.n:
         half = Z95 * math.sqrt(control.reward_variance() / control.n)
         mean = control.mean_reward
@@ -92,7 +94,7 @@ def mean_interval_of(values: Sequence[float]) -> Estimate:
     return mean_interval(np.asarray(values, dtype=np.float64))
 
 
-def ctr_over_runs(engine: Engine, campaign: str) -> dict[str, list[tuple[datetime, float]]]:
+def ctr_over_runs(db: SAEngine, campaign: str) -> dict[str, list[tuple[datetime, float]]]:
     """Per variant, its CTR in each run (rewarded decisions), at the run's first send."""
     stmt = (
         select(
@@ -106,7 +108,7 @@ def ctr_over_runs(engine: Engine, campaign: str) -> dict[str, list[tuple[datetim
     )
     sends: dict[tuple[str, str], list[int]] = {}
     starts: dict[str, datetime] = {}
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         for run, variant, sent_at, kinds in session.execute(stmt):
             entry = sends.setdefault((str(run), str(variant)), [0, 0])
             entry[0] += 1

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.db import session_scope
@@ -65,7 +66,7 @@ class Lift:
         return self.ctr.value / self.control.ctr if self.control.ctr else None
 
 
-def arm_figures(engine: Engine, campaign: str) -> dict[str, ArmFigures]:
+def arm_figures(db: SAEngine, campaign: str) -> dict[str, ArmFigures]:
     """Figures per arm over the campaign's rewarded decisions that have an arm."""
     stmt = (
         select(col(LedgerRow.arm), col(RewardRow.reward), col(RewardRow.event_types))
@@ -74,7 +75,7 @@ def arm_figures(engine: Engine, campaign: str) -> dict[str, ArmFigures]:
         .where(col(LedgerRow.arm).is_not(None))
     )
     figures: dict[str, ArmFigures] = {}
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         for arm, reward, kinds in session.execute(stmt):
             entry = figures.setdefault(str(arm), ArmFigures())
             entry.n += 1
@@ -97,7 +98,7 @@ def newcombe(treated: ArmFigures, control: ArmFigures) -> Estimate:
 
 def measured_lift(engine: Engine, campaign: str) -> Lift | None:
     """The lift of the treatment over the control, or None without both arms rewarded."""
-    arms = arm_figures(engine, campaign)
+    arms = arm_figures(engine.db, campaign)
     treated, control = arms.get(TREATMENT), arms.get(CONTROL)
     if treated is None or control is None:
         return None

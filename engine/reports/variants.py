@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import distinct, func
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.db import session_scope
@@ -50,7 +51,7 @@ class VariantReport:
         return wilson_interval(self.clicks, self.sends)
 
 
-def _count_events(engine: Engine, campaign: str, kind: EventType) -> dict[str, int]:
+def _count_events(db: SAEngine, campaign: str, kind: EventType) -> dict[str, int]:
     stmt = (
         select(col(LedgerRow.variant), func.count(distinct(col(EventRow.send_id))))
         .join(EventRow, col(EventRow.send_id) == col(LedgerRow.id))
@@ -59,7 +60,7 @@ def _count_events(engine: Engine, campaign: str, kind: EventType) -> dict[str, i
         .where(col(EventRow.bot).is_(False))
         .group_by(LedgerRow.variant)
     )
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         return {str(v): int(n) for v, n in session.execute(stmt).all()}
 
 
@@ -74,8 +75,8 @@ def campaign_report(engine: Engine, campaign: str) -> list[VariantReport]:
     )
     with session_scope(engine.db) as session:
         sends = {str(v): int(n) for v, n in session.execute(stmt).all()}
-    clicks = _count_events(engine, campaign, EventType.CLICK)
-    unsubscribes = _count_events(engine, campaign, EventType.UNSUBSCRIBE)
+    clicks = _count_events(engine.db, campaign, EventType.CLICK)
+    unsubscribes = _count_events(engine.db, campaign, EventType.UNSUBSCRIBE)
     keys = [v.key for v in config.variants] + sorted(set(sends) - {v.key for v in config.variants})
     return [
         VariantReport(key, sends.get(key, 0), clicks.get(key, 0), unsubscribes.get(key, 0))

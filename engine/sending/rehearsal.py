@@ -119,7 +119,7 @@ def write_preview(
         written += [html, eml]
         if engine is not None:
             holder = address_holder(engine, message.to_address)
-            personal_files.note(engine, personal_files.PREVIEW, [html, eml], holder)
+            personal_files.note(engine.db, personal_files.PREVIEW, [html, eml], holder)
     return written
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Literal
 
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.db import session_scope
@@ -24,10 +25,10 @@ LOOKUP_SECONDS = 0.5
 Scope = Literal["all", "campaign"]
 
 
-def unsubscribed_scope(engine: Engine, send_id: int) -> Scope | None:
+def unsubscribed_scope(db: SAEngine, send_id: int) -> Scope | None:
     """``all`` when the send's address gets no more mail at all, ``campaign`` when it left
     only the send's campaign, None when it still gets both (or the send is unknown)."""
-    with session_scope(engine.db) as session:
+    with session_scope(db) as session:
         stmt = select(col(LedgerRow.email), col(LedgerRow.campaign))
         send = session.execute(stmt.where(col(LedgerRow.id) == send_id)).first()
         if send is None or not send.email:
@@ -45,7 +46,8 @@ async def current_scope(engine: Engine, send_id: int) -> Scope | None:
     any error (the database down): the page then offers the choice as usual."""
     # An executor future, not anyio's worker thread: cancelling it on time-out does not
     # wait for the thread, so a hanging database cannot hold the page.
-    lookup = asyncio.get_running_loop().run_in_executor(None, unsubscribed_scope, engine, send_id)
+    loop = asyncio.get_running_loop()
+    lookup = loop.run_in_executor(None, unsubscribed_scope, engine.db, send_id)
     try:
         return await asyncio.wait_for(lookup, LOOKUP_SECONDS)
     except Exception as exc:  # TimeoutError, or the database refusing the connection

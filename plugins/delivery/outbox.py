@@ -55,7 +55,7 @@ class OutboxBackend(DeliveryBackend):
         register it: ``forget`` cleans it even after a switch to another backend."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.engine is not None:
-            note(self.engine, OUTBOX, [self.folder])
+            note(self.engine.db, OUTBOX, [self.folder])
 
     def copy_path(self, result: SendResult) -> Path | None:
         """The file this backend wrote for ``result``

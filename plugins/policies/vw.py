@@ -145,6 +145,13 @@ class VowpalWabbitPolicy:
         {"cb_type": "mtr"},
     )
 
+    @classmethod
+    def check_params(cls, **params: Any) -> None:
+        """Check a ``[policy]`` table at start-up without a VW workspace when it is empty
+        (the defaults, which VW accepts); other settings are also put to VW itself."""
+        if params:
+            cls(**params).close()
+
     def __init__(
         self,
         *,

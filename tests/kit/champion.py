@@ -86,7 +86,7 @@ def set_policy(path: Path, block: str) -> None:
 
 def versions(engine: Engine, campaign: str) -> list[ModelVersionRow]:
     """The campaign's audit table, oldest first."""
-    return history(engine, campaign)
+    return history(engine.db, campaign)
 
 
 def make_project(root: Path, db_url: str) -> Project:

@@ -24,6 +24,7 @@ from engine import Context, Decision, Feedback, Variant, hookimpl
 from engine.feedback.reward_job import join_rewards
 from engine.learning import training
 from engine.learning.challengers import train_challengers
+from engine.learning.champions import champion
 from engine.learning.versions import rollback
 from engine.models import utcnow
 from engine.sampling import decide
@@ -49,7 +50,7 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_never(tmp_path: Path) -
     (better,) = report.outcomes
     assert better.difference.ci_low > 0, better
     assert better.promoted and report.promoted == better.version
-    assert engine.champion(campaign).version == better.version  # type: ignore[union-attr]
+    assert champion(engine.db, campaign).version == better.version  # type: ignore[union-attr]
 
     # Now the champion personalizes: a context-blind challenger is worse, and one with
     # the champion's own settings is no better; neither is promoted.
@@ -57,7 +58,7 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_never(tmp_path: Path) -
     blind, same = report.outcomes
     assert blind.difference.ci_high < 0, blind
     assert not blind.promoted and not same.promoted and report.promoted is None
-    assert engine.champion(campaign).version == better.version  # type: ignore[union-attr]
+    assert champion(engine.db, campaign).version == better.version  # type: ignore[union-attr]
 
     rows = {row.version: row for row in versions(engine, "learn")}
     promoted, refused = rows[better.version], rows[blind.version]
@@ -143,7 +144,7 @@ def test_a_clearly_worse_update_is_rolled_back_automatically(
     assert broken.parent == first.version and "clearly worse" in (broken.reason or "")
     assert (broken.estimates or {})["difference"]["ci_high"] < 0
     campaign = engine.campaign("online")
-    assert engine.champion(campaign).version == first.version  # type: ignore[union-attr]
+    assert champion(engine.db, campaign).version == first.version  # type: ignore[union-attr]
     run_campaign(engine, "online", run_id="after-rollback")
     assert {r.model_version for r in ledger(engine, "after-rollback")} == {first.version}
     engine.close()
@@ -177,9 +178,9 @@ def test_rollback_restores_an_earlier_model_and_decisions_log_its_version(projec
     assert [r.role for r in history] == ["retired", "retired", "champion"], history
     campaign = engine.campaign("learning")
     earliest = history[0]
-    pinned = rollback(engine, campaign, earliest.version)
+    pinned = rollback(engine.db, campaign, earliest.version)
     assert pinned.version == earliest.version and pinned.pinned
-    assert engine.champion(campaign).version == earliest.version  # type: ignore[union-attr]
+    assert champion(engine.db, campaign).version == earliest.version  # type: ignore[union-attr]
     restored = engine.policies.get("vw")()
     restored.load(earliest.blob)
 

@@ -137,7 +137,7 @@ def test_history_is_two_queries_per_batch_and_can_be_turned_off(
     campaign = engine.campaign("alerts")
     statements: list[str] = []
     event.listen(engine.db, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    features = history_features(engine, campaign, [f"u{i:03d}" for i in range(40)])
+    features = history_features(engine.db, campaign, [f"u{i:03d}" for i in range(40)])
     assert len(statements) == 2
     assert len(features) == 40 and all(f == {"sends_30d": 1} for f in features.values())
     quiet = engine.context_for(engine.campaign("quiet"), engine.audience(campaign)[0])

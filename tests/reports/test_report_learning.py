@@ -45,7 +45,7 @@ def test_report_shows_lift_values_models_waiting_rewards_and_a_chart(tmp_path: P
     project.seed(engine, people=300)
     send_and_reward(engine, "held", runs=2, rng=random.Random(8), learn=True, table=B_BETTER)
     run_campaign(engine, "held", run_id="fresh")  # inside its window: waiting
-    waiting = waiting_rewards(engine, engine.campaign("held"))
+    waiting = waiting_rewards(engine.db, engine.campaign("held"))
     assert waiting.in_window == 300 and waiting.ready == 0 and waiting.next_close is not None
     engine.close()
 
