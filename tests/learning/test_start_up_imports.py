@@ -59,12 +59,6 @@ def test_constructing_an_engine_imports_no_learning(started: list[str]) -> None:
     assert "engine.app" in started  # the probe did construct it
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="built-in plugin modules import numpy and vowpalwabbit at module level until "
-    "their imports are made lazy (issue 19, the command-line part); the Engine itself "
-    "needs neither to start",
-)
 def test_constructing_an_engine_imports_no_numpy_or_vowpalwabbit(started: list[str]) -> None:
     heavy = [m for m in started if m.split(".")[0] in ("numpy", "vowpalwabbit")]
     assert heavy == []
