@@ -227,7 +227,9 @@ class Renderer:
         return self._render_template(variant, name, context, template)
 
     def _inline_css(self, variant: Variant, body: str) -> str:
-        import css_inline  # maintained (Rust, servo's CSS parser); premailer is not
+        # lazy: only a variant with a <style> block needs it; css_inline is maintained
+        # (Rust, servo's CSS parser), premailer is not
+        import css_inline
 
         try:
             # Never fetch remote stylesheets: rendering must not depend on the network.

@@ -25,6 +25,7 @@ from sqlmodel import col
 from engine.campaigns import Campaign
 from engine.db import session_scope
 from engine.learning import champions, offpolicy
+from engine.learning.challengers import challenge_with_configured
 from engine.learning.champions import CHAMPION, champion_policy, configured_settings
 from engine.learning.logged import DECISION_COLUMNS, LoggedDecision, from_row, usable
 from engine.learning.versions import REJECTED, Training, estimate_dict, last_configured, record
@@ -127,8 +128,6 @@ def learn_online(engine: Engine, campaign: Campaign) -> str | None:
         return None
     seen = last_configured(engine.db, campaign)
     if champion is not None and seen is not None and seen != configured_settings(campaign):
-        from engine.learning.challengers import challenge_with_configured
-
         challenge_with_configured(engine, campaign)
     ids, batch = unlearned(engine.db, campaign)
     if not ids:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 from engine import models  # noqa: F401  (registers the tables)
@@ -15,8 +16,6 @@ def run_migrations_online() -> None:
     """Migrate over ``config.attributes["connection"]``, or a fresh engine from the URL."""
     connection = config.attributes.get("connection")
     if connection is None:
-        from sqlalchemy import create_engine
-
         engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
         with engine.begin() as conn:
             context.configure(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 from sqlalchemy import func
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
@@ -89,8 +90,6 @@ def value_summary(engine: Engine, campaign: Campaign) -> dict[str, Estimate]:
 
 def mean_interval_of(values: Sequence[float]) -> Estimate:
     """The mean of ``values`` with a normal 95% interval."""
-    import numpy as np
-
     return mean_interval(np.asarray(values, dtype=np.float64))
 
 

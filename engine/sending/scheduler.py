@@ -25,6 +25,7 @@ from engine.db import session_scope
 from engine.errors import CampaignBusyError
 from engine.feedback.reward_job import join_rewards
 from engine.feedback.rewards import RewardJoinSummary
+from engine.learning.challengers import train_challengers
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
 from engine.sending.leader import Leadership
 from engine.sending.pipeline import RunSummary, run_id_for
@@ -113,8 +114,6 @@ RETENTION_INTERVAL_SECONDS = 3600
 
 def train_job(engine: Engine) -> dict[str, str | None]:
     """The periodic challenger training of every campaign; the promoted version of each."""
-    from engine.learning.challengers import train_challengers
-
     promoted: dict[str, str | None] = {}
     for name in sorted(engine.campaigns):
         report = train_challengers(engine, engine.campaign(name))

@@ -14,8 +14,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from engine.plugins import DEFAULT_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,11 +81,6 @@ def test_every_import_inside_a_function_of_the_cli_and_plugins_says_why() -> Non
     assert not offenders, _report(offenders)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 19: the sending, learning, reports, rendering and app folders still hold "
-    "function-level imports without a reason; their step of the issue gives them one",
-)
 def test_every_import_inside_a_function_says_why() -> None:
     offenders = unexplained_imports(ROOT / "engine", ROOT / "plugins")
     assert not offenders, _report(offenders)
