@@ -219,6 +219,13 @@ _KINDS = {
 Records = Iterator[tuple[int, dict[str, Any]]]
 
 
+_RESAVE = (
+    ': save the file as UTF-8 (a spreadsheet\'s "CSV UTF-8"), or convert it, e.g. with '
+    "iconv -f latin1 -t utf-8 FILE > FILE.utf8.csv"
+)
+"""What an undecodable file's error says to do (tailormail reads UTF-8 only)."""
+
+
 def _lines(handle: IO[bytes], name: str, row_of: Callable[[int], int]) -> Iterator[str]:
     """Decoded lines; ``row_of`` maps a line number to the row an error should name."""
     # Decoding line by line (b"\n" never occurs inside a UTF-8 sequence) keeps memory flat.
@@ -226,7 +233,9 @@ def _lines(handle: IO[bytes], name: str, row_of: Callable[[int], int]) -> Iterat
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise ImportFileError(name, row_of(number), None, "is not valid UTF-8") from None
+            utf16 = number == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+            found = "is UTF-16, not UTF-8" if utf16 else "is not valid UTF-8"
+            raise ImportFileError(name, row_of(number), None, found + _RESAVE) from None
         yield text.removeprefix("\ufeff") if number == 1 else text
 
 

@@ -27,7 +27,20 @@ _WHY = {
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host``:``port``, or ``ConfigError`` naming the port and
     the settings that choose it."""
+    if not 0 <= port < 65536:
+        raise ConfigError(
+            f"port {port} is not a port: choose one from 0 (any free port) to 65535 with "
+            "--port or [web] port in config/tailormail.toml"
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"host {host!r} is not an address of this machine nor a name it can resolve "
+            f"({exc.strerror or exc}): choose another with --host or [web] host in "
+            "config/tailormail.toml (127.0.0.1 serves this machine only)"
+        ) from None
     try:
         return socket.create_server((host, port), family=family)
     except OSError as exc:

@@ -209,6 +209,8 @@ GOOD_PEOPLE = "id,email\nu1,a@example.com\nu2,b@example.com\n"
 GOOD_ITEMS = "id,title\ni1,Old title\n"
 GOOD_EVENTS = "user_id,item_id,timestamp\nu1,i1,2024-01-01T00:00:00Z\n"
 EV = "user_id,item_id,timestamp"
+LATIN_1 = "id,email\nu1,José@x.com\n".encode("latin-1")
+UTF_16 = "id,email\nu1,z@x.com\n".encode("utf-16")
 
 BAD_FILES = [
     # kind, file name, content, row, column, words in the reason
@@ -222,6 +224,8 @@ BAD_FILES = [
     ("recipients", "p.csv", "id,mail\nu1,z@x.com\n", 1, "email", "header"),
     ("recipients", "p.csv", 'id,email\nu1,"z@x.com\n', 2, None, "CSV"),
     ("recipients", "p.csv", b"id,email\nu1,z@x.com\nu2,\xff@x.com\n", 3, None, "UTF-8"),
+    ("recipients", "p.csv", LATIN_1, 2, None, "save the file as UTF-8"),
+    ("recipients", "p.csv", UTF_16, 1, None, "is UTF-16, not UTF-8"),
     ("recipients", "p.jsonl", '{"id": "u1", "email": "z@x.com"}\n["u2"]\n', 2, None, "object"),
     ("recipients", "p.jsonl", '{"id": "u1", "email": "z@x.com"}\n{"id": \n', 2, None, "JSON"),
     ("recipients", "p.jsonl", '\n{"id": "u1"}\n', 2, "email", "missing"),

@@ -237,6 +237,23 @@ def test_a_port_in_use_is_an_error_before_anything_starts(shop: Path) -> None:
     assert done.stderr.strip().count("\n") == 0, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--port", "70000", "port 70000 is not a port: choose one from 0 (any free port) to 65535"),
+        ("--port", "-1", "port -1 is not a port: choose one from 0 (any free port) to 65535"),
+        ("--host", "999.1.1.1", "host '999.1.1.1' is not an address of this machine"),
+    ],
+)
+def test_a_port_or_host_that_cannot_be_is_one_line(
+    shop: Path, option: str, value: str, says: str
+) -> None:
+    done = tailormail("serve", f"{option}={value}", cwd=shop)
+    fails(done, says, "--port or [web] port" if option == "--port" else "--host or [web] host")
+    assert "Traceback" not in done.stderr and "stop what holds it" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB tmpfs mounted for the test (skipped where mounting is refused)."""
