@@ -9,7 +9,7 @@ from engine import EventType, TrackingEvent
 from engine.app import Engine
 from engine.feedback.events import record_event, record_events
 from engine.models import CampaignSuppressionRow, EventRow, LedgerRow, SuppressionRow, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 
 def test_one_event_and_a_batch_write_the_same_rows(sqlite_project: Project) -> None:

@@ -14,7 +14,7 @@ from engine.app import Engine
 from engine.feedback.events import record_event
 from engine.feedback.rewards import RewardJoinSummary, join_closed_windows
 from engine.models import LedgerRow, ModelVersionRow, RewardRow, utcnow
-from engine.sending.pipeline import run_campaign
+from engine.sending.real_run import run_campaign
 
 
 def _sent_and_clicked(project: Project) -> Engine:
