@@ -16,7 +16,7 @@ from engine.audience.contexts import contexts_for
 from engine.audience.eligibility import ineligible
 from engine.audience.filters import check_audience_keys, count_audience, stream_audience
 from engine.audience.forgetting_key import ensure_forgetting_key
-from engine.campaigns import Campaign, load_campaigns
+from engine.campaigns import Campaign, find_campaign, load_campaigns
 from engine.db import make_db
 from engine.durations import format_duration
 from engine.errors import ConfigError, PluginError, TailormailError, TemplateError
@@ -237,11 +237,7 @@ class Engine:
     # -- factories ----------------------------------------------------------------------
     def campaign(self, name: str) -> Campaign:
         """The named campaign; an unknown name lists the configured ones."""
-        try:
-            return self.campaigns[name]
-        except KeyError:
-            known = ", ".join(sorted(self.campaigns)) or "none"
-            raise ConfigError(f"unknown campaign {name!r} (configured: {known})") from None
+        return find_campaign(self.campaigns, name)
 
     def make_backend(self, name: str | None = None) -> DeliveryBackend:
         """A new delivery backend configured from ``[delivery.<name>]``."""

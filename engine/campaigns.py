@@ -302,3 +302,12 @@ def load_campaigns(directory: Path) -> dict[str, Campaign]:
             raise ConfigError(f"{path}: campaign name {campaign.name!r} is used twice")
         campaigns[campaign.name] = campaign
     return campaigns
+
+
+def find_campaign(campaigns: dict[str, Campaign], name: str) -> Campaign:
+    """The campaign called ``name``; an unknown name lists the configured ones."""
+    try:
+        return campaigns[name]
+    except KeyError:
+        known = ", ".join(sorted(campaigns)) or "none"
+        raise ConfigError(f"unknown campaign {name!r} (configured: {known})") from None

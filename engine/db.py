@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -215,6 +215,19 @@ def lock_campaign(session: Session, campaign: str) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
+def _dialect(session: Session) -> Any:
+    """The dialect module (``insert ... on conflict``) of the session's database."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        # lazy: the PostgreSQL dialect (~20 ms) loads only for a PostgreSQL database
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql
+    if dialect == "sqlite":
+        return sqlite
+    raise NotImplementedError(f"no upsert for dialect {dialect}")  # pragma: no cover
+
+
 def insert_ignore(
     session: Session, table: type[SQLModel], rows: Iterable[Mapping[str, Any]]
 ) -> int:
@@ -222,14 +235,8 @@ def insert_ignore(
     values = [dict(row) for row in rows]
     if not values:
         return 0
-    dialect = session.get_bind().dialect.name
     sa_table = table.__table__  # type: ignore[attr-defined]
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(sa_table).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(sa_table).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(f"no upsert for dialect {dialect}")
+    stmt = _dialect(session).insert(sa_table).values(values).on_conflict_do_nothing()
     result: Any = session.execute(stmt)
     return int(result.rowcount or 0)
 
@@ -245,9 +252,8 @@ def insert_returning(
     values = [dict(row) for row in rows]
     if not values:
         return []
-    dialect = session.get_bind().dialect.name
     sa_table = table.__table__  # type: ignore[attr-defined]
-    module: Any = postgresql if dialect == "postgresql" else sqlite
+    module = _dialect(session)
     returned = [sa_table.c[name] for name in columns]
     # Parameters apart from the statement: it compiles once and is cached, and SQLAlchemy
     # sends the rows as multi-row VALUES ("insertmanyvalues"), RETURNING included.
@@ -265,10 +271,8 @@ def upsert(
     values = [dict(row) for row in rows]
     if not values:
         return
-    dialect = session.get_bind().dialect.name
     sa_table = table.__table__  # type: ignore[attr-defined]
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(sa_table).values(values)
+    stmt = _dialect(session).insert(sa_table).values(values)
     updates = {c: stmt.excluded[c] for c in values[0] if c not in key}
     stmt = (
         stmt.on_conflict_do_update(index_elements=key, set_=updates)

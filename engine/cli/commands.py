@@ -12,10 +12,9 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -27,12 +26,16 @@ from engine.cli.support import (
     console,
     err,
     open_engine,
+    open_store,
     print_error,
     print_warning,
     remember_project,
 )
 from engine.errors import TailormailError, TailormailWarning
 from engine.plugins import describe_plugins, make_plugin_manager
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(
     name="tailormail",
@@ -273,11 +276,11 @@ def runs(
     from engine.cli.sending import paused_lines
     from engine.sending.runs import list_runs
 
-    with open_engine(project) as engine:
+    with open_store(project) as store:  # reads what was recorded: no plugins, no templates
         if campaign is not None:
-            engine.campaign(campaign)
-        found = list_runs(engine.db, campaign, limit=limit)
-        for line in [] if ids else paused_lines(engine, campaign):
+            store.campaign(campaign)
+        found = list_runs(store.db, campaign, limit=limit)
+        for line in [] if ids else paused_lines(store.db, campaign):
             console.print(line, soft_wrap=True)
     if not found:
         if not ids:
@@ -436,6 +439,15 @@ def demo(
 
 
 def _progress() -> Progress:
+    # lazy: only the commands that show progress bars need rich.progress (~20 ms)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -24,6 +24,8 @@ from engine.errors import CampaignBusyError, TailormailError
 from engine.types import SendStatus
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine as SAEngine
+
     from engine.app import Engine
     from engine.sending.pipeline import RunSummary
     from engine.sending.rehearsal_record import RehearsalRecord
@@ -82,7 +84,7 @@ def resume(
         )
 
 
-def paused_lines(engine: Engine, campaign: str | None = None) -> list[Text]:
+def paused_lines(db: SAEngine, campaign: str | None = None) -> list[Text]:
     """One line per paused campaign (of ``campaign`` only, when given) for ``runs``."""
     # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending.deliverability import paused_campaigns
@@ -93,7 +95,7 @@ def paused_lines(engine: Engine, campaign: str | None = None) -> list[Text]:
             f"{pause.reason}; resume with `tailormail resume {pause.campaign}`",
             style="bold red",
         )
-        for pause in paused_campaigns(engine.db)
+        for pause in paused_campaigns(db)
         if campaign is None or pause.campaign == campaign
     ]
 

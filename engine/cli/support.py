@@ -24,6 +24,7 @@ from engine.errors import TailormailError
 
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.store import Store
 
 PROJECT_ENV = "TAILORMAIL_PROJECT"
 PROJECT_KEY = "tailormail.project"
@@ -125,3 +126,12 @@ def open_engine(project: Path | None = None, **overrides: Any) -> Engine:
     from engine.app import Engine  # lazy: the Engine imports most of tailormail
 
     return Engine(project_dir=resolve_project(project), overrides=overrides or None)
+
+
+def open_store(project: Path | None = None) -> Store:
+    """The settings, campaigns and database of the project a command reads (see
+    ``resolve_project``), without plugins or templates (``engine.store``). Outside a
+    project this raises ``NotInProjectError`` before anything is created."""
+    from engine.store import Store  # lazy: the database layer, loaded when a command runs
+
+    return Store(project_dir=resolve_project(project))

@@ -29,12 +29,12 @@ from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from engine.app import Engine
 from engine.audience.filters import shard_bounds
 from engine.errors import ConfigError
 from engine.sending.shard_tasks import ShardRefused, ShardTask, sign_task, verify_task
 
 if TYPE_CHECKING:
+    from engine.app import Engine
     from engine.campaigns import Campaign
     from engine.sending.pipeline import CampaignRun, Progress, RunSummary
 
@@ -89,6 +89,10 @@ class ShardHost:
 
     def engine(self) -> Engine:
         """The engine this worker sends with (built at the first shard)."""
+        # lazy: a plugin module (celery_workers) imports this one, and the Engine brings
+        # most of tailormail: every command would load it to register its plugins
+        from engine.app import Engine
+
         with self._lock:
             if self._engine is None:
                 self._engine = Engine(

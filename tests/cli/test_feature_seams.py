@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,3 +167,15 @@ def test_the_recipient_hint_of_send_runs_as_printed(shop: Path) -> None:
     preview = hint(message, "preview")
     assert preview == ["preview", CAMPAIGN, "--recipient", "u001"]
     assert "wrote" in ok(*preview, "--out", str(shop.parent / "preview"), cwd=shop)
+
+
+def test_runs_reads_the_history_when_a_template_is_broken(shop: Path, tmp_path: Path) -> None:
+    """``runs`` opens the settings and the database only (``engine.store``): a broken
+    template stops what renders, not the look at what was sent."""
+    copy = tmp_path / "shop"
+    shutil.copytree(shop, copy)
+    (copy / "templates" / "weekly" / "plain.txt").write_text("{% for item in items %}\n")
+    listed = ok("runs", cwd=copy, env={"COLUMNS": "80"})
+    assert re.search(rf"{CAMPAIGN}@\S+", listed) and "sent 40" in " ".join(listed.split())
+    fails(tailormail("send", CAMPAIGN, cwd=copy), "weekly/plain.txt", "endfor")
+    fails(tailormail("runs", "nope", cwd=copy), "unknown campaign 'nope'")

@@ -37,6 +37,7 @@ NEEDS_THE_SECRET = [
     ("preview", CAMPAIGN),
     ("forget", "u001", "--yes"),
     ("rewards",),
+    ("runs",),
     ("secret", "status"),
 ]
 
