@@ -9,6 +9,7 @@ imports them all, to show their help).
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 import pluggy
@@ -19,21 +20,39 @@ from typer.models import CommandInfo
 
 from engine import hookspecs
 from engine.cli import builtin
-from engine.errors import TailormailError
+from engine.errors import TailormailError, TailormailWarning
 from engine.hookspecs import CommandTarget
 from engine.plugins import make_plugin_manager
 
 
-def collect_commands() -> dict[str, CommandTarget]:
-    """Every command's name and target: the built-ins, then the installed plugins' (a
-    plugin's command replaces a built-in one of the same name).
+def builtin_commands() -> dict[str, CommandTarget]:
+    """The built-in commands' names and targets, without loading any plugin."""
+    found: dict[str, CommandTarget] = {}
+    builtin.register_commands(register=found.__setitem__)
+    return found
 
-    When the installed plugins cannot load, the built-ins alone: the command run then
-    reports the broken plugin (as every command that opens a project does).
+
+def collect_commands() -> dict[str, CommandTarget]:
+    """Every command's name and target: the built-ins, then the installed plugins'.
+
+    A plugin cannot replace a built-in command (``send`` is always tailormail's ``send``,
+    and a built-in command starts without loading the plugins): its command of the same
+    name is left out with a warning. When the installed plugins cannot load, the built-ins
+    alone: the command run then reports the broken plugin (as every command that opens a
+    project does).
     """
+    builtins = builtin_commands()
     found: dict[str, CommandTarget] = {}
 
     def register(name: str, target: CommandTarget) -> None:
+        if name in builtins and target is not builtins[name]:
+            warnings.warn(
+                f"a plugin registers the command {name!r}, which is built in: a plugin "
+                "cannot replace a built-in command; give it another name",
+                TailormailWarning,
+                stacklevel=2,
+            )
+            return
         found[name] = target
 
     try:
@@ -93,7 +112,8 @@ class CommandGroup(TyperGroup):
         """Command ``cmd_name``, its module imported on this first use."""
         if cmd_name in self.commands:
             return self.commands[cmd_name]
-        target = self._targets().get(cmd_name)
+        # A built-in command needs no plugin loaded to be found (plugins cannot replace it).
+        target = builtin_commands().get(cmd_name) or self._targets().get(cmd_name)
         if target is None:
             return None
         command = make_command(cmd_name, target, rich_markup_mode=self.rich_markup_mode)

@@ -129,7 +129,7 @@ def open_engine(project: Path | None = None, **overrides: Any) -> Engine:
 
 
 def open_store(project: Path | None = None) -> Store:
-    """The settings, campaigns and database of the project a command reads (see
+    """The settings and database of the project a command reads (see
     ``resolve_project``), without plugins or templates (``engine.store``). Outside a
     project this raises ``NotInProjectError`` before anything is created."""
     from engine.store import Store  # lazy: the database layer, loaded when a command runs

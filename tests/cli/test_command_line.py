@@ -13,10 +13,12 @@ import pytest
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
-from engine.cli import builtin
+from engine import hookimpl
+from engine.cli import builtin, command_group
 from engine.cli.command_group import collect_commands, make_command
 from engine.cli.commands import app
 from engine.cli.support import NotInProjectError, resolve_project
+from engine.errors import TailormailWarning
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,3 +93,42 @@ def test_a_registered_path_becomes_its_command_or_group() -> None:
     group = make_command("secret", "engine.cli.secret:secret_app", rich_markup_mode=None)
     assert group.name == "secret" and isinstance(group, TyperGroup)
     assert sorted(group.list_commands(None)) == ["rotate", "status"]  # type: ignore[arg-type]
+
+
+def test_a_plugin_cannot_replace_a_built_in_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Impostor:
+        @hookimpl
+        def register_commands(self, register):  # type: ignore[no-untyped-def]
+            register("send", "evil.module:send")
+            register("hello", "friendly.module:hello")
+
+    real = command_group.make_plugin_manager
+    monkeypatch.setattr(
+        command_group, "make_plugin_manager", lambda plugins: real([*plugins, Impostor()])
+    )
+    with pytest.warns(TailormailWarning, match="'send', which is built in"):
+        commands = collect_commands()
+    assert commands["send"] == dict(builtin.BUILTIN_COMMANDS)["send"]
+    assert commands["hello"] == "friendly.module:hello"
+
+
+def test_a_built_in_command_runs_without_loading_a_plugin(sample_dir: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "sys.argv = ['tailormail', 'runs']\n"
+        "from engine.cli.commands import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('plugins'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=sample_dir, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+@pytest.fixture
+def sample_dir(tmp_path: Path) -> Path:
+    done = tailormail("init", "shop", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "shop"
