@@ -14,11 +14,11 @@ import logging
 import os
 import secrets
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from engine.appendlog import Syncer
 from engine.clock import system_now as utcnow  # leases are about real time
 
 log = logging.getLogger(__name__)
@@ -64,28 +64,25 @@ class LeaseKeeper:
         """Nothing runs until ``start``."""
         self.lease = lease
         self._renew = renew
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._beat: Syncer | None = None
 
     def expiry(self) -> datetime:
         """The expiry a lease taken now gets."""
         return utcnow() + self.lease
 
     def start(self) -> None:
-        """Start renewing in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="ledger-lease", daemon=True)
-        self._thread.start()
+        """Start renewing in a daemon thread, every third of the lease."""
+        self._beat = Syncer(self._renew_now, self.lease.total_seconds() / 3, "ledger-lease")
+        self._beat.start()
 
     def stop(self) -> None:
         """Stop renewing (the rows' leases then run out on their own)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._beat is not None:
+            self._beat.stop()
+            self._beat = None
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.lease.total_seconds() / 3):
-            try:
-                self._renew(self.expiry())
-            except Exception:  # a database blip: the next beat tries again
-                log.warning("could not renew the ledger lease", exc_info=True)
+    def _renew_now(self) -> None:
+        try:
+            self._renew(self.expiry())
+        except Exception:  # a database blip: the next beat tries again
+            log.warning("could not renew the ledger lease", exc_info=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kit.ledger import add_send
 from kit.providers import (
     MailgunSigner,
     PostmarkSigner,
@@ -32,7 +33,7 @@ from sqlalchemy.exc import OperationalError
 from engine.app import Engine
 from engine.db import session_scope
 from engine.errors import ConfigError
-from engine.models import EventRow, LedgerRow, LedgerStatus, SuppressionRow, utcnow
+from engine.models import EventRow, SuppressionRow
 from engine.settings import load_settings
 from engine.web import BackgroundServer
 from plugins.webhooks.ses import REFUSED, SESWebhook
@@ -97,22 +98,7 @@ class Kit:
 
     def add_send(self) -> tuple[int, str]:
         email = f"{uuid.uuid4().hex[:10]}@example.com"
-        with session_scope(self.engine.db) as session:
-            row = LedgerRow(
-                run_id="alerts@1",
-                campaign="alerts",
-                recipient_id=uuid.uuid4().hex,
-                email=email,
-                decision_id=uuid.uuid4().hex,
-                status=LedgerStatus.SENT,
-                variant="a",
-                probability=1.0,
-                sent_at=utcnow(),
-            )
-            session.add(row)
-            session.flush()
-            assert row.id is not None
-            return row.id, email
+        return add_send(self.engine, email, links=[]), email
 
     def events(self, send_id: int) -> list[EventRow]:
         with session_scope(self.engine.db) as session:
