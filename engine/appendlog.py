@@ -101,6 +101,25 @@ def lock_for_life(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def create_locked(path: Path, flags: int = OPEN_FLAGS) -> int:
+    """Create ``path`` already locked for this process's life; its descriptor.
+
+    The file is made under a temporary name, locked, then renamed into place, so that no
+    one looking for dead owners' files (``lock_if_dead``) can find it unlocked between its
+    creation and its lock, take it for a dead process's and adopt it.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    fd = os.open(temporary, flags | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        lock_for_life(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        os.close(fd)
+        temporary.unlink(missing_ok=True)
+        raise
+    return fd
+
+
 class Liveness:
     """What the host says about another process's log file."""
 

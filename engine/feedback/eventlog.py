@@ -21,8 +21,8 @@ from pathlib import Path
 from engine.appendlog import (
     Liveness,
     Syncer,
+    create_locked,
     fsync_directory,
-    lock_for_life,
     lock_if_dead,
     open_append,
     read_records,
@@ -76,8 +76,7 @@ class EventLog:
     def open(self) -> EventLog:
         """Create the directory, take this log's lock, open segment 0, start the syncer."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        lock_for_life(self._lock_fd)
+        self._lock_fd = create_locked(self.lock_path, os.O_RDWR)  # never seen unlocked
         self._fd = open_append(self.segment_path(0))
         fsync_directory(self.directory)
         self._syncer = Syncer(self.sync, self.sync_interval, "intake-fsync").start()

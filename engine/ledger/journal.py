@@ -33,10 +33,9 @@ from pathlib import Path
 from engine.appendlog import (
     Liveness,
     Syncer,
+    create_locked,
     fsync_directory,
-    lock_for_life,
     lock_if_dead,
-    open_append,
     split_records,
     sync_and_close,
     write_all,
@@ -146,8 +145,7 @@ class Journal:
     def open(self) -> Journal:
         """Create the file, lock it for this process's life, write the header."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._fd = open_append(self.path)
-        lock_for_life(self._fd)
+        self._fd = create_locked(self.path)  # a scanner never sees it unlocked
         self._header = json.dumps({"boot": boot_id(), "pid": os.getpid()}).encode() + b"\n"
         os.ftruncate(self._fd, 0)
         self._write(self._header)

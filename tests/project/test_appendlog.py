@@ -6,6 +6,9 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
+from engine import appendlog
 from engine.appendlog import (
     Liveness,
     Syncer,
@@ -60,3 +63,33 @@ def test_the_syncer_calls_until_stopped() -> None:
     syncer.stop()
     called.clear()
     assert not called.wait(0.05)
+
+
+def test_a_file_being_created_is_never_seen_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scanner that looks at the instant between creating and locking (two workers of a
+    run racing: one opens its journal while the other settles dead workers' journals) must
+    not take the new file for a dead process's."""
+    path = tmp_path / "worker.journal"
+    seen: list[str] = []
+    real_lock = appendlog.lock_for_life
+
+    def scan_before_locking(fd: int) -> None:
+        if not seen:
+            seen.append("scanning")
+            liveness, other = appendlog.lock_if_dead(path)
+            seen[0] = liveness
+            if other >= 0:
+                os.close(other)
+        real_lock(fd)
+
+    monkeypatch.setattr(appendlog, "lock_for_life", scan_before_locking)
+    fd = appendlog.create_locked(path)
+    try:
+        assert seen == [appendlog.Liveness.MISSING]
+        monkeypatch.setattr(appendlog, "lock_for_life", real_lock)
+        assert appendlog.lock_if_dead(path) == (appendlog.Liveness.LIVE, -1)
+        assert [p.name for p in tmp_path.iterdir()] == ["worker.journal"]
+    finally:
+        os.close(fd)
