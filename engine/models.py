@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig
 
 from engine.clock import utcnow
 
@@ -19,6 +20,13 @@ def as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+class Table(SQLModel):
+    """The base of every table: pydantic builds a table's validator only when something
+    validates one (rows are built and read without it), which keeps start-up quick."""
+
+    model_config = SQLModelConfig(from_attributes=True, defer_build=True)
 
 
 class LedgerStatus:
@@ -40,7 +48,7 @@ class FailureClass:
     # A row whose ``failure`` is empty failed for good: the recipient's server refused it.
 
 
-class RecipientRow(SQLModel, table=True):
+class RecipientRow(Table, table=True):
     """A person who may receive alerts."""
 
     __tablename__ = "recipients"
@@ -50,7 +58,7 @@ class RecipientRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ItemRow(SQLModel, table=True):
+class ItemRow(Table, table=True):
     """A catalogue item alerts can show."""
 
     __tablename__ = "items"
@@ -59,7 +67,7 @@ class ItemRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class InteractionRow(SQLModel, table=True):
+class InteractionRow(Table, table=True):
     """A user's interaction with an item; the recipes learn from these."""
 
     __tablename__ = "interactions"
@@ -78,7 +86,7 @@ class InteractionRow(SQLModel, table=True):
     send_id: int | None = None  # the email an ``email_click`` came from
 
 
-class CampaignRow(SQLModel, table=True):
+class CampaignRow(Table, table=True):
     """The last-seen configuration of a campaign (campaigns live in config as code)."""
 
     __tablename__ = "campaigns"
@@ -87,7 +95,7 @@ class CampaignRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-class VariantRow(SQLModel, table=True):
+class VariantRow(Table, table=True):
     """A campaign's variant as it was configured when last synced."""
 
     __tablename__ = "variants"
@@ -98,7 +106,7 @@ class VariantRow(SQLModel, table=True):
     features: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
 
 
-class RunRow(SQLModel, table=True):
+class RunRow(Table, table=True):
     """One execution of a campaign; the id is stable for a schedule tick, so refiring resumes."""
 
     __tablename__ = "runs"
@@ -117,7 +125,7 @@ class RunRow(SQLModel, table=True):
     heartbeat_at: datetime | None = None
 
 
-class LedgerRow(SQLModel, table=True):
+class LedgerRow(Table, table=True):
     """The send ledger: one row per (run, recipient), written before the message leaves."""
 
     __tablename__ = "ledger"
@@ -167,7 +175,7 @@ class LedgerRow(SQLModel, table=True):
     lease_expires: datetime | None = None
 
 
-class EventRow(SQLModel, table=True):
+class EventRow(Table, table=True):
     """A stored tracking or provider event; ``dedupe_key`` makes webhook retries harmless."""
 
     __tablename__ = "events"
@@ -184,7 +192,7 @@ class EventRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class RewardRow(SQLModel, table=True):
+class RewardRow(Table, table=True):
     """The reward of one decision, computed once its attribution window closed."""
 
     __tablename__ = "rewards"
@@ -196,7 +204,7 @@ class RewardRow(SQLModel, table=True):
     learned_by: str | None = Field(default=None, max_length=64)
 
 
-class ModelVersionRow(SQLModel, table=True):
+class ModelVersionRow(Table, table=True):
     """A saved policy model and its audit record; workers load the campaign's champion.
 
     Every training writes one row, promoted or not: what it was (``kind``: online update,
@@ -229,7 +237,7 @@ class ModelVersionRow(SQLModel, table=True):
     pinned: bool = False
 
 
-class SuppressionRow(SQLModel, table=True):
+class SuppressionRow(Table, table=True):
     """An address that must get no further mail (unsubscribe, complaint, hard bounce)."""
 
     __tablename__ = "suppressions"
@@ -239,7 +247,7 @@ class SuppressionRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ForgottenAddressRow(SQLModel, table=True):
+class ForgottenAddressRow(Table, table=True):
     """An address erased with ``tailormail forget``, kept only as a keyed hash so that
     nobody mails it again (see ``engine.audience.forgetting``)."""
 
@@ -248,7 +256,7 @@ class ForgottenAddressRow(SQLModel, table=True):
     forgotten_at: datetime = Field(default_factory=utcnow)
 
 
-class ProjectKeyRow(SQLModel, table=True):
+class ProjectKeyRow(Table, table=True):
     """A key the database keeps for itself, independent of the link secret (the key of
     forgotten addresses' hashes: see ``engine.audience.forgetting_key``)."""
 
@@ -258,7 +266,7 @@ class ProjectKeyRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class CampaignSuppressionRow(SQLModel, table=True):
+class CampaignSuppressionRow(Table, table=True):
     """An address that asked for no more mail from one campaign (other campaigns still send)."""
 
     __tablename__ = "campaign_suppressions"
@@ -268,7 +276,7 @@ class CampaignSuppressionRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class RecipeFitRow(SQLModel, table=True):
+class RecipeFitRow(Table, table=True):
     """A fitted recipe, pickled, keyed by recipe, parameters and the data it was fitted on.
 
     A run reuses the row whose fingerprint matches the interactions, items and recipients
@@ -288,7 +296,7 @@ class RecipeFitRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class RunRecipeFitRow(SQLModel, table=True):
+class RunRecipeFitRow(Table, table=True):
     """Which stored fit a run recommends from: the first worker of the run decides."""
 
     __tablename__ = "run_recipe_fits"
@@ -297,7 +305,7 @@ class RunRecipeFitRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class WebhookReceiptRow(SQLModel, table=True):
+class WebhookReceiptRow(Table, table=True):
     """A key a webhook request has used: an event's content key, or a single-use token.
 
     ``digest`` (a token's) is the hash of the body it first came with, so a provider's
@@ -310,7 +318,7 @@ class WebhookReceiptRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
-class CampaignPauseRow(SQLModel, table=True):
+class CampaignPauseRow(Table, table=True):
     """A campaign that paused itself (complaint or hard-bounce rate over its threshold).
 
     The pause holds while ``resumed_at`` is empty; after a resume, the rates are counted
@@ -327,7 +335,7 @@ class CampaignPauseRow(SQLModel, table=True):
     resumed_at: datetime | None = None
 
 
-class SchedulerLeaseRow(SQLModel, table=True):
+class SchedulerLeaseRow(Table, table=True):
     """The scheduler leader's lease (databases without advisory locks): one row per lock."""
 
     __tablename__ = "scheduler_leases"
@@ -337,7 +345,7 @@ class SchedulerLeaseRow(SQLModel, table=True):
     acquired_at: datetime
 
 
-class ErasureRow(SQLModel, table=True):
+class ErasureRow(Table, table=True):
     """That a ``forget`` (or ``forget --compact``) happened, when, and how much it erased;
     it names nobody (see ``engine.audience.forgetting``)."""
 
@@ -356,7 +364,7 @@ class ErasureRow(SQLModel, table=True):
     compacted: bool | None = None
 
 
-class PersonalFileRow(SQLModel, table=True):
+class PersonalFileRow(Table, table=True):
     """A file tailormail wrote that holds people's data, so ``forget`` finds it again:
     a preview or a test copy (``holder``: the keyed hash of the address it was rendered
     for), an export (``holder`` None: many people), an outbox folder (``kind`` outbox)."""

@@ -49,25 +49,28 @@ class RunInfo:
 
 def list_runs(db: SAEngine, campaign: str | None = None, limit: int = 20) -> list[RunInfo]:
     """The newest runs (of ``campaign``, or of every campaign) in ``db``, newest first."""
+    runs = RunRow.__table__  # type: ignore[attr-defined]
     with session_scope(db) as session:
-        stmt = select(RunRow).order_by(col(RunRow.started_at).desc(), col(RunRow.id).desc())
+        # Plain rows, not RunRow objects: `tailormail runs` starts without configuring the ORM.
+        stmt = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc())
         if campaign is not None:
-            stmt = stmt.where(col(RunRow.campaign) == campaign)
-        rows = list(session.scalars(stmt.limit(limit)).all())
+            stmt = stmt.where(runs.c.campaign == campaign)
+        rows = list(session.execute(stmt.limit(limit)).all())
         ids = [r.id for r in rows]
         counts: dict[str, dict[str, int]] = defaultdict(dict)
         if ids:
+            ledger = LedgerRow.__table__  # type: ignore[attr-defined]
             grouped = (
-                select(col(LedgerRow.run_id), col(LedgerRow.status), func.count())
-                .where(col(LedgerRow.run_id).in_(ids))
-                .group_by(col(LedgerRow.run_id), col(LedgerRow.status))
+                select(ledger.c.run_id, ledger.c.status, func.count())
+                .where(ledger.c.run_id.in_(ids))
+                .group_by(ledger.c.run_id, ledger.c.status)
             )
             for run_id, status, n in session.execute(grouped).all():
                 counts[run_id][status] = int(n)
             owners = (
-                select(col(LedgerRow.run_id), func.count(func.distinct(col(LedgerRow.owner))))
-                .where(col(LedgerRow.run_id).in_(ids))
-                .group_by(col(LedgerRow.run_id))
+                select(ledger.c.run_id, func.count(func.distinct(ledger.c.owner)))
+                .where(ledger.c.run_id.in_(ids))
+                .group_by(ledger.c.run_id)
             )
             workers = {run_id: int(n) for run_id, n in session.execute(owners).all()}
     return [
