@@ -219,11 +219,12 @@ _KINDS = {
 Records = Iterator[tuple[int, dict[str, Any]]]
 
 
-_RESAVE = (
-    ': save the file as UTF-8 (a spreadsheet\'s "CSV UTF-8"), or convert it, e.g. with '
-    "iconv -f latin1 -t utf-8 FILE > FILE.utf8.csv"
-)
-"""What an undecodable file's error says to do (tailormail reads UTF-8 only)."""
+def _resave(encoding: str) -> str:
+    """What an undecodable file's error says to do (tailormail reads UTF-8 only)."""
+    return (
+        ': save the file as UTF-8 (a spreadsheet\'s "CSV UTF-8"), or convert it, e.g. with '
+        f"iconv -f {encoding} -t utf-8 FILE > FILE.utf8.csv"
+    )
 
 
 def _lines(handle: IO[bytes], name: str, row_of: Callable[[int], int]) -> Iterator[str]:
@@ -235,7 +236,8 @@ def _lines(handle: IO[bytes], name: str, row_of: Callable[[int], int]) -> Iterat
         except UnicodeDecodeError:
             utf16 = number == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")
             found = "is UTF-16, not UTF-8" if utf16 else "is not valid UTF-8"
-            raise ImportFileError(name, row_of(number), None, found + _RESAVE) from None
+            resave = _resave("utf-16" if utf16 else "latin1")
+            raise ImportFileError(name, row_of(number), None, found + resave) from None
         yield text.removeprefix("\ufeff") if number == 1 else text
 
 

@@ -45,7 +45,7 @@ def collect_commands() -> dict[str, CommandTarget]:
     found: dict[str, CommandTarget] = {}
 
     def register(name: str, target: CommandTarget) -> None:
-        if name in builtins and target is not builtins[name]:
+        if name in builtins and target != builtins[name]:
             warnings.warn(
                 f"a plugin registers the command {name!r}, which is built in: a plugin "
                 "cannot replace a built-in command; give it another name",

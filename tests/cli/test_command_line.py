@@ -68,20 +68,27 @@ def test_the_project_given_before_a_plugin_command_travels_on_the_context(
         resolve_project()
 
 
-def test_version_answers_before_any_command_module_or_plugin_loads(tmp_path: Path) -> None:
+def modules_after(args: list[str], cwd: Path) -> tuple[str, list[str]]:
+    """``tailormail ARGS`` in a fresh interpreter (it must succeed): what it printed, and
+    the engine and plugin modules it loaded."""
     code = (
         "import json, sys\n"
-        "sys.argv = ['tailormail', '--version']\n"
+        f"sys.argv = ['tailormail', *{args!r}]\n"
         "from engine.cli.commands import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('engine', 'plugins')))))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("tailormail ")
-    loaded = json.loads(done.stdout.splitlines()[-1])
+    *printed, loaded = done.stdout.splitlines()
+    return "\n".join(printed), json.loads(loaded)
+
+
+def test_version_answers_before_any_command_module_or_plugin_loads() -> None:
+    printed, loaded = modules_after(["--version"], ROOT)
+    assert printed.startswith("tailormail ")
     assert not [m for m in loaded if m.startswith("plugins")]
     assert "engine.settings" not in loaded and "engine.app" not in loaded
     assert "engine.cli.privacy" not in loaded and "engine.cli.learning" not in loaded
@@ -113,18 +120,8 @@ def test_a_plugin_cannot_replace_a_built_in_command(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_built_in_command_runs_without_loading_a_plugin(sample_dir: Path) -> None:
-    code = (
-        "import json, sys\n"
-        "sys.argv = ['tailormail', 'runs']\n"
-        "from engine.cli.commands import main\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('plugins'))))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=sample_dir, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    _, loaded = modules_after(["runs"], sample_dir)
+    assert [m for m in loaded if m.startswith("plugins")] == []
 
 
 @pytest.fixture
