@@ -22,6 +22,13 @@ def system_now() -> datetime:
 _source: Callable[[], datetime] = system_now
 
 
+def as_utc(moment: datetime) -> datetime:
+    """Convert any datetime to aware UTC; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def utcnow() -> datetime:
     """Now, as aware UTC, from the clock in use (the wall clock unless one was set)."""
     return _source()

@@ -9,18 +9,19 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session, SQLModel, create_engine
 
-from engine import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from engine.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from sqlmodel import Session, SQLModel
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -196,6 +197,10 @@ def prepare_sqlite_file(database: str | None, shown: str) -> None:
 @contextmanager
 def session_scope(db: SAEngine) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error."""
+    # lazy: SQLModel and the ORM (~0.13 s) load with the first session, not with the
+    # database: `tailormail runs` and the secret check read through Core alone
+    from sqlmodel import Session
+
     with Session(db, expire_on_commit=False) as session:
         try:
             yield session

@@ -3,23 +3,16 @@ UTC and gives them back aware, on SQLite as on PostgreSQL)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 from sqlmodel._compat import SQLModelConfig
 
-from engine.clock import utcnow
+from engine.clock import as_utc, utcnow
 
-__all__ = ["utcnow"]  # re-exported: the engine's one clock (engine.clock), used widely
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Convert any datetime to aware UTC; a naive one is taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+__all__ = ["as_utc", "utcnow"]  # re-exported: the engine's one clock (engine.clock)
 
 
 class Table(SQLModel):

@@ -274,7 +274,7 @@ def runs(
     # lazy: this command's own modules, imported when it runs (not for every command)
     from engine.cli.runs_table import print_runs
     from engine.cli.sending import paused_lines
-    from engine.sending.runs import list_runs
+    from engine.sending.run_history import list_runs
 
     with open_store(project) as store:  # reads what was recorded: no plugins, no templates
         if campaign is not None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from engine.sending.runs import RunInfo
+    from engine.sending.run_history import RunInfo
 
 STATUSES = ("sent", "skipped", "deferred", "failed", "unknown", "pending")
 

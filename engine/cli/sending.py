@@ -68,7 +68,7 @@ def resume(
     """Lift a campaign's pause (complaint or bounce rate); its rates count afresh from now."""
     # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
     from engine.sending.deliverability import resume as lift
-    from engine.sending.runs import list_runs
+    from engine.sending.run_history import list_runs
 
     with open_engine(project) as engine:
         engine.campaign(campaign)  # an unknown name lists the configured ones
@@ -87,7 +87,7 @@ def resume(
 def paused_lines(db: SAEngine, campaign: str | None = None) -> list[Text]:
     """One line per paused campaign (of ``campaign`` only, when given) for ``runs``."""
     # lazy: this command's own modules, imported when it runs (`runs` imports this module too)
-    from engine.sending.deliverability import paused_campaigns
+    from engine.sending.run_history import paused_campaigns
 
     return [
         Text(

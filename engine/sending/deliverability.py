@@ -86,17 +86,6 @@ def active_pause(db: SAEngine, campaign: str) -> CampaignPauseRow | None:
     return row if row is not None and row.resumed_at is None else None
 
 
-def paused_campaigns(db: SAEngine) -> list[CampaignPauseRow]:
-    """Every campaign paused now, oldest pause first."""
-    with session_scope(db) as session:
-        stmt = (
-            select(CampaignPauseRow)
-            .where(col(CampaignPauseRow.resumed_at).is_(None))
-            .order_by(col(CampaignPauseRow.paused_at))
-        )
-        return list(session.scalars(stmt).all())
-
-
 def check_campaign(engine: Engine, name: str) -> CampaignPauseRow | None:
     """Pause campaign ``name`` if a rate is over its threshold; return the pause, if any."""
     campaign = engine.campaigns.get(name)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import col, select
 
 from engine.db import session_scope
 from engine.errors import TailormailError
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
+from engine.sending.run_history import list_runs
 
 SAMPLE_ADDRESSES = 3
 """How many addresses a summary shows for each skip reason or error."""
@@ -29,65 +28,6 @@ def manual_run_id(campaign: str, now: datetime | None = None) -> str:
     """A fresh id for a send started by hand."""
     moment = now or utcnow()
     return f"{campaign}@manual-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(6)}"
-
-
-@dataclass
-class RunInfo:
-    """One run with its ledger counts per status."""
-
-    run_id: str
-    campaign: str
-    status: str
-    started_at: datetime
-    finished_at: datetime | None
-    error: str | None
-    counts: dict[str, int] = field(default_factory=dict)
-    shards: int | None = None  # how many shards workers sent (None: one process)
-    workers: int = 0  # how many workers wrote its ledger rows
-    model_version: str | None = None  # the model the run decides with ("": a fresh policy)
-
-
-def list_runs(db: SAEngine, campaign: str | None = None, limit: int = 20) -> list[RunInfo]:
-    """The newest runs (of ``campaign``, or of every campaign) in ``db``, newest first."""
-    runs = RunRow.__table__  # type: ignore[attr-defined]
-    with session_scope(db) as session:
-        # Plain rows, not RunRow objects: `tailormail runs` starts without configuring the ORM.
-        stmt = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc())
-        if campaign is not None:
-            stmt = stmt.where(runs.c.campaign == campaign)
-        rows = list(session.execute(stmt.limit(limit)).all())
-        ids = [r.id for r in rows]
-        counts: dict[str, dict[str, int]] = defaultdict(dict)
-        if ids:
-            ledger = LedgerRow.__table__  # type: ignore[attr-defined]
-            grouped = (
-                select(ledger.c.run_id, ledger.c.status, func.count())
-                .where(ledger.c.run_id.in_(ids))
-                .group_by(ledger.c.run_id, ledger.c.status)
-            )
-            for run_id, status, n in session.execute(grouped).all():
-                counts[run_id][status] = int(n)
-            owners = (
-                select(ledger.c.run_id, func.count(func.distinct(ledger.c.owner)))
-                .where(ledger.c.run_id.in_(ids))
-                .group_by(ledger.c.run_id)
-            )
-            workers = {run_id: int(n) for run_id, n in session.execute(owners).all()}
-    return [
-        RunInfo(
-            r.id,
-            r.campaign,
-            r.status,
-            r.started_at,
-            r.finished_at,
-            r.error,
-            counts[r.id],
-            r.shards,
-            workers.get(r.id, 0) if ids else 0,
-            r.model_version,
-        )
-        for r in rows
-    ]
 
 
 def _known_runs(db: SAEngine, campaign: str) -> str:

@@ -68,15 +68,17 @@ def test_the_project_given_before_a_plugin_command_travels_on_the_context(
         resolve_project()
 
 
-def modules_after(args: list[str], cwd: Path) -> tuple[str, list[str]]:
+def modules_after(
+    args: list[str], cwd: Path, prefixes: tuple[str, ...] = ("engine", "plugins")
+) -> tuple[str, list[str]]:
     """``tailormail ARGS`` in a fresh interpreter (it must succeed): what it printed, and
-    the engine and plugin modules it loaded."""
+    the modules it loaded whose names start with ``prefixes`` (the engine's and plugins')."""
     code = (
         "import json, sys\n"
         f"sys.argv = ['tailormail', *{args!r}]\n"
         "from engine.cli.commands import main\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('engine', 'plugins')))))"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False
@@ -122,6 +124,16 @@ def test_a_plugin_cannot_replace_a_built_in_command(monkeypatch: pytest.MonkeyPa
 def test_a_built_in_command_runs_without_loading_a_plugin(sample_dir: Path) -> None:
     _, loaded = modules_after(["runs"], sample_dir)
     assert [m for m in loaded if m.startswith("plugins")] == []
+
+
+def test_runs_reads_a_migrated_database_without_the_orm(sample_dir: Path) -> None:
+    tailormail("runs", cwd=sample_dir)  # the first command creates and migrates the database
+    printed, loaded = modules_after(
+        ["runs"], sample_dir, ("engine", "sqlmodel", "sqlalchemy", "alembic")
+    )
+    assert printed == "no runs yet"
+    assert [m for m in loaded if m.split(".")[0] in ("sqlmodel", "alembic")] == []
+    assert "engine.models" not in loaded and "sqlalchemy.orm" not in loaded
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from rich.console import Console
 from engine.app import Engine
 from engine.cli.runs_table import print_runs
 from engine.errors import ConfigError
-from engine.sending.runs import RunInfo
+from engine.sending.run_history import RunInfo
 from engine.web import create_app
 
 CAMPAIGN = "weekly-picks"

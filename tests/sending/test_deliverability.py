@@ -23,8 +23,9 @@ from engine.app import Engine
 from engine.db import session_scope
 from engine.feedback.events import record_event
 from engine.models import LedgerRow, LedgerStatus, RunRow, SuppressionRow, utcnow
-from engine.sending.deliverability import active_pause, paused_campaigns, resume
+from engine.sending.deliverability import active_pause, resume
 from engine.sending.real_run import run_campaign
+from engine.sending.run_history import paused_campaigns
 from engine.settings import load_settings
 from engine.types import EventType, TrackingEvent
 from engine.web import BackgroundServer
