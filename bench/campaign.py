@@ -97,13 +97,18 @@ def seed(root: Path, size: int) -> None:
     engine.close()
 
 
-def run(root: Path, size: int) -> dict[str, float]:
-    """One campaign run over the seeded audience; rate and this process's peak RSS."""
-    from engine.sending.real_run import run_campaign
+def run(root: Path, size: int) -> dict[str, Any]:
+    """One campaign run over the seeded audience: rate, this process's peak RSS, the
+    variants it sent (``floor_render`` pins that mix) and each stage's share of its time
+    (measured in this process: a sharded run's stages happen in its workers)."""
+    from engine.sending.real_run import real_run
+    from engine.sending.stages import StageTimes
 
     engine = open_engine(root)
     start, cpu, busy = time.perf_counter(), cpu_seconds(), busy_seconds()
-    summary = run_campaign(engine, CAMPAIGN, run_id="bench")
+    run = real_run(engine, engine.campaign(CAMPAIGN), "bench")
+    run.stages = stages = StageTimes()
+    summary = run.execute()
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     busy = busy_seconds() - busy
     if summary.sent != size:
@@ -121,6 +126,8 @@ def run(root: Path, size: int) -> dict[str, float]:
         "emails_per_busy_core_s": size / busy,
         "seconds": elapsed,
         "peak_rss_mb": peak_kb / 1024,
+        "variants": dict(summary.variants),
+        "stages": stages.shares(elapsed),
     }
 
 
@@ -232,8 +239,58 @@ def floor(size: int, direct: bool = False) -> dict[str, float]:
     }
 
 
+def floor_render(root: Path, size: int, mix: dict[str, int]) -> dict[str, float]:
+    """The product's own rendering for ``size`` of the run's recipients, nothing else:
+    ``Renderer.render`` (tracked links, tokens, open pixel, List-Unsubscribe, the text
+    part) and ``message_bytes``, each variant in the share the run sent it (``mix``)."""
+    from engine.audience.importer import load_items
+    from engine.clock import utcnow
+    from engine.mime import message_bytes
+    from engine.types import Message
+
+    engine = open_engine(root)
+    campaign = engine.campaign(CAMPAIGN)
+    variants = {v.key: v for v in campaign.variant_list}
+    sent = sum(mix.values())
+    plan = [key for key, count in mix.items() for _ in range(round(count * size / sent))]
+    random.Random(0).shuffle(plan)
+    catalogue = [{"id": item.item_id} | item.attributes for item in load_items(engine.db)]
+    items = catalogue[: campaign.items_per_email]
+    start, cpu, total = time.perf_counter(), cpu_seconds(), 0
+    for i, key in enumerate(plan, start=1):
+        rid, email, attributes = person(i)
+        variant = variants[key]
+        variables = {
+            "recipient": {"id": rid, "email": email} | attributes,
+            "items": items,
+            "campaign": {"name": campaign.name, "description": campaign.description},
+            "variant": {"key": key} | dict(variant.features),
+            "now": utcnow(),
+        }
+        rendered = engine.renderer.render(variant=variant, variables=variables, send_id=i)
+        message = Message(
+            i,
+            f"<{i}@bench.example>",
+            engine.settings.from_address,
+            email,
+            rendered.subject,
+            rendered.html,
+            rendered.text,
+            headers=dict(rendered.headers),
+        )
+        total += len(message_bytes(message))
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    engine.close()
+    return {
+        "emails_per_s": len(plan) / elapsed,
+        "emails_per_cpu_s": len(plan) / cpu,
+        "seconds": elapsed,
+        "bytes": float(total),
+    }
+
+
 # -- the orchestration ----------------------------------------------------------------------
-def child(*args: str, env: dict[str, str] | None = None) -> dict[str, float]:
+def child(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run this script as ``--child ...`` in a fresh interpreter; its last line is JSON."""
     done = subprocess.run(
         [sys.executable, __file__, "--child", *args],
@@ -244,18 +301,29 @@ def child(*args: str, env: dict[str, str] | None = None) -> dict[str, float]:
     )
     if done.returncode != 0:
         raise SystemExit(f"bench child {args} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
 def measure(
-    workdir: Path, database_url: str, size: int, backend: str, env: dict[str, str] | None = None
-) -> dict[str, float]:
+    workdir: Path,
+    database_url: str,
+    size: int,
+    backend: str,
+    env: dict[str, str] | None = None,
+    render: int = 0,
+) -> dict[str, Any]:
     """Seed ``size`` recipients in one subprocess, run the campaign in another (``env``:
-    settings for the run, ``TAILORMAIL_*`` variables)."""
+    settings for the run, ``TAILORMAIL_*`` variables), then ``floor_render`` the run's
+    variant mix for ``render`` recipients (0: none) in a third."""
     root = workdir / f"{backend}-{size}-{uuid.uuid4().hex[:6]}"
     child("seed", str(root), database_url, backend, str(size))
-    return child("run", str(root), database_url, backend, str(size), env=env)
+    result = child("run", str(root), database_url, backend, str(size), env=env)
+    if render:
+        mix = json.dumps(result["variants"])
+        figures = child("floor_render", str(root), database_url, backend, str(render), mix)
+        result["floor_render"] = figures
+    return result
 
 
 def sharded(processes: int, size: int) -> dict[str, str]:
@@ -331,6 +399,9 @@ def main() -> None:
         kind, rest = args.child[0], args.child[1:]
         if kind == "floor":
             print(json.dumps(floor(int(rest[0]), direct=rest[1:] == ["direct"])))
+        elif kind == "floor_render":
+            mix = json.loads(rest[4])
+            print(json.dumps(floor_render(Path(rest[0]), int(rest[3]), mix)))
         else:
             root, database_url, backend, size = Path(rest[0]), rest[1], rest[2], int(rest[3])
             if kind == "seed":
@@ -345,31 +416,30 @@ def main() -> None:
 
 def report(args: argparse.Namespace) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     figures: dict[str, Any] = {"load": os.getloadavg()[0]}
-    rows: list[tuple[str, dict[str, float]]] = []
+    rows: list[tuple[str, str, dict[str, Any]]] = []  # (key, label, figures)
     floor_figures = child("floor", str(args.floor))
     figures["floor"] = floor_figures
-    rows.append((f"floor loop, email.mime ({args.floor:,})", floor_figures))
+    rows.append(("floor", f"floor loop, email.mime ({args.floor:,})", floor_figures))
     direct = child("floor", str(args.floor), "direct")
     figures["floor_direct"] = direct
-    rows.append((f"floor loop, message_bytes ({args.floor:,})", direct))
+    rows.append(("floor_direct", f"floor loop, message_bytes ({args.floor:,})", direct))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for size in sizes(args.sqlite):
             url = f"sqlite:///{workdir}/null-{size}.db"
-            result = measure(workdir, url, size, "null")
+            result = measure(workdir, url, size, "null", render=min(size, args.floor))
             figures.setdefault("sqlite", {})[str(size)] = result
-            rows.append((f"SQLite, null backend, {size:,}", result))
+            rows.append((f"sqlite.{size}", f"SQLite, null backend, {size:,}", result))
         for size in sizes(args.postgres):
             url, drop = postgres_database()
             try:
-                result = measure(workdir, url, size, "null")
+                result = measure(workdir, url, size, "null", render=min(size, args.floor))
             finally:
                 drop()
             figures.setdefault("postgres", {})[str(size)] = result
-            rows.append((f"PostgreSQL, null backend, {size:,}", result))
+            rows.append((f"postgres.{size}", f"PostgreSQL, null backend, {size:,}", result))
         if args.workers > 0:
             size = args.workers
             for processes in (1, 2):
@@ -379,7 +449,8 @@ def report(args: argparse.Namespace) -> None:
                 finally:
                     drop()
                 figures.setdefault("workers", {})[str(processes)] = result
-                rows.append((f"PostgreSQL, {processes} local worker(s), {size:,}", result))
+                label = f"PostgreSQL, {processes} local worker(s), {size:,}"
+                rows.append((f"workers.{processes}", label, result))
             if args.celery > 0:
                 url, drop = postgres_database()
                 try:
@@ -387,21 +458,46 @@ def report(args: argparse.Namespace) -> None:
                 finally:
                     drop()
                 figures.setdefault("celery", {})[str(args.celery)] = result
-                rows.append((f"PostgreSQL, {args.celery} Celery workers, {size:,}", result))
+                label = f"PostgreSQL, {args.celery} Celery workers, {size:,}"
+                rows.append((f"celery.{args.celery}", label, result))
         if args.outbox > 0:
             url = f"sqlite:///{workdir}/outbox-{args.outbox}.db"
             result = measure(workdir, url, args.outbox, "outbox")
             figures["outbox"] = {str(args.outbox): result}
-            rows.append((f"SQLite, outbox backend, {args.outbox:,}", result))
-    floor_rate = floor_figures["emails_per_s"]
-    floor_cpu = floor_figures["emails_per_cpu_s"]
+            rows.append(
+                (f"outbox.{args.outbox}", f"SQLite, outbox backend, {args.outbox:,}", result)
+            )
     figures["load_after"] = os.getloadavg()[0]
-    load = f"load {figures['load']:.1f} -> {figures['load_after']:.1f}"
-    title = f"campaign runs vs the floor loop ({load})"
-    table = Table(title=title)
+    console = Console(width=max(Console().width, 160))  # the runs table is wide
+    console.print(
+        runs_table(
+            rows, floor_figures, f"load {figures['load']:.1f} -> {figures['load_after']:.1f}"
+        )
+    )
+    staged = [(key, label, result) for key, label, result in rows if "stages" in result]
+    console.print(stages_table(staged))
+    for key, _, result in rows:
+        if "floor_render" in result:
+            ratio = result["emails_per_s"] / result["floor_render"]["emails_per_s"]
+            console.print(f"{key}.of_floor_render {ratio:.3f}", highlight=False)
+    for key, _, result in staged:
+        for stage, share in result["stages"].items():
+            console.print(f"{key}.stages.{stage}.share {share:.3f}", highlight=False)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+def runs_table(
+    rows: list[tuple[str, str, dict[str, Any]]], floor: dict[str, Any], load: str
+) -> Any:
+    """Each run beside the floors: rates, their ratios, busy cores, seconds, peak RSS."""
+    from rich.table import Table
+
+    table = Table(title=f"campaign runs vs the floor loops ({load})")
     columns = (
         "run",
         "emails/s",
+        "of floor_render",
         "ratio to floor",
         "emails/CPU s",
         "CPU ratio",
@@ -412,22 +508,40 @@ def report(args: argparse.Namespace) -> None:
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
-    for name, result in rows:
+    for _, name, result in rows:
         rss = result.get("peak_rss_mb")
+        rendered = result.get("floor_render")
+        of_render = ""
+        if rendered:
+            floor_rate = rendered["emails_per_s"]
+            of_render = f"{result['emails_per_s'] / floor_rate:.2f} of {floor_rate:,.0f}"
         table.add_row(
             name,
             f"{result['emails_per_s']:,.0f}",
-            f"{result['emails_per_s'] / floor_rate:.2f}",
+            of_render,
+            f"{result['emails_per_s'] / floor['emails_per_s']:.2f}",
             f"{result['emails_per_cpu_s']:,.0f}",
-            f"{result['emails_per_cpu_s'] / floor_cpu:.2f}",
+            f"{result['emails_per_cpu_s'] / floor['emails_per_cpu_s']:.2f}",
             f"{result['busy_cores']:.2f}" if "busy_cores" in result else "",
             f"{result['emails_per_busy_core_s']:,.0f}" if "busy_cores" in result else "",
             f"{result['seconds']:.1f}",
             "" if rss is None else f"{rss:,.0f}",
         )
-    Console().print(table)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    return table
+
+
+def stages_table(rows: list[tuple[str, str, dict[str, Any]]]) -> Any:
+    """Each stage's share of each run's wall time (``engine.sending.stages``)."""
+    from rich.table import Table
+
+    table = Table(title="where each run's time goes (share of its wall time)")
+    table.add_column("stage")
+    for _, name, _ in rows:
+        table.add_column(name, justify="right")
+    stages = list(rows[0][2]["stages"]) if rows else []
+    for stage in stages:
+        table.add_row(stage, *(f"{result['stages'][stage]:.1%}" for _, _, result in rows))
+    return table
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from engine.sampling import seed_from_decision_id
 from engine.sending.deliverability import active_pause
 from engine.sending.run_effects import RunEffects
 from engine.sending.shards import ROW_COUNTS
+from engine.sending.stages import NO_STAGES, NoStages
 from engine.tokens import TEST_SEND_ID
 from engine.types import (
     Item,
@@ -140,6 +141,7 @@ class CampaignRun:
         # of the shards that reported back, found again by the coordinator's sweep).
         self._counted: set[str] = set()
         self._shard_rows = 0
+        self.stages: NoStages = NO_STAGES  # a bench sets StageTimes to see where time goes
 
     # -- preparation --------------------------------------------------------------------
     def _open_run(self, scheduled_for: datetime | None) -> str | None:
@@ -214,10 +216,26 @@ class CampaignRun:
     def _decide(self, recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
         """The ledger rows of one batch: a skip with its reason, or a decision, each."""
         assert self.policy is not None and self.recipe is not None
-        reasons = self.engine.ineligible(self.campaign, recipients)
-        contexts = self.engine.contexts_for(
-            self.campaign, [r for r in recipients if r.recipient_id not in reasons]
-        )
+        recipe, stages = self.recipe, self.stages
+        with stages("eligibility"):
+            reasons = self.engine.ineligible(self.campaign, recipients)
+        eligible = [r for r in recipients if r.recipient_id not in reasons]
+        with stages("features"):
+            contexts = self.engine.contexts_for(self.campaign, eligible)
+        with stages("recommend"):
+            n = self.campaign.items_per_email
+            picks = {r.recipient_id: recipe.recommend(r.recipient_id, n) for r in eligible}
+        with stages("decide"):
+            return self._rows(recipients, reasons, contexts, picks)
+
+    def _rows(
+        self,
+        recipients: Sequence[Recipient],
+        reasons: dict[str, str],
+        contexts: dict[str, dict[str, Any]],
+        picks: dict[str, list[str]],
+    ) -> list[dict[str, Any]]:
+        """Each recipient's ledger row: a skip with its reason, or the arm's decision."""
         offered = offered_variants(self.variants)
         now = utcnow()
         rows: list[dict[str, Any]] = []
@@ -241,7 +259,7 @@ class CampaignRun:
             decision, arm = self.arms.decide(
                 recipient.recipient_id, context, self.variants, seed_from_decision_id(decision_id)
             )
-            items = self.recipe.recommend(recipient.recipient_id, self.campaign.items_per_email)
+            items = picks[recipient.recipient_id]
             rows.append(
                 row
                 | {
@@ -361,15 +379,21 @@ class CampaignRun:
         self, rows: list[LedgerRow], people: dict[str, Recipient], backend: Any, executor: Any
     ) -> None:
         """Render, store links, send and record one batch of rows this process owns."""
+        stages = self.stages
         try:
-            messages = list(executor.map(lambda r: self._message(r, people[r.recipient_id]), rows))
-            messages = self._store_links(messages)
+            with stages("render"):
+                compose = self._message
+                messages = list(executor.map(lambda r: compose(r, people[r.recipient_id]), rows))
+            with stages("hand_over"):
+                messages = self._store_links(messages)
         except Exception as exc:  # nothing of this batch left: fixable, retried on resume
             self._fail(rows, f"{type(exc).__name__}: {exc}", fixable=True)
             raise
         # If the backend raises, the rows settle from the journal (in flight: unknown).
-        results = self.ledger.transmit(backend, messages)
-        self._record(messages, results)
+        with stages("transmit"):
+            results = self.ledger.transmit(backend, messages)
+        with stages("record"):
+            self._record(messages, results)
 
     def execute(
         self,
@@ -513,21 +537,28 @@ class CampaignRun:
     ) -> bool:
         """Decide and send every recipient in ``bounds`` without a row yet, one page of
         the audience in memory at a time, streamed in id order; False when paused."""
-        size = self.engine.settings.delivery.batch_size
-        for page in self.engine.audience_pages(self.campaign, size, bounds=bounds):
+        size, stages = self.engine.settings.delivery.batch_size, self.stages
+        pages = iter(self.engine.audience_pages(self.campaign, size, bounds=bounds))
+        while True:
+            with stages("audience"):
+                page = next(pages, None)
+            if page is None:
+                return True
             if self._paused():
                 return False
-            done = self._done_among(page)
+            with stages("done"):
+                done = self._done_among(page)
             todo = [r for r in page if r.recipient_id not in done]
             self._count_done(page, done)
             if todo:
                 self._prepare_models(todo[0])  # before the backend opens: may refuse
-                owned = self._claim(self._decide(todo))
+                rows = self._decide(todo)
+                with stages("claim"):
+                    owned = self._claim(rows)
                 deliver(owned, {r.recipient_id: r for r in todo})
             finished += len(page)
             if progress:
                 progress(finished, total)
-        return True
 
     def _paused(self) -> bool:
         """True (and the run closed as ``paused``) when the campaign paused itself."""
