@@ -23,9 +23,9 @@ from engine.ledger.statements import (
     LEDGER,
     STATUS_FOR,
     answered,
+    apply_outcomes,
     change,
     held_by,
-    outcome_statement,
 )
 from engine.models import LedgerStatus, utcnow
 from engine.types import DeliveryBackend, SendResult
@@ -102,8 +102,7 @@ def settle(
                 continue
             error = in_flight if in_flight and end.error == IN_FLIGHT else end.error
             changes.append(change(send_id, status, end.status, error, now))
-        if changes:
-            session.execute(outcome_statement(owner), changes)
+        apply_outcomes(session, changes, owner)
     return len(held)
 
 
@@ -179,5 +178,5 @@ def reconcile_unknown(engine: Engine, run_id: str) -> int:
     changes = [answered(i, LedgerStatus.UNKNOWN, answers[i], now) for i in ids if i in answers]
     if changes:
         with session_scope(engine.db) as session:
-            session.execute(outcome_statement(None, any_owner=True), changes)
+            apply_outcomes(session, changes, None, any_owner=True)
     return len(changes)

@@ -55,7 +55,7 @@ class Ledger(Protocol):
         """How many rows the run has."""
 
     def recipients_done(self, recipient_ids: Sequence[str]) -> set[str]:
-        """Those of ``recipient_ids`` that already have a row."""
+        """Those of ``recipient_ids`` (an audience page, in id order) that have a row."""
 
     def claim(self, rows: Sequence[dict[str, Any]]) -> tuple[list[LedgerRow], int]:
         """Insert a batch's rows; the pending ones now held, and how many skipped landed."""

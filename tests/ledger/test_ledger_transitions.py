@@ -1,4 +1,5 @@
-"""Every ledger transition, in process on SQLite, with the exact rows it leaves.
+"""Every ledger transition, in process on SQLite and PostgreSQL (whose batch statements
+differ: ``engine.ledger.statements``), with the exact rows it leaves.
 
 The end-to-end ledger tests (``test_ledger_recovery.py``, ``test_crash_precision.py``)
 kill workers in subprocesses, which mutation testing cannot map to the code they run;
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 from kit.project import Project
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlmodel import Session, col, select
 
 from engine.app import Engine
@@ -39,8 +40,8 @@ OTHER = "elsewhere.example/1-beef"
 
 
 @pytest.fixture
-def engine(sqlite_project: Project) -> Engine:
-    return sqlite_project.engine()
+def engine(project: Project) -> Engine:
+    return project.engine()
 
 
 @pytest.fixture
@@ -229,6 +230,9 @@ def test_record_shards_and_progress(engine: Engine, ledger: RunLedger) -> None:
     claimed(ledger, 3)
     assert ledger.rows_written() == 3
     assert ledger.recipients_done(["u0", "u2", "u7", "u9"]) == {"u0", "u2"}
+    assert ledger.recipients_done(["u1"]) == {"u1"}  # a page of one is its own range
+    assert ledger.recipients_done(["u1", "u2"]) == {"u1", "u2"}  # both ends included
+    assert ledger.recipients_done(["u10", "u15"]) == set() and ledger.recipients_done([]) == set()
     other.close("done")
 
 
@@ -252,6 +256,26 @@ def test_claim_inserts_pending_rows_under_the_lease_and_skipped_ones_without(
     expires = as_utc(stored["u0"].lease_expires)
     assert expires is not None and before + lease <= expires <= utcnow() + lease
     assert all(r.lease_expires is not None and r.variant == "a" for r in owned)
+
+
+def test_claiming_many_rows_refreshes_the_ledgers_statistics(
+    engine: Engine, ledger: RunLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL's planner must see the rows a run adds, or each page's lookups read
+    # every row of the run (engine.ledger.statements.refresh_statistics)
+    def analyzed() -> bool:
+        with engine.db.connect() as conn:
+            query = "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'ledger'"
+            return conn.scalar(text(query)) is not None
+
+    monkeypatch.setattr(transitions, "ANALYZE_EVERY", 5)
+    claimed(ledger, 4)
+    if engine.db.dialect.name == "postgresql":
+        assert not analyzed()
+    ledger.claim([row(ledger.run_id, i) for i in range(4, 6)])  # 6 rows since the last
+    assert ledger._unanalyzed == 0 and ledger.rows_written() == 6
+    if engine.db.dialect.name == "postgresql":
+        assert analyzed()
 
 
 def test_claim_returns_none_of_the_rows_another_worker_inserted_first(
