@@ -6,7 +6,12 @@ serialized, then dropped), for several audience sizes on SQLite and one on Postg
 plus the outbox backend for reference. Each run happens in a fresh subprocess (the
 recipients are seeded by another one), so its peak RSS is its own. The floor loop does,
 for the same kind of recipients, only what no run can avoid: a VW prediction, the Jinja
-render and the ``email.mime`` serialization. ``--json FILE`` writes the figures.
+render and the ``email.mime`` serialization. ``floor_render`` is the honest floor: the
+product's own ``Renderer.render`` and ``message_bytes`` alone, in the project the run
+sent, timed per variant half before and half after the run, and weighed with the
+variants the run sent; each run prints its ratio to it (``<run>.of_floor_render``) and
+where its time went, stage by stage (``<run>.stages.<stage>.share``,
+``engine.sending.stages``). ``--json FILE`` writes the figures.
 
     python bench/campaign.py                       # 10k, 100k, 1M on SQLite; 100k on PG
     python bench/campaign.py --sqlite 10000 --postgres "" --outbox 0
@@ -106,11 +111,13 @@ def run(root: Path, size: int) -> dict[str, Any]:
 
     engine = open_engine(root)
     start, cpu, busy = time.perf_counter(), cpu_seconds(), busy_seconds()
+    children = cpu_seconds(resource.RUSAGE_CHILDREN)
     run = real_run(engine, engine.campaign(CAMPAIGN), "bench")
     run.stages = stages = StageTimes()
     summary = run.execute()
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     busy = busy_seconds() - busy
+    children = cpu_seconds(resource.RUSAGE_CHILDREN) - children
     if summary.sent != size:
         raise SystemExit(f"expected {size} sent, the run says {summary}")
     if engine.settings.workers.executor != "inline":
@@ -124,6 +131,10 @@ def run(root: Path, size: int) -> dict[str, Any]:
         "emails_per_cpu_s": size / cpu,
         "busy_cores": busy / elapsed,
         "emails_per_busy_core_s": size / busy,
+        # CPU per email of this process and the worker processes it waited for (w), and
+        # of everything else the machine was busy with (p: the database, mostly)
+        "w_ms": 1000 * (cpu + children) / size,
+        "p_ms": 1000 * max(busy - cpu - children, 0.0) / size,
         "seconds": elapsed,
         "peak_rss_mb": peak_kb / 1024,
         "variants": dict(summary.variants),
@@ -155,9 +166,10 @@ def sent_by_this_process(engine: Any) -> int:
         return int(conn.scalar(stmt) or 0)
 
 
-def cpu_seconds() -> float:
-    """This process's CPU time: a rate per CPU second holds on a loaded machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """This process's CPU time (or its waited-for children's): a rate per CPU second
+    holds on a loaded machine."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -239,10 +251,12 @@ def floor(size: int, direct: bool = False) -> dict[str, float]:
     }
 
 
-def floor_render(root: Path, size: int, mix: dict[str, int]) -> dict[str, float]:
-    """The product's own rendering for ``size`` of the run's recipients, nothing else:
-    ``Renderer.render`` (tracked links, tokens, open pixel, List-Unsubscribe, the text
-    part) and ``message_bytes``, each variant in the share the run sent it (``mix``)."""
+def floor_render(root: Path, size: int) -> dict[str, dict[str, float]]:
+    """The product's own rendering, nothing else, timed per variant: ``Renderer.render``
+    (tracked links, tokens, open pixel, List-Unsubscribe, the text part) and
+    ``message_bytes`` for ``size`` recipients of the project, the variants taken in turn
+    so a noisy moment slows them alike. Returns each variant's count and seconds (wall
+    and CPU); ``render_floor`` weighs them with the variant mix a run sent."""
     from engine.audience.importer import load_items
     from engine.clock import utcnow
     from engine.mime import message_bytes
@@ -250,21 +264,19 @@ def floor_render(root: Path, size: int, mix: dict[str, int]) -> dict[str, float]
 
     engine = open_engine(root)
     campaign = engine.campaign(CAMPAIGN)
-    variants = {v.key: v for v in campaign.variant_list}
-    sent = sum(mix.values())
-    plan = [key for key, count in mix.items() for _ in range(round(count * size / sent))]
-    random.Random(0).shuffle(plan)
+    variants = campaign.variant_list
     catalogue = [{"id": item.item_id} | item.attributes for item in load_items(engine.db)]
     items = catalogue[: campaign.items_per_email]
-    start, cpu, total = time.perf_counter(), cpu_seconds(), 0
-    for i, key in enumerate(plan, start=1):
+    spent = {v.key: {"count": 0.0, "seconds": 0.0, "cpu_seconds": 0.0} for v in variants}
+    for i in range(1, size + 1):
         rid, email, attributes = person(i)
-        variant = variants[key]
+        variant = variants[i % len(variants)]
+        start, cpu = time.perf_counter(), cpu_seconds()
         variables = {
             "recipient": {"id": rid, "email": email} | attributes,
             "items": items,
             "campaign": {"name": campaign.name, "description": campaign.description},
-            "variant": {"key": key} | dict(variant.features),
+            "variant": {"key": variant.key} | dict(variant.features),
             "now": utcnow(),
         }
         rendered = engine.renderer.render(variant=variant, variables=variables, send_id=i)
@@ -278,14 +290,40 @@ def floor_render(root: Path, size: int, mix: dict[str, int]) -> dict[str, float]
             rendered.text,
             headers=dict(rendered.headers),
         )
-        total += len(message_bytes(message))
-    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        message_bytes(message)
+        figures = spent[variant.key]
+        figures["count"] += 1
+        figures["seconds"] += time.perf_counter() - start
+        figures["cpu_seconds"] += cpu_seconds() - cpu
     engine.close()
+    return spent
+
+
+def render_floor(timings: list[dict[str, dict[str, float]]], mix: dict[str, int]) -> dict[str, Any]:
+    """``floor_render``: what rendering alone reaches with a run's variant ``mix``, from
+    every timing of each variant (before and after the run): the mix-weighted harmonic
+    rate, on wall time and on CPU time, and each variant's own rate."""
+    by_variant: dict[str, dict[str, float]] = {}
+    for timing in timings:
+        for key, spent in timing.items():
+            total = by_variant.setdefault(key, {"count": 0.0, "seconds": 0.0, "cpu_seconds": 0.0})
+            for name, value in spent.items():
+                total[name] += value
+    sent = sum(mix.values())
+
+    def rate(seconds: str) -> float:
+        per_email = sum(
+            count / sent * by_variant[key][seconds] / by_variant[key]["count"]
+            for key, count in mix.items()
+        )
+        return 1 / per_email
+
     return {
-        "emails_per_s": len(plan) / elapsed,
-        "emails_per_cpu_s": len(plan) / cpu,
-        "seconds": elapsed,
-        "bytes": float(total),
+        "emails_per_s": rate("seconds"),
+        "emails_per_cpu_s": rate("cpu_seconds"),
+        "variants": {
+            key: total["count"] / total["seconds"] for key, total in sorted(by_variant.items())
+        },
     }
 
 
@@ -314,15 +352,17 @@ def measure(
     render: int = 0,
 ) -> dict[str, Any]:
     """Seed ``size`` recipients in one subprocess, run the campaign in another (``env``:
-    settings for the run, ``TAILORMAIL_*`` variables), then ``floor_render`` the run's
-    variant mix for ``render`` recipients (0: none) in a third."""
+    settings for the run, ``TAILORMAIL_*`` variables); with ``render``, time the
+    rendering alone for ``render`` recipients, half before the run and half after, and
+    weigh it with the variant mix the run sent (``floor_render``)."""
     root = workdir / f"{backend}-{size}-{uuid.uuid4().hex[:6]}"
     child("seed", str(root), database_url, backend, str(size))
+    half = str(max(render // 2, 3))  # at least one email of each variant
+    renders = [child("floor_render", str(root), half)] if render else []
     result = child("run", str(root), database_url, backend, str(size), env=env)
     if render:
-        mix = json.dumps(result["variants"])
-        figures = child("floor_render", str(root), database_url, backend, str(render), mix)
-        result["floor_render"] = figures
+        renders.append(child("floor_render", str(root), half))
+        result["floor_render"] = render_floor(renders, result["variants"])
     return result
 
 
@@ -400,8 +440,7 @@ def main() -> None:
         if kind == "floor":
             print(json.dumps(floor(int(rest[0]), direct=rest[1:] == ["direct"])))
         elif kind == "floor_render":
-            mix = json.loads(rest[4])
-            print(json.dumps(floor_render(Path(rest[0]), int(rest[3]), mix)))
+            print(json.dumps(floor_render(Path(rest[0]), int(rest[1]))))
         else:
             root, database_url, backend, size = Path(rest[0]), rest[1], rest[2], int(rest[3])
             if kind == "seed":
@@ -483,8 +522,31 @@ def report(args: argparse.Namespace) -> None:
     for key, _, result in staged:
         for stage, share in result["stages"].items():
             console.print(f"{key}.stages.{stage}.share {share:.3f}", highlight=False)
+    workers = figures.get("workers", {})
+    if "1" in workers and "2" in workers:
+        for line in two_workers(workers["1"], workers["2"]):
+            console.print(line, highlight=False)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
+
+
+def two_workers(one: dict[str, Any], two: dict[str, Any]) -> list[str]:
+    """Two workers against one, with the ceiling two can reach on this machine.
+
+    With ``w`` CPU seconds per email in the workers and ``p`` in the database (the one
+    worker's run measures both), two workers on two shared cores reach at most
+    ``2w / (w + p)`` times one worker's rate.
+    """
+    w, p = one["w_ms"], one["p_ms"]
+    ceiling = 2 * w / (w + p)
+    return [
+        f"workers.w_ms {w:.3f}",
+        f"workers.p_ms {p:.3f}",
+        f"workers.2.ceiling {ceiling:.2f}",
+        f"workers.2.of_one {two['emails_per_s'] / one['emails_per_s']:.2f}",
+        "workers.2.per_busy_core_of_one "
+        f"{two['emails_per_busy_core_s'] / one['emails_per_busy_core_s']:.2f}",
+    ]
 
 
 def runs_table(

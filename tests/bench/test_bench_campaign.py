@@ -39,16 +39,46 @@ def test_campaign_bench_writes_every_key(tmp_path: Path) -> None:
     assert "ratio to floor" in table and "SQLite, null backend" in table
     run = figures["sqlite"]["60"]
     assert run["emails_per_s"] > 0 and run["emails_per_cpu_s"] > 0 and run["peak_rss_mb"] > 0
+    # the product's own rendering, weighed with the variants the run sent
+    render = run["floor_render"]
+    assert sum(run["variants"].values()) == 60 and set(render["variants"]) == set(run["variants"])
+    assert render["emails_per_s"] > 0 and "sqlite.60.of_floor_render " in table
+    # where the time went: every stage timed, the shares of the run's wall time
+    assert set(run["stages"]) >= {"audience", "decide", "claim", "render", "record", "other"}
+    assert run["stages"]["render"] > 0 and 0.9 < sum(run["stages"].values()) < 1.1
+    assert "sqlite.60.stages.render.share " in table
     assert figures["outbox"]["30"]["emails_per_s"] > 0
     assert "postgres" not in figures  # skipped by --postgres ""
 
 
 def test_campaign_bench_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     # postgres_url skips the test without a server; the bench makes its own database.
-    _, figures = bench(
+    table, figures = bench(
         tmp_path, "--sqlite", "", "--postgres", "40", "--outbox", "0", "--workers", "80"
     )
     assert figures["postgres"]["40"]["emails_per_s"] > 0 and "sqlite" not in figures
+    assert figures["postgres"]["40"]["floor_render"]["emails_per_s"] > 0
     for key in ("workers.1", "workers.2", "celery.2"):  # sharded runs: every one sent all
         group, n = key.split(".")
         assert figures[group][n]["emails_per_s"] > 0
+    # two workers against one, and the ceiling two shared cores allow
+    assert "workers.2.ceiling " in table and "workers.2.per_busy_core_of_one " in table
+    assert figures["workers"]["1"]["w_ms"] > 0
+
+
+def test_ledger_rate_bench(tmp_path: Path, postgres_url: str) -> None:
+    out = tmp_path / "ledger.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH.with_name("ledger_rate.py")), "--rows", "600"]
+        + ["--processes", "1,2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"COLUMNS": "200"},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())
+    for processes in ("1", "2"):
+        assert figures[processes]["rows_per_s"] > 0 and figures[processes]["w_ms"] > 0
+        assert f"ledger.{processes}.rows_per_s " in done.stdout
