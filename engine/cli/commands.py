@@ -264,7 +264,7 @@ def send(
 
 def runs(
     campaign: Annotated[str | None, typer.Argument(help="Only this campaign's runs.")] = None,
-    limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="How many of the newest runs.")] = 20,
     ids: Annotated[
         bool, typer.Option("--ids", help="Print only the run ids, one per line.")
     ] = False,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session, configure_mappers
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from engine.db import insert_ignore, insert_returning, lock_campaign, session_scope, upsert
@@ -42,6 +42,24 @@ from engine.types import DeliveryBackend, Message, SendResult
 
 if TYPE_CHECKING:
     from engine.app import Engine
+
+
+class ClaimedRow:
+    """A row as this worker inserted it: its columns as attributes, with its new id.
+
+    No second query reads it back, and it is no ORM object: a ``LedgerRow`` built without
+    validation (``model_construct``) still cost ~0.05 ms a row, 5% of a run.
+    """
+
+    id: int
+    recipient_id: str
+    decision_id: str
+    variant: str | None
+    items: list[str] | None
+
+    def __init__(self, values: dict[str, Any], send_id: int) -> None:
+        self.__dict__.update(values)
+        self.id = send_id
 
 
 ANALYZE_EVERY = 20_000
@@ -231,7 +249,7 @@ class RunLedger:
             return set(session.scalars(stmt).all())
 
     # -- per batch -------------------------------------------------------------------------
-    def claim(self, rows: Sequence[dict[str, Any]]) -> tuple[list[LedgerRow], int]:
+    def claim(self, rows: Sequence[dict[str, Any]]) -> tuple[list[ClaimedRow], int]:
         """(none) -> pending | skipped: insert the batch's rows under this worker's lease.
 
         Returns the pending rows this worker now holds (a row another worker inserted
@@ -252,12 +270,9 @@ class RunLedger:
         if self._unanalyzed >= ANALYZE_EVERY:
             self._unanalyzed = 0
             refresh_statistics(self.db)
-        # The rows as inserted, with their new ids: no second query to read them back, and
-        # no validation (a validated LedgerRow costs ~0.4 ms; these values just went in).
-        configure_mappers()  # model_construct needs the mapped attributes (once; then free)
         by_decision = {row["decision_id"]: row for row in stamped}
         owned = [
-            LedgerRow.model_construct(**by_decision[decision_id], id=send_id)
+            ClaimedRow(by_decision[decision_id], send_id)
             for send_id, decision_id, status in landed
             if status == LedgerStatus.PENDING
         ]

@@ -29,7 +29,7 @@ from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.sampling import seed_from_decision_id
 from engine.sending.deliverability import active_pause
-from engine.sending.run_effects import RunEffects
+from engine.sending.run_effects import HeldRow, RunEffects
 from engine.sending.shards import ROW_COUNTS
 from engine.sending.stages import NO_STAGES, NoStages
 from engine.tokens import TEST_SEND_ID
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from engine.app import Engine
 
 Progress = Callable[[int, int], None]
-Deliver = Callable[[list["LedgerRow"], dict[str, "Recipient"]], None]
+Deliver = Callable[[Sequence["HeldRow"], dict[str, "Recipient"]], None]
 log = logging.getLogger(__name__)
 
 
@@ -277,13 +277,13 @@ class CampaignRun:
             )
         return rows
 
-    def _claim(self, rows: list[dict[str, Any]]) -> list[LedgerRow]:
+    def _claim(self, rows: list[dict[str, Any]]) -> Sequence[HeldRow]:
         """Insert the batch's rows; return the pending ones this worker now holds."""
         owned, skipped = self.ledger.claim(rows)
         self.summary.skipped += skipped
         return owned
 
-    def _message(self, row: LedgerRow, recipient: Recipient) -> Message:
+    def _message(self, row: HeldRow, recipient: Recipient) -> Message:
         variant = next(v for v in self.variants if v.key == row.variant)
         assert row.id is not None
         return self.compose(recipient, variant, row.items or [], row.id, row.decision_id)
@@ -345,7 +345,7 @@ class CampaignRun:
         at once resolves. Returns the messages this worker still holds (its lease)."""
         return self.ledger.hand_over(messages)
 
-    def _fail(self, rows: Sequence[LedgerRow], error: str, *, fixable: bool = False) -> None:
+    def _fail(self, rows: Sequence[HeldRow], error: str, *, fixable: bool = False) -> None:
         self.ledger.fail([r.id for r in rows if r.id is not None], error, fixable=fixable)
 
     # -- the run ------------------------------------------------------------------------
@@ -376,7 +376,7 @@ class CampaignRun:
         return retry
 
     def _deliver(
-        self, rows: list[LedgerRow], people: dict[str, Recipient], backend: Any, executor: Any
+        self, rows: Sequence[HeldRow], people: dict[str, Recipient], backend: Any, executor: Any
     ) -> None:
         """Render, store links, send and record one batch of rows this process owns."""
         stages = self.stages
@@ -511,13 +511,13 @@ class CampaignRun:
 
     def _delivery(
         self, stack: ExitStack
-    ) -> Callable[[list[LedgerRow], dict[str, Recipient]], None]:
+    ) -> Callable[[Sequence[HeldRow], dict[str, Recipient]], None]:
         """A ``deliver(rows, people)`` that opens the backend and executor at its first
         call (a run with nothing to send opens neither) and closes them with ``stack``."""
         engine = self.engine
         delivery: list[Any] = []
 
-        def deliver(rows: list[LedgerRow], people: dict[str, Recipient]) -> None:
+        def deliver(rows: Sequence[HeldRow], people: dict[str, Recipient]) -> None:
             if not delivery:
                 settings = engine.settings
                 executor = engine.executor(settings.executor, **settings.executor_options)

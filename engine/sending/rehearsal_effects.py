@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.ledger import STATUS_FOR
 from engine.models import LedgerRow, LedgerStatus
-from engine.sending.run_effects import RunEffects
+from engine.sending.run_effects import HeldRow, RunEffects
 from engine.tokens import TEST_SEND_ID
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 
@@ -71,9 +71,9 @@ class MemoryLedger:
         """Those of ``recipient_ids`` this rehearsal decided already."""
         return {rid for rid in recipient_ids if rid in self.rows}
 
-    def claim(self, rows: Sequence[dict[str, Any]]) -> tuple[list[LedgerRow], int]:
+    def claim(self, rows: Sequence[dict[str, Any]]) -> tuple[Sequence[HeldRow], int]:
         """Keep each recipient's first row; the pending ones, and how many were skipped."""
-        owned: list[LedgerRow] = []
+        owned: list[HeldRow] = []
         skipped = 0
         for row in rows:
             if row["recipient_id"] in self.rows:

@@ -25,6 +25,22 @@ ShardRunner = Callable[["CampaignRun", "Progress | None", "Progress | None"], No
 """Sends an open run's shards on workers (``engine.sending.real_run.real_shards``)."""
 
 
+class HeldRow(Protocol):
+    """A ledger row a run holds, as the run reads it (a ``LedgerRow`` is one; ``claim``
+    gives lighter ones, ``engine.ledger.transitions.ClaimedRow``)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def recipient_id(self) -> str: ...
+    @property
+    def decision_id(self) -> str: ...
+    @property
+    def variant(self) -> str | None: ...
+    @property
+    def items(self) -> list[str] | None: ...
+
+
 class Ledger(Protocol):
     """The ledger of one run as a run uses it (``engine.ledger.RunLedger`` is the real one)."""
 
@@ -57,7 +73,7 @@ class Ledger(Protocol):
     def recipients_done(self, recipient_ids: Sequence[str]) -> set[str]:
         """Those of ``recipient_ids`` (an audience page, in id order) that have a row."""
 
-    def claim(self, rows: Sequence[dict[str, Any]]) -> tuple[list[LedgerRow], int]:
+    def claim(self, rows: Sequence[dict[str, Any]]) -> tuple[Sequence[HeldRow], int]:
         """Insert a batch's rows; the pending ones now held, and how many skipped landed."""
 
     def hand_over(self, messages: Sequence[Message]) -> list[Message]:

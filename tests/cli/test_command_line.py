@@ -141,3 +141,8 @@ def sample_dir(tmp_path: Path) -> Path:
     done = tailormail("init", "shop", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     return tmp_path / "shop"
+
+
+def test_runs_refuses_a_limit_below_one(sample_dir: Path) -> None:
+    done = tailormail("runs", "--limit", "0", cwd=sample_dir)
+    assert done.returncode == 2 and "Invalid value for '--limit'" in done.stderr

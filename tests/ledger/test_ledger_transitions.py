@@ -32,6 +32,7 @@ from engine.ledger.journal import JournalState, boot_id, parse
 from engine.ledger.lease import LeaseKeeper, Worker, expired
 from engine.ledger.reconcile import HARD_BOUNCE_ERROR, settle_unknown
 from engine.ledger.recovery import IN_FLIGHT, LEGACY, NEVER_LEFT, Fate, fate
+from engine.ledger.transitions import ClaimedRow
 from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
 from engine.types import DeliveryBackend, Message, SendResult, SendStatus
 from plugins.delivery.outbox import eml_name
@@ -98,7 +99,7 @@ def set_rows(engine: Engine, ids: list[int], **values: Any) -> None:
         session.commit()
 
 
-def claimed(ledger: RunLedger, n: int) -> list[LedgerRow]:
+def claimed(ledger: RunLedger, n: int) -> list[ClaimedRow]:
     owned, _ = ledger.claim([row(ledger.run_id, i) for i in range(n)])
     return sorted(owned, key=lambda r: r.recipient_id)
 
