@@ -145,10 +145,23 @@ def measure(root: Path, rows: int, processes: int) -> dict[str, float]:
     }
 
 
+def counts(text: str) -> list[int]:
+    """``--processes``: positive whole numbers separated by commas."""
+    try:
+        found = [int(part) for part in text.split(",")]
+    except ValueError:
+        found = []
+    if not found or min(found) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give process counts such as 1,2")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows per process")
-    parser.add_argument("--processes", default="1,2", help="process counts to measure")
+    parser.add_argument(
+        "--processes", type=counts, default="1,2", help="process counts to measure (1,2)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,7 +175,7 @@ def main() -> None:
 
     figures: dict[str, Any] = {"load": os.getloadavg()[0], "rows": args.rows}
     with tempfile.TemporaryDirectory() as tmp:
-        for processes in (int(n) for n in args.processes.split(",")):
+        for processes in args.processes:
             url, drop = postgres_database()
             root = Path(tmp) / f"p{processes}"
             scaffold_project(root, force=True)
@@ -179,7 +192,7 @@ def main() -> None:
     for column in ("processes", "rows/s", "w: client CPU ms/row", "p: rest ms/row", "busy cores"):
         table.add_column(column, justify="right")
     console = Console()
-    for processes in args.processes.split(","):
+    for processes in map(str, args.processes):
         f = figures[processes]
         table.add_row(
             processes,

@@ -15,10 +15,10 @@ from typing import Any
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "campaign.py"
 
 
-def bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
-    out = tmp_path / "campaign.json"
+def run_bench(script: Path, out: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """Run a bench script writing ``--json out`` (it must succeed): its output, its figures."""
     done = subprocess.run(
-        [sys.executable, str(BENCH), *args, "--floor", "30", "--json", str(out)],
+        [sys.executable, str(script), *args, "--json", str(out)],
         capture_output=True,
         text=True,
         env=os.environ | {"COLUMNS": "200"},  # the table's headers on one line each
@@ -27,9 +27,14 @@ def bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
     )
     assert done.returncode == 0, done.stderr
     figures: dict[str, Any] = json.loads(out.read_text())
+    return done.stdout, figures
+
+
+def bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    stdout, figures = run_bench(BENCH, tmp_path / "campaign.json", *args, "--floor", "30")
     for floor in ("floor", "floor_direct"):
         assert figures[floor]["emails_per_s"] > 0 and figures[floor]["emails_per_cpu_s"] > 0
-    return done.stdout, figures
+    return stdout, figures
 
 
 def test_campaign_bench_writes_every_key(tmp_path: Path) -> None:
@@ -67,18 +72,11 @@ def test_campaign_bench_on_postgres(tmp_path: Path, postgres_url: str) -> None:
 
 
 def test_ledger_rate_bench(tmp_path: Path, postgres_url: str) -> None:
-    out = tmp_path / "ledger.json"
-    done = subprocess.run(
-        [sys.executable, str(BENCH.with_name("ledger_rate.py")), "--rows", "600"]
-        + ["--processes", "1,2", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        env=os.environ | {"COLUMNS": "200"},
-        timeout=600,
-        check=False,
+    stdout, figures = run_bench(
+        BENCH.with_name("ledger_rate.py"),
+        tmp_path / "ledger.json",
+        *("--rows", "600", "--processes", "1,2"),
     )
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(out.read_text())
     for processes in ("1", "2"):
         assert figures[processes]["rows_per_s"] > 0 and figures[processes]["w_ms"] > 0
-        assert f"ledger.{processes}.rows_per_s " in done.stdout
+        assert f"ledger.{processes}.rows_per_s " in stdout
