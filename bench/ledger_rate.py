@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ BATCH = 500
 
 def rows_of(run_id: str, campaign: str, start: int, count: int) -> list[dict[str, Any]]:
     """A batch of pending rows as the pipeline claims them (decision and context included)."""
+    now = datetime.now(UTC)
     offered = [
         {"key": key, "subject": "s", "template": f"weekly/{key}.html", "features": {"k": key}}
         for key in ("plain", "visual", "digest")
@@ -59,6 +61,9 @@ def rows_of(run_id: str, campaign: str, start: int, count: int) -> list[dict[str
             "policy": "vw",
             "model_version": "",
             "items": ["i001", "i002", "i003", "i004"],
+            "arm": None,
+            "shadow": None,
+            "created_at": now,
         }
         for n in range(start, start + count)
     ]

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from engine.copy_rows import can_copy, copy_returning
 from engine.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -251,13 +252,16 @@ def insert_returning(
 ) -> list[tuple[Any, ...]]:
     """Insert rows, skipping unique-key collisions; return ``columns`` of the rows that landed.
 
-    One statement for the whole batch; what it returns is exactly what this call inserted,
-    which is how a process knows which ledger rows it owns.
+    One statement for the whole batch (on PostgreSQL, a large batch goes by ``COPY``:
+    ``engine.copy_rows``); what it returns is exactly what this call inserted, which is
+    how a process knows which ledger rows it owns.
     """
     values = [dict(row) for row in rows]
     if not values:
         return []
     sa_table = table.__table__  # type: ignore[attr-defined]
+    if can_copy(session, sa_table, values):
+        return copy_returning(session, sa_table, values, columns)
     module = _dialect(session)
     returned = [sa_table.c[name] for name in columns]
     # Parameters apart from the statement: it compiles once and is cached, and SQLAlchemy

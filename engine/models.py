@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 from sqlmodel._compat import SQLModelConfig
 
@@ -118,16 +118,26 @@ class RunRow(Table, table=True):
     heartbeat_at: datetime | None = None
 
 
+def _present(column: str) -> Index:
+    """The index ``ix_ledger_<column>`` of the rows where ``column`` is set (partial)."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(f"ix_ledger_{column}", column, sqlite_where=where, postgresql_where=where)
+
+
 class LedgerRow(Table, table=True):
     """The send ledger: one row per (run, recipient), written before the message leaves."""
 
     __tablename__ = "ledger"
     __table_args__ = (
+        # Also the index of a run's rows (its first column): no index on run_id alone.
         UniqueConstraint("run_id", "recipient_id", name="uq_ledger_run_recipient"),
         Index("ix_ledger_campaign_status_sent", "campaign", "status", "sent_at"),
+        # A row gets these ids only when handed over (and answered): a claimed row adds no
+        # entry, and lookups by value (``=``, ``IN``) use them all the same.
+        *(_present(name) for name in ("message_id", "send_ref", "provider_id")),
     )
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(index=True, max_length=200)
+    run_id: str = Field(max_length=200)
     campaign: str = Field(max_length=64)
     recipient_id: str = Field(index=True, max_length=200)
     email: str = Field(max_length=320)
@@ -153,11 +163,11 @@ class LedgerRow(Table, table=True):
     # Per link index: ``[item_id, position]`` for a link made by ``item_url``, else null.
     link_items: list[list[Any] | None] | None = Field(default=None, sa_column=Column(JSON))
     # Indexed: a provider event may name the send only by our Message-ID.
-    message_id: str | None = Field(default=None, index=True, max_length=320)
+    message_id: str | None = Field(default=None, max_length=320)
     # The keyed reference that leaves in headers and provider metadata (engine.identifiers);
     # stored, so a provider event joins whatever the secret is now.
-    send_ref: str | None = Field(default=None, index=True, max_length=64)
-    provider_id: str | None = Field(default=None, index=True, max_length=320)
+    send_ref: str | None = Field(default=None, max_length=64)
+    provider_id: str | None = Field(default=None, max_length=320)
     error: str | None = None
     # ``FailureClass.FIXABLE`` for a failed row whose message never left; else empty.
     failure: str | None = Field(default=None, max_length=20)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     cast,
     column,
     func,
+    select,
     text,
     update,
 )
@@ -163,28 +164,25 @@ def hand_over_rows(
     handed = {"status": LedgerStatus.HANDED_OVER, "lease_expires": expiry}
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
-        ids = [row["b_id"] for row in changes]
-        moved = set(
-            session.scalars(
-                update(LEDGER)
-                .where(LEDGER.c.id.in_(ids), *held)
-                .values(**handed)
-                .returning(LEDGER.c.id)
-            ).all()
+        # One guarded UPDATE per row (executemany: no round trips on SQLite). When every
+        # row moved (the rule), the count says so; else the rows tell which did.
+        result: Any = session.execute(
+            update(LEDGER)
+            .where(LEDGER.c.id == bindparam("b_id"), *held)
+            .values(
+                **handed,
+                links=bindparam("b_links"),
+                link_items=bindparam("b_link_items"),
+                message_id=bindparam("b_mid"),
+                send_ref=bindparam("b_ref"),
+            ),
+            list(changes),
         )
-        if moved:
-            session.execute(
-                update(LEDGER)
-                .where(LEDGER.c.id == bindparam("b_id"))
-                .values(
-                    links=bindparam("b_links"),
-                    link_items=bindparam("b_link_items"),
-                    message_id=bindparam("b_mid"),
-                    send_ref=bindparam("b_ref"),
-                ),
-                [row for row in changes if row["b_id"] in moved],
-            )
-        return moved
+        ids = [row["b_id"] for row in changes]
+        if result.rowcount == len(ids):
+            return set(ids)
+        still = (held_by(owner), LEDGER.c.status == LedgerStatus.HANDED_OVER)
+        return set(session.scalars(select(LEDGER.c.id).where(LEDGER.c.id.in_(ids), *still)))
     # JSON as the columns' own type writes it (None included), read back as JSON there
     as_json = LEDGER.c.links.type.bind_processor(dialect)
     rows = [

@@ -1,0 +1,82 @@
+"""The ledger's lean indexes (migration 0018) still serve every lookup that needs them.
+
+The indexes of the Message-ID, the send reference and the provider id hold only rows that
+have one (partial), and the run's rows are found through the (run, recipient) key: each
+lookup by value must still be answered from an index, on both databases, not by reading
+the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kit.project import Project
+from sqlalchemy import or_, select, text
+from sqlalchemy.engine import Connection
+
+from engine.ledger.statements import LEDGER
+
+LOOKUPS = {
+    "ix_ledger_send_ref": LEDGER.c.send_ref == "abc",
+    "ix_ledger_message_id": LEDGER.c.message_id.in_(["<a@x>", "<b@x>"]),
+    "ix_ledger_provider_id": LEDGER.c.provider_id == "p-1",
+    "uq_ledger_run_recipient": LEDGER.c.run_id == "r1",
+}
+
+
+def plan(connection: Connection, where: Any) -> str:
+    stmt = select(LEDGER.c.id).where(where)
+    compiled = stmt.compile(connection, compile_kwargs={"literal_binds": True})
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table
+        rows = connection.execute(text(f"EXPLAIN {compiled}")).all()
+        return "\n".join(str(row[0]) for row in rows)
+    rows = connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}")).all()
+    return "\n".join(str(row[-1]) for row in rows)
+
+
+@pytest.mark.parametrize("index", sorted(LOOKUPS))
+def test_each_lookup_by_value_is_answered_from_its_index(project: Project, index: str) -> None:
+    engine = project.engine()
+    try:
+        with engine.db.begin() as connection:
+            found = plan(connection, LOOKUPS[index])
+    finally:
+        engine.close()
+    # SQLite names a unique constraint's index itself
+    assert index in found or (index.startswith("uq_") and "INDEX sqlite_autoindex_ledger" in found)
+
+
+def test_the_provider_event_lookup_uses_both_partial_indexes(project: Project) -> None:
+    """An event naming a message only by an id: the provider's, or our Message-ID."""
+    engine = project.engine()
+    spellings = ["<m@x>", "m@x"]
+    try:
+        with engine.db.begin() as connection:
+            found = plan(
+                connection,
+                or_(LEDGER.c.provider_id.in_(spellings), LEDGER.c.message_id.in_(spellings)),
+            )
+    finally:
+        engine.close()
+    assert "ix_ledger_provider_id" in found and "ix_ledger_message_id" in found
+
+
+def test_a_claimed_row_adds_no_entry_to_the_partial_indexes(project: Project) -> None:
+    engine = project.engine()
+    try:
+        with engine.db.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                defined = connection.execute(
+                    text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'ledger'")
+                ).all()
+            else:
+                defined = connection.execute(
+                    text("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'ledger'")
+                ).all()
+    finally:
+        engine.close()
+    by_name = {name: str(sql) for name, sql in defined}
+    assert "ix_ledger_run_id" not in by_name
+    for column in ("message_id", "send_ref", "provider_id"):
+        assert f"{column} IS NOT NULL" in by_name[f"ix_ledger_{column}"]
