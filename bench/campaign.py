@@ -433,6 +433,9 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=100000, help="sharded run size on PostgreSQL (0 skips)"
     )
+    parser.add_argument(
+        "--worker-counts", type=sizes, default="1,2", help="local pool sizes of the sharded run"
+    )
     parser.add_argument("--celery", type=int, default=2, help="Celery workers (0 skips)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -483,7 +486,7 @@ def report(args: argparse.Namespace) -> None:
             rows.append((f"postgres.{size}", f"PostgreSQL, null backend, {size:,}", result))
         if args.workers > 0:
             size = args.workers
-            for processes in (1, 2):
+            for processes in args.worker_counts:
                 url, drop = postgres_database()
                 try:
                     result = measure(workdir, url, size, "null", sharded(processes, size))

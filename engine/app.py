@@ -7,6 +7,7 @@ fails the command that loads it, not a scheduled job at 3 a.m.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -170,9 +171,13 @@ class Engine:
     def _check_retention(self) -> None:
         """Anonymized rows can neither earn rewards nor count for a frequency cap, so the
         retention must outlast every attribution window and every cap."""
-        retention = self.settings.retention
-        if retention is None:
-            return
+        if self.settings.retention is not None:
+            self.check_outlasts("retention", self.settings.retention, "erased")
+
+    def check_outlasts(self, name: str, period: timedelta, fate: str) -> None:
+        """Raise ``ConfigError`` unless ``period`` (the age from which ledger rows are
+        ``fate``: erased, archived) is longer than every attribution window and every
+        frequency cap, which need the rows that young."""
         needs = [("frequency_cap", self.settings.frequency_cap)]
         for campaign in self.campaigns.values():
             where = f"campaign {campaign.name!r}"
@@ -180,11 +185,11 @@ class Engine:
                 (f"{where}: reward.attribution_window", campaign.reward.attribution_window)
             )
             needs.append((f"{where}: frequency_cap", campaign.frequency_cap))
-        for name, period in needs:
-            if period is not None and retention <= period:
+        for need, needed in needs:
+            if needed is not None and period <= needed:
                 raise ConfigError(
-                    f"retention: {format_duration(retention)} must be longer than {name} "
-                    f"({format_duration(period)}), or the rows it needs would be erased"
+                    f"{name}: {format_duration(period)} must be longer than {need} "
+                    f"({format_duration(needed)}), or the rows it needs would be {fate}"
                 )
 
     @staticmethod

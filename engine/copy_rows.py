@@ -86,29 +86,44 @@ def copy_returning(
 def _as_copy_text(table: Table, dialect: Any, values: Sequence[dict[str, Any]]) -> io.StringIO:
     """``values`` in ``COPY``'s text format, each value as its column's type binds it.
 
-    A JSON value that is the same object in every row (the ledger's offered variants) is
+    Built a column at a time (one tight loop per column, strings escaped inline), and a
+    JSON value that is the same object in every row (the ledger's offered variants) is
     encoded once."""
-    names = list(values[0])
-    binders = [table.c[name].type.bind_processor(dialect) for name in names]
-    encoded: dict[int, str] = {}
+    columns = []
+    for name in values[0]:
+        raw = [row[name] for row in values]
+        bind = table.c[name].type.bind_processor(dialect)
+        if bind is not None:
+            raw = _bound(raw, bind)
+        columns.append(
+            [
+                "\\N" if v is None else v.translate(_ESCAPES) if type(v) is str else _field(v)
+                for v in raw
+            ]
+        )
     out = io.StringIO()
-    for row in values:
-        fields = []
-        for name, bind in zip(names, binders, strict=True):
-            value = row[name]
-            if bind is not None and value is not None:
-                if isinstance(value, dict | list):
-                    key = id(value)
-                    if key not in encoded:
-                        encoded[key] = bind(value)
-                    value = encoded[key]
-                else:
-                    value = bind(value)
-            fields.append(_field(value))
-        out.write("\t".join(fields))
-        out.write("\n")
+    out.write("\n".join("\t".join(fields) for fields in zip(*columns, strict=True)))
+    out.write("\n")
     out.seek(0)
     return out
+
+
+def _bound(raw: list[Any], bind: Any) -> list[Any]:
+    """``raw`` through a column's bind processor; a dict or list object seen before (by
+    identity: they are all alive in ``raw``) reuses its first result."""
+    seen: dict[int, Any] = {}
+    bound: list[Any] = []
+    for value in raw:
+        if value is None:
+            bound.append(None)
+        elif type(value) is dict or type(value) is list:
+            key = id(value)
+            if key not in seen:
+                seen[key] = bind(value)
+            bound.append(seen[key])
+        else:
+            bound.append(bind(value))
+    return bound
 
 
 def _field(value: Any) -> str:

@@ -118,6 +118,21 @@ class RunRow(Table, table=True):
     heartbeat_at: datetime | None = None
 
 
+DECISION_FIELDS = (
+    "variant",
+    "probability",
+    "pmf",
+    "offered",
+    "context",
+    "policy",
+    "model_version",
+    "items",
+    "arm",
+    "shadow",
+)
+"""The ledger columns of a decision as logged (a skipped row has them all empty)."""
+
+
 def _present(column: str) -> Index:
     """The index ``ix_ledger_<column>`` of the rows where ``column`` is set (partial)."""
     where = text(f"{column} IS NOT NULL")

@@ -21,6 +21,7 @@ BUILTIN_COMMANDS: tuple[tuple[str, str], ...] = (
     ("demo", "engine.cli.commands:demo"),
     ("forget", "engine.cli.privacy:forget"),
     ("retention", "engine.cli.privacy:retention"),
+    ("archive", "engine.cli.archive:archive"),
     ("train", "engine.cli.learning:train"),
     ("models", "engine.cli.learning:models"),
     ("rollback", "engine.cli.learning:rollback"),

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from engine.db import insert_ignore, insert_returning, lock_campaign, session_scope, upsert
-from engine.errors import CampaignBusyError
+from engine.errors import CampaignBusyError, TailormailError
+from engine.ledger.archive import ARCHIVED
 from engine.ledger.journal import Journal
 from engine.ledger.lease import LeaseKeeper, Worker
 from engine.ledger.recovery import reconcile_unknown, recover, settle
@@ -116,6 +117,11 @@ class RunLedger:
             self._refuse_if_busy(session, now)
             status = select(col(RunRow.status)).where(col(RunRow.id) == self.run_id)
             before = None if created else session.scalar(status)
+            if before == ARCHIVED:  # its rows are gone: everyone would look unsent
+                raise TailormailError(
+                    f"run {self.run_id} was archived (`tailormail archive`): it cannot be "
+                    "resumed; send the campaign as a new run"
+                )
             session.execute(
                 update(RunRow)
                 .where(col(RunRow.id) == self.run_id)

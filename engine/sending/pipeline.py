@@ -25,7 +25,7 @@ from engine.audience.importer import load_items
 from engine.campaigns import Campaign
 from engine.errors import ConfigError
 from engine.learning.arms import Arms, baseline_policy
-from engine.models import LedgerRow, LedgerStatus, as_utc, utcnow
+from engine.models import DECISION_FIELDS, LedgerRow, LedgerStatus, as_utc, utcnow
 from engine.recommendation.recommender import campaign_recommender
 from engine.sampling import seed_from_decision_id
 from engine.sending.deliverability import active_pause
@@ -50,21 +50,6 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]
 Deliver = Callable[[Sequence["HeldRow"], dict[str, "Recipient"]], None]
 log = logging.getLogger(__name__)
-
-
-# Every ledger row of a batch carries the same keys, so one multi-row INSERT takes them.
-_DECISION_FIELDS = (
-    "variant",
-    "probability",
-    "pmf",
-    "offered",
-    "context",
-    "policy",
-    "model_version",
-    "items",
-    "arm",
-    "shadow",
-)
 
 
 @dataclass
@@ -249,7 +234,7 @@ class CampaignRun:
                 "decision_id": decision_id,
                 "created_at": now,
                 "skip_reason": None,
-                **dict.fromkeys(_DECISION_FIELDS),
+                **dict.fromkeys(DECISION_FIELDS),  # every row the same keys: one INSERT or COPY
             }
             reason = reasons.get(recipient.recipient_id)
             if reason:
