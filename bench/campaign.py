@@ -519,7 +519,8 @@ def report(args: argparse.Namespace) -> None:
         )
     )
     staged = [(key, label, result) for key, label, result in rows if "stages" in result]
-    console.print(stages_table(staged))
+    if staged:  # a sharded run's stages happen in its workers
+        console.print(stages_table(staged))
     for key, _, result in rows:
         if "floor_render" in result:
             ratio = result["emails_per_s"] / result["floor_render"]["emails_per_s"]
