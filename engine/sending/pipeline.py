@@ -83,6 +83,12 @@ def run_id_for(campaign: str, scheduled_for: datetime) -> str:
     return f"{campaign}@{as_utc(scheduled_for):%Y%m%dT%H%M%S}"
 
 
+def _cause(exc: BaseException) -> tuple[str, str]:
+    """The database driver's error under ``exc`` (else ``exc``), as type and message."""
+    original = getattr(exc, "orig", None) or exc
+    return type(original).__name__, str(original)
+
+
 def decision_id_for(run_id: str, recipient_id: str) -> str:
     """Deterministic per (run, recipient): the seed for sampling derives from it."""
     return hashlib.sha256(f"{run_id}\x00{recipient_id}".encode()).hexdigest()[:32]
@@ -419,10 +425,19 @@ class CampaignRun:
                 self._close_run(status, reason + hint)
                 return
             except Exception as error:  # the row stays "running" until its heartbeat expires
-                if attempt == 2:
-                    log.warning("run %s could not be marked %s: %s", self.run_id, status, error)
-                else:
+                if attempt == 1:
                     time.sleep(0.5)
+                    continue
+                # Failing again for the reason the run stopped (a full disk) adds nothing to
+                # the one line the user sees, which says how to continue the run.
+                same = _cause(error) == _cause(exc)
+                log.log(
+                    logging.DEBUG if same else logging.WARNING,
+                    "run %s could not be marked %s: %s",
+                    self.run_id,
+                    status,
+                    error,
+                )
 
     def _execute(
         self, progress: Progress | None, shard_progress: Progress | None, new: bool

@@ -11,14 +11,20 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kit.cli import fails, imported, tailormail
+from kit.project import Project
+from sqlalchemy.exc import OperationalError
+
+from engine.sending.real_run import real_run
 
 BROKEN = '{% if recipient.id == "u015" %}{{ recipient.nope.deeper }}{% endif %}'
 """Fails for one recipient only: u015, in the second batch of ten."""
@@ -320,3 +326,29 @@ def test_a_full_database_disk_is_one_line_and_the_run_resumes(
     resumed = run_printed(message, project, env)
     assert resumed.returncode == 0, resumed.stderr
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 40
+
+
+@pytest.mark.parametrize(
+    ("marking", "warned"),
+    [("database or disk is full", False), ("database is locked", True)],
+)
+def test_a_run_that_cannot_be_marked_says_so_unless_for_the_reason_it_stopped(
+    sqlite_project: Project,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    marking: str,
+    warned: bool,
+) -> None:
+    engine = sqlite_project.engine()
+    run = real_run(engine, engine.campaign("alerts"), "r1")
+    monkeypatch.setattr("engine.sending.pipeline.time.sleep", lambda _: None)
+
+    def close(*_: Any) -> None:
+        raise OperationalError("UPDATE runs", {}, sqlite3.OperationalError(marking))
+
+    monkeypatch.setattr(run, "_close_run", close)
+    stopped = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    with caplog.at_level("DEBUG", logger="engine.sending.pipeline"):
+        run._close_stopped(stopped)
+    records = [r for r in caplog.records if "could not be marked failed" in r.getMessage()]
+    assert [r.levelname for r in records] == ["WARNING" if warned else "DEBUG"]
