@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.commands import _progress
+from engine.cli.commands import progress_bar
 from engine.cli.support import ProjectOption, console, open_engine
 from engine.clock import utcnow
 from engine.durations import format_duration, parse_duration
@@ -41,7 +41,7 @@ def archive(
     project: ProjectOption = None,
 ) -> None:
     """Move the ledger rows, events and rewards of runs that ended before a cutoff into
-    <to>/<campaign>/<run>.jsonl.gz (decisions and outcomes, nobody's identity), and delete
+    <to>/<campaign>/<run>-<hash>.jsonl.gz (decisions and outcomes, nobody's identity), and delete
     them from the database: the ledger stops growing with every run ever sent."""
     # lazy: the archive's module (and SQLAlchemy's statements) load when the command runs
     from engine.ledger.archive import archive_run, ended_runs
@@ -70,7 +70,7 @@ def archive(
                 f"Move them to {directory} and delete them from the database?", abort=True
             )
         done = []
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task("archiving", total=total)
             for run in runs:
                 done.append(archive_run(engine.db, run, directory))

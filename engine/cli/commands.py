@@ -109,7 +109,7 @@ def import_(
 
     if kind not in {"recipients", "items", "interactions"}:
         raise TailormailError(f"unknown kind {kind!r}: use recipients, items or interactions")
-    with open_engine(project) as engine, _progress() as bar:
+    with open_engine(project) as engine, progress_bar() as bar:
         task = bar.add_task(f"importing {kind}", total=None)
         summary = import_file(
             engine.db,
@@ -193,7 +193,7 @@ def send(
         run_id = choose_run_id(engine.db, campaign, resume=run, new=new_run)
         rehearsed = cli_sending.before_rehearsed(engine, campaign, new_run) if new_run else None
         explained = cli_sending.stopped_runs_explained(engine, campaign, run_id)
-        with explained, _progress() as bar:
+        with explained, progress_bar() as bar:
             task = bar.add_task(f"sending {campaign}", total=None)
 
             def advance(done: int, total: int) -> None:
@@ -438,7 +438,7 @@ def demo(
     run_demo(directory, rounds=rounds, recipients=recipients, seed=seed, console=console)
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     # lazy: only the commands that show progress bars need rich.progress (~20 ms)
     from rich.progress import (
         BarColumn,

@@ -2,9 +2,9 @@
 one compressed file per run, so the ledger stops growing with every campaign ever sent.
 
 A campaign of 10 million recipients a week adds 520 million ledger rows a year, and
-``retention`` anonymizes rows but never deletes them. ``archive_runs`` takes every run
+``retention`` anonymizes rows but never deletes them. ``archive_run`` takes each run
 that ended (``finished`` or ``failed``) before a cutoff, writes its rows to
-``<directory>/<campaign>/<run>.jsonl.gz`` and then, in one transaction, deletes them and
+``<directory>/<campaign>/<run>-<hash>.jsonl.gz`` and then, in one transaction, deletes them and
 marks the run ``archived`` (``tailormail runs`` still lists it). The file is complete and
 on disk before anything is deleted, and a crash in between leaves the rows where they
 were: archiving again writes the same file again.
@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -91,23 +91,6 @@ def ended_runs(db: SAEngine, before: datetime) -> list[ArchivedRun]:
     return [
         ArchivedRun(run_id, campaign, as_utc(at), int(rows)) for run_id, campaign, at, rows in found
     ]
-
-
-def archive_runs(
-    db: SAEngine,
-    before: datetime,
-    directory: Path,
-    *,
-    progress: Callable[[ArchivedRun], None] | None = None,
-) -> list[ArchivedRun]:
-    """Archive every run that ended before ``before`` into ``directory``; returns them."""
-    done = []
-    for run in ended_runs(db, before):
-        archived = archive_run(db, run, directory)
-        done.append(archived)
-        if progress:
-            progress(archived)
-    return done
 
 
 def archive_run(db: SAEngine, run: ArchivedRun, directory: Path) -> ArchivedRun:

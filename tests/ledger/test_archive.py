@@ -168,3 +168,12 @@ def test_rows_written_while_a_run_is_archived_keep_the_run_whole(
     assert list(read_archive(done.path))[-1]["sends"] == 13
     assert count(sent, LEDGER, LEDGER.c.run_id == "old") == 0
     assert not list(Path(project.root / "archive").rglob("*.partial"))
+
+
+def test_a_run_id_or_campaign_name_never_leaves_the_archive_directory(tmp_path: Path) -> None:
+    """Run ids come from schedules and ``--run``; a hostile one names one file inside."""
+    names = {archive_module._file_name(run_id) for run_id in ("../../etc/x", "a/b", "a_b", "..")}
+    assert len(names) == 4  # two ids that clean alike still differ
+    for name in names | {archive_module._safe(".."), archive_module._safe("../c")}:
+        assert "/" not in name and not name.startswith(".")
+        assert (tmp_path / name).resolve().parent == tmp_path.resolve()
