@@ -156,7 +156,8 @@ class LedgerRow(Table, table=True):
     campaign: str = Field(max_length=64)
     recipient_id: str = Field(index=True, max_length=200)
     email: str = Field(max_length=320)
-    decision_id: str = Field(unique=True, max_length=64)
+    # Derived from (run_id, recipient_id), whose key guards it: no index of its own.
+    decision_id: str = Field(max_length=64)
     status: str = Field(max_length=20)
     skip_reason: str | None = Field(default=None, max_length=200)
     variant: str | None = Field(default=None, max_length=64)
@@ -182,6 +183,8 @@ class LedgerRow(Table, table=True):
     # The keyed reference that leaves in headers and provider metadata (engine.identifiers);
     # stored, so a provider event joins whatever the secret is now.
     send_ref: str | None = Field(default=None, max_length=64)
+    # The provider's own id of the message; None when it answered with our Message-ID
+    # (SMTP does), which ``message_id`` holds already.
     provider_id: str | None = Field(default=None, max_length=320)
     error: str | None = None
     # ``FailureClass.FIXABLE`` for a failed row whose message never left; else empty.

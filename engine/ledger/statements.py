@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     Text,
     bindparam,
+    case,
     cast,
     column,
     func,
@@ -119,9 +120,12 @@ def _outcome(source: dict[str, Any], owner: str | None, any_owner: bool) -> Any:
     stmt = update(LEDGER).where(LEDGER.c.id == source["b_id"], LEDGER.c.status == source["b_from"])
     if not any_owner:
         stmt = stmt.where(held_by(owner))
+    # A provider id that is our own Message-ID (SMTP, and backends without ids of their
+    # own) is found through ``message_id`` already: not stored twice, nor indexed twice.
+    provider = case((source["b_provider"] == LEDGER.c.message_id, None), else_=source["b_provider"])
     return stmt.values(
         status=source["b_status"],
-        provider_id=source["b_provider"],
+        provider_id=provider,
         error=source["b_error"],
         sent_at=source["b_sent_at"],
         lease_expires=None,

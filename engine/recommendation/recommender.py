@@ -153,7 +153,8 @@ def campaign_recommender(
         catalogue={item.item_id: item for item in load_items(engine.db)},
         filters=filters,
         seen=interacted_items(engine.db, kinds),
-        hook=pm.hook.filter_items,
+        # a hook nobody implements is not called (microseconds per recipient)
+        hook=pm.hook.filter_items if pm.hook.filter_items.get_hookimpls() else None,
         hook_args={"engine": engine, "campaign": campaign},
         fit=stored,
     )

@@ -198,10 +198,12 @@ class CampaignRun:
             "variant": {"key": variant.key} | dict(variant.features),
             "now": utcnow(),
         }
-        for extra in self.engine.pm.hook.extra_template_vars(
-            engine=self.engine, campaign=self.campaign, recipient=recipient, variant=variant
-        ):
-            variables.update(extra)
+        extras = self.engine.pm.hook.extra_template_vars
+        if extras.get_hookimpls():  # a call costs microseconds per email: none without plugins
+            for extra in extras(
+                engine=self.engine, campaign=self.campaign, recipient=recipient, variant=variant
+            ):
+                variables.update(extra)
         return variables
 
     def _decide(self, recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
@@ -316,9 +318,9 @@ class CampaignRun:
                 "link_items": [list(hit) if hit else None for hit in email.link_items],
             },
         )
-        self.engine.pm.hook.prepare_message(
-            engine=self.engine, campaign=self.campaign, message=message
-        )
+        prepare = self.engine.pm.hook.prepare_message
+        if prepare.get_hookimpls():
+            prepare(engine=self.engine, campaign=self.campaign, message=message)
         return message
 
     def _record(self, messages: list[Message], results: list[SendResult]) -> None:

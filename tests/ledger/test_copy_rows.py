@@ -110,7 +110,7 @@ def test_rows_that_collide_with_the_table_or_each_other_are_skipped_and_not_retu
 ) -> None:
     insert(pg_url, rows("r", 40))  # u0000..u0039
     batch = rows("r", 40, start=20) + rows("r", 5, start=100)  # half of it is in already
-    batch[-1] = batch[-1] | {"decision_id": batch[-2]["decision_id"]}  # twice in the batch
+    batch[-1] = batch[-1] | {"recipient_id": batch[-2]["recipient_id"]}  # twice in the batch
     landed = insert(pg_url, batch)
     expected = [f"r-{n}" for n in (*range(40, 60), 100, 101, 102, 103)]
     assert sorted(d for _, d in landed) == sorted(expected)

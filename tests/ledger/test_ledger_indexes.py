@@ -7,13 +7,16 @@ the ledger."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from kit.project import Project
-from sqlalchemy import or_, select, text
+from sqlalchemy import create_engine, inspect, or_, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
+from engine.db import migrate
 from engine.ledger.statements import LEDGER
 
 LOOKUPS = {
@@ -80,3 +83,38 @@ def test_a_claimed_row_adds_no_entry_to_the_partial_indexes(project: Project) ->
     assert "ix_ledger_run_id" not in by_name
     for column in ("message_id", "send_ref", "provider_id"):
         assert f"{column} IS NOT NULL" in by_name[f"ix_ledger_{column}"]
+
+
+def test_migration_0019_drops_the_decision_id_key_and_keeps_every_row(db_url: str) -> None:
+    """The decision id derives from (run, recipient), whose key guards it: its own unique
+    index (a random page written per new row) goes, and the rebuild on SQLite keeps the
+    rows and every other index."""
+    db = create_engine(db_url)
+    migrate(db, "0018")
+    row = {
+        "run_id": "r1",
+        "campaign": "c",
+        "recipient_id": "u1",
+        "email": "u1@example.com",
+        "decision_id": "d1",
+        "status": "sent",
+        "created_at": datetime(2026, 12, 1, tzinfo=UTC),
+        "send_ref": "ref-1",
+    }
+    with db.begin() as connection:
+        connection.execute(
+            LEDGER.insert(), [row, row | {"recipient_id": "u2", "decision_id": "d2"}]
+        )
+    migrate(db)
+    inspector = inspect(db)
+    keys = [c["column_names"] for c in inspector.get_unique_constraints("ledger")]
+    assert ["decision_id"] not in keys and ["run_id", "recipient_id"] in keys
+    assert {"ix_ledger_send_ref", "ix_ledger_recipient_id"} <= {
+        index["name"] for index in inspector.get_indexes("ledger")
+    }
+    with db.begin() as connection:
+        kept = connection.execute(select(LEDGER.c.recipient_id, LEDGER.c.send_ref)).all()
+        assert sorted(kept) == [("u1", "ref-1"), ("u2", "ref-1")]
+        with pytest.raises(IntegrityError):  # the (run, recipient) key still holds
+            connection.execute(LEDGER.insert(), [row | {"decision_id": "d3"}])
+    db.dispose()

@@ -26,6 +26,7 @@ from sqlalchemy import text, update
 from sqlmodel import Session, col, select
 
 from engine.app import Engine
+from engine.feedback.events import record_event
 from engine.ledger import Journal, RunLedger, transitions
 from engine.ledger import journal as journal_module
 from engine.ledger.journal import JournalState, boot_id, parse
@@ -33,8 +34,23 @@ from engine.ledger.lease import LeaseKeeper, Worker, expired
 from engine.ledger.reconcile import HARD_BOUNCE_ERROR, settle_unknown
 from engine.ledger.recovery import IN_FLIGHT, LEGACY, NEVER_LEFT, Fate, fate
 from engine.ledger.transitions import ClaimedRow
-from engine.models import LedgerRow, LedgerStatus, RunRow, VariantRow, as_utc, utcnow
-from engine.types import DeliveryBackend, Message, SendResult, SendStatus
+from engine.models import (
+    EventRow,
+    LedgerRow,
+    LedgerStatus,
+    RunRow,
+    VariantRow,
+    as_utc,
+    utcnow,
+)
+from engine.types import (
+    DeliveryBackend,
+    EventType,
+    Message,
+    SendResult,
+    SendStatus,
+    TrackingEvent,
+)
 from plugins.delivery.outbox import eml_name
 
 OTHER = "elsewhere.example/1-beef"
@@ -382,6 +398,37 @@ def test_record_writes_each_outcome_on_the_rows_it_handed_over(
     assert after["u1"].sent_at is None and after["u2"].sent_at is None
     assert [after[f"u{n}"].lease_expires for n in range(3)] == [None] * 3
     assert after["u3"].lease_expires is not None and after["u4"].lease_expires is not None
+
+
+def test_a_provider_id_that_is_our_message_id_is_not_stored_twice_and_still_finds_the_send(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    """SMTP and backends without ids of their own answer with our Message-ID: the row keeps
+    it once (its own column and index), and a provider event naming it finds the send."""
+    held = claimed(ledger, 2)
+    ids = [r.id or 0 for r in held]
+    ledger.hand_over([message(i, n) for n, i in enumerate(ids)])
+    ledger.record(
+        [
+            SendResult(ids[0], SendStatus.SENT, provider_id=f"<{ids[0]}@test>"),
+            SendResult(ids[1], SendStatus.SENT, provider_id="provider-1"),
+        ]
+    )
+    after = rows(engine)
+    assert (after["u0"].provider_id, after["u0"].message_id) == (None, f"<{ids[0]}@test>")
+    assert after["u1"].provider_id == "provider-1"
+    for n, named in enumerate((f"{ids[0]}@test", "provider-1")):  # as providers spell them
+        bounce = TrackingEvent(
+            EventType.BOUNCE,
+            None,
+            utcnow(),
+            provider_message_id=named,
+            data={"bounce_type": "hard"},
+        )
+        record_event(engine, bounce, dedupe_key=f"b{n}")
+    with Session(engine.db) as session:
+        found = session.exec(select(EventRow.send_id).order_by(col(EventRow.id))).all()
+    assert list(found) == ids
 
 
 def test_record_an_unknown_outcome_and_a_long_error(engine: Engine, ledger: RunLedger) -> None:
