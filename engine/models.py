@@ -6,7 +6,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    case,
+    cast,
+    or_,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.sql.elements import Label
 from sqlmodel import Field, SQLModel
 from sqlmodel._compat import SQLModelConfig
 
@@ -116,6 +130,10 @@ class RunRow(Table, table=True):
     # Renewed by every worker of the run with its lease: a running run whose heartbeat is
     # older than a lease has no live worker (it was killed), so another run may start.
     heartbeat_at: datetime | None = None
+    # The variants as offered (``engine.variants``), pinned by the run's first decision:
+    # its ledger rows leave ``offered`` empty when they were offered these (the rule), so
+    # each row does not carry the same list again.
+    offered: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
 
 
 DECISION_FIELDS = (
@@ -164,7 +182,8 @@ class LedgerRow(Table, table=True):
     probability: float | None = None
     pmf: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
     # The variants as offered (key, subject, template, features): learning and evaluation
-    # see the action set as it was, whatever the campaign file says today.
+    # see the action set as it was, whatever the campaign file says today. None: the
+    # run's (``RunRow.offered``), or, for rows older than both, not known.
     offered: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     policy: str | None = Field(default=None, max_length=64)
@@ -395,3 +414,13 @@ class PersonalFileRow(Table, table=True):
     kind: str = Field(max_length=20)
     holder: str | None = Field(default=None, index=True, max_length=80)
     written_at: datetime = Field(default_factory=utcnow)
+
+
+def row_offered() -> Label[Any]:
+    """A ledger row's offered variants as a column (``offered``): its own, else its run's
+    (rows offered what their run pinned keep none of their own, ``RunRow.offered``)."""
+    ledger, runs = LedgerRow.__table__.c, RunRow.__table__.c  # type: ignore[attr-defined]
+    of_run = select(runs.offered).where(runs.id == ledger.run_id).scalar_subquery()
+    # A JSON column stores None as JSON's null (not SQL's NULL): both mean "none here".
+    none = or_(ledger.offered.is_(None), cast(ledger.offered, Text) == "null")
+    return type_coerce(case((none, of_run), else_=ledger.offered), JSON).label("offered")

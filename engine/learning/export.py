@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from engine.audience import personal_files
 from engine.db import session_scope
 from engine.errors import TailormailError
-from engine.models import LedgerRow, RewardRow, VariantRow
+from engine.models import LedgerRow, RewardRow, VariantRow, row_offered
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -29,11 +29,12 @@ _CHUNK = 1000
 
 
 def rewarded_decisions(db: SAEngine, campaign: str) -> Iterator[tuple[LedgerRow, float]]:
-    """Every decision of ``campaign`` with its reward, oldest first, read in chunks."""
+    """Every decision of ``campaign`` with its reward, oldest first, read in chunks; each
+    row's ``offered`` is its own or its run's (``row_offered``), never written back."""
     last = 0
     while True:
         stmt = (
-            select(LedgerRow, col(RewardRow.reward))
+            select(LedgerRow, col(RewardRow.reward), row_offered())
             .join(RewardRow, col(RewardRow.send_id) == col(LedgerRow.id))
             .where(col(LedgerRow.campaign) == campaign)
             .where(col(LedgerRow.id) > last)
@@ -41,7 +42,11 @@ def rewarded_decisions(db: SAEngine, campaign: str) -> Iterator[tuple[LedgerRow,
             .limit(_CHUNK)
         )
         with session_scope(db) as session:
-            batch = [(row, float(reward)) for row, reward in session.execute(stmt).all()]
+            found = session.execute(stmt).all()
+        batch = []
+        for row, reward, offered in found:  # detached now: setting a value writes nothing
+            row.offered = offered
+            batch.append((row, float(reward)))
         yield from batch
         if len(batch) < _CHUNK:
             return

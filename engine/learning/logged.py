@@ -20,7 +20,7 @@ from sqlmodel import col
 
 from engine.errors import TailormailError
 from engine.learning.export import rewarded_decisions
-from engine.models import LedgerRow
+from engine.models import LedgerRow, row_offered
 from engine.types import Variant
 from engine.variants import variants_from_offered
 
@@ -75,7 +75,7 @@ class DecisionFields(Protocol):
 
 
 DECISION_COLUMNS = tuple(
-    col(getattr(LedgerRow, name))
+    row_offered() if name == "offered" else col(getattr(LedgerRow, name))
     for name, member in vars(DecisionFields).items()
     if isinstance(member, property)
 )

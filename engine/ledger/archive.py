@@ -40,7 +40,7 @@ from engine.appendlog import fsync_directory
 from engine.clock import as_utc
 from engine.db import session_scope
 from engine.ledger.statements import LEDGER
-from engine.models import DECISION_FIELDS, EventRow, RewardRow, RunRow
+from engine.models import DECISION_FIELDS, EventRow, RewardRow, RunRow, row_offered
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
@@ -142,7 +142,7 @@ def _chunks(db: SAEngine, run_id: str) -> Iterator[list[dict[str, Any]]]:
     """The run's ledger rows in id order, ``CHUNK`` at a time, each with its events and
     reward (only the kept columns)."""
     last = 0
-    columns = [LEDGER.c[name] for name in KEPT]
+    columns = [row_offered() if name == "offered" else LEDGER.c[name] for name in KEPT]
     while True:
         with session_scope(db) as session:
             found = session.execute(

@@ -207,6 +207,22 @@ class RunLedger:
             stmt = select(col(RunRow.model_version)).where(col(RunRow.id) == self.run_id)
             return session.scalar(stmt)
 
+    def pin_offered(self, offered: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Record ``offered`` as the run's variants unless it has some; return the run's.
+
+        Its rows offered these store no ``offered`` of their own; a run resumed after the
+        campaign file changed its variants finds others here and its rows keep theirs.
+        """
+        with session_scope(self.db) as session:
+            session.execute(
+                update(RunRow)
+                .where(col(RunRow.id) == self.run_id, col(RunRow.offered).is_(None))
+                .values(offered=offered)
+            )
+            stmt = select(col(RunRow.offered)).where(col(RunRow.id) == self.run_id)
+            pinned: list[dict[str, Any]] | None = session.scalar(stmt)
+            return pinned
+
     def record_shards(self, shards: int) -> None:
         """Note that the run was split into ``shards`` shards (``tailormail runs``)."""
         with session_scope(self.db) as session:

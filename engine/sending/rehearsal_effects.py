@@ -59,6 +59,10 @@ class MemoryLedger:
         """The pinned model version (None before ``pin_model``)."""
         return self._model
 
+    def pin_offered(self, offered: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """No run row: each rehearsed row keeps its variants."""
+        return None
+
     def record_shards(self, shards: int) -> None:
         """Refuse: a rehearsal's run is never split into shards for workers."""
         raise RuntimeError(f"rehearsal {self.run_id}: a rehearsal never hands work to workers")

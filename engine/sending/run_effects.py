@@ -64,6 +64,9 @@ class Ledger(Protocol):
     def model_version(self) -> str | None:
         """The model version the run pinned."""
 
+    def pin_offered(self, offered: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Record the variants the run offers (unless recorded); return the recorded ones."""
+
     def record_shards(self, shards: int) -> None:
         """Note how many shards the run was split into."""
 

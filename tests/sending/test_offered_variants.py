@@ -7,15 +7,16 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from kit.project import Project
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from engine import Context, Decision, EventType, Feedback, TrackingEvent, Variant, hookimpl
 from engine.feedback.events import record_event
 from engine.feedback.reward_job import join_rewards
 from engine.learning.export import export_decisions
-from engine.models import LedgerRow, RewardRow, utcnow
+from engine.models import LedgerRow, RewardRow, RunRow, utcnow
 from engine.sampling import decide
 from engine.sending.real_run import run_campaign
 
@@ -75,7 +76,9 @@ def test_learning_and_export_use_the_variants_as_offered(project: Project) -> No
     run_campaign(engine, "offers", run_id="r1")
     with Session(engine.db) as session:
         rows = list(session.exec(select(LedgerRow)).all())
-    assert [v["key"] for v in rows[0].offered or []] == ["a", "b"]
+    # Stored once, on the run: each row offered them keeps none of its own.
+    assert [v["key"] for v in session_run(engine, "r1").offered or []] == ["a", "b"]
+    assert all(row.offered is None for row in rows)
     record_event(engine, TrackingEvent(EventType.CLICK, rows[0].id, utcnow(), url="x"))
     # A scanner's click and a machine-flagged one change no reward.
     record_event(engine, TrackingEvent(EventType.CLICK, rows[1].id, utcnow(), url="x", bot=True))
@@ -107,4 +110,40 @@ def test_learning_and_export_use_the_variants_as_offered(project: Project) -> No
         {"A": {"key": "a", "layout": "plain"}},
         {"A": {"key": "b", "layout": "cards"}},
     ]
+    engine.close()
+
+
+def session_run(engine: Any, run_id: str) -> RunRow:
+    with Session(engine.db) as session:
+        found = session.get(RunRow, run_id)
+        assert found is not None
+        return found
+
+
+def test_a_run_resumed_after_its_variants_changed_logs_each_row_with_what_it_offered(
+    project: Project,
+) -> None:
+    """The run keeps the variants it began with; rows decided after the campaign file
+    changed them carry their own, and export and learning read each row's set."""
+    path = project.add_campaign("offers", policy="recording")
+    engine = project.engine(plugins=[RecordingPlugin()])
+    project.seed(engine, people=8)
+    run_campaign(engine, "offers", run_id="r1")
+    engine.close()
+    text = path.read_text()
+    path.write_text(text[: text.index("[[variants]]")] + CHANGED_VARIANTS)
+    engine = project.engine(plugins=[RecordingPlugin()])
+    project.seed(engine, people=12)  # four newcomers
+    assert run_campaign(engine, "offers", run_id="r1", include_new=True).sent == 4
+    with Session(engine.db) as session:
+        rows = list(session.exec(select(LedgerRow).order_by(col(LedgerRow.id))).all())
+    assert [r.offered is None for r in rows] == [True] * 8 + [False] * 4
+    assert [v["key"] for v in session_run(engine, "r1").offered or []] == ["a", "b"]
+    join_rewards(engine, campaign="offers", now=utcnow() + timedelta(hours=2))
+    out = io.StringIO()
+    export_decisions(engine, "offers", "jsonl", out)
+    offered = [
+        [v["key"] for v in json.loads(line)["offered"]] for line in out.getvalue().splitlines()
+    ]
+    assert offered == [["a", "b"]] * 8 + [["b", "c"]] * 4
     engine.close()
