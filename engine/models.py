@@ -157,6 +157,16 @@ def _present(column: str) -> Index:
     return Index(f"ix_ledger_{column}", column, sqlite_where=where, postgresql_where=where)
 
 
+OTHER_MESSAGE_ID = (
+    "message_id IS NOT NULL"
+    " AND (send_ref IS NULL OR substr(message_id, 1, 34) <> '<' || send_ref || '@')"
+)
+"""The rows whose Message-ID is not ``<send_ref@domain>`` (the one tailormail makes, 32
+characters of reference, ``engine.identifiers``): a plugin's own, or from before send
+references. Only they are in ``ix_ledger_message_id``; ours are found by reference. A
+lookup must repeat this condition word for word for the index to serve it."""
+
+
 class LedgerRow(Table, table=True):
     """The send ledger: one row per (run, recipient), written before the message leaves."""
 
@@ -167,7 +177,14 @@ class LedgerRow(Table, table=True):
         Index("ix_ledger_campaign_status_sent", "campaign", "status", "sent_at"),
         # A row gets these ids only when handed over (and answered): a claimed row adds no
         # entry, and lookups by value (``=``, ``IN``) use them all the same.
-        *(_present(name) for name in ("message_id", "send_ref", "provider_id")),
+        *(_present(name) for name in ("send_ref", "provider_id")),
+        # A Message-ID tailormail made is its send reference's: the send_ref index finds it.
+        Index(
+            "ix_ledger_message_id",
+            "message_id",
+            sqlite_where=text(OTHER_MESSAGE_ID),
+            postgresql_where=text(OTHER_MESSAGE_ID),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(max_length=200)

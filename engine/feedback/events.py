@@ -12,13 +12,15 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session, col
 
 from engine.db import insert_ignore, insert_returning, session_scope
+from engine.identifiers import is_send_ref
 from engine.ledger.reconcile import settle_unknown
 from engine.models import (
+    OTHER_MESSAGE_ID,
     CampaignSuppressionRow,
     EventRow,
     LedgerRow,
@@ -95,13 +97,18 @@ def _find_send(session: Session, event: TrackingEvent) -> LedgerRow | None:
             return row
     if event.provider_message_id:
         spellings = _provider_id_spellings(event.provider_message_id)
-        # The provider's own id, or our Message-ID (all an unknown send has: no answer came).
+        # The provider's own id, or a Message-ID (all an unknown send has: no answer came):
+        # one tailormail made is its reference's (``<ref@domain>``), any other is indexed.
+        refs = [
+            ref for ref in {s.strip("<>").partition("@")[0] for s in spellings} if is_send_ref(ref)
+        ]
         stmt = (
             select(LedgerRow)
             .where(
                 or_(
                     col(LedgerRow.provider_id).in_(spellings),
-                    col(LedgerRow.message_id).in_(spellings),
+                    and_(col(LedgerRow.message_id).in_(spellings), text(OTHER_MESSAGE_ID)),
+                    col(LedgerRow.send_ref).in_(refs),
                 )
             )
             .order_by(col(LedgerRow.id))

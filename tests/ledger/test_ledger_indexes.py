@@ -12,16 +12,19 @@ from typing import Any
 
 import pytest
 from kit.project import Project
-from sqlalchemy import create_engine, inspect, or_, select, text
+from sqlalchemy import and_, create_engine, inspect, or_, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from engine.db import migrate
 from engine.ledger.statements import LEDGER
+from engine.models import OTHER_MESSAGE_ID
 
 LOOKUPS = {
     "ix_ledger_send_ref": LEDGER.c.send_ref == "abc",
-    "ix_ledger_message_id": LEDGER.c.message_id.in_(["<a@x>", "<b@x>"]),
+    "ix_ledger_message_id": and_(
+        LEDGER.c.message_id.in_(["<a@x>", "<b@x>"]), text(OTHER_MESSAGE_ID)
+    ),
     "ix_ledger_provider_id": LEDGER.c.provider_id == "p-1",
     "uq_ledger_run_recipient": LEDGER.c.run_id == "r1",
 }
@@ -50,19 +53,24 @@ def test_each_lookup_by_value_is_answered_from_its_index(project: Project, index
     assert index in found or (index.startswith("uq_") and "INDEX sqlite_autoindex_ledger" in found)
 
 
-def test_the_provider_event_lookup_uses_both_partial_indexes(project: Project) -> None:
-    """An event naming a message only by an id: the provider's, or our Message-ID."""
+def test_the_provider_event_lookup_uses_all_three_partial_indexes(project: Project) -> None:
+    """An event naming a message only by an id: the provider's, a Message-ID a plugin
+    set, or one tailormail made (found by its send reference)."""
     engine = project.engine()
     spellings = ["<m@x>", "m@x"]
     try:
         with engine.db.begin() as connection:
             found = plan(
                 connection,
-                or_(LEDGER.c.provider_id.in_(spellings), LEDGER.c.message_id.in_(spellings)),
+                or_(
+                    LEDGER.c.provider_id.in_(spellings),
+                    and_(LEDGER.c.message_id.in_(spellings), text(OTHER_MESSAGE_ID)),
+                    LEDGER.c.send_ref.in_(["m"]),
+                ),
             )
     finally:
         engine.close()
-    assert "ix_ledger_provider_id" in found and "ix_ledger_message_id" in found
+    assert all(f"ix_ledger_{name}" in found for name in ("provider_id", "message_id", "send_ref"))
 
 
 def test_a_claimed_row_adds_no_entry_to_the_partial_indexes(project: Project) -> None:
@@ -83,6 +91,8 @@ def test_a_claimed_row_adds_no_entry_to_the_partial_indexes(project: Project) ->
     assert "ix_ledger_run_id" not in by_name
     for column in ("message_id", "send_ref", "provider_id"):
         assert f"{column} IS NOT NULL" in by_name[f"ix_ledger_{column}"]
+    # a Message-ID tailormail made (<send_ref@domain>) is found by its reference instead
+    assert "substr" in by_name["ix_ledger_message_id"]
 
 
 def test_migration_0019_drops_the_decision_id_key_and_keeps_every_row(db_url: str) -> None:

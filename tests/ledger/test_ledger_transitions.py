@@ -431,6 +431,33 @@ def test_a_provider_id_that_is_our_message_id_is_not_stored_twice_and_still_find
     assert list(found) == ids
 
 
+def test_a_provider_event_naming_our_message_id_finds_the_send_by_its_reference(
+    engine: Engine, ledger: RunLedger
+) -> None:
+    """The Message-ID tailormail made (``<send_ref@domain>``) is not in the Message-ID
+    index: an event naming it finds the send by its reference; one a plugin set, by the
+    index."""
+    held = claimed(ledger, 2)
+    ids = [r.id or 0 for r in held]
+    ours = engine.send_refs.ref(ids[0])
+    messages = [
+        Message(ids[0], f"<{ours}@mail.example>", "a@x.example", "u0@example.com", "s", "h", "t"),
+        Message(ids[1], "<plugin-made@x.example>", "a@x.example", "u1@example.com", "s", "h", "t"),
+    ]
+    messages[0].send_ref, messages[1].send_ref = ours, engine.send_refs.ref(ids[1])
+    ledger.hand_over(messages)
+    ledger.record([SendResult(i, SendStatus.UNKNOWN, error="timeout") for i in ids])
+    for n, named in enumerate((f"{ours}@mail.example", "<plugin-made@x.example>")):
+        bounce = TrackingEvent(
+            EventType.DELIVERED, None, utcnow(), provider_message_id=named, data={}
+        )
+        record_event(engine, bounce, dedupe_key=f"d{n}")
+    with Session(engine.db) as session:
+        found = session.exec(select(EventRow.send_id).order_by(col(EventRow.id))).all()
+    assert list(found) == ids
+    assert [rows(engine)[f"u{n}"].status for n in range(2)] == [LedgerStatus.SENT] * 2
+
+
 def test_record_an_unknown_outcome_and_a_long_error(engine: Engine, ledger: RunLedger) -> None:
     (held,) = claimed(ledger, 1)
     ledger.hand_over([message(held.id or 0)])
