@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "campaign.py"
 
 
@@ -80,3 +82,13 @@ def test_ledger_rate_bench(tmp_path: Path, postgres_url: str) -> None:
     for processes in ("1", "2"):
         assert figures[processes]["rows_per_s"] > 0 and figures[processes]["w_ms"] > 0
         assert f"ledger.{processes}.rows_per_s " in stdout
+
+
+def test_ledger_size_bench(tmp_path: Path, postgres_url: str) -> None:
+    stdout, figures = run_bench(
+        BENCH.with_name("ledger_size.py"), tmp_path / "size.json", "--recipients", "200"
+    )
+    assert figures["rows"] == 200
+    parts = figures["table_bytes_per_row"] + figures["index_bytes_per_row"]
+    assert figures["bytes_per_row"] == pytest.approx(parts) and parts > 0
+    assert "ledger.bytes_per_row " in stdout
