@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from engine.db import migrate
+from engine.identifiers import REF_LENGTH
 from engine.ledger.statements import LEDGER
 from engine.models import OTHER_MESSAGE_ID
 
@@ -128,3 +129,8 @@ def test_migration_0019_drops_the_decision_id_key_and_keeps_every_row(db_url: st
         with pytest.raises(IntegrityError):  # the (run, recipient) key still holds
             connection.execute(LEDGER.insert(), [row | {"decision_id": "d3"}])
     db.dispose()
+
+
+def test_the_message_id_index_condition_matches_the_references_length() -> None:
+    """``<`` + a reference + ``@``: the Message-IDs tailormail makes stay out of the index."""
+    assert f"substr(message_id, 1, {REF_LENGTH + 2})" in OTHER_MESSAGE_ID
