@@ -5,15 +5,18 @@ recipients and one real campaign run through the ``memory`` backend, so the clic
 (``/c/<token>``) are the ones a run really sends. Then two servers run in turn, each
 under uvicorn in its own process on a listening socket this script binds: the tracking
 app (``python -m engine.web``) and a bare Starlette app that answers every GET with a
-302. The same load generator, in a process of its own, holds ``--connections``
-keep-alive connections for ``--seconds`` against each, with a browser User-Agent and no
-redirect following. After the load the tracking server is stopped with SIGTERM, so its
-intake stores what it holds, and the click events in the database are counted.
+302. The same native load generator (``wrk``, Debian's package: a Python client would share
+the two cores with the server and flatter the ratio) holds ``--connections`` keep-alive
+connections for ``--seconds`` against each, with a browser User-Agent and no redirect
+following. After the load the tracking server is stopped with SIGTERM, so its intake
+stores what it holds, and the click events in the database are counted.
 
-``sent`` is the clicks answered with a redirect, ``recorded`` the click events stored plus
-the repeats the server counted without storing (one stored click per link per
-``[web] dedupe_window_seconds``; ``GET /health`` reports the repeats); they must be equal.
-``ratio_to_bare`` compares the two servers measured in the same run.
+``sent`` is the clicks answered with a redirect (answers wrk read), ``recorded`` the click
+events stored plus the repeats the server counted without storing (one stored click per
+link per ``[web] dedupe_window_seconds``; ``GET /health`` reports the repeats). Every
+answered click must be recorded; ``in_flight`` (``recorded - sent``) are the requests
+wrk left unread when it stopped, at most one per connection. ``ratio_to_bare`` compares
+the two servers measured in the same run.
 
 The load is one client (127.0.0.1) at thousands of clicks a second, far over the default
 per-client limits (``[web] rate_limit_per_second``, ``max_connections_per_client``), which
@@ -27,11 +30,11 @@ raises them (``BENCH_LIMITS``), so the bench measures the intake, not the rate l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -156,78 +159,81 @@ def server(command: list[str], sock: socket.socket) -> Iterator[subprocess.Popen
             raise SystemExit(f"{command[1:3]} did not stop within 60 s") from None
 
 
-# -- the load generator, in its own process ----------------------------------------------------
-async def one_connection(port: int, paths: list[str], until: float, stats: dict[str, Any]) -> None:
-    """Keep-alive GETs on one connection until ``until``; every request started is finished."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    requests = [
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {BROWSER_UA}\r\n"
-        "Accept: text/html\r\n\r\n".encode()
-        for path in paths
-    ]
-    latencies: list[float] = stats["latencies"]
-    i = 0
-    try:
-        while time.perf_counter() < until:
-            start = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
-            key = "redirects" if status == 302 else "5xx" if status >= 500 else "other"
-            stats[key] += 1
-    except (OSError, asyncio.IncompleteReadError, ValueError):
-        stats["broken"] += 1
-    finally:
-        writer.close()
+# -- the load generator: wrk, a native one ----------------------------------------------------
+WRK_SCRIPT = """
+local paths = {%(paths)s}
+local threads, next_id = {}, 0
+wrk.headers["User-Agent"] = %(agent)s
+wrk.headers["Accept"] = "text/html"
+
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  i, redirects, fivexx, other = id, 0, 0, 0
+end
+
+function request()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+
+function response(status, headers, body)
+  if status == 302 then redirects = redirects + 1
+  elseif status >= 500 then fivexx = fivexx + 1
+  else other = other + 1 end
+end
+
+function done(summary, latency, requests)
+  local r, f, o = 0, 0, 0
+  for _, t in ipairs(threads) do
+    r = r + t:get("redirects"); f = f + t:get("fivexx"); o = o + t:get("other")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '{"redirects": %%d, "5xx": %%d, "other": %%d, "broken": %%d, "seconds": %%f, ' ..
+    '"p50_ms": %%f, "p99_ms": %%f}\\n',
+    r, f, o, e.connect + e.read + e.write + e.timeout, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+"""wrk's script: every connection cycles through the links a run sent (each thread from
+its own offset), with a browser's User-Agent; it counts the answers by status and prints
+them, with the latency percentiles, as one JSON line."""
 
 
-async def generate(port: int, paths: list[str], seconds: float, connections: int) -> dict[str, Any]:
-    """Run ``connections`` connections for ``seconds``; counts, rate and latency percentiles."""
-    stats: dict[str, Any] = {"redirects": 0, "5xx": 0, "other": 0, "broken": 0, "latencies": []}
-    start = time.perf_counter()
-    until = start + seconds
-    share = [paths[i::connections] or paths for i in range(connections)]
-    await asyncio.gather(
-        *(one_connection(port, share[i], until, stats) for i in range(connections))
-    )
-    elapsed = time.perf_counter() - start
-    latencies = sorted(stats.pop("latencies"))
-
-    def percentile(q: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0
-        )
-
-    return stats | {
-        "seconds": elapsed,
-        "per_s": stats["redirects"] / elapsed,
-        "p50_ms": percentile(0.50),
-        "p99_ms": percentile(0.99),
-    }
+def lua_string(text: str) -> str:
+    """``text`` as a Lua string literal (the links and the User-Agent are plain ASCII)."""
+    return json.dumps(text)
 
 
 def load(port: int, paths: list[str], seconds: float, connections: int) -> dict[str, Any]:
-    """Run the load generator in a child process (``--load``) and return its figures."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(paths, handle)
+    """Load the server on ``port`` with wrk for ``seconds`` over ``connections`` keep-alive
+    connections (two threads: the machine's two cores are shared with the server)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("bench/clicks.py needs wrk, a native load generator: apt-get install wrk")
+    script = WRK_SCRIPT % {
+        "paths": ", ".join(lua_string(path) for path in paths),
+        "agent": lua_string(BROWSER_UA),
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
     try:
-        command = [sys.executable, __file__, "--load", str(port), handle.name]
-        command += ["--seconds", str(seconds), "--connections", str(connections)]
+        threads = str(min(2, connections))
+        command = [wrk, "-t", threads, "-c", str(connections), "-d", f"{seconds:g}s"]
+        command += ["--timeout", "10s", "-s", handle.name, f"http://127.0.0.1:{port}"]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise SystemExit(f"the load generator failed:\n{done.stderr}")
-        figures: dict[str, Any] = json.loads(done.stdout)
-        return figures
+            raise SystemExit(f"wrk failed:\n{done.stderr or done.stdout}")
+        line = done.stdout.strip().splitlines()[-1]
+        figures: dict[str, Any] = json.loads(line)
     finally:
         os.unlink(handle.name)
+    return figures | {"per_s": figures["redirects"] / figures["seconds"]}
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -262,6 +268,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "p99_ms": clicks["p99_ms"],
         "sent": clicks["redirects"],
         "recorded": recorded,
+        "in_flight": recorded - clicks["redirects"],
         "repeats": repeats,
         "errors_5xx": clicks["5xx"],
         "bare": bare,
@@ -295,7 +302,8 @@ def print_table(figures: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"ratio_to_bare {figures['ratio_to_bare']:.2f}  sent {figures['sent']}  "
-        f"recorded {figures['recorded']}  errors_5xx {figures['errors_5xx']}"
+        f"recorded {figures['recorded']}  in_flight {figures['in_flight']}  "
+        f"errors_5xx {figures['errors_5xx']}"
     )
 
 
@@ -308,15 +316,9 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--load", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare is not None:
         serve_bare(args.serve_bare)
-        return
-    if args.load is not None:
-        paths = json.loads(Path(args.load[1]).read_text())
-        figures = asyncio.run(generate(int(args.load[0]), paths, args.seconds, args.connections))
-        print(json.dumps(figures))
         return
     if args.seconds <= 0 or args.connections < 1 or args.recipients < 1:
         parser.error("--seconds, --connections and --recipients must be positive")
