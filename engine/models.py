@@ -402,6 +402,24 @@ class SchedulerLeaseRow(Table, table=True):
     acquired_at: datetime
 
 
+class ApiKeyRow(Table, table=True):
+    """A key of the HTTP API (``tailormail keys``): stored as the SHA-256 of its secret part,
+    never the key itself, with what it may do (scopes) and, optionally, on which campaigns.
+
+    A key is 256 random bits, not a password: a fast hash is enough to make a stolen table
+    useless, and lets every request check its key in microseconds.
+    """
+
+    __tablename__ = "api_keys"
+    id: str = Field(primary_key=True, max_length=32)  # the key's public part, shown in lists
+    name: str = Field(max_length=64)
+    secret_hash: str = Field(max_length=64)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    campaigns: list[str] | None = Field(default=None, sa_column=Column(JSON))  # None: all
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
 class ErasureRow(Table, table=True):
     """That a ``forget`` (or ``forget --compact``) happened, when, and how much it erased;
     it names nobody (see ``engine.audience.forgetting``)."""

@@ -29,6 +29,7 @@ BUILTIN_COMMANDS: tuple[tuple[str, str], ...] = (
     ("schedule", "engine.cli.schedule:schedule"),
     ("check", "engine.cli.schedule:check"),
     ("secret", "engine.cli.secret:secret_app"),
+    ("keys", "engine.cli.keys:keys_app"),
     ("preview", "engine.cli.sending:preview"),
     ("resume", "engine.cli.sending:resume"),
 )
