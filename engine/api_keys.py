@@ -57,12 +57,10 @@ def create_key(
     if not name or len(name) > 64 or not name.isprintable():
         raise TailormailError("a key's name must be 1 to 64 printable characters")
     unknown = sorted(set(scopes) - set(SCOPES))
-    if unknown or not scopes:
-        raise TailormailError(
-            f"unknown scope {', '.join(unknown)!s}; use {' and/or '.join(SCOPES)}"
-            if unknown
-            else f"a key needs at least one scope ({' or '.join(SCOPES)})"
-        )
+    if unknown:
+        raise TailormailError(f"unknown scope {', '.join(unknown)}; use {' and/or '.join(SCOPES)}")
+    if not scopes:
+        raise TailormailError(f"a key needs at least one scope ({' or '.join(SCOPES)})")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     ordered = tuple(s for s in SCOPES if s in scopes)
     allowed = tuple(sorted(set(campaigns))) if campaigns else None

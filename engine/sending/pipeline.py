@@ -132,7 +132,10 @@ class CampaignRun:
         # of the shards that reported back, found again by the coordinator's sweep).
         self._counted: set[str] = set()
         self._shard_rows = 0
-        self._offered_here: tuple[list[dict[str, Any]], bool] | None = None
+        # What each row stores as its offered variants (``_prepare_models``): None when they
+        # are the run's (the rule: stored once, on the run), else the list (a run resumed
+        # after its campaign file changed its variants).
+        self._row_offered: list[dict[str, Any]] | None = None
         self.stages: NoStages = NO_STAGES  # a bench sets StageTimes to see where time goes
 
     # -- preparation --------------------------------------------------------------------
@@ -169,6 +172,8 @@ class CampaignRun:
         if self.policy is not None:
             return
         self.policy = self.engine.make_policy(self.campaign, self.ledger.model_version())
+        offered = offered_variants(self.variants)
+        self._row_offered = None if self.ledger.pin_offered(offered) == offered else offered
         self.arms = Arms(self.campaign, self.policy, baseline_policy(self.engine, self.campaign))
         items = load_items(self.engine.db)
         if not items and self.campaign.items_per_email:
@@ -230,7 +235,7 @@ class CampaignRun:
         picks: dict[str, list[str]],
     ) -> list[dict[str, Any]]:
         """Each recipient's ledger row: a skip with its reason, or the arm's decision."""
-        offered = self._offered()
+        offered = self._row_offered
         now = utcnow()
         rows: list[dict[str, Any]] = []
         for recipient in recipients:
@@ -270,16 +275,6 @@ class CampaignRun:
                 | arm
             )
         return rows
-
-    def _offered(self) -> list[dict[str, Any]] | None:
-        """What a row stores as its offered variants: None when they are the run's (the
-        rule: stored once, on the run), else the list (a resumed run whose campaign file
-        changed its variants since the run began)."""
-        if self._offered_here is None:
-            offered = offered_variants(self.variants)
-            self._offered_here = (offered, self.ledger.pin_offered(offered) == offered)
-        offered, pinned = self._offered_here
-        return None if pinned else offered
 
     def _claim(self, rows: list[dict[str, Any]]) -> Sequence[HeldRow]:
         """Insert the batch's rows; return the pending ones this worker now holds."""
