@@ -175,12 +175,56 @@ class FeaturesConfig(_Strict):
     history: bool = True
 
 
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,62}\.)*[a-z0-9-]{1,63}$")
+_EVENT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class TriggerConfig(_Strict):
+    """The ``[trigger]`` table: the campaign is sent when the API triggers it
+    (``POST /v1/campaigns/{name}/trigger``), not on a schedule.
+
+    ``context`` names the keys of a trigger's event data the policy sees (as
+    ``event_<key>``); the rest is for templates only. ``link_hosts`` are the hosts whose
+    URLs ``track_url()`` may turn into tracked links (``*.example.com`` for its subdomains):
+    a caller's data reaches the template, so any other URL stays untracked text.
+    """
+
+    context: list[str] = Field(default_factory=list)
+    link_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("context")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not _EVENT_KEY.match(key):
+                raise ValueError(f"event key {key!r}: letters, digits and '_' (at most 64)")
+        return value
+
+    @field_validator("link_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        hosts = [host.strip().lower().rstrip(".") for host in value]
+        for host in hosts:
+            if not _HOST.match(host):
+                raise ValueError(f"{host!r} is not a host name (example.com, *.example.com)")
+        return hosts
+
+    def allows_host(self, host: str) -> bool:
+        """Whether ``track_url`` may track a link to ``host``."""
+        host = host.lower().rstrip(".")
+        return any(
+            host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:]))
+            for allowed in self.link_hosts
+        )
+
+
 class Campaign(_Strict):
     """A recurring alert: who gets it, what it shows, which variants compete, how it learns."""
 
     name: str
     description: str = ""
     schedule: str | None = None
+    trigger: TriggerConfig | None = None  # sent when the API triggers it, not on schedule
     audience: AudienceFilter = Field(default_factory=dict)
     subject_prefix: str = ""
     from_address: str | None = None
@@ -223,6 +267,20 @@ class Campaign(_Strict):
                 f"baseline.variant: {baseline.variant!r} is not one of the variants ({keys})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _scheduled_or_triggered(self) -> Campaign:
+        if self.schedule is not None and self.trigger is not None:
+            raise ValueError(
+                "a campaign is scheduled (schedule) or triggered by the API ([trigger]), not "
+                "both: make a second campaign file for the other"
+            )
+        return self
+
+    @property
+    def triggered(self) -> bool:
+        """Whether the API triggers this campaign (its ``[trigger]`` table)."""
+        return self.trigger is not None
 
     @field_validator("name")
     @classmethod

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
@@ -42,6 +43,15 @@ class Link:
     url: str
     source: str | None = None
     item: tuple[str, int] | None = None
+
+
+def _host(url: str) -> str:
+    """The host of an http(s) URL ("" when it has none a browser would agree on)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return "" if "\\" in url.split("?", 1)[0] else host
 
 
 def trim_url(found: str) -> str:
@@ -138,9 +148,17 @@ class MessageLinks:
     """The links of one message: ``item_url`` and ``track_url`` for its templates, then
     the tracked-link index of each placeholder the rewriting finds."""
 
-    def __init__(self, marks: LinkMarks, items: Sequence[Any], unsubscribe_url: str) -> None:
-        """Links for the message whose ``items`` are ``items``."""
+    def __init__(
+        self,
+        marks: LinkMarks,
+        items: Sequence[Any],
+        unsubscribe_url: str,
+        allow_host: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Links for the message whose ``items`` are ``items``; ``allow_host``, when given,
+        says which hosts ``track_url`` may track (a triggered campaign's ``link_hosts``)."""
         self.marks = marks
+        self.allow_host = allow_host
         self.items = list(items)
         self.unsubscribe_url = unsubscribe_url
         self._own: dict[str, Link] = {}
@@ -177,6 +195,8 @@ class MessageLinks:
             return url
         if not url.lower().startswith(("http://", "https://")) or _has_space(url):
             return url
+        if self.allow_host is not None and not self.allow_host(_host(url)):
+            return url  # a caller's URL on a host the campaign did not list: text only
         return self._placeholder(("u", url), "u", Link(url))
 
     def _placeholder(self, key: tuple[Any, ...], kind: str, link: Link) -> str:

@@ -40,6 +40,8 @@ class LedgerStatus:
     """States of a ledger row; ``engine.ledger`` owns every change (see its state diagram)."""
 
     SKIPPED = "skipped"
+    # A triggered alert decided now, to be sent at ``release_at`` (``engine.sending.release``).
+    SCHEDULED = "scheduled"
     PENDING = "pending"  # claimed under a worker's lease, not yet handed to the transport
     HANDED_OVER = "handed_over"  # with the transport: the only ambiguous moment
     SENT = "sent"
@@ -172,8 +174,19 @@ class LedgerRow(Table, table=True):
 
     __tablename__ = "ledger"
     __table_args__ = (
-        # Also the index of a run's rows (its first column): no index on run_id alone.
-        UniqueConstraint("run_id", "recipient_id", name="uq_ledger_run_recipient"),
+        # Also the index of a run's rows (its first column): no index on run_id alone. A
+        # scheduled run's rows have no trigger id (""): one row per recipient; a trigger
+        # run has one per trigger (``engine.sending.triggers``).
+        UniqueConstraint(
+            "run_id", "recipient_id", "trigger_id", name="uq_ledger_run_recipient_trigger"
+        ),
+        # The rows waiting for their release time: only those are in it.
+        Index(
+            "ix_ledger_release",
+            "release_at",
+            sqlite_where=text("status = 'scheduled'"),
+            postgresql_where=text("status = 'scheduled'"),
+        ),
         Index("ix_ledger_campaign_status_sent", "campaign", "status", "sent_at"),
         # A row gets these ids only when handed over (and answered): a claimed row adds no
         # entry, and lookups by value (``=``, ``IN``) use them all the same.
@@ -191,9 +204,13 @@ class LedgerRow(Table, table=True):
     campaign: str = Field(max_length=64)
     recipient_id: str = Field(index=True, max_length=200)
     email: str = Field(max_length=320)
-    # Derived from (run_id, recipient_id), whose key guards it: no index of its own.
+    # Derived from (run_id, recipient_id), or from the trigger id, whose keys guard it.
     decision_id: str = Field(max_length=64)
+    # The trigger this row sends (``triggers.id``); "" in a scheduled run.
+    trigger_id: str = Field(default="", max_length=40, sa_column_kwargs={"server_default": ""})
     status: str = Field(max_length=20)
+    # When a ``scheduled`` row is due (a triggered alert sent later).
+    release_at: datetime | None = None
     skip_reason: str | None = Field(default=None, max_length=200)
     variant: str | None = Field(default=None, max_length=64)
     probability: float | None = None
@@ -230,6 +247,46 @@ class LedgerRow(Table, table=True):
     # The worker holding a pending or handed-over row ("<host>/<tag>") and until when.
     owner: str | None = Field(default=None, index=True, max_length=200)
     lease_expires: datetime | None = None
+
+
+class TriggerRow(Table, table=True):
+    """An alert an application triggered over the API (``engine.sending.triggers``): what
+    it asked for, kept so the release renders it and ``GET /v1/triggers/{id}`` answers.
+
+    Its ledger row (``send_id``, with ``trigger_id``) holds the decision and the outcome.
+    """
+
+    __tablename__ = "triggers"
+    __table_args__ = (
+        # The caller's own event id makes a repeated event one trigger (per campaign).
+        UniqueConstraint("campaign", "event_id", name="uq_triggers_campaign_event"),
+    )
+    id: str = Field(primary_key=True, max_length=40)  # trg_<ULID>
+    campaign: str = Field(max_length=64)
+    run_id: str = Field(max_length=200)
+    recipient_id: str = Field(index=True, max_length=200)
+    event_id: str | None = Field(default=None, max_length=200)
+    digest: str = Field(max_length=64)  # of the trigger as asked: a repeat must match it
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    items: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    send_at: datetime | None = None
+    key_id: str | None = Field(default=None, max_length=32)
+    send_id: int | None = None
+    answer: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class IdempotencyRow(Table, table=True):
+    """An ``Idempotency-Key`` an API key used, with the request's digest and the answer
+    it got (None while the first request is still being answered: a repeat then is 409)."""
+
+    __tablename__ = "idempotency_keys"
+    key_id: str = Field(primary_key=True, max_length=32)
+    key: str = Field(primary_key=True, max_length=255)
+    digest: str = Field(max_length=64)
+    status_code: int | None = None
+    answer: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class EventRow(Table, table=True):
@@ -459,3 +516,62 @@ def row_offered() -> Label[Any]:
     # A JSON column stores None as JSON's null (not SQL's NULL): both mean "none here".
     none = or_(ledger.offered.is_(None), cast(ledger.offered, Text) == "null")
     return type_coerce(case((none, of_run), else_=ledger.offered), JSON).label("offered")
+
+
+class WebhookSubscriptionRow(Table, table=True):
+    """A URL an application subscribed to its triggers' outcomes (status webhooks out,
+    ``engine.feedback.status_webhooks``). The ``whsec_`` secret is stored as is, not hashed:
+    tailormail signs every delivery with it (docs/security.md, "Outbound status webhooks")."""
+
+    __tablename__ = "webhook_subscriptions"
+    id: str = Field(primary_key=True, max_length=32)
+    url: str = Field(max_length=2048)
+    secret: str = Field(max_length=128)  # emptied when the subscription is removed
+    events: list[str] | None = Field(default=None, sa_column=Column(JSON))  # None: all
+    key_id: str | None = Field(default=None, max_length=32)  # None: made from the CLI
+    campaigns: list[str] | None = Field(default=None, sa_column=Column(JSON))  # None: all
+    allow_private: bool = False  # the operator allowed a private address (CLI only)
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled_at: datetime | None = None
+
+
+class WebhookDeliveryStatus:
+    """States of a status webhook delivery; ``engine.feedback.status_webhooks`` owns them."""
+
+    PENDING = "pending"  # due at ``next_attempt_at`` (leased while a dispatcher posts it)
+    DELIVERED = "delivered"
+    DEAD = "dead"  # every attempt failed: the dead-letter list, replayable
+
+
+_PENDING_DELIVERY = text("status = 'pending'")
+
+
+class WebhookDeliveryRow(Table, table=True):
+    """One status webhook message to one subscription (an outbox row): written in the
+    transaction that records the outcome, posted later by ``dispatch_due``."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=_PENDING_DELIVERY,
+            postgresql_where=_PENDING_DELIVERY,
+        ),
+        UniqueConstraint("message_id", name="uq_webhook_deliveries_message_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: str = Field(max_length=32, index=True)
+    message_id: str = Field(max_length=40)  # webhook-id: the same on every retry
+    event_type: str = Field(max_length=20)
+    trigger_id: str | None = Field(default=None, max_length=64, index=True)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = Field(default=WebhookDeliveryStatus.PENDING, max_length=10, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = Field(default=None, max_length=500)
+    last_status_code: int | None = None
+    lease_owner: str | None = Field(default=None, max_length=40)
+    lease_expires: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None

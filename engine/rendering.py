@@ -11,7 +11,7 @@ import functools
 import html
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -100,19 +100,34 @@ class Renderer:
         self._subjects: dict[str, jinja2.Template] = {}
         self._missing: set[str] = set()  # text templates known not to exist, until ``check``
 
-    def render(self, *, variant: Variant, variables: dict[str, Any], send_id: int) -> RenderedEmail:
+    def render(
+        self,
+        *,
+        variant: Variant,
+        variables: dict[str, Any],
+        send_id: int,
+        allow_host: Callable[[str], bool] | None = None,
+    ) -> RenderedEmail:
         """Render ``variant`` for one send; raises ``TemplateError`` naming the variant
         (and, when the email has no items to show, saying so: a template that lists items
-        then fails on the first one)."""
+        then fails on the first one). ``allow_host``: the hosts ``track_url`` may track
+        (None: any, as the author wrote the call)."""
         try:
-            return self._render(variant=variant, variables=variables, send_id=send_id)
+            return self._render(
+                variant=variant, variables=variables, send_id=send_id, allow_host=allow_host
+            )
         except TemplateError as exc:
             if "items" in variables and not variables["items"]:
                 raise TemplateError(f"{exc}; {NO_ITEMS}") from exc
             raise
 
     def _render(
-        self, *, variant: Variant, variables: dict[str, Any], send_id: int
+        self,
+        *,
+        variant: Variant,
+        variables: dict[str, Any],
+        send_id: int,
+        allow_host: Callable[[str], bool] | None,
     ) -> RenderedEmail:
         """``render``'s work.
 
@@ -121,7 +136,8 @@ class Renderer:
         """
         campaign = str((variables.get("campaign") or {}).get("name", ""))
         unsubscribe_url = f"{self.base_url}/u/{self.tokens.unsubscribe(send_id, campaign)}"
-        links = MessageLinks(self.marks, variables.get("items") or [], unsubscribe_url)
+        items = variables.get("items") or []
+        links = MessageLinks(self.marks, items, unsubscribe_url, allow_host)
         context = {
             **variables,
             "unsubscribe_url": unsubscribe_url,

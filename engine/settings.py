@@ -97,12 +97,59 @@ class WebSettings(_Strict):
         return value
 
 
+class ApiWebhookSettings(_Strict):
+    """``[api.webhooks]``: the status webhooks tailormail sends to subscribers' URLs (an
+    outbound boundary, docs/security.md)."""
+
+    # Private, loopback, link-local (cloud metadata) targets are refused unless allowed.
+    allow_private: bool = False
+    allow_http: bool = False  # https only, unless allowed
+    max_attempts: int = Field(default=10, ge=1, le=30)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    dispatch_interval_seconds: float = Field(default=2.0, gt=0)
+
+
+class ApiSettings(_Strict):
+    """``[api]``: the HTTP API for triggered alerts (docs/api.md).
+
+    It listens on its own port (``tailormail api``, or beside ``serve``): its load never
+    shares an event loop with click redirects. ``mode = "same_port"`` serves it from the
+    tracking server instead; ``"off"`` does not serve it.
+    """
+
+    mode: Literal["own_port", "same_port", "off"] = "own_port"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8026, ge=0, le=65535)
+    # Per API key: requests a second, and the burst a key may spend at once (429 beyond).
+    rate_limit_per_second: float = Field(default=100.0, gt=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # a batch of 1,000
+    # How long an Idempotency-Key and its stored answer are kept (then deleted).
+    idempotency_retention: timedelta = timedelta(hours=24)
+    # How long trigger payloads are kept once their alert is done (then deleted).
+    trigger_retention: timedelta = timedelta(days=30)
+    release_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    webhooks: ApiWebhookSettings = Field(default_factory=ApiWebhookSettings)
+
+    @field_validator("idempotency_retention", "trigger_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return duration_field(value)
+
+    @field_serializer("idempotency_retention", "trigger_retention", when_used="json")
+    def _duration_json(self, value: timedelta) -> str:
+        return format_duration(value)
+
+
 class SchedulerSettings(_Strict):
     """APScheduler wiring; misfire and coalesce are explicit, never library defaults."""
 
     reward_interval_seconds: int = Field(default=300, ge=1)
     retry_interval_seconds: int = Field(default=900, ge=1)
     train_interval_seconds: int = Field(default=7 * 24 * 3600, ge=1)  # challengers, weekly
+    # How often the leader sends triggered alerts that came due (an API process sends
+    # its own at once, and checks every [api] release_interval_seconds).
+    release_interval_seconds: int = Field(default=5, ge=1)
     misfire_grace_seconds: int = Field(default=3600, ge=1)
     coalesce: bool = True
     timezone: str = "UTC"
@@ -158,6 +205,7 @@ class Settings(_Strict):
     executor_options: dict[str, Any] = Field(default_factory=dict)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     workers: WorkersSettings = Field(default_factory=WorkersSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -44,11 +44,14 @@ from engine.models import (
     ErasureRow,
     EventRow,
     ForgottenAddressRow,
+    IdempotencyRow,
     InteractionRow,
     LedgerRow,
     RecipeFitRow,
     RecipientRow,
     SuppressionRow,
+    TriggerRow,
+    WebhookDeliveryRow,
     utcnow,
 )
 
@@ -162,6 +165,7 @@ def _erase_rows(
         suppressions += _rowcount(
             session.execute(delete(table).where(func.lower(col(table.email)).in_(addresses)))
         )
+    _erase_triggers(session, ids, send_ids)
     session.execute(delete(RecipientRow).where(col(RecipientRow.id).in_(ids)))
     # Stored recipe fits are caches that may hold their interactions: refitted on use.
     session.execute(delete(RecipeFitRow))
@@ -174,6 +178,25 @@ def _erase_rows(
     return ForgetSummary(
         tuple(ids), len(addresses), len(send_ids), events, interactions, suppressions
     )
+
+
+def _erase_triggers(session: Session, ids: Sequence[str], send_ids: Sequence[int]) -> None:
+    """Erase what the API stored of these people: their triggers' payloads, the status
+    webhook deliveries about them, and the stored answers of requests that named them."""
+    triggers = TriggerRow.__table__.c  # type: ignore[attr-defined]
+    send_ids = list(send_ids)
+    found = select(triggers.id).where(
+        or_(triggers.recipient_id.in_(list(ids)), triggers.send_id.in_(send_ids))
+    )
+    trigger_ids = [str(t) for t in session.scalars(found).all()]
+    if trigger_ids:
+        deliveries = WebhookDeliveryRow.__table__.c  # type: ignore[attr-defined]
+        session.execute(delete(WebhookDeliveryRow).where(deliveries.trigger_id.in_(trigger_ids)))
+        session.execute(delete(TriggerRow).where(triggers.id.in_(trigger_ids)))
+    answers = cast(col(IdempotencyRow.answer), String)
+    named = [answers.like(f"%{_like(json.dumps(r))}%", escape="\\") for r in ids]
+    if named:
+        session.execute(delete(IdempotencyRow).where(or_(*named)))
 
 
 def erase_copies(engine: Engine, send_ids: Sequence[int]) -> int:

@@ -17,6 +17,7 @@ BUILTIN_COMMANDS: tuple[tuple[str, str], ...] = (
     ("rewards", "engine.cli.commands:rewards"),
     ("export", "engine.cli.commands:export"),
     ("serve", "engine.cli.commands:serve"),
+    ("api", "engine.cli.api:api"),
     ("plugins", "engine.cli.commands:plugins"),
     ("demo", "engine.cli.commands:demo"),
     ("forget", "engine.cli.privacy:forget"),
@@ -30,6 +31,7 @@ BUILTIN_COMMANDS: tuple[tuple[str, str], ...] = (
     ("check", "engine.cli.schedule:check"),
     ("secret", "engine.cli.secret:secret_app"),
     ("keys", "engine.cli.keys:keys_app"),
+    ("subscriptions", "engine.cli.subscriptions:subscriptions_app"),
     ("preview", "engine.cli.sending:preview"),
     ("resume", "engine.cli.sending:resume"),
 )

@@ -381,6 +381,7 @@ def serve(
 ) -> None:
     """Serve tracking (clicks, opens, unsubscribes, webhooks) and run the schedules."""
     # lazy: this command's own modules, imported when it runs (not for every command)
+    from engine.cli.api import start_api_process
     from engine.cli.listening import listen, stopped_by_signal
     from engine.sending.scheduler import LeaderScheduler
     from engine.web import serve as serve_web
@@ -399,10 +400,13 @@ def serve(
         else:
             console.print("scheduler: standby (another process leads; taking over if it dies)")
         console.print(f"tracking server on http://{host}:{port}")
+        api = start_api_process(engine)
         try:
             with stopped_by_signal():  # Ctrl-C or SIGTERM: a clean stop, no traceback
                 serve_web(engine, host, port, log_level="info", sock=sock)
         finally:
+            if api is not None:
+                api.stop()
             if service is not None:
                 service.stop()
             sock.close()

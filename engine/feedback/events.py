@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session, col
 
 from engine.db import insert_ignore, insert_returning, session_scope
+from engine.feedback.trigger_events import report_trigger_events
 from engine.identifiers import is_send_ref
 from engine.ledger.reconcile import settle_unknown
 from engine.models import (
@@ -157,6 +158,7 @@ def _write(
     landed = {key for (key,) in insert_returning(session, EventRow, events, "dedupe_key")}
     insert_ignore(session, SuppressionRow, [s for s in suppressions if "campaign" not in s])
     insert_ignore(session, CampaignSuppressionRow, [s for s in suppressions if "campaign" in s])
+    report_trigger_events(session, [e for e in events if e["dedupe_key"] in landed])
     return landed
 
 

@@ -185,15 +185,24 @@ class CampaignRun:
         self.items = {item.item_id: item for item in items}
         shared = self.run_id if self.effects.shares_recipe_fit else None
         self.recipe = campaign_recommender(self.engine, self.campaign, shared)
+        if self.campaign.triggered:  # what templates need of ``event`` varies per trigger:
+            for variant in self.variants:  # each is rendered (checked) when triggered
+                self.engine.renderer.compile(variant)
+            return
         sample = self.template_variables(first, [], self.variants[0])
         sample["items"] = [{"id": i} | item.attributes for i, item in self.items.items()][:3]
         self.engine.renderer.check(self.variants, sample)
 
     # -- per recipient ------------------------------------------------------------------
     def template_variables(
-        self, recipient: Recipient, item_ids: Sequence[str], variant: Variant
+        self,
+        recipient: Recipient,
+        item_ids: Sequence[str],
+        variant: Variant,
+        event: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """What templates see: recipient, items, campaign, variant, plus plugin extras."""
+        """What templates see: recipient, items, campaign, variant, plus plugin extras;
+        and, for a triggered alert, ``event``: the data its caller sent."""
         variables: dict[str, Any] = {
             "recipient": {"id": recipient.recipient_id, "email": recipient.email}
             | recipient.attributes,
@@ -204,6 +213,8 @@ class CampaignRun:
             "variant": {"key": variant.key} | dict(variant.features),
             "now": utcnow(),
         }
+        if event is not None:
+            variables["event"] = event
         extras = self.engine.pm.hook.extra_template_vars
         if extras.get_hookimpls():  # a call costs microseconds per email: none without plugins
             for extra in extras(
@@ -246,6 +257,7 @@ class CampaignRun:
                 "recipient_id": recipient.recipient_id,
                 "email": recipient.email,
                 "decision_id": decision_id,
+                "trigger_id": "",  # named, as every defaulted column: the batch may go by COPY
                 "created_at": now,
                 "skip_reason": None,
                 **dict.fromkeys(DECISION_FIELDS),  # every row the same keys: one INSERT or COPY
@@ -285,7 +297,8 @@ class CampaignRun:
     def _message(self, row: HeldRow, recipient: Recipient) -> Message:
         variant = next(v for v in self.variants if v.key == row.variant)
         assert row.id is not None
-        return self.compose(recipient, variant, row.items or [], row.id, row.decision_id)
+        event = getattr(row, "event", None)  # a triggered alert's data (``TriggerRow.data``)
+        return self.compose(recipient, variant, row.items or [], row.id, row.decision_id, event)
 
     def compose(
         self,
@@ -294,15 +307,24 @@ class CampaignRun:
         item_ids: Sequence[str],
         send_id: int,
         decision_id: str,
+        event: dict[str, Any] | None = None,
     ) -> Message:
         """Render ``variant`` for ``recipient`` into the message of send ``send_id``.
 
         The render stage on its own: previews and test sends (``engine.sending.rehearsal``) use
         it with ``TEST_SEND_ID``, whose links record nothing. ``decision_id`` seeds the
-        sampling only; no header carries it.
+        sampling only; no header carries it. ``event``: a triggered alert's data, which
+        templates see as ``event`` (and whose URLs ``track_url`` tracks only on the
+        campaign's ``link_hosts``).
         """
-        variables = self.template_variables(recipient, item_ids, variant)
-        email = self.engine.renderer.render(variant=variant, variables=variables, send_id=send_id)
+        variables = self.template_variables(recipient, item_ids, variant, event)
+        trigger = self.campaign.trigger
+        email = self.engine.renderer.render(
+            variant=variant,
+            variables=variables,
+            send_id=send_id,
+            allow_host=trigger.allows_host if trigger is not None else None,
+        )
         domain = self.engine.settings.from_address.rpartition("@")[2] or "tailormail.invalid"
         send_ref = self.engine.send_refs.ref(send_id)  # keyed: no id or decision id leaves
         # Test sends all share send id 0: a random part keeps their Message-IDs unique.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from engine.errors import ConfigError
 from engine.ledger import RunLedger
 from engine.sending.pipeline import CampaignRun, Progress, RunSummary, run_id_for
 from engine.sending.run_effects import RunEffects
@@ -84,6 +85,11 @@ def run_campaign(
     ``include_new``.
     """
     campaign = engine.campaign(name)
+    if campaign.triggered:
+        raise ConfigError(
+            f"campaign {name!r} is triggered by the API ([trigger]), not sent as a run: "
+            f"trigger it with POST /v1/campaigns/{name}/trigger (docs/api.md)"
+        )
     if run_id is None:
         run_id = run_id_for(campaign.name, scheduled_for) if scheduled_for else manual_run_id(name)
     run = real_run(engine, campaign, run_id, include_new=include_new, retry_failed=retry_failed)

@@ -23,13 +23,17 @@ from engine.audience.forgetting import apply_retention
 from engine.campaigns import cron_trigger
 from engine.db import session_scope
 from engine.errors import CampaignBusyError
+from engine.feedback.outbound import OutboundPolicy
 from engine.feedback.reward_job import join_rewards
 from engine.feedback.rewards import RewardJoinSummary
+from engine.feedback.status_webhooks import dispatch_due
 from engine.learning.challengers import train_challengers
 from engine.models import LedgerRow, LedgerStatus, RunRow, utcnow
+from engine.sending.api_retention import purge_api_data
 from engine.sending.leader import Leadership
 from engine.sending.pipeline import RunSummary, run_id_for
 from engine.sending.real_run import run_campaign
+from engine.sending.release import Releaser
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -82,6 +86,7 @@ def retry_deferred(engine: Engine) -> list[RunSummary]:
         stmt = (
             select(col(LedgerRow.run_id), col(LedgerRow.campaign))
             .where(col(LedgerRow.status) == LedgerStatus.DEFERRED)
+            .where(col(LedgerRow.trigger_id) == "")  # a trigger run's: its releaser retries
             .group_by(col(LedgerRow.run_id), col(LedgerRow.campaign))
             .order_by(func.min(col(LedgerRow.id)))
         )
@@ -110,6 +115,18 @@ def reward_job(engine: Engine) -> RewardJoinSummary:
 RETENTION_INTERVAL_SECONDS = 3600
 """How often the retention job anonymizes what has grown older than ``retention``
 (hourly: a server restarted every day still runs it)."""
+
+
+def dispatch_status_webhooks(engine: Engine) -> int:
+    """Post the status webhooks that are due (an API process posts them too: each
+    delivery goes once, under whichever dispatcher leased it); returns how many."""
+    policy = OutboundPolicy.from_settings(engine.settings.api.webhooks)
+    posted = 0
+    while True:
+        summary = dispatch_due(engine.db, policy=policy)
+        posted += summary.attempted
+        if not summary.claimed:
+            return posted
 
 
 def train_job(engine: Engine) -> dict[str, str | None]:
@@ -152,6 +169,14 @@ def build_scheduler(engine: Engine, *, start_rewards: bool = True) -> Background
         periodic.append((train_job, config.train_interval_seconds, "train", "train challengers"))
     if engine.settings.retention is not None:
         periodic.append((apply_retention, RETENTION_INTERVAL_SECONDS, "retention", "retention"))
+    if any(c.triggered for c in engine.campaigns.values()):
+        # Scheduled triggers are released here too (an API process releases its own
+        # at once): each row once, whoever takes its lease first.
+        releaser = Releaser(engine)
+        release = config.release_interval_seconds
+        periodic.append((lambda _: releaser.release_due(), release, "release", "release due"))
+        periodic.append((purge_api_data, RETENTION_INTERVAL_SECONDS, "api-purge", "API purge"))
+        periodic.append((dispatch_status_webhooks, release, "status-webhooks", "status webhooks"))
     for job, seconds, job_id, name in periodic:
         scheduler.add_job(
             job,

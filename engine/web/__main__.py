@@ -1,7 +1,8 @@
-"""Serve only the tracking app (no scheduler): ``python -m engine.web [-p DIR] [--port N]``.
+"""Serve only the tracking app (no scheduler): ``python -m engine.web [-p DIR] [--port N]``,
+or, with ``--api``, only the HTTP API (with its releaser).
 
 For extra web processes beside ``tailormail serve`` (each keeps its own event log), and
-for the benchmark and tests, which pass an inherited listening socket with ``--fd``.
+for the benchmarks and tests, which pass an inherited listening socket with ``--fd``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from engine.app import Engine
 from engine.settings import load_settings
-from engine.web.server import serve
+from engine.web.server import serve, serve_api
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,12 +24,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None, help="port (default: web.port)")
     parser.add_argument("--fd", type=int, default=None, help="an inherited listening socket")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+    parser.add_argument("--api", action="store_true", help="serve the HTTP API ([api])")
     args = parser.parse_args(argv)
     with Engine(load_settings(args.project)) as engine:
-        host = args.host or engine.settings.web.host
-        port = engine.settings.web.port if args.port is None else args.port
+        listens = engine.settings.api if args.api else engine.settings.web
+        host = args.host or listens.host
+        port = listens.port if args.port is None else args.port
         sock = socket.socket(fileno=args.fd) if args.fd is not None else None
-        serve(engine, host, port, log_level=args.log_level, sock=sock)
+        run = serve_api if args.api else serve
+        run(engine, host, port, log_level=args.log_level, sock=sock)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from engine.db import session_scope
 from engine.feedback.bots import is_bot_user_agent, is_machine_open
@@ -246,6 +246,18 @@ class TrackingApp:
         return JSONResponse(body, headers=NO_STORE)
 
 
+def _same_port_api(engine: Engine) -> Starlette | None:
+    """The HTTP API, when ``[api] mode = "same_port"`` serves it from this app (and a
+    campaign is triggered); else None (it has its own port, or is off)."""
+    if engine.settings.api.mode != "same_port":
+        return None
+    if not any(campaign.triggered for campaign in engine.campaigns.values()):
+        return None
+    from engine.web.api import create_api_app  # lazy: only a project serving its API here
+
+    return create_api_app(engine)
+
+
 def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
     """The Starlette app serving ``engine``'s tracking links, webhooks and health check.
 
@@ -255,15 +267,21 @@ def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
     engine.serve_webhooks()  # their secrets are needed here only, so checked here
     app = TrackingApp(engine, intake)
 
+    api = _same_port_api(engine)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         app.intake.start()
         try:
-            yield
+            if api is None:
+                yield
+            else:  # the API's releaser and webhook threads run beside the tracking
+                async with api.router.lifespan_context(api):
+                    yield
         finally:
             await run_in_threadpool(app.intake.stop)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/c/{token}", app.click, methods=["GET", "HEAD"]),
         Route("/o/{token}", app.open, methods=["GET", "HEAD"]),
         Route("/u/{token}", app.unsubscribe_page, methods=["GET"]),
@@ -271,6 +289,8 @@ def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
         Route("/webhooks/{provider}", app.webhook, methods=["POST"]),
         Route("/health", app.health, methods=["GET"]),
     ]
+    if api is not None:
+        routes.append(Mount("", app=api))  # its routes all start with /v1
     starlette = Starlette(routes=routes, lifespan=lifespan)
     # "/c/<token>/" must not answer a redirect built from the request's Host header.
     starlette.router.redirect_slashes = False

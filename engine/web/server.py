@@ -110,7 +110,28 @@ def serve(
     raise_descriptor_limit()
     # The database writer runs in a child process, off this process's GIL.
     intake = Intake(engine, project_dir=engine.settings.project_dir)
-    app = create_app(engine, intake)
+    _run(create_app(engine, intake), engine, host, port, log_level, sock)
+
+
+def serve_api(
+    engine: Engine,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "warning",
+    sock: socket.socket | None = None,
+) -> None:
+    """Run the HTTP API (``engine.web.api``) with uvicorn in the foreground until
+    interrupted: its own event loop and port, with the releaser that sends triggers."""
+    from engine.web.api import create_api_app  # lazy: the API's modules, when served
+
+    raise_descriptor_limit()
+    _run(create_api_app(engine), engine, host, port, log_level, sock)
+
+
+def _run(
+    app: Any, engine: Engine, host: str, port: int, log_level: str, sock: socket.socket | None
+) -> None:
     server = uvicorn.Server(_config(app, engine.settings.web, log_level, host=host, port=port))
     # The engine's long-lived objects leave the collector's view: a full collection of
     # them costs 100-170 ms on a busy 2-core machine, a stall for every open connection.
@@ -135,15 +156,20 @@ class BackgroundServer:
         *,
         log_level: str = "warning",
         startup_timeout: float = 15.0,
+        app: Any = None,
+        health_path: str = "/health",
     ) -> None:
-        """Prepare (but do not start) a server for ``engine`` on ``host``:``port``."""
+        """Prepare (but do not start) a server for ``engine`` on ``host``:``port``: the
+        tracking app, or ``app`` (the API's: ``engine.web.api.create_api_app``), ready once
+        ``health_path`` answers."""
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self.intake = Intake(engine)
-        self._app = create_app(engine, self.intake)
+        self.health_path = health_path
+        self.intake = Intake(engine) if app is None else None
+        self._app = create_app(engine, self.intake) if app is None else app
         self._web = engine.settings.web
         self._log_level = log_level
         self._server: uvicorn.Server | None = None
@@ -178,16 +204,18 @@ class BackgroundServer:
                 break  # uvicorn gave up (it logs why)
             try:
                 # trust_env=False: a configured HTTP proxy must not see loopback requests.
-                if httpx.get(f"{self.url}/health", timeout=1.0, trust_env=False).is_success:
+                health = f"{self.url}{self.health_path}"
+                if httpx.get(health, timeout=1.0, trust_env=False).is_success:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"the tracking server on {self.url} did not answer /health")
+        raise RuntimeError(f"the server on {self.url} did not answer {self.health_path}")
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until the events recorded so far are in the database (tests, demo)."""
+        assert self.intake is not None, "the API server records no events"
         if not self.intake.drain(timeout):
             raise TimeoutError(f"{self.intake.pending} events still wait for the database")
 

@@ -9,14 +9,11 @@ keyed with the base64 secret after its ``whsec_`` prefix. The body is one event:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from engine import hookimpl
+from engine.feedback.outbound import decode_secret, signature
 from engine.feedback.webhooks import (
     HandlerOptions,
     WebhookHandler,
@@ -33,15 +30,6 @@ from engine.feedback.webhooks import (
 )
 from engine.types import EventType, TrackingEvent
 from plugins.webhooks.common import send_id_from, send_ref_from
-
-
-def decode_secret(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret (ValueError when it is not one)."""
-    encoded = secret.removeprefix("whsec_")
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
-        raise ValueError("the secret must be 'whsec_' followed by base64") from None
 
 
 class StandardOptions(HandlerOptions):
@@ -79,13 +67,8 @@ class StandardWebhook(WebhookHandler):
         signatures = header(headers, "webhook-signature")
         if self.key is None:
             raise WebhookVerificationError("no secret configured")
-        signed = f"{webhook_id}.{timestamp}.".encode() + body
-        expected = base64.b64encode(hmac.new(self.key, signed, hashlib.sha256).digest()).decode()
-        matches = [
-            same(expected, value)
-            for version, _, value in (entry.partition(",") for entry in signatures.split())
-            if version == "v1"
-        ]
+        expected = signature(self.key, webhook_id, timestamp, body)  # what we sign outbound
+        matches = [same(expected, entry) for entry in signatures.split() if entry[:3] == "v1,"]
         if not any(matches):
             raise WebhookVerificationError("bad signature")
 

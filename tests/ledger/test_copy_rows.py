@@ -31,6 +31,7 @@ def rows(run_id: str, count: int, start: int = 0) -> list[dict[str, Any]]:
             "recipient_id": f"u{n:04d}",
             "email": f"u{n}@example.com",
             "decision_id": f"{run_id}-{n}",
+            "trigger_id": "",
             "status": "pending",
             "skip_reason": None,
             "variant": HOSTILE[n % len(HOSTILE)],

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from kit.project import Project
 from sqlalchemy import and_, create_engine, inspect, or_, select, text
 from sqlalchemy.engine import Connection
@@ -112,22 +113,23 @@ def test_migration_0019_drops_the_decision_id_key_and_keeps_every_row(db_url: st
         "created_at": datetime(2026, 12, 1, tzinfo=UTC),
         "send_ref": "ref-1",
     }
+    # The ledger as it was then: today's table would name columns 0018 did not have.
+    then = sa.table("ledger", *(sa.column(name) for name in row))
     with db.begin() as connection:
-        connection.execute(
-            LEDGER.insert(), [row, row | {"recipient_id": "u2", "decision_id": "d2"}]
-        )
+        connection.execute(then.insert(), [row, row | {"recipient_id": "u2", "decision_id": "d2"}])
     migrate(db)
     inspector = inspect(db)
     keys = [c["column_names"] for c in inspector.get_unique_constraints("ledger")]
-    assert ["decision_id"] not in keys and ["run_id", "recipient_id"] in keys
+    assert ["decision_id"] not in keys
+    assert ["run_id", "recipient_id", "trigger_id"] in keys  # 0024: a row per trigger
     assert {"ix_ledger_send_ref", "ix_ledger_recipient_id"} <= {
         index["name"] for index in inspector.get_indexes("ledger")
     }
     with db.begin() as connection:
         kept = connection.execute(select(LEDGER.c.recipient_id, LEDGER.c.send_ref)).all()
         assert sorted(kept) == [("u1", "ref-1"), ("u2", "ref-1")]
-        with pytest.raises(IntegrityError):  # the (run, recipient) key still holds
-            connection.execute(LEDGER.insert(), [row | {"decision_id": "d3"}])
+        with pytest.raises(IntegrityError):  # the (run, recipient, "") key still holds
+            connection.execute(then.insert(), [row | {"decision_id": "d3"}])
     db.dispose()
 
 

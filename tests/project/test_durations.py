@@ -18,7 +18,12 @@ from engine.settings import Settings, load_settings
 BARE = 'is a bare number; write a duration with its unit: "6s", "6h", "6d"'
 
 # Every duration key: (where it lives, the TOML line that sets it to a bare number).
-SETTINGS_KEYS = {"frequency_cap": "frequency_cap = 6", "retention": "retention = 6"}
+SETTINGS_KEYS = {
+    "frequency_cap": "frequency_cap = 6",
+    "retention": "retention = 6",
+    "api.idempotency_retention": "[api]\nidempotency_retention = 6",
+    "api.trigger_retention": "[api]\ntrigger_retention = 6",
+}
 CAMPAIGN_KEYS = {  # the edit of the test campaign (tests/kit/project.py) that sets it
     "frequency_cap": ("[recipe]\n", "frequency_cap = 6\n[recipe]\n"),
     "reward.attribution_window": ('attribution_window = "1h"', "attribution_window = 6"),
@@ -47,9 +52,10 @@ def test_a_bare_number_in_the_settings_is_refused(tmp_path: Path, key: str) -> N
     with pytest.raises(ConfigError) as caught:
         load_settings(tmp_path, environ={})
     assert str(caught.value) == f"{config}: invalid value for '{key}': 6 {BARE}"
+    variable = f"TAILORMAIL_{key.upper().replace('.', '__')}"
     with pytest.raises(ConfigError) as caught:
-        load_settings(tmp_path / "none", environ={f"TAILORMAIL_{key.upper()}": "6"})
-    assert str(caught.value) == f"TAILORMAIL_{key.upper()}: invalid value for '{key}': 6 {BARE}"
+        load_settings(tmp_path / "none", environ={variable: "6"})
+    assert str(caught.value) == f"{variable}: invalid value for '{key}': 6 {BARE}"
 
 
 @pytest.mark.parametrize("key", sorted(CAMPAIGN_KEYS))
