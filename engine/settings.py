@@ -124,6 +124,11 @@ class ApiSettings(_Strict):
     rate_limit_per_second: float = Field(default=100.0, gt=0)
     rate_limit_burst: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # a batch of 1,000
+    # A verified key is trusted this long before the database is asked again: a revoked
+    # key stops working within it (0: every request asks).
+    key_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Threads deciding and committing rounds of triggers (each holds a connection).
+    workers: int = Field(default=2, ge=1, le=16)
     # How long an Idempotency-Key and its stored answer are kept (then deleted).
     idempotency_retention: timedelta = timedelta(hours=24)
     # How long trigger payloads are kept once their alert is done (then deleted).

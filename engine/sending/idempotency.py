@@ -13,17 +13,18 @@ idempotency_retention`` (``purge``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from engine.db import session_scope
-from engine.models import IdempotencyRow
+from engine.models import IdempotencyRow, utcnow
 
 MAX_KEY_LENGTH = 255
 
@@ -60,6 +61,27 @@ def stored(db: SAEngine, key_id: str, key: str, digest: str) -> Stored | None:
         return _answer(found, digest)
 
 
+def stored_many(
+    db: SAEngine, wanted: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str], Stored | IdempotencyError]:
+    """``stored`` for several (key id, key, digest) at once, in one query: the answer or
+    the refusal of each key that was used before."""
+    if not wanted:
+        return {}
+    found: dict[tuple[str, str], Stored | IdempotencyError] = {}
+    digests = {(key_id, key): digest for key_id, key, digest in wanted}
+    with session_scope(db) as session:
+        stmt = select(IdempotencyRow).where(
+            tuple_(col(IdempotencyRow.key_id), col(IdempotencyRow.key)).in_(list(digests))
+        )
+        for row in session.scalars(stmt).all():
+            try:
+                found[(row.key_id, row.key)] = _answer(row, digests[(row.key_id, row.key)])
+            except IdempotencyError as refused:
+                found[(row.key_id, row.key)] = refused
+    return found
+
+
 def _answer(found: IdempotencyRow, digest: str) -> Stored:
     if found.digest != digest:
         raise IdempotencyError(
@@ -70,17 +92,25 @@ def _answer(found: IdempotencyRow, digest: str) -> Stored:
     return Stored(found.status_code or 0, found.answer)
 
 
-def finish(
-    session: Session, key_id: str, key: str, digest: str, status_code: int, answer: Any
-) -> None:
-    """Write the key with its answer, in the transaction that wrote what it says; a key
-    another request wrote meanwhile makes that transaction fail (``IntegrityError``)."""
-    session.add(
-        IdempotencyRow(
-            key_id=key_id, key=key, digest=digest, status_code=status_code, answer=answer
-        )
-    )
-    session.flush()
+def finish(session: Session, answers: Sequence[tuple[str, str, str, int, Any]]) -> None:
+    """Write keys with their answers (key id, key, digest, status, body), in the
+    transaction that wrote what they say, in one statement; a key another request wrote
+    meanwhile makes that transaction fail (``IntegrityError``)."""
+    if not answers:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "key_id": key_id,
+            "key": key,
+            "digest": digest,
+            "status_code": status_code,
+            "answer": answer,
+            "created_at": now,
+        }
+        for key_id, key, digest, status_code, answer in answers
+    ]
+    session.execute(insert(IdempotencyRow.__table__), rows)  # type: ignore[attr-defined]
 
 
 def concurrent(db: SAEngine, key_id: str, key: str, digest: str) -> IdempotencyError:

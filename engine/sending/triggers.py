@@ -47,7 +47,13 @@ from engine.models import (
     utcnow,
 )
 from engine.sampling import seed_from_decision_id
-from engine.sending.idempotency import concurrent, finish
+from engine.sending.idempotency import (
+    IdempotencyError,
+    Stored,
+    concurrent,
+    finish,
+    stored_many,
+)
 from engine.sending.pipeline import CampaignRun
 from engine.sending.run_effects import RunEffects
 from engine.tokens import TEST_SEND_ID
@@ -131,6 +137,29 @@ def public_status(status: str, release_at: datetime | None, now: datetime) -> st
     return status
 
 
+@dataclass(frozen=True)
+class Group:
+    """One request's triggers, as ``TriggerDesk.accept_many`` takes them."""
+
+    requests: Sequence[TriggerRequest]
+    key_id: str | None = None
+    idempotency: tuple[str, str, str] | None = None
+    wrap: bool = False
+
+
+class Replayed(list[dict[str, Any]]):
+    """A request whose Idempotency-Key was answered before: that answer, again."""
+
+    def __init__(self, first: Stored) -> None:
+        super().__init__()
+        self.status_code = first.status_code
+        self.answer = first.answer
+
+
+class _Alone(Exception):
+    """The groups of an ``accept_many`` go one by one."""
+
+
 def _store_recipients(session: Session, recipients: list[dict[str, Any]]) -> None:
     """Insert the new recipients and update the known ones' email and attributes (their
     ``created_at`` stays: it says when they were first seen)."""
@@ -195,6 +224,10 @@ class TriggerDesk:
 
     def _desk(self, campaign: Campaign, now: datetime) -> _Desk:
         run_id = trigger_run_id(campaign.name, now)
+        desk = self._desks.get(campaign.name)  # the common case: no lock to wait for
+        fresh = desk is not None and time.monotonic() - desk.checked < _REFRESH_SECONDS
+        if desk is not None and fresh and desk.run.run_id == run_id:
+            return desk
         with self._lock:
             desk = self._desks.get(campaign.name)
             if desk is not None and desk.run.run_id == run_id:
@@ -272,9 +305,10 @@ class TriggerDesk:
             return [decided[i][2] for i in range(len(requests))]
         answers = [repeats[i] if i in repeats else decided[i][2] for i in range(len(requests))]
         body: Any = {"triggers": answers} if wrap else answers[0]
-        stored = (*idempotency, status_code, body) if idempotency is not None else None
+        stored = [(*idempotency, status_code, body)] if idempotency is not None else []
+        recipients = [people[i] for i in sorted(changed)]
         try:
-            self._commit(decided, [people[i] for i in sorted(changed)], key_id, now, stored)
+            self._commit(decided, recipients, dict.fromkeys(decided, key_id), now, stored)
         except IntegrityError:
             if idempotency is not None:  # the key, written meanwhile by its twin?
                 raise concurrent(self.engine.db, *idempotency) from None
@@ -284,6 +318,74 @@ class TriggerDesk:
                 409,
             ) from None
         return answers
+
+    def accept_many(self, groups: Sequence[Group]) -> list[list[dict[str, Any]] | Exception]:
+        """``accept`` for several requests at once (``engine.sending.trigger_batches``):
+        one round of queries and one transaction for all of them; each group's answers, or
+        the exception ``accept`` would have raised for it.
+
+        When the whole cannot go at once (a group refused, two groups sharing an event id
+        or an Idempotency-Key), each group goes alone, as ``accept`` takes it: the same
+        answers, the same refusals.
+        """
+        keys = [g.idempotency for g in groups if g.idempotency is not None]
+        first = stored_many(self.engine.db, keys)
+        results: dict[int, list[dict[str, Any]] | Exception] = {}
+        for n, group in enumerate(groups):
+            if group.idempotency is not None:
+                found = first.get(group.idempotency[:2])
+                if found is not None:
+                    results[n] = found if isinstance(found, Exception) else Replayed(found)
+        rest = [(n, group) for n, group in enumerate(groups) if n not in results]
+        for n, answers in zip(
+            [n for n, _ in rest], self._together([g for _, g in rest]), strict=True
+        ):
+            results[n] = answers
+        return [results[n] for n in range(len(groups))]
+
+    def _together(self, groups: Sequence[Group]) -> list[list[dict[str, Any]] | Exception]:
+        """The groups (none answered before) in one round, else one by one."""
+        if not groups:
+            return []
+        flat = [request for group in groups for request in group.requests]
+        owner = [n for n, group in enumerate(groups) for _ in group.requests]
+        try:
+            if len(groups) == 1 or len(flat) > MAX_BATCH:
+                raise _Alone
+            now = utcnow()
+            for request in flat:
+                self.campaign(request.campaign)
+            repeats = self._repeats(flat)
+            fresh = [(i, r) for i, r in enumerate(flat) if i not in repeats]
+            people, changed = self._people(fresh)
+            decided: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+            for name in sorted({r.campaign for r in flat}):
+                mine = [(i, r) for i, r in fresh if r.campaign == name]
+                if mine:
+                    decided.update(self._decide(self.campaign(name), mine, people, now, False))
+            answers = [repeats[i] if i in repeats else decided[i][2] for i in range(len(flat))]
+            per_group: list[list[dict[str, Any]]] = [[] for _ in groups]
+            for index, answer in enumerate(answers):
+                per_group[owner[index]].append(answer)
+            stored = [
+                (*group.idempotency, 202, {"triggers": mine} if group.wrap else mine[0])
+                for group, mine in zip(groups, per_group, strict=True)
+                if group.idempotency is not None
+            ]
+            key_ids = {i: groups[owner[i]].key_id for i in decided}
+            recipients = [people[i] for i in sorted(changed)]
+            self._commit(decided, recipients, key_ids, now, stored)
+        except (_Alone, TriggerError, IntegrityError):
+            return [self._alone(group) for group in groups]
+        return list(per_group)
+
+    def _alone(self, group: Group) -> list[dict[str, Any]] | Exception:
+        try:
+            return self.accept(
+                group.requests, key_id=group.key_id, idempotency=group.idempotency, wrap=group.wrap
+            )
+        except (TriggerError, IdempotencyError) as refused:
+            return refused
 
     def _repeats(self, requests: Sequence[TriggerRequest]) -> dict[int, dict[str, Any]]:
         """The triggers of ``requests`` whose event id was seen: their first answers."""
@@ -501,20 +603,19 @@ class TriggerDesk:
         self,
         decided: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]],
         changed: Sequence[Recipient],
-        key_id: str | None,
+        key_ids: dict[int, str | None],
         now: datetime,
-        stored: tuple[str, str, str, int, Any] | None,
+        stored: Sequence[tuple[str, str, str, int, Any]],
     ) -> None:
-        """Write the new or changed recipients, ledger rows, triggers and the stored
-        answer (``stored``: key id, Idempotency-Key, request digest, status, body) in one
-        transaction."""
+        """Write the new or changed recipients, ledger rows, triggers (made with the API
+        keys ``key_ids``, by index) and the stored answers (``stored``: key id,
+        Idempotency-Key, request digest, status, body) in one transaction."""
         recipients = [
             {"id": p.recipient_id, "email": p.email, "attributes": p.attributes, "created_at": now}
             for p in changed
         ]
         with session_scope(self.engine.db) as session:
-            if stored is not None:
-                finish(session, *stored)
+            finish(session, stored)
             if decided:
                 _store_recipients(session, recipients)
                 rows = [decided[i][0] for i in sorted(decided)]
@@ -523,7 +624,7 @@ class TriggerDesk:
                 triggers = []
                 for i in sorted(decided):
                     _, trigger, _ = decided[i]
-                    triggers.append(trigger | {"send_id": ids[trigger["id"]], "key_id": key_id})
+                    triggers.append(trigger | {"send_id": ids[trigger["id"]], "key_id": key_ids[i]})
                 session.execute(TriggerRow.__table__.insert(), triggers)  # type: ignore[attr-defined]
                 skipped = [
                     StatusEvent(a["trigger_id"], a["campaign"], "skipped", {"reason": a["reason"]})

@@ -10,10 +10,13 @@ triggers are committed (``engine.sending.triggers``); a request carrying an
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import math
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,10 +36,10 @@ from engine.sending.idempotency import (
     MAX_KEY_LENGTH,
     IdempotencyError,
     request_digest,
-    stored,
 )
 from engine.sending.release import Releaser
-from engine.sending.triggers import TriggerDesk, TriggerError, TriggerRequest
+from engine.sending.trigger_batches import TriggerBatcher
+from engine.sending.triggers import Group, Replayed, TriggerDesk, TriggerError, TriggerRequest
 from engine.web.api_openapi import openapi_document
 from engine.web.api_schema import BatchIn, TriggerIn, TriggerRequestIn
 from engine.web.bodies import BodyBudget, BodyRefused, bounded_body
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store"}
+_KEY_CACHE_SIZE = 1024  # verified keys remembered at once (a full cache starts over)
 
 
 class ApiError(Exception):
@@ -115,6 +119,9 @@ class ApiApp:
         self.rate = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.bodies = BodyBudget(max(settings.max_body_bytes * 4, 32 * 1024 * 1024))
         self.body_timeout = engine.settings.web.body_timeout_seconds
+        self._keys: dict[str, tuple[ApiKey, float]] = {}  # verified keys, until when
+        # Concurrent requests are decided and committed together, a round at a time.
+        self.batcher = TriggerBatcher(self.desk, threads=settings.workers)
 
     # -- guards ---------------------------------------------------------------------------
     async def _key(self, request: Request, scope: str, campaign: str | None = None) -> ApiKey:
@@ -127,7 +134,7 @@ class ApiApp:
                 "send an API key: Authorization: Bearer tm_... (`tailormail keys create`)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        key = await run_in_threadpool(verify_key, self.engine.db, token)
+        key = await self._verified(token.strip())
         if key is None:
             raise ApiError(
                 401,
@@ -147,6 +154,20 @@ class ApiApp:
         if not key.allows(scope, campaign):
             where = f" on campaign {campaign!r}" if campaign and scope in key.scopes else ""
             raise ApiError(403, "forbidden", f"this key may not {scope}{where}")
+        return key
+
+    async def _verified(self, token: str) -> ApiKey | None:
+        """The key ``token`` is, checked in the database at most once per
+        ``[api] key_cache_seconds`` (a revoked key stops working within that time)."""
+        now = time.monotonic()
+        cached = self._keys.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        key = await run_in_threadpool(verify_key, self.engine.db, token)
+        if key is not None and self.settings.key_cache_seconds > 0:
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[token] = (key, now + self.settings.key_cache_seconds)
         return key
 
     async def _body(self, request: Request) -> bytes:
@@ -192,21 +213,17 @@ class ApiApp:
                 wanted = [_request(campaign, t) for t in parsed.triggers]
             else:
                 wanted = [_request(campaign, parsed)]
-            idempotency: tuple[str, str, str] | None = None
-            if not parsed.dry_run:
-                taken = await self._idempotency(request, key, body)
-                if isinstance(taken, Response):
-                    return taken
-                idempotency = taken
+            idempotency = None if parsed.dry_run else self._idempotency(request, key, body)
             try:
-                answers = await run_in_threadpool(
-                    self.desk.accept,
-                    wanted,
-                    key_id=key.id,
-                    dry_run=parsed.dry_run,
-                    idempotency=idempotency,
-                    wrap=batch,
-                )
+                if parsed.dry_run:
+                    dry = functools.partial(self.desk.accept, wanted, dry_run=True)
+                    answers = await run_in_threadpool(dry)
+                else:
+                    group = Group(wanted, key.id, idempotency, wrap=batch)
+                    answers = await asyncio.wrap_future(self.batcher.submit(group))
+                    if isinstance(answers, Replayed):  # its key was answered before
+                        headers = NO_STORE | {"Idempotent-Replayed": "true"}
+                        return JSONResponse(answers.answer, answers.status_code, headers)
             except TriggerError as exc:
                 raise ApiError(exc.status, exc.code, str(exc), index=exc.index) from None
             except IdempotencyError as exc:
@@ -218,11 +235,10 @@ class ApiApp:
         status = 200 if parsed.dry_run else 202
         return JSONResponse({"triggers": answers} if batch else answers[0], status, NO_STORE)
 
-    async def _idempotency(
-        self, request: Request, key: ApiKey, body: bytes
-    ) -> tuple[str, str, str] | Response | None:
-        """The (key id, Idempotency-Key, request digest) this request writes with its
-        answer, the stored answer of its first request, or None (no header)."""
+    @staticmethod
+    def _idempotency(request: Request, key: ApiKey, body: bytes) -> tuple[str, str, str] | None:
+        """The (key id, Idempotency-Key, request digest) of this request (None: no header);
+        the batcher answers a key used before with its first answer."""
         header = request.headers.get("idempotency-key")
         if header is None:
             return None
@@ -233,15 +249,7 @@ class ApiApp:
                 "invalid_idempotency_key",
                 f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
             )
-        digest = request_digest(request.method, request.url.path, body)
-        try:
-            first = await run_in_threadpool(stored, self.engine.db, key.id, value, digest)
-        except IdempotencyError as exc:
-            raise ApiError(exc.status, exc.code, str(exc)) from None
-        if first is not None:
-            headers = NO_STORE | {"Idempotent-Replayed": "true"}
-            return JSONResponse(first.answer, first.status_code, headers)
-        return key.id, value, digest
+        return key.id, value, request_digest(request.method, request.url.path, body)
 
     # -- reading and cancelling -------------------------------------------------------------
     async def read(self, request: Request) -> Response:
@@ -322,6 +330,7 @@ def create_api_app(engine: Engine, *, release: bool = True) -> Starlette:
                 releaser.stop()
             for thread in threads:
                 await run_in_threadpool(thread.join, 30)
+            await run_in_threadpool(app.batcher.close)
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -258,6 +258,7 @@ def test_keys_scopes_and_rates_are_enforced(project: Project) -> None:
         assert limited.headers["Retry-After"] == "1"
         assert limited.json()["error"]["code"] == "rate_limited"
         revoke_key(engine.db, other.id)
+        time.sleep(1.1)  # [api] key_cache_seconds: a verified key is trusted for a second
         gone = api.client.get(
             f"/v1/triggers/{answer['trigger_id']}", headers=api.headers(elsewhere)
         )
