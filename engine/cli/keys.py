@@ -67,7 +67,8 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (`tailormail keys list`).")],
     project: ProjectOption = None,
 ) -> None:
-    """Revoke a key at once: every request with it is refused from now on."""
+    """Revoke a key: every request with it is refused, within a second ([api]
+    key_cache_seconds: how long an API process trusts a key it checked)."""
     with open_engine(project) as engine:
         key = revoke_key(engine.db, key_id)
     console.print(Text(f"key {key.id} ({key.name}) revoked"))

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 import httpx
 from sqlalchemy import Select, delete, insert, or_, select, update
@@ -43,7 +43,7 @@ from engine.models import WebhookDeliveryRow, WebhookDeliveryStatus, WebhookSubs
 
 __all__ = ["OutboundPolicy"]  # re-exported: the settings add_subscription and dispatch take
 
-EVENT_TYPES = (
+StatusType = Literal[
     "sent",
     "failed",
     "delivered",
@@ -53,7 +53,8 @@ EVENT_TYPES = (
     "unsubscribed",
     "cancelled",
     "skipped",
-)
+]
+EVENT_TYPES: tuple[str, ...] = get_args(StatusType)
 """The outcomes of a trigger a subscription can ask for (the payload's type is
 ``trigger.<event>``)."""
 BACKOFF = tuple(
@@ -75,6 +76,9 @@ class StatusEvent:
     campaign: str
     event_type: str
     data: Mapping[str, Any]
+    # The API key that made the trigger: a subscription an API key made hears only the
+    # triggers of that key (one made on the command line hears every key's).
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,17 +201,18 @@ def enqueue_many(session: Session, events: Iterable[StatusEvent]) -> int:
     if not batch:
         return 0
     subscriptions = session.execute(
-        select(SUBSCRIPTIONS.id, SUBSCRIPTIONS.events, SUBSCRIPTIONS.campaigns).where(
-            SUBSCRIPTIONS.disabled_at.is_(None)
-        )
+        select(
+            SUBSCRIPTIONS.id, SUBSCRIPTIONS.events, SUBSCRIPTIONS.campaigns, SUBSCRIPTIONS.key_id
+        ).where(SUBSCRIPTIONS.disabled_at.is_(None))
     ).all()
     now = utcnow()
     rows = [
         _delivery(sub_id, event, now)
         for event in batch
-        for sub_id, wanted, campaigns in subscriptions
+        for sub_id, wanted, campaigns, key_id in subscriptions
         if (not wanted or event.event_type in wanted)
         and (campaigns is None or event.campaign in campaigns)
+        and (key_id is None or key_id == event.key_id)
     ]
     if rows:
         session.execute(insert(WebhookDeliveryRow.__table__), rows)  # type: ignore[attr-defined]

@@ -277,17 +277,27 @@ class Releaser:
     def _report(self, run: CampaignRun, rows: list[_ReleasedRow], summary: ReleaseSummary) -> None:
         """Count the batch's outcomes; queue the status webhooks of the finished ones."""
         with session_scope(self.engine.db) as session:
-            stmt = select(
-                LEDGER.c.trigger_id, LEDGER.c.status, LEDGER.c.skip_reason, LEDGER.c.error
-            ).where(LEDGER.c.id.in_([r.id for r in rows]))
+            triggers = TriggerRow.__table__.c  # type: ignore[attr-defined]
+            stmt = (
+                select(
+                    LEDGER.c.trigger_id,
+                    LEDGER.c.status,
+                    LEDGER.c.skip_reason,
+                    LEDGER.c.error,
+                    triggers.key_id,
+                )
+                .outerjoin(TriggerRow.__table__, triggers.id == LEDGER.c.trigger_id)  # type: ignore[attr-defined]
+                .where(LEDGER.c.id.in_([r.id for r in rows]))
+            )
             reports = []
-            for trigger_id, status, skip_reason, error in session.execute(stmt).all():
+            for trigger_id, status, skip_reason, error, key_id in session.execute(stmt).all():
                 if status in ("sent", "failed", "deferred", "unknown"):
                     setattr(summary, status, getattr(summary, status) + 1)
                 summary.by_status.setdefault(status, []).append(trigger_id)
                 if status in ("sent", "failed", "skipped") and trigger_id:
                     reason = {"reason": skip_reason or error} if status != "sent" else {}
-                    reports.append(StatusEvent(trigger_id, run.campaign.name, status, reason))
+                    event = StatusEvent(trigger_id, run.campaign.name, status, reason, key_id)
+                    reports.append(event)
             enqueue_many(session, reports)
 
     def _retire_idle(self) -> None:

@@ -627,8 +627,14 @@ class TriggerDesk:
                     triggers.append(trigger | {"send_id": ids[trigger["id"]], "key_id": key_ids[i]})
                 session.execute(TriggerRow.__table__.insert(), triggers)  # type: ignore[attr-defined]
                 skipped = [
-                    StatusEvent(a["trigger_id"], a["campaign"], "skipped", {"reason": a["reason"]})
-                    for _, _, a in decided.values()
+                    StatusEvent(
+                        a["trigger_id"],
+                        a["campaign"],
+                        "skipped",
+                        {"reason": a["reason"]},
+                        key_ids[i],
+                    )
+                    for i, (_, _, a) in decided.items()
                     if a["status"] == "skipped"
                 ]
                 enqueue_many(session, skipped)
@@ -675,7 +681,7 @@ class TriggerDesk:
                 .values(status=LedgerStatus.SKIPPED, skip_reason=CANCELLED, release_at=None)
             ).rowcount  # type: ignore[attr-defined]
             if changed:
-                event = StatusEvent(trigger_id, trigger.campaign, "cancelled", {})
+                event = StatusEvent(trigger_id, trigger.campaign, "cancelled", {}, trigger.key_id)
                 enqueue_many(session, [event])
         answer = self.status(trigger_id)
         assert answer is not None

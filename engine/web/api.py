@@ -40,8 +40,10 @@ from engine.sending.idempotency import (
 from engine.sending.release import Releaser
 from engine.sending.trigger_batches import TriggerBatcher
 from engine.sending.triggers import Group, Replayed, TriggerDesk, TriggerError, TriggerRequest
+from engine.web.api_errors import NO_STORE, ApiError, invalid
 from engine.web.api_openapi import openapi_document
 from engine.web.api_schema import BatchIn, TriggerIn, TriggerRequestIn
+from engine.web.api_subscriptions import SubscriptionRoutes
 from engine.web.bodies import BodyBudget, BodyRefused, bounded_body
 from engine.web.ratelimit import RateLimiter
 
@@ -49,46 +51,7 @@ if TYPE_CHECKING:
     from engine.app import Engine
 
 log = logging.getLogger(__name__)
-NO_STORE = {"Cache-Control": "no-store"}
 _KEY_CACHE_SIZE = 1024  # verified keys remembered at once (a full cache starts over)
-
-
-class ApiError(Exception):
-    """A refusal: HTTP ``status``, stable ``code``, a sentence; ``headers`` to add."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        index: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.index = index
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        """The refusal as the API answers it."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.index is not None:
-            body["index"] = self.index
-        return JSONResponse({"error": body}, self.status, headers=NO_STORE | self.headers)
-
-
-def _invalid(exc: ValidationError, prefix: str = "") -> ApiError:
-    """A request body that does not validate: the first problem, where it is."""
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    index = None
-    if len(first["loc"]) > 1 and first["loc"][0] == "triggers":
-        index = first["loc"][1] if isinstance(first["loc"][1], int) else None
-    message = f"{prefix}{where or 'body'}: {first['msg']}"
-    return ApiError(422, "invalid_request", message, index=index)
 
 
 def _request(campaign: str, trigger: TriggerIn) -> TriggerRequest:
@@ -120,6 +83,7 @@ class ApiApp:
         self.bodies = BodyBudget(max(settings.max_body_bytes * 4, 32 * 1024 * 1024))
         self.body_timeout = engine.settings.web.body_timeout_seconds
         self._keys: dict[str, tuple[ApiKey, float]] = {}  # verified keys, until when
+        self.subscriptions = SubscriptionRoutes(engine, self._key, self._json_body)
         # Concurrent requests are decided and committed together, a round at a time.
         self.batcher = TriggerBatcher(self.desk, threads=settings.workers)
 
@@ -181,6 +145,9 @@ class ApiApp:
             code = {413: "too_large", 408: "too_slow", 503: "busy"}.get(refused.status, "bad_body")
             raise ApiError(refused.status, code, refused.message, headers=refused.headers) from None
 
+    async def _json_body(self, request: Request) -> Any:
+        return self._json(await self._body(request))
+
     @staticmethod
     def _json(body: bytes) -> Any:
         try:
@@ -208,7 +175,7 @@ class ApiApp:
                     BatchIn.model_validate(raw) if batch else TriggerRequestIn.model_validate(raw)
                 )
             except ValidationError as exc:
-                raise _invalid(exc) from None
+                raise invalid(exc) from None
             if isinstance(parsed, BatchIn):
                 wanted = [_request(campaign, t) for t in parsed.triggers]
             else:
@@ -343,6 +310,10 @@ def create_api_app(engine: Engine, *, release: bool = True) -> Starlette:
         Route("/v1/campaigns/{name}/triggers", app.triggers, methods=["POST"]),
         Route("/v1/triggers/{id}", app.read, methods=["GET"]),
         Route("/v1/triggers/{id}/cancel", app.cancel, methods=["POST"]),
+        Route("/v1/subscriptions", app.subscriptions.collection, methods=["GET", "POST"]),
+        Route("/v1/subscriptions/{id}", app.subscriptions.remove, methods=["DELETE"]),
+        Route("/v1/dead-letters", app.subscriptions.dead, methods=["GET"]),
+        Route("/v1/dead-letters/{id}/replay", app.subscriptions.replay_one, methods=["POST"]),
         Route("/v1/openapi.json", app.openapi, methods=["GET"]),
         Route("/v1/health", app.health, methods=["GET"]),
     ]

@@ -17,7 +17,11 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from engine.web.api_schema import (
     BatchIn,
     BatchOut,
+    DeadLettersOut,
     ErrorOut,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionsOut,
     TriggerOut,
     TriggerRequestIn,
 )
@@ -107,6 +111,10 @@ def openapi_document() -> dict[str, Any]:
         (TriggerOut, "serialization"),
         (BatchOut, "serialization"),
         (ErrorOut, "serialization"),
+        (SubscriptionIn, "validation"),
+        (SubscriptionOut, "serialization"),
+        (SubscriptionsOut, "serialization"),
+        (DeadLettersOut, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     read: dict[str, Any] = {
@@ -146,6 +154,65 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/triggers/{id}": {"get": {**read, "summary": "A trigger's decision and outcome."}},
             "/v1/triggers/{id}/cancel": {"post": cancel},
+            "/v1/subscriptions": {
+                "post": {
+                    "summary": "Subscribe a URL to the outcomes of this key's triggers.",
+                    "security": [{"apiKey": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SubscriptionIn"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _answer("SubscriptionOut", "Subscribed; the secret is shown once."),
+                        **_AUTH,
+                        **_BODY,
+                    },
+                },
+                "get": {
+                    "summary": "This key's subscriptions.",
+                    "security": [{"apiKey": []}],
+                    "responses": {"200": _answer("SubscriptionsOut", "They."), **_AUTH},
+                },
+            },
+            "/v1/subscriptions/{id}": {
+                "delete": {
+                    "summary": "Remove a subscription.",
+                    "security": [{"apiKey": []}],
+                    "parameters": [_TRIGGER_ID],
+                    "responses": {
+                        "204": {"description": "Removed."},
+                        **_AUTH,
+                        "404": _error("No such subscription of this key."),
+                    },
+                }
+            },
+            "/v1/dead-letters": {
+                "get": {
+                    "summary": "This key's status webhooks whose every attempt failed.",
+                    "security": [{"apiKey": []}],
+                    "responses": {"200": _answer("DeadLettersOut", "They."), **_AUTH},
+                }
+            },
+            "/v1/dead-letters/{id}/replay": {
+                "post": {
+                    "summary": "Post a dead letter again, from its first attempt.",
+                    "security": [{"apiKey": []}],
+                    "parameters": [_TRIGGER_ID],
+                    "responses": {
+                        "200": {
+                            "description": "Queued again.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_AUTH,
+                        "404": _error("No such dead letter of this key."),
+                        "409": _error("Its subscription was removed."),
+                    },
+                }
+            },
             "/v1/health": {
                 "get": {
                     "summary": "The API answers.",

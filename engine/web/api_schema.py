@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.addresses import normalize_address
+from engine.feedback.status_webhooks import StatusType
 from engine.sending.triggers import MAX_BATCH
 
 Scalar = str | int | float | bool
@@ -186,3 +187,58 @@ class ErrorOut(_Model):
     """Every refusal's body."""
 
     error: ErrorBody
+
+
+class SubscriptionIn(_Model):
+    """``POST /v1/subscriptions``'s body: where to post the outcomes of this key's triggers."""
+
+    url: str = Field(
+        min_length=8,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="An https URL on a public address (private ones are refused).",
+    )
+    events: list[StatusType] | None = Field(
+        default=None, max_length=9, description="The outcomes to hear (absent: all)."
+    )
+    campaigns: list[str] | None = Field(
+        default=None, max_length=100, description="Only these campaigns (absent: the key's)."
+    )
+
+
+class SubscriptionOut(_Model):
+    """A subscription (its secret only in the answer that made it)."""
+
+    id: str
+    url: str
+    events: list[str] | None
+    campaigns: list[str] | None
+    created_at: datetime
+    secret: str | None = Field(
+        default=None, description="The whsec_ signing secret: shown once, when made."
+    )
+
+
+class SubscriptionsOut(_Model):
+    """The key's subscriptions."""
+
+    subscriptions: list[SubscriptionOut]
+
+
+class DeadLetterOut(_Model):
+    """A status webhook every attempt of which failed."""
+
+    id: int
+    subscription_id: str
+    event_type: str
+    trigger_id: str | None
+    attempts: int
+    last_error: str | None
+    last_status_code: int | None
+    created_at: datetime
+
+
+class DeadLettersOut(_Model):
+    """The key's dead letters, newest first."""
+
+    dead_letters: list[DeadLetterOut]
