@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -268,14 +269,17 @@ class Campaign(_Strict):
             )
         return self
 
-    @model_validator(mode="after")
-    def _scheduled_or_triggered(self) -> Campaign:
-        if self.schedule is not None and self.trigger is not None:
+    @field_validator("trigger")
+    @classmethod
+    def _scheduled_or_triggered(
+        cls, value: TriggerConfig | None, info: ValidationInfo
+    ) -> TriggerConfig | None:
+        if value is not None and info.data.get("schedule") is not None:
             raise ValueError(
                 "a campaign is scheduled (schedule) or triggered by the API ([trigger]), not "
                 "both: make a second campaign file for the other"
             )
-        return self
+        return value
 
     @property
     def triggered(self) -> bool:

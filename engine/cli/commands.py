@@ -184,7 +184,12 @@ def send(
             "(or give --new-run ID to rehearse under that id)"
         )
     with open_engine(project) as engine:
-        engine.campaign(campaign)  # an unknown name lists the configured ones
+        if engine.campaign(campaign).triggered:  # (an unknown name lists the configured ones)
+            raise TailormailError(
+                f"campaign {campaign!r} is triggered by the API ([trigger]), not sent as a "
+                f"run: trigger it with POST /v1/campaigns/{campaign}/trigger, or see what it "
+                'would send with "dry_run": true (docs/api.md)'
+            )
         if test_to is not None:
             raise typer.Exit(cli_sending.test_send(engine, campaign, test_to, recipient))
         if dry_run:
