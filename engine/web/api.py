@@ -168,6 +168,10 @@ class ApiApp:
         try:
             campaign = request.path_params["name"]
             key = await self._key(request, "trigger", campaign)
+            try:
+                self.desk.campaign(campaign)  # a typo is a 404 before the body is looked at
+            except TriggerError as exc:
+                raise ApiError(exc.status, exc.code, str(exc)) from None
             body = await self._body(request)
             raw = self._json(body)
             try:

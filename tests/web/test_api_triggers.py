@@ -118,6 +118,8 @@ def test_a_new_recipient_needs_an_email_and_bad_input_names_the_problem(project:
         assert wrong.status_code == 409 and wrong.json()["error"]["code"] == "not_triggered"
         typo = api.post("/v1/campaigns/pricedrp/trigger", drop("u001"))
         assert typo.status_code == 404 and typo.json()["error"]["code"] == "unknown_campaign"
+        empty = api.post("/v1/campaigns/pricedrp/trigger", {})  # the name is wrong first
+        assert empty.status_code == 404 and "pricedrp" in empty.json()["error"]["message"]
         not_json = api.client.post(
             "/v1/campaigns/pricedrop/trigger", content=b"{oops", headers=api.headers()
         )
