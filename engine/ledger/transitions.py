@@ -7,7 +7,7 @@ finalized) is never overwritten. The state diagram is in ``engine/ledger/__init_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,9 @@ class RunLedger:
         self.keeper = LeaseKeeper(timedelta(seconds=settings.delivery.lease_seconds), self._renew)
         self._live = False
         self._unanalyzed = 0  # rows this worker inserted since it last refreshed statistics
+        # Told each batch's outcomes inside ``record``'s transaction (the releaser queues
+        # the status webhooks of triggered alerts there: an outcome stored is one reported).
+        self.on_record: Callable[[Session, Sequence[dict[str, Any]]], None] | None = None
 
     # -- the run ---------------------------------------------------------------------------
     def open(
@@ -352,6 +355,8 @@ class RunLedger:
         if changes:
             with session_scope(self.db) as session:
                 apply_outcomes(session, changes, self.owner)
+                if self.on_record is not None:
+                    self.on_record(session, changes)
         self.journal.reset()
         return [str(change["b_status"]) for change in changes]
 

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from engine.db import session_scope
 from engine.feedback.status_webhooks import StatusEvent, enqueue_many
@@ -96,6 +97,8 @@ class Releaser:
         self.engine = engine
         self.batch = batch
         self._workers: dict[str, _RunWorker] = {}
+        # The rows of the batch being sent: send id -> (trigger id, campaign, API key id).
+        self._sending: dict[int, tuple[str, str, str | None]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -148,10 +151,25 @@ class Releaser:
             shares_recipe_fit=False,
         )
         run = CampaignRun(self.engine, campaign, run_id, effects)
+        ledger.on_record = self._recorded
         ledger.join()  # journal, lease keeper; dead releasers' rows of this run settle
         now = time.monotonic()
         worker = self._workers[run_id] = _RunWorker(run, ledger, now, now)
         return worker
+
+    def _recorded(self, session: Session, changes: Sequence[dict[str, Any]]) -> None:
+        """Queue the status webhooks of a batch's sent and failed triggers, in the
+        transaction that records them."""
+        reports = []
+        for change in changes:
+            made = self._sending.get(int(change["b_id"]))
+            status = str(change["b_status"])
+            if made is None or status not in ("sent", "failed"):
+                continue
+            trigger_id, campaign, key_id = made
+            reason = {} if status == "sent" else {"reason": change.get("b_error")}
+            reports.append(StatusEvent(trigger_id, campaign, status, reason, key_id))
+        enqueue_many(session, reports)
 
     def _message_sent(self, message: Message, result: SendResult) -> None:
         self.engine.pm.hook.message_sent(engine=self.engine, message=message, result=result)
@@ -226,20 +244,24 @@ class Releaser:
         summary.released += len(rows)
         people = run._still_in_audience(sorted({r.recipient_id for r in rows}))
         reasons = self.engine.ineligible(run.campaign, list(people.values()))
-        events = self._events([r.trigger_id for r in rows if r.trigger_id])
+        made = self._made([r.trigger_id for r in rows if r.trigger_id])
         keep: list[_ReleasedRow] = []
-        withheld: dict[int, str] = {}
+        withheld: dict[int, StatusEvent] = {}
+        name = run.campaign.name
         for row in rows:
             reason = (
                 reasons.get(row.recipient_id)
                 if row.recipient_id in people
                 else "left the campaign's audience"
             )
+            data, key_id = made.get(row.trigger_id, ({}, None))
             if reason:
-                withheld[row.id] = reason
+                skipped = {"reason": reason}
+                withheld[row.id] = StatusEvent(row.trigger_id, name, "skipped", skipped, key_id)
             else:
-                row.event = events.get(row.trigger_id)
+                row.event = data
                 keep.append(row)
+                self._sending[row.id] = (row.trigger_id, name, key_id)
         if withheld:
             self._withhold(run.ledger, withheld)
             summary.skipped += len(withheld)
@@ -249,56 +271,50 @@ class Releaser:
                 deliver(keep, people)
             except Exception:  # the rows settled (fixable failure, or from the journal)
                 log.exception("run %s: a release batch stopped", run.run_id)
-        self._report(run, rows, summary)
+            finally:
+                self._sending.clear()
+        self._count(rows, summary)
 
-    def _events(self, trigger_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def _made(self, trigger_ids: Sequence[str]) -> dict[str, tuple[dict[str, Any], str | None]]:
+        """Each trigger's event data and the API key that made it."""
         if not trigger_ids:
             return {}
         table = TriggerRow.__table__  # type: ignore[attr-defined]
         with session_scope(self.engine.db) as session:
-            stmt = select(table.c.id, table.c.data).where(table.c.id.in_(list(trigger_ids)))
-            return {str(i): dict(data or {}) for i, data in session.execute(stmt).all()}
+            stmt = select(table.c.id, table.c.data, table.c.key_id).where(
+                table.c.id.in_(list(trigger_ids))
+            )
+            return {str(i): (dict(data or {}), key) for i, data, key in session.execute(stmt)}
 
     @staticmethod
-    def _withhold(ledger: Any, reasons: dict[int, str]) -> None:
-        """pending -> skipped: rows whose recipients are no longer eligible at release;
-        the decision stays as logged (it was never acted on: learning skips it)."""
+    def _withhold(ledger: Any, skipped: dict[int, StatusEvent]) -> None:
+        """pending -> skipped: rows whose recipients are no longer eligible at release,
+        with their status webhooks; the decision stays as logged (it was never acted on:
+        learning skips it)."""
         with session_scope(ledger.db) as session:
-            for send_id, reason in reasons.items():
+            for send_id, event in skipped.items():
                 session.execute(
                     update(LEDGER)
                     .where(LEDGER.c.id == send_id, LEDGER.c.owner == ledger.owner)
                     .where(LEDGER.c.status == LedgerStatus.PENDING)
                     .values(
-                        status=LedgerStatus.SKIPPED, skip_reason=reason[:200], lease_expires=None
+                        status=LedgerStatus.SKIPPED,
+                        skip_reason=str(event.data["reason"])[:200],
+                        lease_expires=None,
                     )
                 )
+            enqueue_many(session, [e for e in skipped.values() if e.trigger_id])
 
-    def _report(self, run: CampaignRun, rows: list[_ReleasedRow], summary: ReleaseSummary) -> None:
-        """Count the batch's outcomes; queue the status webhooks of the finished ones."""
+    def _count(self, rows: list[_ReleasedRow], summary: ReleaseSummary) -> None:
+        """Count the batch's outcomes (its status webhooks went with them)."""
         with session_scope(self.engine.db) as session:
-            triggers = TriggerRow.__table__.c  # type: ignore[attr-defined]
-            stmt = (
-                select(
-                    LEDGER.c.trigger_id,
-                    LEDGER.c.status,
-                    LEDGER.c.skip_reason,
-                    LEDGER.c.error,
-                    triggers.key_id,
-                )
-                .outerjoin(TriggerRow.__table__, triggers.id == LEDGER.c.trigger_id)  # type: ignore[attr-defined]
-                .where(LEDGER.c.id.in_([r.id for r in rows]))
+            stmt = select(LEDGER.c.trigger_id, LEDGER.c.status).where(
+                LEDGER.c.id.in_([r.id for r in rows])
             )
-            reports = []
-            for trigger_id, status, skip_reason, error, key_id in session.execute(stmt).all():
+            for trigger_id, status in session.execute(stmt).all():
                 if status in ("sent", "failed", "deferred", "unknown"):
                     setattr(summary, status, getattr(summary, status) + 1)
                 summary.by_status.setdefault(status, []).append(trigger_id)
-                if status in ("sent", "failed", "skipped") and trigger_id:
-                    reason = {"reason": skip_reason or error} if status != "sent" else {}
-                    event = StatusEvent(trigger_id, run.campaign.name, status, reason, key_id)
-                    reports.append(event)
-            enqueue_many(session, reports)
 
     def _retire_idle(self) -> None:
         now = time.monotonic()
