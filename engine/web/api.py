@@ -83,6 +83,7 @@ class ApiApp:
         self.bodies = BodyBudget(max(settings.max_body_bytes * 4, 32 * 1024 * 1024))
         self.body_timeout = engine.settings.web.body_timeout_seconds
         self._keys: dict[str, tuple[ApiKey, float]] = {}  # verified keys, until when
+        self._checking: dict[str, asyncio.Future[ApiKey | None]] = {}
         self.subscriptions = SubscriptionRoutes(engine, self._key, self._json_body)
         # Concurrent requests are decided and committed together, a round at a time.
         self.batcher = TriggerBatcher(self.desk, threads=settings.workers)
@@ -127,11 +128,21 @@ class ApiApp:
         cached = self._keys.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
-        key = await run_in_threadpool(verify_key, self.engine.db, token)
+        # One check per key at a time: when its entry expires under load, the requests
+        # that arrive meanwhile wait for that check instead of each asking the database.
+        pending = self._checking.get(token)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        check = asyncio.ensure_future(run_in_threadpool(verify_key, self.engine.db, token))
+        self._checking[token] = check
+        try:
+            key = await asyncio.shield(check)
+        finally:
+            self._checking.pop(token, None)
         if key is not None and self.settings.key_cache_seconds > 0:
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
-            self._keys[token] = (key, now + self.settings.key_cache_seconds)
+            self._keys[token] = (key, time.monotonic() + self.settings.key_cache_seconds)
         return key
 
     async def _body(self, request: Request) -> bytes:
