@@ -85,6 +85,8 @@ class WebSettings(_Strict):
     rate_limit_burst: int = Field(default=200, ge=1)
     # One stored open or click per token within this window; repeats are counted only.
     dedupe_window_seconds: float = Field(default=60.0, ge=0)
+    # /metrics (Prometheus) answers only with this bearer token; unset: not served.
+    metrics_token: SecretStr | None = None
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -39,6 +39,7 @@ from engine.types import EventType
 from engine.web import pages
 from engine.web.bodies import BodyBudget, BodyRefused, bounded_body
 from engine.web.clients import ClientAddresses
+from engine.web.metrics import MetricsEndpoint, ProcessCounts
 from engine.web.ratelimit import RateLimiter
 from engine.web.repeats import RepeatWindow
 from engine.web.unsubscribed import current_scope
@@ -90,6 +91,8 @@ class TrackingApp:
         self.rate = RateLimiter(web.rate_limit_per_second, web.rate_limit_burst)
         self.repeats = RepeatWindow(web.dedupe_window_seconds)
         self.bodies = BodyBudget(web.max_buffered_body_bytes)
+        self.counts = ProcessCounts()
+        self.metrics = MetricsEndpoint(engine, self.intake, self.counts)
 
     def within_rate(self, request: Request) -> bool:
         """True when the request's client is within its rate (spends one token)."""
@@ -228,7 +231,9 @@ class TrackingApp:
         """``POST /webhooks/{provider}``: see ``engine.web.webhooks.webhook``."""
         if not self.within_rate(request):
             return too_many()
-        return await webhook(self.engine, request, self.bodies)
+        answer = await webhook(self.engine, request, self.bodies)
+        self.counts.webhook(request.path_params["provider"], answer.status_code)
+        return answer
 
     def health(self, request: Request) -> Response:
         """``GET /health``: 200 when the database answers, 503 when it does not.
@@ -288,6 +293,7 @@ def create_app(engine: Engine, intake: Intake | None = None) -> Starlette:
         Route("/u/{token}", app.unsubscribe, methods=["POST"]),
         Route("/webhooks/{provider}", app.webhook, methods=["POST"]),
         Route("/health", app.health, methods=["GET"]),
+        Route("/metrics", app.metrics.answer, methods=["GET"]),
     ]
     if api is not None:
         routes.append(Mount("", app=api))  # its routes all start with /v1

@@ -26,6 +26,7 @@ SELF = canonicalize_name(PROJECT["name"])
 IMPORT_NAMES = {
     "css-inline": "css_inline",
     "dkimpy": "dkim",
+    "prometheus-client": "prometheus_client",
     "psycopg2-binary": "psycopg2",
     "scikit-learn": "sklearn",
 }
