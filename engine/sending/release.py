@@ -20,11 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from engine.db import session_scope
@@ -59,7 +59,6 @@ class ReleaseSummary:
     failed: int = 0
     deferred: int = 0
     unknown: int = 0
-    by_status: dict[str, list[str]] = field(default_factory=dict)  # trigger ids per outcome
 
 
 @dataclass
@@ -306,15 +305,17 @@ class Releaser:
             enqueue_many(session, [e for e in skipped.values() if e.trigger_id])
 
     def _count(self, rows: list[_ReleasedRow], summary: ReleaseSummary) -> None:
-        """Count the batch's outcomes (its status webhooks went with them)."""
+        """Count the batch's outcomes as stored (a batch cut short settled some rows from
+        the journal; its status webhooks went with the outcomes)."""
         with session_scope(self.engine.db) as session:
-            stmt = select(LEDGER.c.trigger_id, LEDGER.c.status).where(
-                LEDGER.c.id.in_([r.id for r in rows])
+            stmt = (
+                select(LEDGER.c.status, func.count())
+                .where(LEDGER.c.id.in_([r.id for r in rows]))
+                .group_by(LEDGER.c.status)
             )
-            for trigger_id, status in session.execute(stmt).all():
+            for status, n in session.execute(stmt).all():
                 if status in ("sent", "failed", "deferred", "unknown"):
-                    setattr(summary, status, getattr(summary, status) + 1)
-                summary.by_status.setdefault(status, []).append(trigger_id)
+                    setattr(summary, status, getattr(summary, status) + int(n))
 
     def _retire_idle(self) -> None:
         now = time.monotonic()

@@ -137,6 +137,10 @@ def public_status(status: str, release_at: datetime | None, now: datetime) -> st
     return status
 
 
+Decided = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+"""A trigger decided now: its ledger row, its ``triggers`` row, its answer."""
+
+
 @dataclass(frozen=True)
 class Group:
     """One request's triggers, as ``TriggerDesk.accept_many`` takes them."""
@@ -292,21 +296,11 @@ class TriggerDesk:
         if len(requests) > MAX_BATCH:
             raise TriggerError("batch_too_large", f"at most {MAX_BATCH} triggers a request")
         now = utcnow()
-        campaigns = {r.campaign: self.campaign(r.campaign) for r in requests}
-        repeats = {} if dry_run else self._repeats(requests)
-        fresh = [(i, r) for i, r in enumerate(requests) if i not in repeats]
-        people, changed = self._people(fresh)
-        decided: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
-        for name, campaign in campaigns.items():
-            mine = [(i, r) for i, r in fresh if r.campaign == name]
-            if mine:
-                decided.update(self._decide(campaign, mine, people, now, dry_run))
+        answers, decided, recipients = self._decide_all(requests, now, dry_run)
         if dry_run:
-            return [decided[i][2] for i in range(len(requests))]
-        answers = [repeats[i] if i in repeats else decided[i][2] for i in range(len(requests))]
+            return answers
         body: Any = {"triggers": answers} if wrap else answers[0]
         stored = [(*idempotency, status_code, body)] if idempotency is not None else []
-        recipients = [people[i] for i in sorted(changed)]
         try:
             self._commit(decided, recipients, dict.fromkeys(decided, key_id), now, stored)
         except IntegrityError:
@@ -336,11 +330,8 @@ class TriggerDesk:
                 found = first.get(group.idempotency[:2])
                 if found is not None:
                     results[n] = found if isinstance(found, Exception) else Replayed(found)
-        rest = [(n, group) for n, group in enumerate(groups) if n not in results]
-        for n, answers in zip(
-            [n for n, _ in rest], self._together([g for _, g in rest]), strict=True
-        ):
-            results[n] = answers
+        rest = [n for n in range(len(groups)) if n not in results]
+        results.update(zip(rest, self._together([groups[n] for n in rest]), strict=True))
         return [results[n] for n in range(len(groups))]
 
     def _together(self, groups: Sequence[Group]) -> list[list[dict[str, Any]] | Exception]:
@@ -353,17 +344,7 @@ class TriggerDesk:
             if len(groups) == 1 or len(flat) > MAX_BATCH:
                 raise _Alone
             now = utcnow()
-            for request in flat:
-                self.campaign(request.campaign)
-            repeats = self._repeats(flat)
-            fresh = [(i, r) for i, r in enumerate(flat) if i not in repeats]
-            people, changed = self._people(fresh)
-            decided: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
-            for name in sorted({r.campaign for r in flat}):
-                mine = [(i, r) for i, r in fresh if r.campaign == name]
-                if mine:
-                    decided.update(self._decide(self.campaign(name), mine, people, now, False))
-            answers = [repeats[i] if i in repeats else decided[i][2] for i in range(len(flat))]
+            answers, decided, recipients = self._decide_all(flat, now, dry_run=False)
             per_group: list[list[dict[str, Any]]] = [[] for _ in groups]
             for index, answer in enumerate(answers):
                 per_group[owner[index]].append(answer)
@@ -373,11 +354,27 @@ class TriggerDesk:
                 if group.idempotency is not None
             ]
             key_ids = {i: groups[owner[i]].key_id for i in decided}
-            recipients = [people[i] for i in sorted(changed)]
             self._commit(decided, recipients, key_ids, now, stored)
         except (_Alone, TriggerError, IntegrityError):
             return [self._alone(group) for group in groups]
         return list(per_group)
+
+    def _decide_all(
+        self, requests: Sequence[TriggerRequest], now: datetime, dry_run: bool
+    ) -> tuple[list[dict[str, Any]], dict[int, Decided], list[Recipient]]:
+        """Every trigger's answer (a repeated event's first one), the rows and triggers
+        of those decided now (by index), and the recipients to store (new or changed)."""
+        campaigns = {r.campaign: self.campaign(r.campaign) for r in requests}
+        repeats = {} if dry_run else self._repeats(requests)
+        fresh = [(i, r) for i, r in enumerate(requests) if i not in repeats]
+        people, changed = self._people(fresh)
+        decided: dict[int, Decided] = {}
+        for name, campaign in campaigns.items():
+            mine = [(i, r) for i, r in fresh if r.campaign == name]
+            if mine:
+                decided.update(self._decide(campaign, mine, people, now, dry_run))
+        answers = [repeats[i] if i in repeats else decided[i][2] for i in range(len(requests))]
+        return answers, decided, [people[i] for i in sorted(changed)]
 
     def _alone(self, group: Group) -> list[dict[str, Any]] | Exception:
         try:
@@ -462,7 +459,7 @@ class TriggerDesk:
         people: dict[str, Recipient],
         now: datetime,
         dry_run: bool,
-    ) -> dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    ) -> dict[int, Decided]:
         """Each trigger's (ledger row, trigger row, answer) for one campaign."""
         desk = self._desk(campaign, now)
         run = desk.run
@@ -476,7 +473,7 @@ class TriggerDesk:
         eligible = [p for p in recipients if p.recipient_id not in reasons]
         contexts = self.engine.contexts_for(campaign, eligible)
         assert campaign.trigger is not None and run.recipe is not None
-        out: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+        out: dict[int, Decided] = {}
         for index, request in mine:
             for item in request.items or ():
                 if item not in run.items:
@@ -601,7 +598,7 @@ class TriggerDesk:
 
     def _commit(
         self,
-        decided: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]],
+        decided: dict[int, Decided],
         changed: Sequence[Recipient],
         key_ids: dict[int, str | None],
         now: datetime,
