@@ -31,7 +31,7 @@ def api(
         settings = engine.settings.api
         host = host or settings.host
         port = settings.port if port is None else port
-        sock = listen(host, port)  # a port in use stops here
+        sock = listen(host, port, table="api")  # a port in use stops here
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         console.print(f"API on http://{host}:{port}/v1 (its document: /v1/openapi.json)")
         try:
@@ -50,7 +50,7 @@ class ApiProcess:
     def __init__(self, engine: Engine) -> None:
         settings = engine.settings.api
         self.url = f"http://{settings.host}:{settings.port}/v1"
-        self.sock = listen(settings.host, settings.port)  # a port in use stops here
+        self.sock = listen(settings.host, settings.port, table="api")  # in use: stops here
         fd = self.sock.fileno()
         command = [sys.executable, "-m", "engine.web", "--api", "--fd", str(fd)]
         command += ["-p", str(engine.settings.project_dir)]

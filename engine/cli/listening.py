@@ -24,13 +24,13 @@ _WHY = {
 }
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, table: str = "web") -> socket.socket:
     """A socket listening on ``host``:``port``, or ``ConfigError`` naming the port and
-    the settings that choose it."""
+    the settings that choose it (``[table] host`` and ``port``: ``web``, or ``api``)."""
     if not 0 <= port < 65536:
         raise ConfigError(
             f"port {port} is not a port: choose one from 0 (any free port) to 65535 with "
-            "--port or [web] port in config/tailormail.toml"
+            f"--port or [{table}] port in config/tailormail.toml"
         )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -38,7 +38,7 @@ def listen(host: str, port: int) -> socket.socket:
     except socket.gaierror as exc:
         raise ConfigError(
             f"host {host!r} is not an address of this machine nor a name it can resolve "
-            f"({exc.strerror or exc}): choose another with --host or [web] host in "
+            f"({exc.strerror or exc}): choose another with --host or [{table}] host in "
             "config/tailormail.toml (127.0.0.1 serves this machine only)"
         ) from None
     try:
@@ -47,7 +47,7 @@ def listen(host: str, port: int) -> socket.socket:
         why = _WHY.get(exc.errno or 0, f"cannot be listened on ({exc.strerror or exc})")
         raise ConfigError(
             f"port {port} on {host} {why}: stop what holds it, or choose another with "
-            "--port or [web] port (and --host or [web] host) in config/tailormail.toml"
+            f"--port or [{table}] port (and --host or [{table}] host) in config/tailormail.toml"
         ) from None
 
 

@@ -3,6 +3,8 @@ a campaign file with both a schedule and a [trigger] table names the key at faul
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from kit.cli import fails, tailormail
 from kit.project import TEST_SECRET, Project, toml_text
@@ -40,3 +42,14 @@ def test_a_campaign_cannot_be_both_scheduled_and_triggered(sqlite_project: Proje
     with pytest.raises(ConfigError) as caught:
         load_campaign(path)
     assert "trigger.link_hosts" in str(caught.value) and "is not a host name" in str(caught.value)
+
+
+def test_api_on_a_port_in_use_names_the_api_settings(sqlite_project: Project) -> None:
+    config = sqlite_project.root / "config" / "tailormail.toml"
+    config.write_text(toml_text({"database_url": sqlite_project.db_url}))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        done = tailormail(
+            "api", "--port", port, cwd=sqlite_project.root, env={"TAILORMAIL_SECRET": TEST_SECRET}
+        )
+    fails(done, f"port {port} on 127.0.0.1 is already in use", "[api] port")
